@@ -1,0 +1,105 @@
+//! Command-line interface: parse arguments, then load and validate configuration before any
+//! port is bound. Exit codes: 0 ok, 1 runtime failure (port taken...), 64 invalid usage or config.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{effective_yaml, Config, ConfigErrors};
+
+/// Exit code for an invalid configuration or flags (EX_USAGE).
+pub const EXIT_CONFIG: u8 = 64;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "hitless",
+    version,
+    about = "A reverse proxy for Kubernetes that removes 502 Bad Gateway errors in code",
+    long_about = "hitless sits in front of your app (as a sidecar) or your services (as a gateway) \
+and keeps deploys, crashes, slow starts and idle keep-alive connections from reaching users as \
+502s. Every error it cannot avoid says why, in a Proxy-Status header, the access log and metrics."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run as a gateway from a YAML config file.
+    Run {
+        /// Path to the config file (see examples/).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Run as a sidecar in front of one app, configured by flags only.
+    Sidecar {
+        /// Address to accept client traffic on.
+        #[arg(long, default_value = "0.0.0.0:8080")]
+        listen: String,
+        /// The app's address, host:port (usually 127.0.0.1:PORT).
+        #[arg(long)]
+        upstream: String,
+        /// Admin address for /healthz, /readyz and /metrics.
+        #[arg(long, default_value = "127.0.0.1:9901")]
+        admin: String,
+        /// Do not write the access log to stdout.
+        #[arg(long)]
+        no_access_log: bool,
+    },
+    /// Validate a config file, print it with defaults filled in, and warn where the timeout
+    /// chain is inverted or a route can never match.
+    Check {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Exit non-zero when there are warnings, too.
+        #[arg(long)]
+        strict: bool,
+    },
+}
+
+fn report(errors: &ConfigErrors, source: &str) -> ExitCode {
+    eprintln!("hitless: invalid configuration ({source}):");
+    for e in &errors.0 {
+        eprintln!("  {e}");
+    }
+    ExitCode::from(EXIT_CONFIG)
+}
+
+/// Load the config a command names, or the exit code to leave with.
+pub fn load(command: &Command) -> Result<Config, ExitCode> {
+    match command {
+        Command::Run { config } | Command::Check { config, .. } => {
+            Config::load(config).map_err(|e| report(&e, &config.display().to_string()))
+        }
+        Command::Sidecar {
+            listen,
+            upstream,
+            admin,
+            no_access_log,
+        } => Config::sidecar(listen, upstream, Some(admin))
+            .map(|mut c| {
+                c.access_log = !no_access_log;
+                c
+            })
+            .map_err(|e| report(&e, "flags")),
+    }
+}
+
+/// `hitless check`: print the effective config and the warnings.
+pub fn check(config: &Config, strict: bool) -> ExitCode {
+    print!("{}", effective_yaml(config));
+    let warnings = config.warnings();
+    for w in &warnings {
+        eprintln!("{w}");
+    }
+    if warnings.is_empty() {
+        eprintln!("ok: configuration is valid, timeout chain holds");
+        ExitCode::SUCCESS
+    } else if strict {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}

@@ -1,0 +1,204 @@
+//! Configuration: YAML text -> `raw` (serde shapes) -> `validate` (domain types, defaults,
+//! every error with its field path). Loading happens before any port is bound; after that,
+//! nothing reads configuration from a global: each task is handed the `Arc` it needs.
+
+mod raw;
+mod validate;
+
+use std::path::Path;
+
+pub use validate::{
+    Action, Balance, BackendConfig, Config, ConfigError, ConfigErrors, Defaults, Downstream,
+    FixedResponse, HostMatch, PathMatch, RouteConfig, Warning,
+};
+
+use raw::RawConfig;
+
+impl Config {
+    /// Read, parse and validate a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors(vec![ConfigError {
+                path: String::new(),
+                message: format!("cannot read {}: {e}", path.display()),
+            }])
+        })?;
+        Config::from_yaml(&text)
+    }
+
+    /// Parse and validate YAML text.
+    pub fn from_yaml(text: &str) -> Result<Config, ConfigErrors> {
+        let raw: RawConfig = if text.trim().is_empty() {
+            RawConfig::default()
+        } else {
+            parse_yaml(text)?
+        };
+        validate::validate(raw)
+    }
+
+    /// The configuration `hitless sidecar` runs: one listener, one route to one backend.
+    pub fn sidecar(listen: &str, upstream: &str, admin: Option<&str>) -> Result<Config, ConfigErrors> {
+        // Going through the same YAML path as a file keeps one set of defaults and checks;
+        // serde_json's string quoting is valid YAML quoting.
+        let q = |s: &str| serde_json::Value::String(s.to_string()).to_string();
+        let admin = admin.unwrap_or(Defaults::ADMIN);
+        let yaml = format!(
+            "listeners: [{{bind: {}}}]\nadmin: {{bind: {}}}\nbackends:\n  app: {{endpoints: [{}]}}\nroutes:\n  - {{name: app, backend: app}}\n",
+            q(listen),
+            q(admin),
+            q(upstream)
+        );
+        Config::from_yaml(&yaml).map_err(|errs| {
+            // Name the flag, not the internal YAML path.
+            ConfigErrors(
+                errs.0
+                    .into_iter()
+                    .map(|e| ConfigError {
+                        path: match e.path.as_str() {
+                            "listeners[0].bind" => "--listen".into(),
+                            "admin.bind" => "--admin".into(),
+                            p if p.starts_with("backends.app.endpoints") => "--upstream".into(),
+                            p => p.into(),
+                        },
+                        message: e.message,
+                    })
+                    .collect(),
+            )
+        })
+    }
+}
+
+/// Deserialize with the failing field's path (`routes[2].timeouts.request`) in front of the
+/// message, instead of only a line and column.
+fn parse_yaml(text: &str) -> Result<RawConfig, ConfigErrors> {
+    let mut failed_path: Option<String> = None;
+    let options = serde_saphyr::options! { with_snippet: false };
+    let result = serde_saphyr::with_deserializer_from_str_with_options(text, options, |de| {
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            failed_path = Some(e.path().to_string());
+            e.into_inner()
+        })
+    });
+    result.map_err(|e| {
+        let path = failed_path.filter(|p| p != ".").unwrap_or_default();
+        ConfigErrors(vec![ConfigError {
+            path,
+            message: clean_message(&e.to_string()),
+        }])
+    })
+}
+
+/// serde-saphyr prefixes messages with a location; keep the message first and the
+/// location after it, on one line.
+fn clean_message(message: &str) -> String {
+    let one_line: Vec<&str> = message
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    one_line.join(" ")
+}
+
+/// The effective configuration with every default filled in, as YAML (for `hitless check`).
+pub fn effective_yaml(config: &Config) -> String {
+    use serde_json::{json, Map, Value};
+    let d = |d: std::time::Duration| Value::String(humantime::format_duration(d).to_string());
+    let backends: Map<String, Value> = config
+        .backends
+        .iter()
+        .map(|b| {
+            let mut v = json!({
+                "endpoints": b.endpoints.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
+                "balance": b.balance.as_str(),
+                "connect_timeout": d(b.connect_timeout),
+                "pool": {
+                    "idle_timeout": d(b.pool_idle_timeout),
+                    "max_idle_per_endpoint": b.max_idle_per_endpoint,
+                },
+            });
+            if let (Some(k), Some(obj)) = (b.upstream_keepalive_timeout, v.as_object_mut()) {
+                obj.insert("upstream_keepalive_timeout".into(), d(k));
+            }
+            (b.name.clone(), v)
+        })
+        .collect();
+    let routes: Vec<Value> = config
+        .routes
+        .iter()
+        .map(|r| {
+            let mut m = Map::new();
+            match &r.host {
+                Some(HostMatch::Exact(h)) => {
+                    m.insert("host".into(), json!(h));
+                }
+                Some(HostMatch::Suffix(s)) => {
+                    m.insert("host".into(), json!(format!("*{s}")));
+                }
+                None => {}
+            }
+            match &r.path {
+                PathMatch::Prefix(p) => m.insert("path_prefix".into(), json!(p)),
+                PathMatch::Exact(p) => m.insert("path".into(), json!(p)),
+            };
+            let mut route = json!({
+                "name": r.name,
+                "match": m,
+                "timeouts": {
+                    "request": d(r.request_timeout),
+                    "backend_request": d(r.backend_request_timeout),
+                },
+            });
+            if let Some(obj) = route.as_object_mut() {
+                match &r.action {
+                    Action::Forward { backend } => {
+                        obj.insert("backend".into(), json!(config.backends[*backend].name));
+                    }
+                    Action::Respond(f) => {
+                        let headers: Map<String, Value> = f
+                            .headers
+                            .iter()
+                            .map(|(k, v)| {
+                                (k.to_string(), json!(String::from_utf8_lossy(v.as_bytes())))
+                            })
+                            .collect();
+                        obj.insert(
+                            "respond".into(),
+                            json!({
+                                "status": f.status.as_u16(),
+                                "headers": headers,
+                                "body": String::from_utf8_lossy(&f.body),
+                            }),
+                        );
+                    }
+                }
+            }
+            route
+        })
+        .collect();
+    let mut timeouts = json!({
+        "idle": d(config.downstream.idle),
+        "header_read": d(config.downstream.header_read),
+    });
+    if let (Some(c), Some(obj)) = (config.client_timeout, timeouts.as_object_mut()) {
+        obj.insert("client".into(), d(c));
+    }
+    let mut root = json!({
+        "listeners": config.listeners.iter().map(|l| json!({"bind": l.to_string()})).collect::<Vec<_>>(),
+        "admin": {"bind": config.admin.to_string()},
+        "timeouts": timeouts,
+        "limits": {
+            "max_request_header_bytes": config.downstream.max_request_header_bytes,
+            "max_response_header_bytes": config.max_response_header_bytes,
+        },
+        "access_log": config.access_log,
+        "backends": backends,
+        "routes": routes,
+    });
+    if let (Some(n), Some(obj)) = (config.worker_threads, root.as_object_mut()) {
+        obj.insert("runtime".into(), json!({"worker_threads": n}));
+    }
+    serde_saphyr::to_string(&root).unwrap_or_else(|e| format!("# cannot print: {e}\n"))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,163 @@
+//! The serde mirror of the YAML file: shapes and types only, no cross-field rules.
+//!
+//! Every struct denies unknown keys so that a typo (`conect_timeout`) is an error at load, not a
+//! silently ignored setting. Optional fields stay `Option` here; defaults are filled in by
+//! `validate.rs`, in one place, so that `hitless check` can print the effective configuration.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use serde::de::{self, Deserializer, Visitor};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub listeners: Vec<RawListener>,
+    pub admin: Option<RawAdmin>,
+    #[serde(default)]
+    pub timeouts: RawTimeouts,
+    pub limits: Option<RawLimits>,
+    #[serde(default)]
+    pub backends: BTreeMap<String, RawBackend>,
+    #[serde(default)]
+    pub routes: Vec<RawRoute>,
+    pub access_log: Option<bool>,
+    pub runtime: Option<RawRuntime>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListener {
+    pub bind: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    pub bind: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTimeouts {
+    pub request: Option<HumanDuration>,
+    pub backend_request: Option<HumanDuration>,
+    pub idle: Option<HumanDuration>,
+    pub header_read: Option<HumanDuration>,
+    /// How long the clients in front of hitless wait for an answer (a cloud load balancer's
+    /// timeout, say). Only used by `hitless check` to verify the timeout chain.
+    pub client: Option<HumanDuration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    pub max_request_header_bytes: Option<u64>,
+    pub max_response_header_bytes: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRuntime {
+    pub worker_threads: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBackend {
+    #[serde(default)]
+    pub endpoints: Vec<String>,
+    pub balance: Option<String>,
+    pub connect_timeout: Option<HumanDuration>,
+    pub pool: Option<RawPool>,
+    /// The idle keep-alive timeout the application is known to use (Node.js 5s, gunicorn 2s...).
+    /// `hitless check` warns when the pool would keep connections idle longer than this.
+    pub upstream_keepalive_timeout: Option<HumanDuration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPool {
+    pub idle_timeout: Option<HumanDuration>,
+    pub max_idle_per_endpoint: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    pub name: Option<String>,
+    #[serde(rename = "match", default)]
+    pub matcher: RawMatch,
+    pub backend: Option<String>,
+    pub respond: Option<RawRespond>,
+    pub timeouts: Option<RawRouteTimeouts>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMatch {
+    pub host: Option<String>,
+    pub path_prefix: Option<String>,
+    pub path: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRespond {
+    pub status: Option<u16>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    pub body: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRouteTimeouts {
+    pub request: Option<HumanDuration>,
+    pub backend_request: Option<HumanDuration>,
+}
+
+/// A duration written the way people write them: `250ms`, `5s`, `1m`, `1h30m`.
+/// A bare number is rejected on purpose: `5` could mean seconds or milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        const EXPECTED: &str = "expected a duration like \"5s\"";
+        impl Visitor<'_> for V {
+            type Value = HumanDuration;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a duration like \"250ms\", \"5s\" or \"1m\"")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<HumanDuration, E> {
+                humantime::parse_duration(v.trim())
+                    .map(HumanDuration)
+                    .map_err(|_| E::custom(format!("{EXPECTED}, got \"{v}\"")))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<HumanDuration, E> {
+                Err(E::custom(format!("{EXPECTED}, got \"{v}\" (add a unit)")))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<HumanDuration, E> {
+                Err(E::custom(format!("{EXPECTED}, got \"{v}\" (add a unit)")))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<HumanDuration, E> {
+                Err(E::custom(format!("{EXPECTED}, got \"{v}\" (add a unit)")))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<HumanDuration, E> {
+                Err(E::custom(format!("{EXPECTED}, got \"{v}\"")))
+            }
+        }
+        deserializer.deserialize_any(V)
+    }
+}
+
+impl Serialize for HumanDuration {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(self.0).to_string())
+    }
+}

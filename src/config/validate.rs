@@ -1,0 +1,667 @@
+//! Raw YAML shapes -> validated domain types, with every error collected and named by its path.
+//!
+//! All defaults live here (and in the README table that mirrors `Defaults`). Nothing after this
+//! step re-checks a value: a `Config` that exists is one the proxy can run. The timeout-chain
+//! warnings of `hitless check` are computed from the domain types in `warnings()`.
+
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, StatusCode};
+
+use super::raw::{HumanDuration, RawConfig, RawRoute};
+
+/// Every default in one place.
+pub struct Defaults;
+
+impl Defaults {
+    pub const LISTEN: &'static str = "0.0.0.0:8080";
+    pub const ADMIN: &'static str = "127.0.0.1:9901";
+    /// Whole request, across attempts, until the response head.
+    pub const REQUEST: Duration = Duration::from_secs(30);
+    /// One attempt, until the response head.
+    pub const BACKEND_REQUEST: Duration = Duration::from_secs(10);
+    /// Client keep-alive connections with nothing in flight are closed after this.
+    pub const IDLE: Duration = Duration::from_secs(60);
+    /// From the first byte of a request head to its end (slow-loris guard).
+    pub const HEADER_READ: Duration = Duration::from_secs(10);
+    /// In-cluster connects take microseconds; a SYN left unanswered is a dead pod.
+    pub const CONNECT: Duration = Duration::from_secs(1);
+    /// Shorter than every common app keep-alive (gunicorn 2 s, Node.js/uvicorn/Apache 5 s), so
+    /// a pooled connection is never reused just as the app closes it.
+    pub const POOL_IDLE: Duration = Duration::from_millis(1500);
+    pub const MAX_IDLE_PER_ENDPOINT: usize = 128;
+    pub const MAX_REQUEST_HEADER_BYTES: usize = 64 * 1024;
+    /// nginx's 4-8 KiB `proxy_buffer_size` is a classic 502 source; be generous.
+    pub const MAX_RESPONSE_HEADER_BYTES: usize = 64 * 1024;
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listeners: Vec<SocketAddr>,
+    pub admin: SocketAddr,
+    pub downstream: Downstream,
+    pub max_response_header_bytes: usize,
+    pub backends: Vec<BackendConfig>,
+    pub routes: Vec<RouteConfig>,
+    pub access_log: bool,
+    pub worker_threads: Option<usize>,
+    /// What the clients in front wait (hint for the timeout chain check only).
+    pub client_timeout: Option<Duration>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Downstream {
+    pub idle: Duration,
+    pub header_read: Duration,
+    pub max_request_header_bytes: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Balance {
+    /// Power of two random choices on outstanding requests.
+    P2c,
+    RoundRobin,
+}
+
+impl Balance {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Balance::P2c => "p2c",
+            Balance::RoundRobin => "round_robin",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct BackendConfig {
+    pub name: String,
+    pub endpoints: Vec<SocketAddr>,
+    pub balance: Balance,
+    pub connect_timeout: Duration,
+    pub pool_idle_timeout: Duration,
+    pub max_idle_per_endpoint: usize,
+    pub upstream_keepalive_timeout: Option<Duration>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostMatch {
+    /// Lower-case host without port.
+    Exact(String),
+    /// `*.example.com` is stored as `.example.com`: matches one or more labels before it.
+    Suffix(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathMatch {
+    Prefix(String),
+    Exact(String),
+}
+
+#[derive(Debug, Clone)]
+pub enum Action {
+    /// Index into `Config::backends`.
+    Forward { backend: usize },
+    Respond(FixedResponse),
+}
+
+#[derive(Debug, Clone)]
+pub struct FixedResponse {
+    pub status: StatusCode,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub body: Bytes,
+}
+
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    pub name: String,
+    pub host: Option<HostMatch>,
+    pub path: PathMatch,
+    pub action: Action,
+    pub request_timeout: Duration,
+    pub backend_request_timeout: Duration,
+}
+
+/// One problem, with the YAML path of the field it is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// Every problem found in one file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+struct Errors(Vec<ConfigError>);
+
+impl Errors {
+    fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(ConfigError {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+}
+
+fn dur(v: Option<HumanDuration>, default: Duration) -> Duration {
+    v.map(|d| d.0).unwrap_or(default)
+}
+
+fn positive(errors: &mut Errors, path: &str, d: Duration) -> Duration {
+    if d.is_zero() {
+        errors.push(path, "must be greater than zero");
+    }
+    d
+}
+
+fn parse_bind(errors: &mut Errors, path: &str, value: &str) -> SocketAddr {
+    match value.parse::<SocketAddr>() {
+        Ok(addr) => addr,
+        Err(_) => {
+            errors.push(
+                path,
+                format!("expected an address like \"0.0.0.0:8080\", got \"{value}\""),
+            );
+            SocketAddr::from(([0, 0, 0, 0], 0))
+        }
+    }
+}
+
+/// `host:port` or `ip:port`; a name is resolved once, here (DNS re-resolution is discovery's job).
+fn parse_endpoint(errors: &mut Errors, path: &str, value: &str) -> Option<SocketAddr> {
+    if let Ok(addr) = value.parse::<SocketAddr>() {
+        return Some(addr);
+    }
+    let Some((host, port)) = value.rsplit_once(':') else {
+        errors.push(
+            path,
+            format!("expected \"host:port\", got \"{value}\" (the port is required)"),
+        );
+        return None;
+    };
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        errors.push(path, format!("expected \"host:port\", got \"{value}\""));
+        return None;
+    }
+    match value.to_socket_addrs() {
+        Ok(mut addrs) => match addrs.next() {
+            Some(addr) => Some(addr),
+            None => {
+                errors.push(path, format!("\"{value}\" resolved to no address"));
+                None
+            }
+        },
+        Err(e) => {
+            errors.push(path, format!("cannot resolve \"{value}\": {e}"));
+            None
+        }
+    }
+}
+
+fn parse_host(errors: &mut Errors, path: &str, value: &str) -> Option<HostMatch> {
+    let host = value.trim().to_ascii_lowercase();
+    let valid_chars = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_')
+    };
+    if let Some(suffix) = host.strip_prefix("*.") {
+        if valid_chars(suffix) && !suffix.contains('*') {
+            return Some(HostMatch::Suffix(format!(".{suffix}")));
+        }
+    } else if valid_chars(&host) {
+        return Some(HostMatch::Exact(host));
+    }
+    errors.push(
+        path,
+        format!(
+            "expected a host name like \"api.example.com\" or \"*.example.com\" (no port), got \"{value}\""
+        ),
+    );
+    None
+}
+
+fn parse_path(errors: &mut Errors, path: &str, value: &str) -> String {
+    if !value.starts_with('/') {
+        errors.push(path, format!("must start with \"/\", got \"{value}\""));
+    }
+    value.to_string()
+}
+
+pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
+    let mut errors = Errors(Vec::new());
+
+    let mut listeners: Vec<SocketAddr> = raw
+        .listeners
+        .iter()
+        .enumerate()
+        .map(|(i, l)| parse_bind(&mut errors, &format!("listeners[{i}].bind"), &l.bind))
+        .collect();
+    if listeners.is_empty() {
+        listeners.push(SocketAddr::from(([0, 0, 0, 0], 8080)));
+    }
+    let admin = match raw.admin.as_ref().and_then(|a| a.bind.as_deref()) {
+        Some(bind) => parse_bind(&mut errors, "admin.bind", bind),
+        None => SocketAddr::from(([127, 0, 0, 1], 9901)),
+    };
+
+    let t = &raw.timeouts;
+    let default_request = positive(
+        &mut errors,
+        "timeouts.request",
+        dur(t.request, Defaults::REQUEST),
+    );
+    let default_backend_request = positive(
+        &mut errors,
+        "timeouts.backend_request",
+        dur(t.backend_request, Defaults::BACKEND_REQUEST),
+    );
+    let downstream = Downstream {
+        idle: positive(&mut errors, "timeouts.idle", dur(t.idle, Defaults::IDLE)),
+        header_read: positive(
+            &mut errors,
+            "timeouts.header_read",
+            dur(t.header_read, Defaults::HEADER_READ),
+        ),
+        max_request_header_bytes: Defaults::MAX_REQUEST_HEADER_BYTES,
+    };
+    let mut config_limits = (downstream, Defaults::MAX_RESPONSE_HEADER_BYTES);
+    if let Some(limits) = &raw.limits {
+        // hyper's parser buffers need at least 8 KiB; more than 16 MiB of headers is a mistake.
+        let bytes = |errors: &mut Errors, path: &str, v: Option<u64>, default: usize| match v {
+            None => default,
+            Some(n) if (8192..=16 << 20).contains(&n) => n as usize,
+            Some(n) => {
+                errors.push(path, format!("must be between 8192 and 16777216, got {n}"));
+                default
+            }
+        };
+        config_limits.0.max_request_header_bytes = bytes(
+            &mut errors,
+            "limits.max_request_header_bytes",
+            limits.max_request_header_bytes,
+            Defaults::MAX_REQUEST_HEADER_BYTES,
+        );
+        config_limits.1 = bytes(
+            &mut errors,
+            "limits.max_response_header_bytes",
+            limits.max_response_header_bytes,
+            Defaults::MAX_RESPONSE_HEADER_BYTES,
+        );
+    }
+    let (downstream, max_response_header_bytes) = config_limits;
+
+    let mut backends = Vec::new();
+    for (name, b) in &raw.backends {
+        let base = format!("backends.{name}");
+        let mut endpoints = Vec::new();
+        for (i, e) in b.endpoints.iter().enumerate() {
+            if let Some(addr) = parse_endpoint(&mut errors, &format!("{base}.endpoints[{i}]"), e) {
+                endpoints.push(addr);
+            }
+        }
+        let balance = match b.balance.as_deref() {
+            None | Some("p2c") => Balance::P2c,
+            Some("round_robin") => Balance::RoundRobin,
+            Some(other) => {
+                errors.push(
+                    format!("{base}.balance"),
+                    format!("expected \"p2c\" or \"round_robin\", got \"{other}\""),
+                );
+                Balance::P2c
+            }
+        };
+        let pool = b.pool.as_ref();
+        let max_idle = match pool.and_then(|p| p.max_idle_per_endpoint) {
+            None => Defaults::MAX_IDLE_PER_ENDPOINT,
+            Some(n) if (1..=65536).contains(&n) => n as usize,
+            Some(n) => {
+                errors.push(
+                    format!("{base}.pool.max_idle_per_endpoint"),
+                    format!("must be between 1 and 65536, got {n}"),
+                );
+                Defaults::MAX_IDLE_PER_ENDPOINT
+            }
+        };
+        backends.push(BackendConfig {
+            name: name.clone(),
+            endpoints,
+            balance,
+            connect_timeout: positive(
+                &mut errors,
+                &format!("{base}.connect_timeout"),
+                dur(b.connect_timeout, Defaults::CONNECT),
+            ),
+            pool_idle_timeout: positive(
+                &mut errors,
+                &format!("{base}.pool.idle_timeout"),
+                dur(pool.and_then(|p| p.idle_timeout), Defaults::POOL_IDLE),
+            ),
+            max_idle_per_endpoint: max_idle,
+            upstream_keepalive_timeout: b.upstream_keepalive_timeout.map(|d| d.0),
+        });
+    }
+
+    if raw.routes.is_empty() {
+        errors.push("routes", "at least one route is required");
+    }
+    let mut routes = Vec::new();
+    for (i, r) in raw.routes.iter().enumerate() {
+        if let Some(route) = validate_route(
+            &mut errors,
+            i,
+            r,
+            &backends,
+            default_request,
+            default_backend_request,
+        ) {
+            routes.push(route);
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    for (i, r) in routes.iter().enumerate() {
+        if !seen.insert(r.name.clone()) {
+            errors.push(
+                format!("routes[{i}].name"),
+                format!("duplicate route name \"{}\"", r.name),
+            );
+        }
+    }
+
+    let worker_threads = match raw.runtime.as_ref().and_then(|r| r.worker_threads) {
+        None => None,
+        Some(n) if (1..=1024).contains(&n) => Some(n as usize),
+        Some(n) => {
+            errors.push(
+                "runtime.worker_threads",
+                format!("must be between 1 and 1024, got {n}"),
+            );
+            None
+        }
+    };
+
+    if !errors.0.is_empty() {
+        return Err(ConfigErrors(errors.0));
+    }
+    Ok(Config {
+        listeners,
+        admin,
+        downstream,
+        max_response_header_bytes,
+        backends,
+        routes,
+        access_log: raw.access_log.unwrap_or(true),
+        worker_threads,
+        client_timeout: raw.timeouts.client.map(|d| d.0),
+    })
+}
+
+fn validate_route(
+    errors: &mut Errors,
+    i: usize,
+    r: &RawRoute,
+    backends: &[BackendConfig],
+    default_request: Duration,
+    default_backend_request: Duration,
+) -> Option<RouteConfig> {
+    let base = format!("routes[{i}]");
+    let name = r.name.clone().unwrap_or_else(|| format!("route{i}"));
+    let host = r
+        .matcher
+        .host
+        .as_deref()
+        .and_then(|h| parse_host(errors, &format!("{base}.match.host"), h));
+    let path = match (&r.matcher.path_prefix, &r.matcher.path) {
+        (Some(_), Some(_)) => {
+            errors.push(
+                format!("{base}.match"),
+                "set either path_prefix or path (exact), not both",
+            );
+            PathMatch::Prefix("/".into())
+        }
+        (Some(p), None) => PathMatch::Prefix(parse_path(
+            errors,
+            &format!("{base}.match.path_prefix"),
+            p,
+        )),
+        (None, Some(p)) => PathMatch::Exact(parse_path(errors, &format!("{base}.match.path"), p)),
+        (None, None) => PathMatch::Prefix("/".into()),
+    };
+    let action = match (&r.backend, &r.respond) {
+        (Some(_), Some(_)) | (None, None) => {
+            errors.push(
+                base.clone(),
+                "a route needs exactly one of `backend` (forward) or `respond` (answer directly)",
+            );
+            return None;
+        }
+        (Some(b), None) => match backends.iter().position(|x| &x.name == b) {
+            Some(backend) => Action::Forward { backend },
+            None => {
+                let known: Vec<&str> = backends.iter().map(|x| x.name.as_str()).collect();
+                errors.push(
+                    format!("{base}.backend"),
+                    format!(
+                        "unknown backend \"{b}\" (defined: {})",
+                        if known.is_empty() {
+                            "none".to_string()
+                        } else {
+                            known.join(", ")
+                        }
+                    ),
+                );
+                return None;
+            }
+        },
+        (None, Some(resp)) => {
+            let status = match StatusCode::from_u16(resp.status.unwrap_or(200)) {
+                Ok(s) if s.as_u16() >= 200 => s,
+                _ => {
+                    errors.push(
+                        format!("{base}.respond.status"),
+                        format!(
+                            "expected a status between 200 and 999, got {}",
+                            resp.status.unwrap_or(0)
+                        ),
+                    );
+                    StatusCode::OK
+                }
+            };
+            let mut headers = Vec::new();
+            for (k, v) in &resp.headers {
+                let path = format!("{base}.respond.headers.{k}");
+                match (HeaderName::try_from(k.as_str()), HeaderValue::try_from(v)) {
+                    (Ok(n), Ok(v)) => headers.push((n, v)),
+                    (Err(_), _) => errors.push(path, "not a valid header name"),
+                    (_, Err(_)) => errors.push(path, "not a valid header value"),
+                }
+            }
+            Action::Respond(FixedResponse {
+                status,
+                headers,
+                body: Bytes::from(resp.body.clone().unwrap_or_default()),
+            })
+        }
+    };
+    let rt = r.timeouts.as_ref();
+    let request_timeout = positive(
+        errors,
+        &format!("{base}.timeouts.request"),
+        dur(rt.and_then(|t| t.request), default_request),
+    );
+    let backend_request_timeout = positive(
+        errors,
+        &format!("{base}.timeouts.backend_request"),
+        dur(rt.and_then(|t| t.backend_request), default_backend_request),
+    );
+    Some(RouteConfig {
+        name,
+        host,
+        path,
+        action,
+        request_timeout,
+        backend_request_timeout,
+    })
+}
+
+/// A timeout-chain or routing problem that does not stop hitless from running but will
+/// produce errors in production. Each names the setting that fixes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Warning {
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for Warning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "warning: {}: {}", self.path, self.message)
+    }
+}
+
+fn fmt_d(d: Duration) -> String {
+    humantime::format_duration(d).to_string()
+}
+
+impl Config {
+    /// The timeout chain must hold: client > proxy (request) >= per-try (backend_request) >
+    /// connect, and pooled connections must idle out before the upstream closes them.
+    pub fn warnings(&self) -> Vec<Warning> {
+        let mut out = Vec::new();
+        let mut warn = |path: String, message: String| out.push(Warning { path, message });
+        for (i, r) in self.routes.iter().enumerate() {
+            let Action::Forward { backend } = r.action else {
+                continue;
+            };
+            let b = &self.backends[backend];
+            if r.backend_request_timeout > r.request_timeout {
+                warn(
+                    format!("routes[{i}].timeouts.backend_request"),
+                    format!(
+                        "per-try timeout {} exceeds the request timeout {}: lower backend_request or raise routes[{i}].timeouts.request",
+                        fmt_d(r.backend_request_timeout),
+                        fmt_d(r.request_timeout)
+                    ),
+                );
+            }
+            if b.connect_timeout >= r.backend_request_timeout {
+                warn(
+                    format!("backends.{}.connect_timeout", b.name),
+                    format!(
+                        "connect timeout {} is not below route \"{}\"'s per-try timeout {}: lower backends.{}.connect_timeout",
+                        fmt_d(b.connect_timeout),
+                        r.name,
+                        fmt_d(r.backend_request_timeout),
+                        b.name
+                    ),
+                );
+            }
+            if let Some(client) = self.client_timeout {
+                if r.request_timeout >= client {
+                    warn(
+                        format!("routes[{i}].timeouts.request"),
+                        format!(
+                            "request timeout {} is not below the clients' timeout {} (timeouts.client): the client gives up first and sees its own error; lower routes[{i}].timeouts.request",
+                            fmt_d(r.request_timeout),
+                            fmt_d(client)
+                        ),
+                    );
+                }
+            }
+            if let Some(app) = b.upstream_keepalive_timeout {
+                if b.pool_idle_timeout >= app {
+                    warn(
+                        format!("backends.{}.pool.idle_timeout", b.name),
+                        format!(
+                            "pooled connections idle up to {} but the upstream closes them after {}: a request can meet a closing connection (502 after idle); set backends.{}.pool.idle_timeout below {}",
+                            fmt_d(b.pool_idle_timeout),
+                            fmt_d(app),
+                            b.name,
+                            fmt_d(app)
+                        ),
+                    );
+                }
+            }
+            if b.endpoints.is_empty() {
+                warn(
+                    format!("backends.{}.endpoints", b.name),
+                    format!(
+                        "backend has no endpoints: route \"{}\" will answer 503 no_endpoints",
+                        r.name
+                    ),
+                );
+            }
+        }
+        if let Some(client) = self.client_timeout {
+            if self.downstream.idle <= client {
+                warn(
+                    "timeouts.idle".into(),
+                    format!(
+                        "client keep-alive idle timeout {} is not above the clients' timeout {}: hitless may close a connection the client is about to reuse; raise timeouts.idle",
+                        fmt_d(self.downstream.idle),
+                        fmt_d(client)
+                    ),
+                );
+            }
+        }
+        for (j, later) in self.routes.iter().enumerate() {
+            if let Some(i) = self.routes[..j].iter().position(|e| shadows(e, later)) {
+                warn(
+                    format!("routes[{j}].match"),
+                    format!(
+                        "never matches: routes[{i}] (\"{}\") comes first and matches everything it would (first match wins); move it above",
+                        self.routes[i].name
+                    ),
+                );
+            }
+        }
+        out
+    }
+}
+
+/// Whether `earlier` matches every request that `later` matches.
+fn shadows(earlier: &RouteConfig, later: &RouteConfig) -> bool {
+    let host_covers = match (&earlier.host, &later.host) {
+        (None, _) => true,
+        (Some(_), None) => false,
+        (Some(HostMatch::Exact(a)), Some(HostMatch::Exact(b))) => a == b,
+        (Some(HostMatch::Suffix(a)), Some(HostMatch::Exact(b))) => b.ends_with(a.as_str()),
+        (Some(HostMatch::Suffix(a)), Some(HostMatch::Suffix(b))) => b.ends_with(a.as_str()),
+        (Some(HostMatch::Exact(_)), Some(HostMatch::Suffix(_))) => false,
+    };
+    let path_covers = match (&earlier.path, &later.path) {
+        (PathMatch::Prefix(a), PathMatch::Prefix(b) | PathMatch::Exact(b)) => {
+            b.starts_with(a.as_str())
+        }
+        (PathMatch::Exact(a), PathMatch::Exact(b)) => a == b,
+        (PathMatch::Exact(_), PathMatch::Prefix(_)) => false,
+    };
+    host_covers && path_covers
+}

@@ -1,0 +1,178 @@
+//! One client connection: HTTP/1.1 and HTTP/2 (h2c prior knowledge) on the same port through
+//! hyper-util's auto builder, with hitless's own idle and header-read timeouts.
+//!
+//! Why our own timeouts: hyper's HTTP/1 `header_read_timeout` starts as soon as the connection
+//! waits for the next request, so it is also the keep-alive idle timeout; one setting cannot be
+//! both 10 s (slow-loris guard) and 60 s (longer than the load balancer's keep-alive in front).
+//! As Go's net/http does, the header-read clock starts at the first byte of a request head
+//! (seen by `WatchedIo`), and the idle clock runs while no request is in flight. A watchdog in
+//! the connection task checks both a few times per timeout.
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Downstream;
+use crate::proxy::body::{now_ms, ConnActivity};
+use crate::proxy::Proxy;
+
+/// Settings and shared state for serving client connections.
+pub struct Server {
+    builder: auto::Builder<TokioExecutor>,
+    proxy: Arc<Proxy>,
+    idle: Duration,
+    header_read: Duration,
+}
+
+impl Server {
+    pub fn new(proxy: Arc<Proxy>, downstream: &Downstream) -> Server {
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(None)
+            .keep_alive(true)
+            // The read buffer bounds the request head: beyond it hyper answers 431.
+            .max_buf_size(downstream.max_request_header_bytes);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(downstream.max_request_header_bytes as u32);
+        Server {
+            builder,
+            proxy,
+            idle: downstream.idle,
+            header_read: downstream.header_read,
+        }
+    }
+
+    /// Serve one accepted connection until it closes, times out, or `shutdown` fires.
+    pub async fn serve(&self, stream: TcpStream, client: SocketAddr, shutdown: CancellationToken) {
+        let activity = Arc::new(ConnActivity::default());
+        activity.last_active_ms.store(now_ms(), Ordering::Relaxed);
+        let io = TokioIo::new(WatchedIo {
+            inner: stream,
+            activity: Arc::clone(&activity),
+        });
+        let proxy = Arc::clone(&self.proxy);
+        let service_activity = Arc::clone(&activity);
+        let service = service_fn(move |request| {
+            let proxy = Arc::clone(&proxy);
+            let activity = Arc::clone(&service_activity);
+            async move {
+                Ok::<_, std::convert::Infallible>(
+                    proxy.handle(request, client, "http", activity).await,
+                )
+            }
+        });
+        let conn = self.builder.serve_connection_with_upgrades(io, service);
+        tokio::pin!(conn);
+
+        let idle_ms = self.idle.as_millis() as u64;
+        let header_ms = self.header_read.as_millis() as u64;
+        let tick = (self.idle.min(self.header_read) / 4).max(Duration::from_millis(25));
+        let mut watchdog = tokio::time::interval(tick);
+        watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        watchdog.tick().await; // the first tick is immediate
+        let mut closing = false;
+        loop {
+            tokio::select! {
+                result = conn.as_mut() => {
+                    if let Err(e) = result {
+                        tracing::debug!(%client, error = %e, "client connection ended with an error");
+                    }
+                    return;
+                }
+                _ = shutdown.cancelled(), if !closing => {
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+                _ = watchdog.tick() => {
+                    if activity.in_flight.load(Ordering::Relaxed) > 0 {
+                        continue;
+                    }
+                    let now = now_ms();
+                    let head = activity.head_started_ms.load(Ordering::Relaxed);
+                    if head != 0 && now.saturating_sub(head - 1) > header_ms {
+                        tracing::debug!(%client, "header read timeout: closing connection");
+                        return;
+                    }
+                    let last = activity.last_active_ms.load(Ordering::Relaxed);
+                    if head == 0 && !closing && now.saturating_sub(last) > idle_ms {
+                        closing = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The client socket, noting when bytes of a new request head start to arrive on an idle
+/// connection. Two relaxed atomic loads per read; the clock is read only on idle connections.
+struct WatchedIo {
+    inner: TcpStream,
+    activity: Arc<ConnActivity>,
+}
+
+impl AsyncRead for WatchedIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = polled {
+            let a = &self.activity;
+            if buf.filled().len() > before
+                && a.in_flight.load(Ordering::Relaxed) == 0
+                && a.head_started_ms.load(Ordering::Relaxed) == 0
+            {
+                a.head_started_ms.store(now_ms() + 1, Ordering::Relaxed);
+            }
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for WatchedIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}

@@ -1,0 +1,38 @@
+//! `hitless` binary: parse flags, load and validate config (exit 64 on error, before binding
+//! anything), then run.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use hitless::cli::{self, Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match cli::load(&cli.command) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    if let Command::Check { strict, .. } = cli.command {
+        return cli::check(&config, strict);
+    }
+
+    let _log_guard = hitless::runtime::telemetry::init();
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = config.worker_threads {
+        builder.worker_threads(n);
+    }
+    let runtime = match builder.enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("hitless: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(hitless::app::run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hitless: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

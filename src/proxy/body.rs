@@ -1,0 +1,177 @@
+//! The response body that goes back to the client, and the record of the request it ends.
+//!
+//! `ResponseBody` is either a body hitless wrote itself (an error or a route's fixed answer) or
+//! the endpoint's streamed body. It carries the request's `RequestLog`: when the body is
+//! dropped (fully sent, or the client went away) the log line is written, metrics recorded and
+//! the client connection's in-flight count released. One place, so no path can forget it.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Uri};
+use http_body::{Body, Frame, SizeHint};
+use tokio::time::Instant;
+
+use super::route::Route;
+use crate::upstream::body::UpstreamBody;
+
+/// Activity of one client connection, shared by its requests and its connection task: the
+/// connection task closes idle connections and enforces the header-read timeout from it.
+#[derive(Debug, Default)]
+pub struct ConnActivity {
+    /// Requests whose response has not finished.
+    pub in_flight: AtomicU32,
+    /// Milliseconds since `epoch()` of the last request start or response end.
+    pub last_active_ms: AtomicU64,
+    /// Milliseconds since `epoch()` (+1, so 0 means none) when bytes of a request head first
+    /// arrived on an otherwise idle connection.
+    pub head_started_ms: AtomicU64,
+}
+
+/// A process-wide monotonic origin, so timestamps fit in an `AtomicU64`.
+pub fn now_ms() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    let epoch = *EPOCH.get_or_init(Instant::now);
+    epoch.elapsed().as_millis() as u64
+}
+
+impl ConnActivity {
+    pub fn request_started(&self) {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.head_started_ms.store(0, Ordering::Relaxed);
+        self.last_active_ms.store(now_ms(), Ordering::Relaxed);
+    }
+
+    pub fn request_finished(&self) {
+        self.last_active_ms.store(now_ms(), Ordering::Relaxed);
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Everything the access log line and the metrics need about one request.
+pub struct RequestLog {
+    pub start: Instant,
+    pub method: Method,
+    pub host: Option<HeaderValue>,
+    pub uri: Uri,
+    pub request_id: Option<HeaderValue>,
+    pub route: Option<Arc<Route>>,
+    pub endpoint: Option<SocketAddr>,
+    pub attempts: u32,
+    pub cause: Option<&'static str>,
+    pub status: u16,
+    pub bytes: u64,
+    pub access_log: bool,
+    pub conn: Arc<ConnActivity>,
+}
+
+impl Drop for RequestLog {
+    fn drop(&mut self) {
+        let elapsed = self.start.elapsed();
+        if let Some(route) = &self.route {
+            route.metrics.record(self.status, elapsed);
+        }
+        if self.access_log {
+            let host = self
+                .host
+                .as_ref()
+                .and_then(|h| h.to_str().ok())
+                .or_else(|| self.uri.authority().map(|a| a.as_str()))
+                .unwrap_or("-");
+            tracing::info!(
+                target: "hitless::access",
+                method = %self.method,
+                host,
+                path = self.uri.path(),
+                status = self.status,
+                duration_ms = elapsed.as_secs_f64() * 1000.0,
+                bytes = self.bytes,
+                route = self.route.as_ref().map(|r| r.name.as_str()).unwrap_or("-"),
+                backend = self.route.as_ref().map(|r| r.backend_name()).unwrap_or("-"),
+                endpoint = %self.endpoint.map(|e| e.to_string()).unwrap_or_else(|| "-".into()),
+                attempts = self.attempts,
+                cause = self.cause.unwrap_or("-"),
+                request_id = self.request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("-"),
+            );
+        }
+        self.conn.request_finished();
+    }
+}
+
+enum Kind {
+    Full(Option<Bytes>),
+    Upstream(UpstreamBody),
+}
+
+pub struct ResponseBody {
+    kind: Kind,
+    log: Option<RequestLog>,
+}
+
+impl ResponseBody {
+    pub fn full(bytes: Bytes) -> ResponseBody {
+        ResponseBody {
+            kind: Kind::Full((!bytes.is_empty()).then_some(bytes)),
+            log: None,
+        }
+    }
+
+    pub fn upstream(body: UpstreamBody) -> ResponseBody {
+        ResponseBody {
+            kind: Kind::Upstream(body),
+            log: None,
+        }
+    }
+
+    pub fn with_log(mut self, log: RequestLog) -> ResponseBody {
+        self.log = Some(log);
+        self
+    }
+}
+
+impl From<Bytes> for ResponseBody {
+    fn from(b: Bytes) -> Self {
+        ResponseBody::full(b)
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        let polled = match &mut this.kind {
+            Kind::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            Kind::Upstream(body) => Pin::new(body).poll_frame(cx),
+        };
+        if let (Poll::Ready(Some(Ok(frame))), Some(log)) = (&polled, &mut this.log) {
+            if let Some(data) = frame.data_ref() {
+                log.bytes += data.len() as u64;
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Full(data) => data.is_none(),
+            Kind::Upstream(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Full(Some(d)) => SizeHint::with_exact(d.len() as u64),
+            Kind::Full(None) => SizeHint::with_exact(0),
+            Kind::Upstream(body) => body.size_hint(),
+        }
+    }
+}

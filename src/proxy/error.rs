@@ -1,0 +1,339 @@
+//! `ProxyError`: every answer that hitless itself produces instead of the backend's.
+//!
+//! This file is a leaf: the layers above and below convert *into* it, it imports none of them.
+//! Each property of an error (HTTP status, gRPC code, cause label, RFC 9209 error type, retry class,
+//! whether the client connection must close) is one exhaustive `match` with no `_` arm, so a new
+//! variant cannot be added without deciding every one of them; `tests::table` pins the mapping.
+//! The cause label is the same string in the `Proxy-Status` header, the access log and the
+//! `hitless_proxy_errors_total{cause}` metric, so an operator can go from one to the others.
+
+use std::fmt;
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Response, StatusCode};
+
+/// An error that hitless answers itself. Endpoint addresses are kept for `details`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProxyError {
+    /// No route matched the request's host and path.
+    NoRoute,
+    /// The route's backend has no endpoints at all.
+    NoEndpoints { backend: String },
+    /// The endpoint actively refused the TCP connection (nothing listening: RST to our SYN).
+    ConnectRefused { endpoint: SocketAddr },
+    /// The TCP connection was not established within the backend's `connect_timeout`.
+    ConnectTimeout { endpoint: SocketAddr },
+    /// Any other connect failure (unreachable network or host, ...), with the OS reason.
+    ConnectFailed { endpoint: SocketAddr, reason: String },
+    /// The connection closed or was reset before a complete response head arrived.
+    UpstreamReset { endpoint: SocketAddr },
+    /// The backend answered something that is not a valid HTTP response.
+    UpstreamProtocol { endpoint: SocketAddr, reason: String },
+    /// The backend's response head exceeded `max_response_header_bytes`.
+    UpstreamHeaderTooLarge { endpoint: SocketAddr },
+    /// No response head within the per-try timeout `backend_request`.
+    BackendTimeout { endpoint: SocketAddr },
+    /// No response head within the whole-request timeout `request`.
+    RequestTimeout,
+    /// The client's request body failed (the client went away or sent a malformed body)
+    /// while it was being forwarded.
+    ClientBody { reason: String },
+}
+
+/// What a failed attempt proves about whether the backend application saw the request.
+/// The retry loop (issue #3) decides from this; the core proxy only records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryClass {
+    /// Nothing was sent: retrying elsewhere is always safe, whatever the method.
+    NotSent,
+    /// The request may have reached the application: retry only idempotent, replayable requests.
+    MaybeSent,
+    /// Retrying cannot help (or the error is about the client itself).
+    Never,
+}
+
+impl ProxyError {
+    /// Stable cause label: the `details` of `Proxy-Status`, the access log `cause`, the metric label.
+    pub fn cause(&self) -> &'static str {
+        match self {
+            ProxyError::NoRoute => "no_route",
+            ProxyError::NoEndpoints { .. } => "no_endpoints",
+            ProxyError::ConnectRefused { .. } => "connect_refused",
+            ProxyError::ConnectTimeout { .. } => "connect_timeout",
+            ProxyError::ConnectFailed { .. } => "connect_error",
+            ProxyError::UpstreamReset { .. } => "upstream_reset",
+            ProxyError::UpstreamProtocol { .. } => "upstream_protocol_error",
+            ProxyError::UpstreamHeaderTooLarge { .. } => "upstream_header_too_large",
+            ProxyError::BackendTimeout { .. } => "backend_timeout",
+            ProxyError::RequestTimeout => "request_timeout",
+            ProxyError::ClientBody { .. } => "client_body_error",
+        }
+    }
+
+    /// Every cause, in a fixed order: metric handles are resolved for all of them at start.
+    pub const CAUSES: [&'static str; 11] = [
+        "no_route",
+        "no_endpoints",
+        "connect_refused",
+        "connect_timeout",
+        "connect_error",
+        "upstream_reset",
+        "upstream_protocol_error",
+        "upstream_header_too_large",
+        "backend_timeout",
+        "request_timeout",
+        "client_body_error",
+    ];
+
+    /// Index of `cause()` in `CAUSES`.
+    pub fn cause_index(&self) -> usize {
+        match self {
+            ProxyError::NoRoute => 0,
+            ProxyError::NoEndpoints { .. } => 1,
+            ProxyError::ConnectRefused { .. } => 2,
+            ProxyError::ConnectTimeout { .. } => 3,
+            ProxyError::ConnectFailed { .. } => 4,
+            ProxyError::UpstreamReset { .. } => 5,
+            ProxyError::UpstreamProtocol { .. } => 6,
+            ProxyError::UpstreamHeaderTooLarge { .. } => 7,
+            ProxyError::BackendTimeout { .. } => 8,
+            ProxyError::RequestTimeout => 9,
+            ProxyError::ClientBody { .. } => 10,
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::NoEndpoints { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::ConnectRefused { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::ConnectTimeout { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::ConnectFailed { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::UpstreamReset { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::UpstreamProtocol { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::UpstreamHeaderTooLarge { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::BackendTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::RequestTimeout => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::ClientBody { .. } => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    /// RFC 9209 error type for the `Proxy-Status` header.
+    pub fn proxy_status_error(&self) -> &'static str {
+        match self {
+            ProxyError::NoRoute => "destination_not_found",
+            ProxyError::NoEndpoints { .. } => "destination_unavailable",
+            ProxyError::ConnectRefused { .. } => "connection_refused",
+            ProxyError::ConnectTimeout { .. } => "connection_timeout",
+            ProxyError::ConnectFailed { .. } => "destination_ip_unroutable",
+            ProxyError::UpstreamReset { .. } => "connection_terminated",
+            ProxyError::UpstreamProtocol { .. } => "http_protocol_error",
+            ProxyError::UpstreamHeaderTooLarge { .. } => "http_response_header_section_size",
+            ProxyError::BackendTimeout { .. } => "http_response_timeout",
+            ProxyError::RequestTimeout => "http_response_timeout",
+            ProxyError::ClientBody { .. } => "http_request_error",
+        }
+    }
+
+    /// gRPC status code for requests with an `application/grpc*` content type.
+    pub fn grpc_code(&self) -> u8 {
+        const INTERNAL: u8 = 13;
+        const UNAVAILABLE: u8 = 14;
+        const DEADLINE_EXCEEDED: u8 = 4;
+        const UNIMPLEMENTED: u8 = 12;
+        const CANCELLED: u8 = 1;
+        match self {
+            ProxyError::NoRoute => UNIMPLEMENTED,
+            ProxyError::NoEndpoints { .. } => UNAVAILABLE,
+            ProxyError::ConnectRefused { .. } => UNAVAILABLE,
+            ProxyError::ConnectTimeout { .. } => UNAVAILABLE,
+            ProxyError::ConnectFailed { .. } => UNAVAILABLE,
+            ProxyError::UpstreamReset { .. } => UNAVAILABLE,
+            ProxyError::UpstreamProtocol { .. } => INTERNAL,
+            ProxyError::UpstreamHeaderTooLarge { .. } => INTERNAL,
+            ProxyError::BackendTimeout { .. } => DEADLINE_EXCEEDED,
+            ProxyError::RequestTimeout => DEADLINE_EXCEEDED,
+            ProxyError::ClientBody { .. } => CANCELLED,
+        }
+    }
+
+    pub fn retry_class(&self) -> RetryClass {
+        match self {
+            ProxyError::NoRoute => RetryClass::Never,
+            ProxyError::NoEndpoints { .. } => RetryClass::Never,
+            ProxyError::ConnectRefused { .. } => RetryClass::NotSent,
+            ProxyError::ConnectTimeout { .. } => RetryClass::NotSent,
+            ProxyError::ConnectFailed { .. } => RetryClass::NotSent,
+            ProxyError::UpstreamReset { .. } => RetryClass::MaybeSent,
+            ProxyError::UpstreamProtocol { .. } => RetryClass::MaybeSent,
+            ProxyError::UpstreamHeaderTooLarge { .. } => RetryClass::Never,
+            ProxyError::BackendTimeout { .. } => RetryClass::MaybeSent,
+            ProxyError::RequestTimeout => RetryClass::Never,
+            ProxyError::ClientBody { .. } => RetryClass::Never,
+        }
+    }
+
+    /// Whether the client connection must close after this answer: only when the request
+    /// body was left half-read, so the connection's framing can no longer be trusted.
+    pub fn closes_connection(&self) -> bool {
+        match self {
+            ProxyError::NoRoute => false,
+            ProxyError::NoEndpoints { .. } => false,
+            ProxyError::ConnectRefused { .. } => false,
+            ProxyError::ConnectTimeout { .. } => false,
+            ProxyError::ConnectFailed { .. } => false,
+            ProxyError::UpstreamReset { .. } => false,
+            ProxyError::UpstreamProtocol { .. } => false,
+            ProxyError::UpstreamHeaderTooLarge { .. } => false,
+            ProxyError::BackendTimeout { .. } => false,
+            ProxyError::RequestTimeout => false,
+            ProxyError::ClientBody { .. } => true,
+        }
+    }
+
+    /// The endpoint the failure happened on, when there was one.
+    pub fn endpoint(&self) -> Option<SocketAddr> {
+        match self {
+            ProxyError::NoRoute | ProxyError::NoEndpoints { .. } => None,
+            ProxyError::RequestTimeout | ProxyError::ClientBody { .. } => None,
+            ProxyError::ConnectRefused { endpoint }
+            | ProxyError::ConnectTimeout { endpoint }
+            | ProxyError::ConnectFailed { endpoint, .. }
+            | ProxyError::UpstreamReset { endpoint }
+            | ProxyError::UpstreamProtocol { endpoint, .. }
+            | ProxyError::UpstreamHeaderTooLarge { endpoint }
+            | ProxyError::BackendTimeout { endpoint } => Some(*endpoint),
+        }
+    }
+
+    /// `Proxy-Status` header value (RFC 9209): `hitless; error=...; details="cause endpoint"`.
+    pub fn proxy_status(&self) -> HeaderValue {
+        let details = self.to_string().replace(['"', '\\'], "'");
+        let value = format!(
+            "hitless; error={}; details=\"{}\"",
+            self.proxy_status_error(),
+            details
+        );
+        HeaderValue::from_str(&value).unwrap_or(HeaderValue::from_static("hitless"))
+    }
+
+    /// Render as the response the client sees. gRPC clients get a trailers-only answer
+    /// (HTTP 200 with `grpc-status`) so their library reports the code instead of an HTTP error.
+    pub fn to_response<B: From<Bytes>>(&self, grpc: bool) -> Response<B> {
+        let mut builder = Response::builder().header("proxy-status", self.proxy_status());
+        if self.closes_connection() {
+            builder = builder.header(header::CONNECTION, "close");
+        }
+        let body = if grpc {
+            builder = builder
+                .status(StatusCode::OK)
+                .header(header::CONTENT_TYPE, "application/grpc")
+                .header("grpc-status", self.grpc_code().to_string())
+                .header(
+                    "grpc-message",
+                    HeaderValue::from_str(&self.to_string())
+                        .unwrap_or(HeaderValue::from_static("hitless proxy error")),
+                );
+            Bytes::new()
+        } else {
+            builder = builder
+                .status(self.status())
+                .header(header::CONTENT_TYPE, "text/plain; charset=utf-8");
+            let status = self.status();
+            Bytes::from(format!(
+                "{} {}: {}\n",
+                status.as_u16(),
+                status.canonical_reason().unwrap_or(""),
+                self
+            ))
+        };
+        match builder.body(B::from(body)) {
+            Ok(response) => response,
+            // All header values above are valid by construction; keep a plain answer anyway.
+            Err(_) => {
+                let mut response = Response::new(B::from(Bytes::from_static(b"proxy error\n")));
+                *response.status_mut() = self.status();
+                response
+            }
+        }
+    }
+}
+
+impl fmt::Display for ProxyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let cause = self.cause();
+        match self {
+            ProxyError::NoRoute | ProxyError::RequestTimeout => f.write_str(cause),
+            ProxyError::NoEndpoints { backend } => write!(f, "{cause} backend={backend}"),
+            ProxyError::ConnectRefused { endpoint }
+            | ProxyError::ConnectTimeout { endpoint }
+            | ProxyError::UpstreamReset { endpoint }
+            | ProxyError::UpstreamHeaderTooLarge { endpoint }
+            | ProxyError::BackendTimeout { endpoint } => write!(f, "{cause} {endpoint}"),
+            ProxyError::ConnectFailed { endpoint, reason }
+            | ProxyError::UpstreamProtocol { endpoint, reason } => {
+                write!(f, "{cause} {endpoint}: {reason}")
+            }
+            ProxyError::ClientBody { reason } => write!(f, "{cause}: {reason}"),
+        }
+    }
+}
+
+impl std::error::Error for ProxyError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ep() -> SocketAddr {
+        SocketAddr::from(([10, 0, 0, 5], 8080))
+    }
+
+    /// The whole mapping in one table: changing any mapping must change this test.
+    #[rustfmt::skip]
+    #[test]
+    fn table() {
+        let rows: Vec<(ProxyError, &str, u16, &str, u8, RetryClass, bool)> = vec![
+            (ProxyError::NoRoute, "no_route", 404, "destination_not_found", 12, RetryClass::Never, false),
+            (ProxyError::NoEndpoints { backend: "api".into() }, "no_endpoints", 503, "destination_unavailable", 14, RetryClass::Never, false),
+            (ProxyError::ConnectRefused { endpoint: ep() }, "connect_refused", 502, "connection_refused", 14, RetryClass::NotSent, false),
+            (ProxyError::ConnectTimeout { endpoint: ep() }, "connect_timeout", 502, "connection_timeout", 14, RetryClass::NotSent, false),
+            (ProxyError::ConnectFailed { endpoint: ep(), reason: "unreachable".into() }, "connect_error", 502, "destination_ip_unroutable", 14, RetryClass::NotSent, false),
+            (ProxyError::UpstreamReset { endpoint: ep() }, "upstream_reset", 502, "connection_terminated", 14, RetryClass::MaybeSent, false),
+            (ProxyError::UpstreamProtocol { endpoint: ep(), reason: "bad".into() }, "upstream_protocol_error", 502, "http_protocol_error", 13, RetryClass::MaybeSent, false),
+            (ProxyError::UpstreamHeaderTooLarge { endpoint: ep() }, "upstream_header_too_large", 502, "http_response_header_section_size", 13, RetryClass::Never, false),
+            (ProxyError::BackendTimeout { endpoint: ep() }, "backend_timeout", 504, "http_response_timeout", 4, RetryClass::MaybeSent, false),
+            (ProxyError::RequestTimeout, "request_timeout", 504, "http_response_timeout", 4, RetryClass::Never, false),
+            (ProxyError::ClientBody { reason: "eof".into() }, "client_body_error", 400, "http_request_error", 1, RetryClass::Never, true),
+        ];
+        assert_eq!(rows.len(), ProxyError::CAUSES.len());
+        for (err, cause, status, ps, grpc, retry, close) in rows {
+            assert_eq!(err.cause(), cause);
+            assert_eq!(ProxyError::CAUSES[err.cause_index()], cause);
+            assert_eq!(err.status().as_u16(), status, "{cause}");
+            assert_eq!(err.proxy_status_error(), ps, "{cause}");
+            assert_eq!(err.grpc_code(), grpc, "{cause}");
+            assert_eq!(err.retry_class(), retry, "{cause}");
+            assert_eq!(err.closes_connection(), close, "{cause}");
+        }
+    }
+
+    #[test]
+    fn proxy_status_header_names_cause_and_endpoint() {
+        let err = ProxyError::ConnectRefused { endpoint: ep() };
+        assert_eq!(
+            err.proxy_status().to_str().ok(),
+            Some("hitless; error=connection_refused; details=\"connect_refused 10.0.0.5:8080\"")
+        );
+    }
+
+    #[test]
+    fn grpc_answer_is_trailers_only() {
+        let err = ProxyError::NoEndpoints { backend: "api".into() };
+        let response: Response<Bytes> = err.to_response(true);
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.headers()["grpc-status"], "14");
+        assert!(response.body().is_empty());
+    }
+}

@@ -1,0 +1,194 @@
+//! The request path inside hitless: route -> rewrite headers -> forward -> rewrite response.
+//!
+//! `Proxy::handle` is the one function a client request goes through. It never fails: every
+//! error becomes a response from `error.rs`, and every response carries the request's
+//! `RequestLog`, so each request yields exactly one access log line and one metric sample.
+//! The routing table is an `ArcSwap` snapshot: one atomic load per request, swapped whole on
+//! reload.
+
+pub mod body;
+pub mod error;
+pub mod forward;
+pub mod headers;
+pub mod route;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use http::{header, HeaderValue, Request, Response, Uri, Version};
+use hyper::body::Incoming;
+use tokio::time::Instant;
+
+use crate::runtime::metrics::Metrics;
+use crate::upstream::body::RequestBody;
+use body::{ConnActivity, RequestLog, ResponseBody};
+use error::ProxyError;
+use route::{RouteAction, Router};
+
+pub struct Proxy {
+    router: ArcSwap<Router>,
+    metrics: Arc<Metrics>,
+    access_log: bool,
+}
+
+fn is_grpc(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .map(|v| v.as_bytes().starts_with(b"application/grpc"))
+        .unwrap_or(false)
+}
+
+impl Proxy {
+    pub fn new(router: Router, metrics: Arc<Metrics>, access_log: bool) -> Proxy {
+        Proxy {
+            router: ArcSwap::from_pointee(router),
+            metrics,
+            access_log,
+        }
+    }
+
+    /// Install a new routing table; requests already routed keep the old one.
+    pub fn swap_router(&self, router: Router) {
+        self.router.store(Arc::new(router));
+    }
+
+    pub fn router(&self) -> Arc<Router> {
+        self.router.load_full()
+    }
+
+    /// Answer one client request. `scheme` is how the client reached hitless.
+    pub async fn handle(
+        &self,
+        request: Request<Incoming>,
+        client: SocketAddr,
+        scheme: &'static str,
+        conn: Arc<ConnActivity>,
+    ) -> Response<ResponseBody> {
+        conn.request_started();
+        let start = Instant::now();
+        let (mut parts, body) = request.into_parts();
+        let grpc = is_grpc(&parts.headers);
+        let router = self.router.load();
+        let host = parts
+            .headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| parts.uri.authority().map(|a| a.as_str()))
+            .unwrap_or("");
+        let route = router.find(host, parts.uri.path()).cloned();
+        let mut log = RequestLog {
+            start,
+            method: parts.method.clone(),
+            host: if self.access_log {
+                parts.headers.get(header::HOST).cloned()
+            } else {
+                None
+            },
+            uri: if self.access_log {
+                parts.uri.clone()
+            } else {
+                Uri::default()
+            },
+            request_id: None,
+            route: route.clone(),
+            endpoint: None,
+            attempts: 0,
+            cause: None,
+            status: 0,
+            bytes: 0,
+            access_log: self.access_log,
+            conn,
+        };
+
+        let Some(route) = route else {
+            let id = request_id_of(&parts.headers);
+            return self.error(ProxyError::NoRoute, grpc, id, log);
+        };
+        let backend = match &route.action {
+            RouteAction::Respond(fixed) => {
+                let id = request_id_of(&parts.headers);
+                let mut response = Response::new(ResponseBody::full(fixed.body.clone()));
+                *response.status_mut() = fixed.status;
+                for (name, value) in &fixed.headers {
+                    response.headers_mut().append(name, value.clone());
+                }
+                response
+                    .headers_mut()
+                    .insert(&headers::X_REQUEST_ID, id.clone());
+                log.status = fixed.status.as_u16();
+                log.request_id = Some(id);
+                return response.map(|b| b.with_log(log));
+            }
+            RouteAction::Forward(backend) => backend,
+        };
+
+        let authority = parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok());
+        let request_id = headers::rewrite_request(
+            &mut parts.headers,
+            client.ip(),
+            scheme,
+            authority.as_ref(),
+        );
+        // An HTTP/1.1 backend wants origin-form (`/path?query`), whatever form the client used.
+        if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
+            parts.uri = parts
+                .uri
+                .path_and_query()
+                .map(|pq| Uri::from(pq.clone()))
+                .unwrap_or_else(|| Uri::from_static("/"));
+        }
+        parts.version = Version::HTTP_11;
+        let upstream_request = Request::from_parts(parts, RequestBody::Streaming(body));
+
+        let deadline = start + route.request_timeout;
+        let attempt = forward::forward(
+            backend,
+            upstream_request,
+            route.backend_request_timeout,
+            deadline,
+        )
+        .await;
+        log.attempts = 1;
+        log.endpoint = attempt.endpoint;
+        match attempt.result {
+            Ok(exchange) => {
+                let (mut head, body) = exchange.response.into_parts();
+                headers::rewrite_response(&mut head.headers, request_id.clone());
+                log.status = head.status.as_u16();
+                log.request_id = Some(request_id);
+                Response::from_parts(head, ResponseBody::upstream(body).with_log(log))
+            }
+            Err(error) => self.error(error, grpc, request_id, log),
+        }
+    }
+
+    fn error(
+        &self,
+        error: ProxyError,
+        grpc: bool,
+        request_id: HeaderValue,
+        mut log: RequestLog,
+    ) -> Response<ResponseBody> {
+        self.metrics.proxy_error(error.cause_index());
+        tracing::debug!(cause = error.cause(), error = %error, "proxy error");
+        let mut response: Response<ResponseBody> = error.to_response(grpc);
+        response
+            .headers_mut()
+            .insert(&headers::X_REQUEST_ID, request_id.clone());
+        log.status = response.status().as_u16();
+        log.cause = Some(error.cause());
+        log.request_id = Some(request_id);
+        response.map(|b| b.with_log(log))
+    }
+}
+
+fn request_id_of(headers: &http::HeaderMap) -> HeaderValue {
+    match headers.get(&headers::X_REQUEST_ID) {
+        Some(id) if !id.is_empty() => id.clone(),
+        _ => headers::new_request_id(),
+    }
+}

@@ -1,0 +1,258 @@
+//! Prometheus metrics: one registry built at start, handles resolved before traffic flows.
+//!
+//! The hot path only touches atomics: per-route handles hold one lazily created counter per
+//! status code (`OnceLock`, so the family's lock is taken once per route and status, ever) and a
+//! lock-free histogram (prometheus-client's own `Histogram` takes a mutex on every observe).
+//! Labels are route, backend, status and cause only: never a path or a client address, so the
+//! number of series is bounded by the configuration.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::{MetricType, TypedMetric};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub route: String,
+    pub backend: String,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub route: String,
+    pub backend: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CauseLabels {
+    pub cause: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BackendLabels {
+    pub backend: String,
+}
+
+/// Request-duration buckets in seconds: from sub-millisecond proxying to the 30 s default
+/// request timeout.
+const BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 30.0,
+];
+
+/// A histogram that observes with atomics only. Clones share the same counts.
+#[derive(Debug, Default, Clone)]
+pub struct AtomicHistogram {
+    inner: Arc<HistogramCounts>,
+}
+
+#[derive(Debug, Default)]
+struct HistogramCounts {
+    counts: [AtomicU64; BUCKETS.len() + 1],
+    sum_micros: AtomicU64,
+}
+
+impl AtomicHistogram {
+    pub fn observe(&self, d: Duration) {
+        let h = &self.inner;
+        let secs = d.as_secs_f64();
+        let i = BUCKETS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(BUCKETS.len());
+        h.counts[i].fetch_add(1, Ordering::Relaxed);
+        h.sum_micros
+            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+    }
+}
+
+impl TypedMetric for AtomicHistogram {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for AtomicHistogram {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        // The encoder accumulates: pass per-bucket counts.
+        let mut total = 0u64;
+        let mut buckets = Vec::with_capacity(BUCKETS.len() + 1);
+        for (i, upper) in BUCKETS.iter().chain([f64::INFINITY].iter()).enumerate() {
+            let n = self.inner.counts[i].load(Ordering::Relaxed);
+            total += n;
+            buckets.push((*upper, n));
+        }
+        let sum = self.inner.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        encoder.encode_histogram::<NoLabelSet>(sum, total, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
+/// Everything the process exports. Built once; cloned `Arc`s are handed to tasks.
+pub struct Metrics {
+    pub registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    durations: Family<RouteLabels, AtomicHistogram>,
+    errors: Vec<Counter>,
+    conns_open: Family<BackendLabels, Gauge>,
+    conns_idle: Family<BackendLabels, Gauge>,
+    conns_opened: Family<BackendLabels, Counter>,
+    downstream_conns: Gauge,
+}
+
+impl Metrics {
+    pub fn new(causes: &[&'static str]) -> Metrics {
+        let mut registry = Registry::with_prefix("hitless");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "Requests answered, by route, backend and status",
+            requests.clone(),
+        );
+        let durations = Family::<RouteLabels, AtomicHistogram>::default();
+        registry.register(
+            "request_duration_seconds",
+            "Time from request head to response head, by route and backend",
+            durations.clone(),
+        );
+        let error_family = Family::<CauseLabels, Counter>::default();
+        registry.register(
+            "proxy_errors",
+            "Answers produced by hitless instead of the backend, by cause",
+            error_family.clone(),
+        );
+        let errors = causes
+            .iter()
+            .map(|c| {
+                error_family
+                    .get_or_create(&CauseLabels {
+                        cause: (*c).to_string(),
+                    })
+                    .clone()
+            })
+            .collect();
+        let conns_open = Family::<BackendLabels, Gauge>::default();
+        registry.register(
+            "upstream_connections_open",
+            "Upstream connections currently open, by backend",
+            conns_open.clone(),
+        );
+        let conns_idle = Family::<BackendLabels, Gauge>::default();
+        registry.register(
+            "upstream_connections_idle",
+            "Upstream connections idle in the pool, by backend",
+            conns_idle.clone(),
+        );
+        let conns_opened = Family::<BackendLabels, Counter>::default();
+        registry.register(
+            "upstream_connections_opened",
+            "Upstream connections opened, by backend",
+            conns_opened.clone(),
+        );
+        let downstream_conns = Gauge::default();
+        registry.register(
+            "downstream_connections_open",
+            "Client connections currently open",
+            downstream_conns.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            durations,
+            errors,
+            conns_open,
+            conns_idle,
+            conns_opened,
+            downstream_conns,
+        }
+    }
+
+    /// Handles for one route (and its backend, or "-" for a direct answer).
+    pub fn route(&self, route: &str, backend: &str) -> RouteMetrics {
+        let labels = RouteLabels {
+            route: route.to_string(),
+            backend: backend.to_string(),
+        };
+        RouteMetrics {
+            duration: self.durations.get_or_create(&labels).clone(),
+            statuses: (0..500).map(|_| OnceLock::new()).collect(),
+            family: self.requests.clone(),
+            labels,
+        }
+    }
+
+    pub fn backend(&self, backend: &str) -> BackendMetrics {
+        let labels = BackendLabels {
+            backend: backend.to_string(),
+        };
+        BackendMetrics {
+            conns_open: self.conns_open.get_or_create(&labels).clone(),
+            conns_idle: self.conns_idle.get_or_create(&labels).clone(),
+            conns_opened: self.conns_opened.get_or_create(&labels).clone(),
+        }
+    }
+
+    /// Count a proxy-generated answer by its cause index (see `ProxyError::CAUSES`).
+    pub fn proxy_error(&self, cause_index: usize) {
+        if let Some(c) = self.errors.get(cause_index) {
+            c.inc();
+        }
+    }
+
+    pub fn downstream_connections(&self) -> &Gauge {
+        &self.downstream_conns
+    }
+
+    /// Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::with_capacity(8192);
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+            out.push_str("# encoding failed\n");
+        }
+        out
+    }
+}
+
+/// Per-route handles: status counters created on first use, then only atomics.
+pub struct RouteMetrics {
+    duration: AtomicHistogram,
+    /// Index: status - 100 (100..=599).
+    statuses: Box<[OnceLock<Counter>]>,
+    family: Family<RequestLabels, Counter>,
+    labels: RouteLabels,
+}
+
+impl RouteMetrics {
+    pub fn record(&self, status: u16, elapsed: Duration) {
+        self.duration.observe(elapsed);
+        let Some(slot) = self.statuses.get(status.wrapping_sub(100) as usize) else {
+            return;
+        };
+        slot.get_or_init(|| {
+            self.family
+                .get_or_create(&RequestLabels {
+                    route: self.labels.route.clone(),
+                    backend: self.labels.backend.clone(),
+                    status,
+                })
+                .clone()
+        })
+        .inc();
+    }
+}
+
+/// Per-backend connection gauges, updated by the pool.
+#[derive(Clone, Default)]
+pub struct BackendMetrics {
+    pub conns_open: Gauge,
+    pub conns_idle: Gauge,
+    pub conns_opened: Counter,
+}

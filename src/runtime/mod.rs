@@ -1,0 +1,5 @@
+//! Process-wide machinery that is not on the request path: metrics, logging, shutdown.
+
+pub mod metrics;
+pub mod shutdown;
+pub mod telemetry;

@@ -1,0 +1,82 @@
+//! Picking an endpoint from a snapshot: power of two random choices on outstanding requests
+//! (the default: avoids a slow or stuck endpoint without global coordination), or round-robin.
+//!
+//! Randomness is a thread-local xorshift: statistical quality is enough for P2C and it costs a
+//! few instructions, with no lock and no shared cache line.
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use super::endpoints::{Endpoint, EndpointSet};
+use crate::config::Balance;
+
+thread_local! {
+    static RNG: Cell<u64> = Cell::new(seed());
+}
+
+fn seed() -> u64 {
+    let local = 0u8;
+    let addr = &local as *const u8 as u64;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos() as u64)
+        .unwrap_or(0);
+    (addr ^ (nanos << 32) ^ 0x9E37_79B9_7F4A_7C15) | 1
+}
+
+/// A random number below `n` (n > 0).
+pub fn random_below(n: usize) -> usize {
+    RNG.with(|r| {
+        let mut x = r.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        r.set(x);
+        ((x >> 32) as usize * n) >> 32
+    })
+}
+
+/// Pick an endpoint, or `None` when the set is empty.
+pub fn pick(set: &EndpointSet, policy: Balance, rr: &AtomicUsize) -> Option<Arc<Endpoint>> {
+    let endpoints = &set.endpoints;
+    match endpoints.len() {
+        0 => None,
+        1 => Some(Arc::clone(&endpoints[0])),
+        n => {
+            let chosen = match policy {
+                Balance::RoundRobin => rr.fetch_add(1, Ordering::Relaxed) % n,
+                Balance::P2c => {
+                    let a = random_below(n);
+                    let mut b = random_below(n - 1);
+                    if b >= a {
+                        b += 1;
+                    }
+                    let load = |i: usize| endpoints[i].in_flight.load(Ordering::Relaxed);
+                    if load(b) < load(a) {
+                        b
+                    } else {
+                        a
+                    }
+                }
+            };
+            Some(Arc::clone(&endpoints[chosen]))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn random_below_stays_in_range_and_spreads() {
+        let mut seen = [0usize; 5];
+        for _ in 0..10_000 {
+            let v = random_below(5);
+            assert!(v < 5);
+            seen[v] += 1;
+        }
+        assert!(seen.iter().all(|&c| c > 1_000), "{seen:?}");
+    }
+}
