@@ -22,7 +22,10 @@ async fn expect_error(config: &str, status: u16, error_type: &str, cause: &str) 
     assert_eq!(answer.header("x-request-id").len(), 32);
     let page = admin_get(app.admin_addr, "/metrics").await.body;
     assert_eq!(
-        metric(&page, &format!("hitless_proxy_errors_total{{cause=\"{cause}\"}}")),
+        metric(
+            &page,
+            &format!("hitless_proxy_errors_total{{cause=\"{cause}\"}}")
+        ),
         Some(1.0),
         "{page}"
     );
@@ -32,7 +35,13 @@ async fn expect_error(config: &str, status: u16, error_type: &str, cause: &str) 
 #[tokio::test]
 async fn nothing_listening_is_connect_refused() {
     let addr = refused_addr().await;
-    let answer = expect_error(&simple_config(addr), 502, "connection_refused", "connect_refused").await;
+    let answer = expect_error(
+        &simple_config(addr),
+        502,
+        "connection_refused",
+        "connect_refused",
+    )
+    .await;
     assert!(answer.header("proxy-status").contains(&addr.to_string()));
 }
 
@@ -51,13 +60,25 @@ async fn unanswered_syn_is_connect_timeout() {
 #[tokio::test]
 async fn reset_before_response_is_upstream_reset() {
     let server = resetting_upstream().await;
-    expect_error(&simple_config(server.addr), 502, "connection_terminated", "upstream_reset").await;
+    expect_error(
+        &simple_config(server.addr),
+        502,
+        "connection_terminated",
+        "upstream_reset",
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn close_without_response_is_upstream_reset() {
     let server = scripted_upstream(b"").await;
-    expect_error(&simple_config(server.addr), 502, "connection_terminated", "upstream_reset").await;
+    expect_error(
+        &simple_config(server.addr),
+        502,
+        "connection_terminated",
+        "upstream_reset",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -137,7 +158,8 @@ async fn backend_without_endpoints_is_no_endpoints() {
 
 #[tokio::test]
 async fn unmatched_request_is_no_route() {
-    let config = "routes:\n  - match: {host: other.example}\n    respond: {status: 200, body: hi}\n";
+    let config =
+        "routes:\n  - match: {host: other.example}\n    respond: {status: 200, body: hi}\n";
     expect_error(config, 404, "destination_not_found", "no_route").await;
 }
 
@@ -145,11 +167,14 @@ async fn unmatched_request_is_no_route() {
 async fn grpc_request_gets_grpc_status_unavailable() {
     let addr = refused_addr().await;
     let app = start_proxy(&simple_config(addr)).await;
-    let request = Request::post(format!("http://{}/pkg.Service/Method", app.traffic_addrs[0]))
-        .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .body(full(""))
-        .unwrap();
+    let request = Request::post(format!(
+        "http://{}/pkg.Service/Method",
+        app.traffic_addrs[0]
+    ))
+    .header("content-type", "application/grpc")
+    .header("te", "trailers")
+    .body(full(""))
+    .unwrap();
     let answer = send(&h2c_client(), request).await;
     assert_eq!(answer.status, 200);
     assert_eq!(answer.header("grpc-status"), "14");
@@ -168,7 +193,9 @@ async fn client_that_dies_mid_upload_is_client_body_error() {
     let app = start_proxy(&simple_config(server.addr)).await;
     {
         use tokio::io::AsyncWriteExt;
-        let mut s = tokio::net::TcpStream::connect(app.traffic_addrs[0]).await.unwrap();
+        let mut s = tokio::net::TcpStream::connect(app.traffic_addrs[0])
+            .await
+            .unwrap();
         s.write_all(b"POST /up HTTP/1.1\r\nhost: a\r\ncontent-length: 100000\r\n\r\nhalf")
             .await
             .unwrap();

@@ -33,14 +33,26 @@ async fn hop_by_hop_removed_and_forwarding_headers_set() {
     assert_eq!(answer.status, 200);
     let seen = answer.body.as_str();
     assert!(seen.starts_with("GET /path?q=1 HTTP/1.1\n"), "{seen}");
-    for gone in ["x-hop", "keep-alive", "proxy-connection", "upgrade", "transfer-encoding"] {
+    for gone in [
+        "x-hop",
+        "keep-alive",
+        "proxy-connection",
+        "upgrade",
+        "transfer-encoding",
+    ] {
         assert!(header_of(seen, gone).is_empty(), "{gone} passed: {seen}");
     }
     assert_eq!(header_of(seen, "te"), vec!["trailers"]);
     assert_eq!(header_of(seen, "host"), vec!["shop.example.com"]);
-    assert_eq!(header_of(seen, "x-forwarded-for"), vec!["203.0.113.9, 127.0.0.1"]);
+    assert_eq!(
+        header_of(seen, "x-forwarded-for"),
+        vec!["203.0.113.9, 127.0.0.1"]
+    );
     assert_eq!(header_of(seen, "x-forwarded-proto"), vec!["http"]);
-    assert_eq!(header_of(seen, "x-forwarded-host"), vec!["shop.example.com"]);
+    assert_eq!(
+        header_of(seen, "x-forwarded-host"),
+        vec!["shop.example.com"]
+    );
     assert_eq!(header_of(seen, "x-end-to-end"), vec!["passes"]);
     // The id the backend saw is the one the client got back.
     let id = answer.header("x-request-id");
@@ -90,5 +102,9 @@ async fn h2c_client_reaches_http1_backend() {
     assert!(seen.starts_with("POST /submit?x=1 HTTP/1.1\n"), "{seen}");
     let authority = app.traffic_addrs[0].to_string();
     assert_eq!(header_of(seen, "host"), vec![authority.as_str()], "{seen}");
-    assert_eq!(header_of(seen, "x-forwarded-host"), vec![authority.as_str()], "{seen}");
+    assert_eq!(
+        header_of(seen, "x-forwarded-host"),
+        vec![authority.as_str()],
+        "{seen}"
+    );
 }

@@ -8,7 +8,7 @@ mod validate;
 use std::path::Path;
 
 pub use validate::{
-    Action, Balance, BackendConfig, Config, ConfigError, ConfigErrors, Defaults, Downstream,
+    Action, BackendConfig, Balance, Config, ConfigError, ConfigErrors, Defaults, Downstream,
     FixedResponse, HostMatch, PathMatch, RouteConfig, Warning,
 };
 
@@ -37,7 +37,11 @@ impl Config {
     }
 
     /// The configuration `hitless sidecar` runs: one listener, one route to one backend.
-    pub fn sidecar(listen: &str, upstream: &str, admin: Option<&str>) -> Result<Config, ConfigErrors> {
+    pub fn sidecar(
+        listen: &str,
+        upstream: &str,
+        admin: Option<&str>,
+    ) -> Result<Config, ConfigErrors> {
         // Going through the same YAML path as a file keeps one set of defaults and checks;
         // serde_json's string quoting is valid YAML quoting.
         let q = |s: &str| serde_json::Value::String(s.to_string()).to_string();

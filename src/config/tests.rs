@@ -1,0 +1,168 @@
+//! Config errors name the field path; defaults are filled in; the chain check warns.
+
+use super::*;
+
+fn errors(yaml: &str) -> Vec<String> {
+    match Config::from_yaml(yaml) {
+        Ok(_) => panic!("expected an error for:\n{yaml}"),
+        Err(e) => e.0.iter().map(|e| e.to_string()).collect(),
+    }
+}
+
+const BASE: &str = "backends:\n  api: {endpoints: [\"127.0.0.1:9000\"]}\n";
+
+#[test]
+fn duration_without_unit_names_the_path() {
+    let yaml = format!(
+        "{BASE}routes:\n  - backend: api\n  - backend: api\n  - backend: api\n    timeouts: {{request: 5}}\n"
+    );
+    let errs = errors(&yaml);
+    assert_eq!(errs.len(), 1);
+    assert!(
+        errs[0]
+            .starts_with("routes[2].timeouts.request: expected a duration like \"5s\", got \"5\""),
+        "{}",
+        errs[0]
+    );
+}
+
+#[test]
+fn bad_duration_text_names_the_path() {
+    let errs = errors(&format!(
+        "{BASE}  web: {{endpoints: [], connect_timeout: fast}}\nroutes: [{{backend: api}}]\n"
+    ));
+    assert!(
+        errs[0].starts_with(
+            "backends.web.connect_timeout: expected a duration like \"5s\", got \"fast\""
+        ),
+        "{}",
+        errs[0]
+    );
+}
+
+#[test]
+fn unknown_key_is_rejected_with_its_path() {
+    let errs = errors(&format!(
+        "{BASE}routes:\n  - backend: api\n    timeouts: {{requets: 5s}}\n"
+    ));
+    assert!(errs[0].starts_with("routes[0].timeouts"), "{}", errs[0]);
+    assert!(errs[0].contains("requets"), "{}", errs[0]);
+}
+
+#[test]
+fn semantic_errors_are_all_collected() {
+    let yaml = r#"
+listeners: [{bind: "nope"}]
+backends:
+  api:
+    endpoints: ["127.0.0.1", "127.0.0.1:9000"]
+    balance: fastest
+routes:
+  - backend: web
+  - match: {host: "bad host!", path_prefix: api}
+    backend: api
+  - match: {path: /a, path_prefix: /b}
+    backend: api
+  - backend: api
+    respond: {status: 200}
+"#;
+    let errs = errors(yaml);
+    let expected_prefixes = [
+        "listeners[0].bind: expected an address",
+        "backends.api.endpoints[0]: expected \"host:port\"",
+        "backends.api.balance: expected \"p2c\" or \"round_robin\", got \"fastest\"",
+        "routes[0].backend: unknown backend \"web\" (defined: api)",
+        "routes[1].match.host: expected a host name",
+        "routes[1].match.path_prefix: must start with \"/\"",
+        "routes[2].match: set either path_prefix or path",
+        "routes[3]: a route needs exactly one of `backend`",
+    ];
+    for prefix in expected_prefixes {
+        assert!(
+            errs.iter().any(|e| e.starts_with(prefix)),
+            "missing {prefix:?} in {errs:#?}"
+        );
+    }
+    assert_eq!(errs.len(), expected_prefixes.len(), "{errs:#?}");
+}
+
+#[test]
+fn zero_timeouts_and_limits_are_rejected() {
+    let errs = errors(&format!(
+        "{BASE}timeouts: {{idle: 0s}}\nlimits: {{max_request_header_bytes: 10}}\nroutes: [{{backend: api}}]\n"
+    ));
+    assert!(errs
+        .iter()
+        .any(|e| e.starts_with("timeouts.idle: must be greater than zero")));
+    assert!(errs
+        .iter()
+        .any(|e| e.starts_with("limits.max_request_header_bytes: must be between 8192")));
+}
+
+#[test]
+fn defaults_are_filled_in() {
+    let c = Config::from_yaml(&format!("{BASE}routes: [{{backend: api}}]\n")).unwrap();
+    assert_eq!(c.listeners, vec!["0.0.0.0:8080".parse().unwrap()]);
+    assert_eq!(c.admin, "127.0.0.1:9901".parse().unwrap());
+    assert_eq!(c.routes[0].request_timeout, Defaults::REQUEST);
+    assert_eq!(
+        c.routes[0].backend_request_timeout,
+        Defaults::BACKEND_REQUEST
+    );
+    assert_eq!(c.backends[0].connect_timeout, Defaults::CONNECT);
+    assert_eq!(c.backends[0].pool_idle_timeout, Defaults::POOL_IDLE);
+    assert_eq!(c.backends[0].balance, Balance::P2c);
+    assert_eq!(c.downstream.idle, Defaults::IDLE);
+    assert!(c.access_log);
+    assert!(c.warnings().is_empty(), "{:?}", c.warnings());
+    let yaml = effective_yaml(&c);
+    assert!(yaml.contains("idle_timeout: 1s 500ms"), "{yaml}");
+    // The effective config is itself a valid config.
+    Config::from_yaml(&yaml).unwrap();
+}
+
+#[test]
+fn inverted_timeout_chain_is_warned_with_the_fix() {
+    let yaml = r#"
+timeouts: {client: 20s}
+backends:
+  api:
+    endpoints: ["127.0.0.1:9000"]
+    connect_timeout: 5s
+    upstream_keepalive_timeout: 1s
+routes:
+  - name: slow
+    backend: api
+    timeouts: {request: 30s, backend_request: 40s}
+  - name: shadowed
+    match: {path_prefix: /x}
+    backend: api
+"#;
+    let c = Config::from_yaml(yaml).unwrap();
+    let w: Vec<String> = c.warnings().iter().map(|w| w.to_string()).collect();
+    let has = |s: &str| w.iter().any(|x| x.contains(s));
+    assert!(has("routes[0].timeouts.backend_request: per-try timeout 40s exceeds the request timeout 30s"), "{w:#?}");
+    assert!(
+        has(
+            "routes[0].timeouts.request: request timeout 30s is not below the clients' timeout 20s"
+        ),
+        "{w:#?}"
+    );
+    assert!(has("backends.api.pool.idle_timeout: pooled connections idle up to 1s 500ms but the upstream closes them after 1s"), "{w:#?}");
+    assert_eq!(w.len(), 5, "each problem once: {w:#?}");
+    assert!(has("routes[1].match: never matches: routes[0]"), "{w:#?}");
+}
+
+#[test]
+fn sidecar_flags_errors_name_the_flag() {
+    let e = Config::sidecar("nope", "127.0.0.1:3000", None).unwrap_err();
+    assert!(e.to_string().starts_with("--listen: "), "{e}");
+    let e = Config::sidecar("127.0.0.1:8080", "app", None).unwrap_err();
+    assert!(e.to_string().starts_with("--upstream: "), "{e}");
+    let c = Config::sidecar("127.0.0.1:8080", "127.0.0.1:3000", None).unwrap();
+    assert_eq!(c.routes.len(), 1);
+    assert_eq!(
+        c.backends[0].endpoints,
+        vec!["127.0.0.1:3000".parse().unwrap()]
+    );
+}

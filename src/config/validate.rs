@@ -104,7 +104,9 @@ pub enum PathMatch {
 #[derive(Debug, Clone)]
 pub enum Action {
     /// Index into `Config::backends`.
-    Forward { backend: usize },
+    Forward {
+        backend: usize,
+    },
     Respond(FixedResponse),
 }
 
@@ -447,11 +449,9 @@ fn validate_route(
             );
             PathMatch::Prefix("/".into())
         }
-        (Some(p), None) => PathMatch::Prefix(parse_path(
-            errors,
-            &format!("{base}.match.path_prefix"),
-            p,
-        )),
+        (Some(p), None) => {
+            PathMatch::Prefix(parse_path(errors, &format!("{base}.match.path_prefix"), p))
+        }
         (None, Some(p)) => PathMatch::Exact(parse_path(errors, &format!("{base}.match.path"), p)),
         (None, None) => PathMatch::Prefix("/".into()),
     };
@@ -595,6 +595,8 @@ impl Config {
                     );
                 }
             }
+        }
+        for b in &self.backends {
             if let Some(app) = b.upstream_keepalive_timeout {
                 if b.pool_idle_timeout >= app {
                     warn(
@@ -612,10 +614,7 @@ impl Config {
             if b.endpoints.is_empty() {
                 warn(
                     format!("backends.{}.endpoints", b.name),
-                    format!(
-                        "backend has no endpoints: route \"{}\" will answer 503 no_endpoints",
-                        r.name
-                    ),
+                    "backend has no endpoints: its routes will answer 503 no_endpoints".into(),
                 );
             }
         }

@@ -25,11 +25,17 @@ pub enum ProxyError {
     /// The TCP connection was not established within the backend's `connect_timeout`.
     ConnectTimeout { endpoint: SocketAddr },
     /// Any other connect failure (unreachable network or host, ...), with the OS reason.
-    ConnectFailed { endpoint: SocketAddr, reason: String },
+    ConnectFailed {
+        endpoint: SocketAddr,
+        reason: String,
+    },
     /// The connection closed or was reset before a complete response head arrived.
     UpstreamReset { endpoint: SocketAddr },
     /// The backend answered something that is not a valid HTTP response.
-    UpstreamProtocol { endpoint: SocketAddr, reason: String },
+    UpstreamProtocol {
+        endpoint: SocketAddr,
+        reason: String,
+    },
     /// The backend's response head exceeded `max_response_header_bytes`.
     UpstreamHeaderTooLarge { endpoint: SocketAddr },
     /// No response head within the per-try timeout `backend_request`.
@@ -330,7 +336,9 @@ mod tests {
 
     #[test]
     fn grpc_answer_is_trailers_only() {
-        let err = ProxyError::NoEndpoints { backend: "api".into() };
+        let err = ProxyError::NoEndpoints {
+            backend: "api".into(),
+        };
         let response: Response<Bytes> = err.to_response(true);
         assert_eq!(response.status(), StatusCode::OK);
         assert_eq!(response.headers()["grpc-status"], "14");

@@ -50,7 +50,10 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_te_trailers: bool) {
     if let Some(te) = headers.remove(header::TE) {
         let trailers = te
             .to_str()
-            .map(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case("trailers")))
+            .map(|s| {
+                s.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+            })
             .unwrap_or(false);
         if trailers && keep_te_trailers {
             headers.insert(header::TE, HeaderValue::from_static("trailers"));
@@ -129,7 +132,12 @@ pub fn new_request_id() -> HeaderValue {
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let mut buf = [0u8; 32];
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    for (i, byte) in prefix.to_be_bytes().iter().chain(n.to_be_bytes().iter()).enumerate() {
+    for (i, byte) in prefix
+        .to_be_bytes()
+        .iter()
+        .chain(n.to_be_bytes().iter())
+        .enumerate()
+    {
         buf[2 * i] = HEX[(byte >> 4) as usize];
         buf[2 * i + 1] = HEX[(byte & 0xf) as usize];
     }

@@ -127,12 +127,8 @@ impl Proxy {
             .uri
             .authority()
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok());
-        let request_id = headers::rewrite_request(
-            &mut parts.headers,
-            client.ip(),
-            scheme,
-            authority.as_ref(),
-        );
+        let request_id =
+            headers::rewrite_request(&mut parts.headers, client.ip(), scheme, authority.as_ref());
         // An HTTP/1.1 backend wants origin-form (`/path?query`), whatever form the client used.
         if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
             parts.uri = parts

@@ -29,9 +29,7 @@ pub fn init() -> WorkerGuard {
     let diagnostics = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
+        .with_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
         .with_filter(filter_fn(|meta| meta.target() != "hitless::access"));
     // A second init (tests starting several instances in one process) keeps the first.
     let _ = tracing_subscriber::registry()

@@ -69,7 +69,6 @@ impl Body for RequestBody {
     }
 }
 
-
 /// An endpoint's response body. When it has been read to the end, its connection goes back to
 /// the endpoint's pool; when it is dropped early, the connection is dropped with it (hyper
 /// cannot reuse an HTTP/1.1 connection with an unread body). Either way the endpoint's

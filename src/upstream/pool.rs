@@ -134,20 +134,26 @@ impl Pool {
         }
     }
 
-    async fn connect(&self, addr: SocketAddr) -> Result<http1::SendRequest<RequestBody>, ProxyError> {
-        let stream = match tokio::time::timeout(self.settings.connect_timeout, TcpStream::connect(addr)).await {
-            Err(_) => return Err(ProxyError::ConnectTimeout { endpoint: addr }),
-            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-                return Err(ProxyError::ConnectRefused { endpoint: addr })
-            }
-            Ok(Err(e)) => {
-                return Err(ProxyError::ConnectFailed {
-                    endpoint: addr,
-                    reason: e.to_string(),
-                })
-            }
-            Ok(Ok(stream)) => stream,
-        };
+    async fn connect(
+        &self,
+        addr: SocketAddr,
+    ) -> Result<http1::SendRequest<RequestBody>, ProxyError> {
+        let stream =
+            match tokio::time::timeout(self.settings.connect_timeout, TcpStream::connect(addr))
+                .await
+            {
+                Err(_) => return Err(ProxyError::ConnectTimeout { endpoint: addr }),
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                    return Err(ProxyError::ConnectRefused { endpoint: addr })
+                }
+                Ok(Err(e)) => {
+                    return Err(ProxyError::ConnectFailed {
+                        endpoint: addr,
+                        reason: e.to_string(),
+                    })
+                }
+                Ok(Ok(stream)) => stream,
+            };
         // Small request/response exchanges must not wait for Nagle.
         let _ = stream.set_nodelay(true);
         let (sender, conn) = http1::Builder::new()

@@ -69,7 +69,9 @@ where
     let count = Arc::clone(&connections);
     let task = tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { return };
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
             count.fetch_add(1, Ordering::SeqCst);
             let handler = handler.clone();
             tokio::spawn(async move {
@@ -119,7 +121,9 @@ where
     let count = Arc::clone(&connections);
     let task = tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { return };
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
             count.fetch_add(1, Ordering::SeqCst);
             tokio::spawn(f(stream));
         }
@@ -231,10 +235,8 @@ pub fn simple_config(addr: SocketAddr) -> String {
     format!("backends:\n  app:\n    endpoints: [\"{addr}\"]\nroutes:\n  - name: app\n    backend: app\n")
 }
 
-pub type Client = hyper_util::client::legacy::Client<
-    hyper_util::client::legacy::connect::HttpConnector,
-    Body,
->;
+pub type Client =
+    hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, Body>;
 
 /// A pooled HTTP/1.1 client.
 pub fn client() -> Client {
