@@ -63,8 +63,20 @@ pub struct App {
 }
 
 impl App {
-    /// Start serving on already-bound listeners. Must be called inside a tokio runtime.
+    /// Start serving on already-bound listeners, on the calling tokio runtime.
     pub fn start(config: &Config, listeners: Listeners) -> io::Result<App> {
+        App::start_with_workers(config, listeners, 0)
+    }
+
+    /// Start serving with `workers` worker threads, each running a single-threaded runtime
+    /// that accepts from a clone of every listener and serves the connections it accepted
+    /// (the kernel wakes one of them per connection). `0` serves on the calling runtime.
+    /// Admin, reaper and signals stay on the calling runtime either way.
+    pub fn start_with_workers(
+        config: &Config,
+        listeners: Listeners,
+        workers: usize,
+    ) -> io::Result<App> {
         let metrics = Arc::new(Metrics::new(&ProxyError::CAUSES));
         let backends: Vec<Arc<Backend>> = config
             .backends
@@ -73,6 +85,7 @@ impl App {
                 Arc::new(Backend::new(
                     b,
                     config.max_response_header_bytes,
+                    workers,
                     metrics.backend(&b.name),
                 ))
             })
@@ -113,15 +126,42 @@ impl App {
         ));
 
         let mut traffic_addrs = Vec::new();
-        for listener in listeners.traffic {
+        for listener in &listeners.traffic {
             traffic_addrs.push(listener.local_addr()?);
-            tokio::spawn(accept_loop(
-                listener,
-                Arc::clone(&server),
-                Arc::clone(&metrics),
-                shutdown.clone(),
-                connections.clone(),
-            ));
+        }
+        if workers == 0 {
+            for listener in listeners.traffic {
+                tokio::spawn(accept_loop(
+                    listener,
+                    Arc::clone(&server),
+                    Arc::clone(&metrics),
+                    shutdown.clone(),
+                    connections.clone(),
+                ));
+            }
+        } else {
+            let std_listeners = listeners
+                .traffic
+                .into_iter()
+                .map(|l| l.into_std())
+                .collect::<io::Result<Vec<_>>>()?;
+            for index in 0..workers {
+                let clones = std_listeners
+                    .iter()
+                    .map(|l| l.try_clone())
+                    .collect::<io::Result<Vec<_>>>()?;
+                let worker = Worker {
+                    index,
+                    listeners: clones,
+                    server: Arc::clone(&server),
+                    metrics: Arc::clone(&metrics),
+                    shutdown: shutdown.clone(),
+                    connections: connections.clone(),
+                };
+                std::thread::Builder::new()
+                    .name(format!("hitless-worker-{index}"))
+                    .spawn(move || worker.run())?;
+            }
         }
 
         // Idle connections past their timeout are closed in the background too, not only
@@ -172,10 +212,68 @@ impl App {
     }
 }
 
+/// One worker thread: a single-threaded runtime serving the connections it accepts.
+struct Worker {
+    index: usize,
+    listeners: Vec<std::net::TcpListener>,
+    server: Arc<Server>,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+    connections: TaskTracker,
+}
+
+impl Worker {
+    fn run(self) {
+        crate::upstream::pool::set_worker_index(self.index);
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => {
+                tracing::error!(worker = self.index, error = %e, "cannot start worker runtime");
+                return;
+            }
+        };
+        runtime.block_on(async move {
+            let mut loops = Vec::new();
+            for listener in self.listeners {
+                match TcpListener::from_std(listener) {
+                    Ok(listener) => loops.push(tokio::spawn(accept_loop(
+                        listener,
+                        Arc::clone(&self.server),
+                        Arc::clone(&self.metrics),
+                        self.shutdown.clone(),
+                        self.connections.clone(),
+                    ))),
+                    Err(e) => {
+                        tracing::error!(worker = self.index, error = %e, "cannot use listener")
+                    }
+                }
+            }
+            for accept in loops {
+                let _ = accept.await;
+            }
+            // Connections accepted here are driven by this runtime: keep it until they end.
+            self.connections.wait().await;
+        });
+    }
+}
+
+/// Worker threads to use: the configured number, or one per available core.
+pub fn worker_count(config: &Config) -> usize {
+    config.worker_threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    })
+}
+
 /// `hitless run` / `hitless sidecar`: bind, serve until a signal, stop gracefully.
 pub async fn run(config: Config) -> Result<(), String> {
     let listeners = Listeners::bind(&config).await.map_err(|e| e.to_string())?;
-    let app = App::start(&config, listeners).map_err(|e| e.to_string())?;
+    let app = App::start_with_workers(&config, listeners, worker_count(&config))
+        .map_err(|e| e.to_string())?;
     let sig = crate::runtime::shutdown::signal()
         .await
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;

@@ -17,10 +17,9 @@ fn main() -> ExitCode {
     }
 
     let _log_guard = hitless::runtime::telemetry::init();
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = config.worker_threads {
-        builder.worker_threads(n);
-    }
+    // The main runtime runs admin, signals and the pool reaper; traffic is served by the
+    // worker threads that `app::run` starts (one single-threaded runtime each).
+    let mut builder = tokio::runtime::Builder::new_current_thread();
     let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

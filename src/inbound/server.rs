@@ -24,7 +24,7 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Downstream;
-use crate::proxy::body::{now_ms, ConnActivity};
+use crate::proxy::body::{now_ms, ClientConn};
 use crate::proxy::Proxy;
 
 /// Settings and shared state for serving client connections.
@@ -59,8 +59,7 @@ impl Server {
 
     /// Serve one accepted connection until it closes, times out, or `shutdown` fires.
     pub async fn serve(&self, stream: TcpStream, client: SocketAddr, shutdown: CancellationToken) {
-        let activity = Arc::new(ConnActivity::default());
-        activity.last_active_ms.store(now_ms(), Ordering::Relaxed);
+        let activity = Arc::new(ClientConn::new(client, "http"));
         let io = TokioIo::new(WatchedIo {
             inner: stream,
             activity: Arc::clone(&activity),
@@ -70,11 +69,7 @@ impl Server {
         let service = service_fn(move |request| {
             let proxy = Arc::clone(&proxy);
             let activity = Arc::clone(&service_activity);
-            async move {
-                Ok::<_, std::convert::Infallible>(
-                    proxy.handle(request, client, "http", activity).await,
-                )
-            }
+            async move { Ok::<_, std::convert::Infallible>(proxy.handle(request, activity).await) }
         });
         let conn = self.builder.serve_connection_with_upgrades(io, service);
         tokio::pin!(conn);
@@ -88,6 +83,8 @@ impl Server {
         let mut closing = false;
         loop {
             tokio::select! {
+                // The connection is what wakes this task nearly every time: poll it first.
+                biased;
                 result = conn.as_mut() => {
                     if let Err(e) = result {
                         tracing::debug!(%client, error = %e, "client connection ended with an error");
@@ -123,7 +120,7 @@ impl Server {
 /// connection. Two relaxed atomic loads per read; the clock is read only on idle connections.
 struct WatchedIo {
     inner: TcpStream,
-    activity: Arc<ConnActivity>,
+    activity: Arc<ClientConn>,
 }
 
 impl AsyncRead for WatchedIo {

@@ -19,10 +19,16 @@ use tokio::time::Instant;
 use super::route::Route;
 use crate::upstream::body::UpstreamBody;
 
-/// Activity of one client connection, shared by its requests and its connection task: the
-/// connection task closes idle connections and enforces the header-read timeout from it.
-#[derive(Debug, Default)]
-pub struct ConnActivity {
+/// One client connection, shared by its requests and its connection task: who the client is
+/// (computed once per connection, not per request), and the activity from which the
+/// connection task closes idle connections and enforces the header-read timeout.
+#[derive(Debug)]
+pub struct ClientConn {
+    pub addr: SocketAddr,
+    /// The client IP as a header value, for `X-Forwarded-For`.
+    pub ip_header: HeaderValue,
+    /// `http` or `https`: how the client reached hitless.
+    pub scheme: &'static str,
     /// Requests whose response has not finished.
     pub in_flight: AtomicU32,
     /// Milliseconds since `epoch()` of the last request start or response end.
@@ -39,7 +45,19 @@ pub fn now_ms() -> u64 {
     epoch.elapsed().as_millis() as u64
 }
 
-impl ConnActivity {
+impl ClientConn {
+    pub fn new(addr: SocketAddr, scheme: &'static str) -> ClientConn {
+        ClientConn {
+            addr,
+            ip_header: HeaderValue::from_str(&addr.ip().to_string())
+                .unwrap_or(HeaderValue::from_static("unknown")),
+            scheme,
+            in_flight: AtomicU32::new(0),
+            last_active_ms: AtomicU64::new(now_ms()),
+            head_started_ms: AtomicU64::new(0),
+        }
+    }
+
     pub fn request_started(&self) {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         self.head_started_ms.store(0, Ordering::Relaxed);
@@ -66,7 +84,7 @@ pub struct RequestLog {
     pub status: u16,
     pub bytes: u64,
     pub access_log: bool,
-    pub conn: Arc<ConnActivity>,
+    pub conn: Arc<ClientConn>,
 }
 
 impl Drop for RequestLog {

@@ -7,7 +7,6 @@
 //! `X-Forwarded-Host`, keeps `Host`, and makes sure an `x-request-id` exists; the same id is
 //! returned to the client so that a user's report can be found in the access log.
 
-use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
@@ -64,7 +63,7 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_te_trailers: bool) {
 /// Rewrite a request's headers for the backend. Returns the request id (existing or new).
 pub fn rewrite_request(
     headers: &mut HeaderMap,
-    client_ip: IpAddr,
+    client_ip: &HeaderValue,
     proto: &'static str,
     authority: Option<&HeaderValue>,
 ) -> HeaderValue {
@@ -75,10 +74,10 @@ pub fn rewrite_request(
             let mut v = Vec::with_capacity(prev.len() + 48);
             v.extend_from_slice(prev.as_bytes());
             v.extend_from_slice(b", ");
-            v.extend_from_slice(client_ip.to_string().as_bytes());
+            v.extend_from_slice(client_ip.as_bytes());
             HeaderValue::from_bytes(&v).ok()
         }
-        None => HeaderValue::from_str(&client_ip.to_string()).ok(),
+        None => Some(client_ip.clone()),
     };
     if let Some(xff) = xff {
         headers.insert(&X_FORWARDED_FOR, xff);
@@ -180,7 +179,7 @@ mod tests {
     #[test]
     fn forwarded_headers_and_request_id() {
         let mut h = map(&[("host", "api.example.com"), ("x-forwarded-for", "1.2.3.4")]);
-        let id = rewrite_request(&mut h, "10.1.1.1".parse().unwrap(), "http", None);
+        let id = rewrite_request(&mut h, &HeaderValue::from_static("10.1.1.1"), "http", None);
         assert_eq!(h["x-forwarded-for"], "1.2.3.4, 10.1.1.1");
         assert_eq!(h["x-forwarded-host"], "api.example.com");
         assert_eq!(h["x-forwarded-proto"], "http");
@@ -192,7 +191,7 @@ mod tests {
     #[test]
     fn existing_request_id_is_kept() {
         let mut h = map(&[("x-request-id", "abc")]);
-        let id = rewrite_request(&mut h, "10.1.1.1".parse().unwrap(), "http", None);
+        let id = rewrite_request(&mut h, &HeaderValue::from_static("10.1.1.1"), "http", None);
         assert_eq!(id, "abc");
     }
 

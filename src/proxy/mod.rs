@@ -12,7 +12,6 @@ pub mod forward;
 pub mod headers;
 pub mod route;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -22,7 +21,7 @@ use tokio::time::Instant;
 
 use crate::runtime::metrics::Metrics;
 use crate::upstream::body::RequestBody;
-use body::{ConnActivity, RequestLog, ResponseBody};
+use body::{ClientConn, RequestLog, ResponseBody};
 use error::ProxyError;
 use route::{RouteAction, Router};
 
@@ -57,13 +56,11 @@ impl Proxy {
         self.router.load_full()
     }
 
-    /// Answer one client request. `scheme` is how the client reached hitless.
+    /// Answer one client request that arrived on `conn`.
     pub async fn handle(
         &self,
         request: Request<Incoming>,
-        client: SocketAddr,
-        scheme: &'static str,
-        conn: Arc<ConnActivity>,
+        conn: Arc<ClientConn>,
     ) -> Response<ResponseBody> {
         conn.request_started();
         let start = Instant::now();
@@ -127,8 +124,12 @@ impl Proxy {
             .uri
             .authority()
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok());
-        let request_id =
-            headers::rewrite_request(&mut parts.headers, client.ip(), scheme, authority.as_ref());
+        let request_id = headers::rewrite_request(
+            &mut parts.headers,
+            &log.conn.ip_header,
+            log.conn.scheme,
+            authority.as_ref(),
+        );
         // An HTTP/1.1 backend wants origin-form (`/path?query`), whatever form the client used.
         if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
             parts.uri = parts

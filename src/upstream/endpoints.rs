@@ -13,14 +13,14 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-use super::pool::{Pool, PoolSettings};
+use super::pool::{PoolSettings, Pools};
 use crate::runtime::metrics::BackendMetrics;
 
 pub struct Endpoint {
     pub addr: SocketAddr,
     /// Outstanding requests (from pick until the response body ends): the P2C load signal.
     pub in_flight: AtomicUsize,
-    pub pool: Pool,
+    pub pool: Pools,
 }
 
 #[derive(Default)]
@@ -65,7 +65,7 @@ impl Endpoints {
                 None => Arc::new(Endpoint {
                     addr: *addr,
                     in_flight: AtomicUsize::new(0),
-                    pool: Pool::new(Arc::clone(&self.settings), self.metrics.clone()),
+                    pool: Pools::new(Arc::clone(&self.settings), self.metrics.clone()),
                 }),
             })
             .collect();

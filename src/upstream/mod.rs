@@ -41,9 +41,11 @@ impl Backend {
     pub fn new(
         config: &BackendConfig,
         max_response_header_bytes: usize,
+        workers: usize,
         metrics: BackendMetrics,
     ) -> Backend {
         let settings = Arc::new(PoolSettings {
+            workers,
             connect_timeout: config.connect_timeout,
             idle_timeout: config.pool_idle_timeout,
             max_idle: config.max_idle_per_endpoint,
@@ -72,7 +74,7 @@ impl Backend {
     ) -> Result<Exchange, (ProxyError, bool)> {
         let addr = endpoint.addr;
         let mut lease = Lease::new(endpoint);
-        let mut conn = match lease.endpoint().pool.checkout(addr).await {
+        let mut conn = match lease.endpoint().pool.local().checkout(addr).await {
             Ok(conn) => conn,
             Err(e) => return Err((e, false)),
         };

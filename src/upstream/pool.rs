@@ -13,7 +13,12 @@
 //! The idle queue is a bounded lock-free `ArrayQueue` (FIFO): `max_idle_per_endpoint` bounds
 //! memory, and no lock is taken on the request path. Only the request path and the reaper
 //! touch it.
+//!
+//! hitless runs one single-threaded runtime per worker thread (like nginx's workers), so each
+//! endpoint keeps one pool per worker (`Pools`): a connection is only used by the worker whose
+//! runtime drives it, and a request never wakes another thread.
 
+use std::cell::Cell;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -30,9 +35,20 @@ use super::endpoints::Endpoint;
 use crate::proxy::error::ProxyError;
 use crate::runtime::metrics::BackendMetrics;
 
+thread_local! {
+    static WORKER: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Called once at the start of each worker thread: which per-worker pool it uses.
+pub fn set_worker_index(index: usize) {
+    WORKER.with(|w| w.set(index));
+}
+
 /// Settings shared by every endpoint of a backend.
 #[derive(Debug)]
 pub struct PoolSettings {
+    /// Number of worker threads (one pool each); 0 or 1 means one shared pool.
+    pub workers: usize,
     pub connect_timeout: Duration,
     pub idle_timeout: Duration,
     pub max_idle: usize,
@@ -92,7 +108,9 @@ impl Pool {
                 });
             }
         }
-        self.connect(addr).await.map(|sender| Connection {
+        // Boxed: the connect path is cold, and inlined it would make every request's future
+        // (which embeds this one) several times larger, to be moved on every request.
+        Box::pin(self.connect(addr)).await.map(|sender| Connection {
             sender,
             reused: false,
         })
@@ -177,6 +195,36 @@ impl Pool {
     }
 }
 
+/// One endpoint's pools, one per worker thread.
+pub struct Pools {
+    per_worker: Box<[Pool]>,
+}
+
+impl Pools {
+    pub fn new(settings: Arc<PoolSettings>, metrics: BackendMetrics) -> Pools {
+        let n = settings.workers.max(1);
+        Pools {
+            per_worker: (0..n)
+                .map(|_| Pool::new(Arc::clone(&settings), metrics.clone()))
+                .collect(),
+        }
+    }
+
+    /// The pool of the worker this thread belongs to.
+    pub fn local(&self) -> &Pool {
+        let i = WORKER.with(|w| w.get());
+        &self.per_worker[i % self.per_worker.len()]
+    }
+
+    pub fn reap(&self) {
+        self.per_worker.iter().for_each(Pool::reap);
+    }
+
+    pub fn close_idle(&self) {
+        self.per_worker.iter().for_each(Pool::close_idle);
+    }
+}
+
 /// The right to one outstanding request on an endpoint, and the connection carrying it.
 /// Dropping it releases the outstanding count; `release(true)` also pools the connection.
 pub struct Lease {
@@ -205,7 +253,7 @@ impl Lease {
     pub fn release(mut self, reusable: bool) {
         if let Some(sender) = self.sender.take() {
             if reusable {
-                self.endpoint.pool.checkin(sender);
+                self.endpoint.pool.local().checkin(sender);
             }
         }
     }
