@@ -1,1 +1,108 @@
-fn main() {}
+//! Criterion benches of the per-request work hitless adds on top of hyper: route matching in a
+//! realistic table, request and response header rewriting, request-id generation, and the
+//! metric update. Run: `cargo bench --bench hot_path`.
+
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+use hitless::app::build_router;
+use hitless::config::Config;
+use hitless::proxy::error::ProxyError;
+use hitless::proxy::headers;
+use hitless::runtime::metrics::Metrics;
+
+const CONFIG: &str = r#"
+backends:
+  api: {endpoints: ["127.0.0.1:3001", "127.0.0.1:3002"]}
+  web: {endpoints: ["127.0.0.1:3003"]}
+routes:
+  - {name: r1, match: {host: admin.example.com}, backend: web}
+  - {name: r2, match: {host: api.example.com, path_prefix: /v2}, backend: api}
+  - {name: r3, match: {host: api.example.com, path_prefix: /v1/users}, backend: api}
+  - {name: r4, match: {host: "*.tenants.example.com"}, backend: web}
+  - {name: r5, match: {path: /healthz}, respond: {status: 200}}
+  - {name: r6, match: {host: api.example.com, path_prefix: /v1}, backend: api}
+  - {name: r7, match: {host: static.example.com}, backend: web}
+  - {name: r8, backend: web}
+"#;
+
+fn typical_request_headers() -> HeaderMap {
+    let mut h = HeaderMap::new();
+    for (k, v) in [
+        ("host", "api.example.com"),
+        (
+            "user-agent",
+            "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36",
+        ),
+        ("accept", "application/json"),
+        ("accept-encoding", "gzip, deflate, br"),
+        (
+            "authorization",
+            "Bearer eyJhbGciOiJIUzI1NiJ9.e30.ZRrHA1JJJW8opsbCGfG_HACGpVUMN_a9IV7pAx_Zmeo",
+        ),
+        ("cookie", "session=abc123; theme=dark"),
+        ("x-forwarded-for", "203.0.113.7"),
+    ] {
+        h.insert(HeaderName::from_static(k), HeaderValue::from_static(v));
+    }
+    h
+}
+
+fn bench(c: &mut Criterion) {
+    let config = match Config::from_yaml(CONFIG) {
+        Ok(c) => c,
+        Err(e) => panic!("{e}"),
+    };
+    let metrics = Metrics::new(&ProxyError::CAUSES);
+    let (router, _backends) = build_router(&config, &metrics, 1);
+
+    c.bench_function("route_match_6th_of_8", |b| {
+        b.iter(|| router.find(black_box("api.example.com:443"), black_box("/v1/orders/42")))
+    });
+    c.bench_function("route_match_fallthrough", |b| {
+        b.iter(|| router.find(black_box("unknown.example.org"), black_box("/")))
+    });
+
+    let template = typical_request_headers();
+    let ip = HeaderValue::from_static("10.1.2.3");
+    c.bench_function("rewrite_request_headers", |b| {
+        b.iter_batched_ref(
+            || template.clone(),
+            |h| headers::rewrite_request(h, &ip, "http", None),
+            criterion::BatchSize::SmallInput,
+        )
+    });
+
+    let mut response = HeaderMap::new();
+    response.insert("content-type", HeaderValue::from_static("application/json"));
+    response.insert("content-length", HeaderValue::from_static("1234"));
+    response.insert("connection", HeaderValue::from_static("keep-alive"));
+    response.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+    let id = HeaderValue::from_static("0123456789abcdef0123456789abcdef");
+    c.bench_function("rewrite_response_headers", |b| {
+        b.iter_batched_ref(
+            || response.clone(),
+            |h| headers::rewrite_response(h, id.clone()),
+            criterion::BatchSize::SmallInput,
+        )
+    });
+
+    c.bench_function("new_request_id", |b| b.iter(headers::new_request_id));
+
+    let route = match router.find("api.example.com", "/v1/x") {
+        Some(r) => r.clone(),
+        None => panic!("no route"),
+    };
+    c.bench_function("record_metrics", |b| {
+        b.iter(|| {
+            route
+                .metrics
+                .record(black_box(200), std::time::Duration::from_micros(850))
+        })
+    });
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -78,38 +78,8 @@ impl App {
         workers: usize,
     ) -> io::Result<App> {
         let metrics = Arc::new(Metrics::new(&ProxyError::CAUSES));
-        let backends: Vec<Arc<Backend>> = config
-            .backends
-            .iter()
-            .map(|b| {
-                Arc::new(Backend::new(
-                    b,
-                    config.max_response_header_bytes,
-                    workers,
-                    metrics.backend(&b.name),
-                ))
-            })
-            .collect();
-        let routes = config
-            .routes
-            .iter()
-            .map(|r| {
-                let backend_name = match &r.action {
-                    crate::config::Action::Forward { backend } => config
-                        .backends
-                        .get(*backend)
-                        .map(|b| b.name.as_str())
-                        .unwrap_or("-"),
-                    crate::config::Action::Respond(_) => "-",
-                };
-                Route::new(r, &backends, metrics.route(&r.name, backend_name))
-            })
-            .collect();
-        let proxy = Arc::new(Proxy::new(
-            Router::new(routes),
-            Arc::clone(&metrics),
-            config.access_log,
-        ));
+        let (router, backends) = build_router(config, &metrics, workers);
+        let proxy = Arc::new(Proxy::new(router, Arc::clone(&metrics), config.access_log));
         let server = Arc::new(Server::new(Arc::clone(&proxy), &config.downstream));
         let shutdown = CancellationToken::new();
         let connections = TaskTracker::new();
@@ -210,6 +180,42 @@ impl App {
         }
         0
     }
+}
+
+/// Backends (with their endpoint sets and pools) and the routing table for a config.
+pub fn build_router(
+    config: &Config,
+    metrics: &Metrics,
+    workers: usize,
+) -> (Router, Vec<Arc<Backend>>) {
+    let backends: Vec<Arc<Backend>> = config
+        .backends
+        .iter()
+        .map(|b| {
+            Arc::new(Backend::new(
+                b,
+                config.max_response_header_bytes,
+                workers,
+                metrics.backend(&b.name),
+            ))
+        })
+        .collect();
+    let routes = config
+        .routes
+        .iter()
+        .map(|r| {
+            let backend_name = match &r.action {
+                crate::config::Action::Forward { backend } => config
+                    .backends
+                    .get(*backend)
+                    .map(|b| b.name.as_str())
+                    .unwrap_or("-"),
+                crate::config::Action::Respond(_) => "-",
+            };
+            Route::new(r, &backends, metrics.route(&r.name, backend_name))
+        })
+        .collect();
+    (Router::new(routes), backends)
 }
 
 /// One worker thread: a single-threaded runtime serving the connections it accepts.
