@@ -3,6 +3,11 @@
 
 use std::process::ExitCode;
 
+// mimalloc: a proxy allocates and frees small objects (header maps, buffers, futures) on every
+// request; glibc's malloc spent ~6% of the instructions per proxied request (callgrind).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::Parser;
 use hitless::cli::{self, Cli, Command};
 

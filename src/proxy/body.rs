@@ -59,9 +59,9 @@ impl ClientConn {
     }
 
     pub fn request_started(&self) {
+        // No timestamp here: while `in_flight > 0` the connection is not idle anyway.
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         self.head_started_ms.store(0, Ordering::Relaxed);
-        self.last_active_ms.store(now_ms(), Ordering::Relaxed);
     }
 
     pub fn request_finished(&self) {

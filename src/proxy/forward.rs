@@ -25,6 +25,7 @@ pub async fn forward(
     request: Request<RequestBody>,
     per_try: Duration,
     deadline: Instant,
+    now: Instant,
 ) -> Attempt {
     let Some(endpoint) = backend.pick() else {
         return Attempt {
@@ -35,7 +36,6 @@ pub async fn forward(
         };
     };
     let addr = endpoint.addr;
-    let now = Instant::now();
     let try_deadline = now + per_try;
     let (limit, on_timeout) = if try_deadline < deadline {
         (try_deadline, ProxyError::BackendTimeout { endpoint: addr })

@@ -147,6 +147,7 @@ impl Proxy {
             upstream_request,
             route.backend_request_timeout,
             deadline,
+            start,
         )
         .await;
         log.attempts = 1;
