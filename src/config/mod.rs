@@ -8,8 +8,8 @@ mod validate;
 use std::path::Path;
 
 pub use validate::{
-    Action, BackendConfig, Balance, Config, ConfigError, ConfigErrors, Defaults, Downstream,
-    FixedResponse, HostMatch, PathMatch, RouteConfig, Warning,
+    Action, BackendConfig, Balance, BudgetConfig, Config, ConfigError, ConfigErrors, Defaults,
+    Downstream, FixedResponse, HostMatch, PathMatch, RetryOn, RetryPolicy, RouteConfig, Warning,
 };
 
 use raw::RawConfig;
@@ -119,6 +119,10 @@ pub fn effective_yaml(config: &Config) -> String {
                     "idle_timeout": d(b.pool_idle_timeout),
                     "max_idle_per_endpoint": b.max_idle_per_endpoint,
                 },
+                "retry_budget": {
+                    "ratio": b.retry_budget.ratio,
+                    "min_per_second": b.retry_budget.min_per_second,
+                },
             });
             if let (Some(k), Some(obj)) = (b.upstream_keepalive_timeout, v.as_object_mut()) {
                 obj.insert("upstream_keepalive_timeout".into(), d(k));
@@ -150,6 +154,11 @@ pub fn effective_yaml(config: &Config) -> String {
                 "timeouts": {
                     "request": d(r.request_timeout),
                     "backend_request": d(r.backend_request_timeout),
+                },
+                "retry": {
+                    "attempts": r.retry.attempts,
+                    "on": r.retry.on.names(),
+                    "idempotent": r.retry.idempotent,
                 },
             });
             if let Some(obj) = route.as_object_mut() {

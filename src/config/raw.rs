@@ -26,6 +26,23 @@ pub struct RawConfig {
     pub routes: Vec<RawRoute>,
     pub access_log: Option<bool>,
     pub runtime: Option<RawRuntime>,
+    /// Retry policy defaults for every route.
+    pub retry: Option<RawRetry>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetry {
+    pub attempts: Option<u64>,
+    pub on: Option<Vec<String>>,
+    pub idempotent: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBudget {
+    pub ratio: Option<f64>,
+    pub min_per_second: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -76,6 +93,7 @@ pub struct RawBackend {
     /// The idle keep-alive timeout the application is known to use (Node.js 5s, gunicorn 2s...).
     /// `hitless check` warns when the pool would keep connections idle longer than this.
     pub upstream_keepalive_timeout: Option<HumanDuration>,
+    pub retry_budget: Option<RawBudget>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -94,6 +112,7 @@ pub struct RawRoute {
     pub backend: Option<String>,
     pub respond: Option<RawRespond>,
     pub timeouts: Option<RawRouteTimeouts>,
+    pub retry: Option<RawRetry>,
 }
 
 #[derive(Debug, Default, Deserialize)]

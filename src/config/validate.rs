@@ -11,7 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, StatusCode};
 
-use super::raw::{HumanDuration, RawConfig, RawRoute};
+use super::raw::{HumanDuration, RawConfig, RawRetry, RawRoute};
 
 /// Every default in one place.
 pub struct Defaults;
@@ -36,6 +36,95 @@ impl Defaults {
     pub const MAX_REQUEST_HEADER_BYTES: usize = 64 * 1024;
     /// nginx's 4-8 KiB `proxy_buffer_size` is a classic 502 source; be generous.
     pub const MAX_RESPONSE_HEADER_BYTES: usize = 64 * 1024;
+    /// Total tries per request, the first included.
+    pub const RETRY_ATTEMPTS: u32 = 3;
+    /// Retried by default: failures that say nothing about the request itself. Timeouts are not
+    /// (a slow backend retried is a slower backend).
+    pub const RETRY_ON: &'static [&'static str] =
+        &["connect-failure", "refused-stream", "reset", "502", "503"];
+    /// Retries may add this share of the requests...
+    pub const RETRY_BUDGET_RATIO: f64 = 0.2;
+    /// ...plus this many per second, so that low traffic can still retry.
+    pub const RETRY_BUDGET_MIN_PER_SECOND: u32 = 10;
+}
+
+/// When a failed attempt is tried again (Envoy's `retry_on`, nginx's `proxy_next_upstream`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RetryOn {
+    pub connect_failure: bool,
+    pub refused_stream: bool,
+    pub reset: bool,
+    pub status_502: bool,
+    pub status_503: bool,
+    pub status_504: bool,
+    pub backend_timeout: bool,
+}
+
+impl RetryOn {
+    pub const NAMES: [&'static str; 7] = [
+        "connect-failure",
+        "refused-stream",
+        "reset",
+        "502",
+        "503",
+        "504",
+        "backend-timeout",
+    ];
+
+    fn set(&mut self, name: &str) -> bool {
+        let slot = match name {
+            "connect-failure" => &mut self.connect_failure,
+            "refused-stream" => &mut self.refused_stream,
+            "reset" => &mut self.reset,
+            "502" => &mut self.status_502,
+            "503" => &mut self.status_503,
+            "504" => &mut self.status_504,
+            "backend-timeout" => &mut self.backend_timeout,
+            _ => return false,
+        };
+        *slot = true;
+        true
+    }
+
+    pub fn names(&self) -> Vec<&'static str> {
+        let flags = [
+            self.connect_failure,
+            self.refused_stream,
+            self.reset,
+            self.status_502,
+            self.status_503,
+            self.status_504,
+            self.backend_timeout,
+        ];
+        Self::NAMES
+            .iter()
+            .zip(flags)
+            .filter(|(_, on)| *on)
+            .map(|(n, _)| *n)
+            .collect()
+    }
+
+    pub fn status(&self, status: u16) -> bool {
+        matches!(
+            (status, self.status_502, self.status_503, self.status_504),
+            (502, true, _, _) | (503, _, true, _) | (504, _, _, true)
+        )
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RetryPolicy {
+    /// Total tries, the first included (1 = no retry).
+    pub attempts: u32,
+    pub on: RetryOn,
+    /// Treat every request on this route as idempotent (safe to send twice).
+    pub idempotent: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BudgetConfig {
+    pub ratio: f64,
+    pub min_per_second: u32,
 }
 
 /// A validated configuration.
@@ -85,6 +174,7 @@ pub struct BackendConfig {
     pub pool_idle_timeout: Duration,
     pub max_idle_per_endpoint: usize,
     pub upstream_keepalive_timeout: Option<Duration>,
+    pub retry_budget: BudgetConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -125,6 +215,7 @@ pub struct RouteConfig {
     pub action: Action,
     pub request_timeout: Duration,
     pub backend_request_timeout: Duration,
+    pub retry: RetryPolicy,
 }
 
 /// One problem, with the YAML path of the field it is about.
@@ -258,6 +349,58 @@ fn parse_path(errors: &mut Errors, path: &str, value: &str) -> String {
     value.to_string()
 }
 
+/// A retry policy from `raw` on top of `base` (the top-level defaults, or built-in ones).
+fn parse_retry(
+    errors: &mut Errors,
+    path: &str,
+    raw: Option<&RawRetry>,
+    base: RetryPolicy,
+) -> RetryPolicy {
+    let Some(raw) = raw else { return base };
+    let mut policy = base;
+    if let Some(n) = raw.attempts {
+        if (1..=10).contains(&n) {
+            policy.attempts = n as u32;
+        } else {
+            errors.push(
+                format!("{path}.attempts"),
+                format!("must be between 1 (no retry) and 10, got {n}"),
+            );
+        }
+    }
+    if let Some(list) = &raw.on {
+        let mut on = RetryOn::default();
+        for (i, name) in list.iter().enumerate() {
+            if !on.set(name) {
+                errors.push(
+                    format!("{path}.on[{i}]"),
+                    format!(
+                        "expected one of {}, got \"{name}\"",
+                        RetryOn::NAMES.join(", ")
+                    ),
+                );
+            }
+        }
+        policy.on = on;
+    }
+    if let Some(idempotent) = raw.idempotent {
+        policy.idempotent = idempotent;
+    }
+    policy
+}
+
+fn default_retry() -> RetryPolicy {
+    let mut on = RetryOn::default();
+    for name in Defaults::RETRY_ON {
+        on.set(name);
+    }
+    RetryPolicy {
+        attempts: Defaults::RETRY_ATTEMPTS,
+        on,
+        idempotent: false,
+    }
+}
+
 pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
     let mut errors = Errors(Vec::new());
 
@@ -321,6 +464,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
     }
     let (downstream, max_response_header_bytes) = config_limits;
 
+    let default_retry = parse_retry(&mut errors, "retry", raw.retry.as_ref(), default_retry());
     let mut backends = Vec::new();
     for (name, b) in &raw.backends {
         let base = format!("backends.{name}");
@@ -353,7 +497,34 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
                 Defaults::MAX_IDLE_PER_ENDPOINT
             }
         };
+        let budget = b.retry_budget.as_ref();
+        let ratio = match budget.and_then(|b| b.ratio) {
+            None => Defaults::RETRY_BUDGET_RATIO,
+            Some(r) if (0.0..=1.0).contains(&r) => r,
+            Some(r) => {
+                errors.push(
+                    format!("{base}.retry_budget.ratio"),
+                    format!("must be between 0 and 1 (a share of the request rate), got {r}"),
+                );
+                Defaults::RETRY_BUDGET_RATIO
+            }
+        };
+        let min_per_second = match budget.and_then(|b| b.min_per_second) {
+            None => Defaults::RETRY_BUDGET_MIN_PER_SECOND,
+            Some(n) if n <= 100_000 => n as u32,
+            Some(n) => {
+                errors.push(
+                    format!("{base}.retry_budget.min_per_second"),
+                    format!("must be at most 100000, got {n}"),
+                );
+                Defaults::RETRY_BUDGET_MIN_PER_SECOND
+            }
+        };
         backends.push(BackendConfig {
+            retry_budget: BudgetConfig {
+                ratio,
+                min_per_second,
+            },
             name: name.clone(),
             endpoints,
             balance,
@@ -384,6 +555,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
             &backends,
             default_request,
             default_backend_request,
+            default_retry,
         ) {
             routes.push(route);
         }
@@ -433,6 +605,7 @@ fn validate_route(
     backends: &[BackendConfig],
     default_request: Duration,
     default_backend_request: Duration,
+    default_retry: RetryPolicy,
 ) -> Option<RouteConfig> {
     let base = format!("routes[{i}]");
     let name = r.name.clone().unwrap_or_else(|| format!("route{i}"));
@@ -522,6 +695,12 @@ fn validate_route(
         &format!("{base}.timeouts.backend_request"),
         dur(rt.and_then(|t| t.backend_request), default_backend_request),
     );
+    let retry = parse_retry(
+        errors,
+        &format!("{base}.retry"),
+        r.retry.as_ref(),
+        default_retry,
+    );
     Some(RouteConfig {
         name,
         host,
@@ -529,6 +708,7 @@ fn validate_route(
         action,
         request_timeout,
         backend_request_timeout,
+        retry,
     })
 }
 
@@ -567,6 +747,22 @@ impl Config {
                     format!(
                         "per-try timeout {} exceeds the request timeout {}: lower backend_request or raise routes[{i}].timeouts.request",
                         fmt_d(r.backend_request_timeout),
+                        fmt_d(r.request_timeout)
+                    ),
+                );
+            }
+            let worst = r.backend_request_timeout * r.retry.attempts;
+            if r.retry.attempts > 1
+                && r.backend_request_timeout <= r.request_timeout
+                && worst > r.request_timeout
+            {
+                warn(
+                    format!("routes[{i}].timeouts.request"),
+                    format!(
+                        "{} attempts x per-try timeout {} = {} do not fit in the request timeout {}: later attempts are cut short; raise routes[{i}].timeouts.request or lower backend_request",
+                        r.retry.attempts,
+                        fmt_d(r.backend_request_timeout),
+                        fmt_d(worst),
                         fmt_d(r.request_timeout)
                     ),
                 );

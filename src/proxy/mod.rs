@@ -6,6 +6,7 @@
 //! The routing table is an `ArcSwap` snapshot: one atomic load per request, swapped whole on
 //! reload.
 
+pub mod attempt;
 pub mod body;
 pub mod error;
 pub mod forward;
@@ -141,18 +142,10 @@ impl Proxy {
         parts.version = Version::HTTP_11;
         let upstream_request = Request::from_parts(parts, RequestBody::Streaming(body));
 
-        let deadline = start + route.request_timeout;
-        let attempt = forward::forward(
-            backend,
-            upstream_request,
-            route.backend_request_timeout,
-            deadline,
-            start,
-        )
-        .await;
-        log.attempts = 1;
-        log.endpoint = attempt.endpoint;
-        match attempt.result {
+        let outcome = attempt::run(&route, backend, upstream_request, start).await;
+        log.attempts = outcome.attempts;
+        log.endpoint = outcome.endpoint;
+        match outcome.result {
             Ok(exchange) => {
                 let (mut head, body) = exchange.response.into_parts();
                 headers::rewrite_response(&mut head.headers, request_id.clone());

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::{Action, FixedResponse, HostMatch, PathMatch};
+use crate::config::{Action, FixedResponse, HostMatch, PathMatch, RetryPolicy};
 use crate::runtime::metrics::RouteMetrics;
 use crate::upstream::Backend;
 
@@ -26,6 +26,7 @@ pub struct Route {
     pub action: RouteAction,
     pub request_timeout: Duration,
     pub backend_request_timeout: Duration,
+    pub retry: RetryPolicy,
     pub metrics: RouteMetrics,
 }
 
@@ -54,6 +55,7 @@ impl Route {
             action,
             request_timeout: config.request_timeout,
             backend_request_timeout: config.backend_request_timeout,
+            retry: config.retry,
             metrics,
         }
     }

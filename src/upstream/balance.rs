@@ -65,6 +65,44 @@ pub fn pick(set: &EndpointSet, policy: Balance, rr: &AtomicUsize) -> Option<Arc<
     }
 }
 
+/// Pick an endpoint whose address is not in `tried` (retries go elsewhere), or `None` when
+/// every endpoint was tried. `tried` is short (bounded by the attempts), so scans are cheap.
+pub fn pick_excluding(
+    set: &EndpointSet,
+    policy: Balance,
+    rr: &AtomicUsize,
+    tried: &[std::net::SocketAddr],
+) -> Option<Arc<Endpoint>> {
+    if tried.is_empty() {
+        return pick(set, policy, rr);
+    }
+    let fresh = |e: &&Arc<Endpoint>| !tried.contains(&e.addr);
+    let count = set.endpoints.iter().filter(fresh).count();
+    if count == 0 {
+        return None;
+    }
+    let nth = |i: usize| set.endpoints.iter().filter(fresh).nth(i);
+    let chosen = match policy {
+        Balance::RoundRobin => nth(rr.fetch_add(1, Ordering::Relaxed) % count),
+        Balance::P2c if count == 1 => nth(0),
+        Balance::P2c => {
+            let a = random_below(count);
+            let mut b = random_below(count - 1);
+            if b >= a {
+                b += 1;
+            }
+            match (nth(a), nth(b)) {
+                (Some(x), Some(y)) => {
+                    let load = |e: &Arc<Endpoint>| e.in_flight.load(Ordering::Relaxed);
+                    Some(if load(y) < load(x) { y } else { x })
+                }
+                (x, y) => x.or(y),
+            }
+        }
+    };
+    chosen.map(Arc::clone)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,6 +6,7 @@
 
 pub mod balance;
 pub mod body;
+pub mod budget;
 pub mod endpoints;
 pub mod pool;
 
@@ -27,7 +28,16 @@ pub struct Backend {
     pub name: String,
     balance: Balance,
     pub endpoints: Endpoints,
+    pub budget: budget::RetryBudget,
     rr: AtomicUsize,
+}
+
+/// A failed exchange: the error, whether the connection was a reused one, and the request
+/// itself when it was never sent.
+pub struct SendError {
+    pub error: ProxyError,
+    pub reused: bool,
+    pub request: Option<Request<RequestBody>>,
 }
 
 /// A response head from an endpoint, with what the exchange tells the caller.
@@ -57,6 +67,7 @@ impl Backend {
             name: config.name.clone(),
             balance: config.balance,
             endpoints,
+            budget: budget::RetryBudget::new(config.retry_budget),
             rr: AtomicUsize::new(0),
         }
     }
@@ -66,17 +77,24 @@ impl Backend {
     }
 
     /// One exchange with `endpoint`, up to the response head. The connection stays with the
-    /// response body and returns to the pool when the body ends.
+    /// response body and returns to the pool when the body ends. When no connection could be
+    /// had, nothing was sent and the request comes back with the error, ready for another try.
     pub async fn send(
         &self,
         endpoint: Arc<Endpoint>,
         request: Request<RequestBody>,
-    ) -> Result<Exchange, (ProxyError, bool)> {
+    ) -> Result<Exchange, SendError> {
         let addr = endpoint.addr;
         let mut lease = Lease::new(endpoint);
         let mut conn = match lease.endpoint().pool.local().checkout(addr).await {
             Ok(conn) => conn,
-            Err(e) => return Err((e, false)),
+            Err(error) => {
+                return Err(SendError {
+                    error,
+                    reused: false,
+                    request: Some(request),
+                })
+            }
         };
         let reused = conn.reused;
         match conn.sender.send_request(request).await {
@@ -89,8 +107,21 @@ impl Backend {
                     reused,
                 })
             }
-            Err(e) => Err((classify(&e, addr), reused)),
+            Err(e) => Err(SendError {
+                error: classify(&e, addr),
+                reused,
+                request: None,
+            }),
         }
+    }
+
+    /// Pick an endpoint not in `tried`, or `None` when every endpoint was tried.
+    pub fn pick_excluding(&self, tried: &[SocketAddr]) -> Option<Arc<Endpoint>> {
+        balance::pick_excluding(&self.endpoints.load(), self.balance, &self.rr, tried)
+    }
+
+    pub fn has_endpoints(&self) -> bool {
+        !self.endpoints.load().endpoints.is_empty()
     }
 
     /// Close idle connections past their timeout (called by the reaper task).
