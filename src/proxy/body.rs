@@ -8,7 +8,7 @@
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -17,6 +17,7 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::time::Instant;
 
 use super::route::Route;
+pub use crate::runtime::clock::now_ms;
 use crate::upstream::body::UpstreamBody;
 
 /// One client connection, shared by its requests and its connection task: who the client is
@@ -36,13 +37,6 @@ pub struct ClientConn {
     /// Milliseconds since `epoch()` (+1, so 0 means none) when bytes of a request head first
     /// arrived on an otherwise idle connection.
     pub head_started_ms: AtomicU64,
-}
-
-/// A process-wide monotonic origin, so timestamps fit in an `AtomicU64`.
-pub fn now_ms() -> u64 {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    let epoch = *EPOCH.get_or_init(Instant::now);
-    epoch.elapsed().as_millis() as u64
 }
 
 impl ClientConn {

@@ -1,5 +1,6 @@
 //! Process-wide machinery that is not on the request path: metrics, logging, shutdown.
 
+pub mod clock;
 pub mod metrics;
 pub mod shutdown;
 pub mod telemetry;

@@ -8,10 +8,9 @@
 //! seconds, retries are at most `ratio * N + min_per_second * T + cap`.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::OnceLock;
-use std::time::Instant;
 
 use crate::config::BudgetConfig;
+use crate::runtime::clock::now_ms;
 
 const MILLI: i64 = 1000;
 
@@ -21,11 +20,6 @@ pub struct RetryBudget {
     floor_per_sec: i64,
     cap: i64,
     last_refill_ms: AtomicU64,
-}
-
-fn now_ms() -> u64 {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64
 }
 
 impl RetryBudget {

@@ -120,10 +120,6 @@ impl Backend {
         balance::pick_excluding(&self.endpoints.load(), self.balance, &self.rr, tried)
     }
 
-    pub fn has_endpoints(&self) -> bool {
-        !self.endpoints.load().endpoints.is_empty()
-    }
-
     /// Close idle connections past their timeout (called by the reaper task).
     pub fn reap(&self) {
         for e in &self.endpoints.load().endpoints {
