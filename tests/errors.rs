@@ -35,8 +35,12 @@ async fn expect_error(config: &str, status: u16, error_type: &str, cause: &str) 
 #[tokio::test]
 async fn nothing_listening_is_connect_refused() {
     let addr = refused_addr().await;
+    // Without a hold the first refusal is the answer (with it: tests/resilience.rs).
+    let config = format!(
+        "backends:\n  app:\n    endpoints: [\"{addr}\"]\n    hold_timeout: 0s\nroutes:\n  - backend: app\n"
+    );
     let answer = expect_error(
-        &simple_config(addr),
+        &config,
         502,
         "connection_refused",
         "connect_refused",
@@ -49,7 +53,7 @@ async fn nothing_listening_is_connect_refused() {
 async fn unanswered_syn_is_connect_timeout() {
     let (addr, _fillers, _socket) = blackhole().await;
     let config = format!(
-        "backends:\n  app:\n    endpoints: [\"{addr}\"]\n    connect_timeout: 300ms\nroutes:\n  - backend: app\n"
+        "backends:\n  app:\n    endpoints: [\"{addr}\"]\n    connect_timeout: 300ms\n    hold_timeout: 0s\nroutes:\n  - backend: app\n"
     );
     let started = std::time::Instant::now();
     expect_error(&config, 502, "connection_timeout", "connect_timeout").await;

@@ -9,7 +9,8 @@ use std::path::Path;
 
 pub use validate::{
     Action, BackendConfig, Balance, BudgetConfig, Config, ConfigError, ConfigErrors, Defaults,
-    Downstream, FixedResponse, HostMatch, PathMatch, RetryOn, RetryPolicy, RouteConfig, Warning,
+    Downstream, FixedResponse, HostMatch, OutlierConfig, PathMatch, RetryOn, RetryPolicy,
+    RouteConfig, Warning,
 };
 
 use raw::RawConfig;
@@ -123,6 +124,14 @@ pub fn effective_yaml(config: &Config) -> String {
                     "ratio": b.retry_budget.ratio,
                     "min_per_second": b.retry_budget.min_per_second,
                 },
+                "outlier": {
+                    "consecutive_failures": b.outlier.consecutive_failures,
+                    "base_ejection": d(b.outlier.base_ejection),
+                    "max_ejection": d(b.outlier.max_ejection),
+                    "max_ejected_percent": b.outlier.max_ejected_percent,
+                },
+                "hold_timeout": d(b.hold_timeout),
+                "max_concurrent_requests": b.max_concurrent_requests,
             });
             if let (Some(k), Some(obj)) = (b.upstream_keepalive_timeout, v.as_object_mut()) {
                 obj.insert("upstream_keepalive_timeout".into(), d(k));

@@ -94,6 +94,20 @@ pub struct RawBackend {
     /// `hitless check` warns when the pool would keep connections idle longer than this.
     pub upstream_keepalive_timeout: Option<HumanDuration>,
     pub retry_budget: Option<RawBudget>,
+    pub outlier: Option<RawOutlier>,
+    /// How long a request may wait for an endpoint when none can take it (0s: fail at once).
+    pub hold_timeout: Option<HumanDuration>,
+    /// Concurrent requests to this backend beyond which hitless answers 503 `overloaded`.
+    pub max_concurrent_requests: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOutlier {
+    pub consecutive_failures: Option<u64>,
+    pub base_ejection: Option<HumanDuration>,
+    pub max_ejection: Option<HumanDuration>,
+    pub max_ejected_percent: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

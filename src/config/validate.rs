@@ -11,7 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, StatusCode};
 
-use super::raw::{HumanDuration, RawConfig, RawRetry, RawRoute};
+use super::raw::{HumanDuration, RawConfig, RawOutlier, RawRetry, RawRoute};
 
 /// Every default in one place.
 pub struct Defaults;
@@ -46,6 +46,20 @@ impl Defaults {
     pub const RETRY_BUDGET_RATIO: f64 = 0.2;
     /// ...plus this many per second, so that low traffic can still retry.
     pub const RETRY_BUDGET_MIN_PER_SECOND: u32 = 10;
+    /// Consecutive failures (connect failure, reset, 502/503/504, per-try timeout) that eject
+    /// an endpoint. An unanswered connect (`connect_timeout`) ejects at once: it is what a
+    /// deleted pod's address does, and every request sent there pays the whole timeout.
+    pub const OUTLIER_CONSECUTIVE_FAILURES: u32 = 3;
+    /// First ejection; each further one doubles it, up to `OUTLIER_MAX_EJECTION`.
+    pub const OUTLIER_BASE_EJECTION: Duration = Duration::from_secs(1);
+    pub const OUTLIER_MAX_EJECTION: Duration = Duration::from_secs(30);
+    /// At most this share of a backend's endpoints is ejected at once (always at least one).
+    pub const OUTLIER_MAX_EJECTED_PERCENT: u32 = 50;
+    /// Long enough for a single-replica restart or a sidecar's app restart to be invisible,
+    /// short enough that a real outage is reported within seconds.
+    pub const HOLD: Duration = Duration::from_secs(3);
+    /// Envoy's default circuit-breaker limit; excess gets a fast 503 instead of a queue.
+    pub const MAX_CONCURRENT_REQUESTS: usize = 1024;
 }
 
 /// When a failed attempt is tried again (Envoy's `retry_on`, nginx's `proxy_next_upstream`).
@@ -165,6 +179,16 @@ impl Balance {
     }
 }
 
+/// Passive health: when an endpoint is ejected, and for how long.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OutlierConfig {
+    /// 0 disables ejection.
+    pub consecutive_failures: u32,
+    pub base_ejection: Duration,
+    pub max_ejection: Duration,
+    pub max_ejected_percent: u32,
+}
+
 #[derive(Debug, Clone)]
 pub struct BackendConfig {
     pub name: String,
@@ -175,6 +199,10 @@ pub struct BackendConfig {
     pub max_idle_per_endpoint: usize,
     pub upstream_keepalive_timeout: Option<Duration>,
     pub retry_budget: BudgetConfig,
+    pub outlier: OutlierConfig,
+    /// Zero: no hold.
+    pub hold_timeout: Duration,
+    pub max_concurrent_requests: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -266,6 +294,59 @@ impl Errors {
 
 fn dur(v: Option<HumanDuration>, default: Duration) -> Duration {
     v.map(|d| d.0).unwrap_or(default)
+}
+
+fn parse_outlier(errors: &mut Errors, base: &str, raw: Option<&RawOutlier>) -> OutlierConfig {
+    let consecutive_failures = match raw.and_then(|o| o.consecutive_failures) {
+        None => Defaults::OUTLIER_CONSECUTIVE_FAILURES,
+        Some(n) if n <= 1000 => n as u32,
+        Some(n) => {
+            errors.push(
+                format!("{base}.outlier.consecutive_failures"),
+                format!("must be between 0 (off) and 1000, got {n}"),
+            );
+            Defaults::OUTLIER_CONSECUTIVE_FAILURES
+        }
+    };
+    let base_ejection = positive(
+        errors,
+        &format!("{base}.outlier.base_ejection"),
+        dur(
+            raw.and_then(|o| o.base_ejection),
+            Defaults::OUTLIER_BASE_EJECTION,
+        ),
+    );
+    let max_ejection = dur(
+        raw.and_then(|o| o.max_ejection),
+        Defaults::OUTLIER_MAX_EJECTION,
+    );
+    if max_ejection < base_ejection {
+        errors.push(
+            format!("{base}.outlier.max_ejection"),
+            format!(
+                "must be at least base_ejection ({}), got {}",
+                humantime::format_duration(base_ejection),
+                humantime::format_duration(max_ejection)
+            ),
+        );
+    }
+    let max_ejected_percent = match raw.and_then(|o| o.max_ejected_percent) {
+        None => Defaults::OUTLIER_MAX_EJECTED_PERCENT,
+        Some(n) if n <= 100 => n as u32,
+        Some(n) => {
+            errors.push(
+                format!("{base}.outlier.max_ejected_percent"),
+                format!("must be between 0 and 100, got {n}"),
+            );
+            Defaults::OUTLIER_MAX_EJECTED_PERCENT
+        }
+    };
+    OutlierConfig {
+        consecutive_failures,
+        base_ejection,
+        max_ejection,
+        max_ejected_percent,
+    }
 }
 
 fn positive(errors: &mut Errors, path: &str, d: Duration) -> Duration {
@@ -540,6 +621,19 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
             ),
             max_idle_per_endpoint: max_idle,
             upstream_keepalive_timeout: b.upstream_keepalive_timeout.map(|d| d.0),
+            outlier: parse_outlier(&mut errors, &base, b.outlier.as_ref()),
+            hold_timeout: dur(b.hold_timeout, Defaults::HOLD),
+            max_concurrent_requests: match b.max_concurrent_requests {
+                None => Defaults::MAX_CONCURRENT_REQUESTS,
+                Some(n) if (1..=1_000_000).contains(&n) => n as usize,
+                Some(n) => {
+                    errors.push(
+                        format!("{base}.max_concurrent_requests"),
+                        format!("must be between 1 and 1000000, got {n}"),
+                    );
+                    Defaults::MAX_CONCURRENT_REQUESTS
+                }
+            },
         });
     }
 

@@ -12,7 +12,14 @@
 //!
 //! Plain async code rather than `tower::retry`, which fights endpoint exclusion and streaming
 //! bodies. When every endpoint was tried, the next try reuses one after a short jittered pause.
+//!
+//! When nothing could be sent anywhere (every endpoint refused or is ejected, or the backend
+//! has none), the request is *held* (`upstream/hold.rs`) up to the backend's `hold_timeout`
+//! and goes as soon as an endpoint is back; when the hold expires the answer is 503
+//! `no_healthy_endpoints` naming the last failure. Every outcome feeds the endpoint's passive
+//! health (`Backend::report`), and every failed try is kept for the access log.
 
+use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -25,6 +32,7 @@ use super::route::Route;
 use crate::config::RetryOn;
 use crate::upstream::balance::random_below;
 use crate::upstream::body::RequestBody;
+use crate::upstream::hold::Woken;
 use crate::upstream::{Backend, Exchange};
 
 /// At most this many tries are remembered for exclusion (`retry.attempts` is at most 10).
@@ -34,6 +42,31 @@ pub struct Outcome {
     pub result: Result<Exchange, ProxyError>,
     pub attempts: u32,
     pub endpoint: Option<SocketAddr>,
+    /// The tries that failed before the last one (empty in the common case: no allocation).
+    pub failed: Vec<FailedTry>,
+}
+
+/// One try that did not produce the answer, for the access log.
+pub struct FailedTry {
+    pub endpoint: SocketAddr,
+    /// A cause label, or the status of an answer that was retried.
+    pub outcome: TryOutcome,
+    pub elapsed: Duration,
+}
+
+pub enum TryOutcome {
+    Cause(&'static str),
+    Status(u16),
+}
+
+impl fmt::Display for FailedTry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = self.elapsed.as_secs_f64() * 1000.0;
+        match self.outcome {
+            TryOutcome::Cause(c) => write!(f, "{} {c} {ms:.1}ms", self.endpoint),
+            TryOutcome::Status(s) => write!(f, "{} {s} {ms:.1}ms", self.endpoint),
+        }
+    }
 }
 
 fn is_replayable(request: &Request<RequestBody>, route_idempotent: bool) -> bool {
@@ -71,10 +104,48 @@ fn wanted(on: &RetryOn, error: &ProxyError) -> bool {
         ProxyError::BackendTimeout { .. } => on.backend_timeout,
         ProxyError::NoRoute
         | ProxyError::NoEndpoints { .. }
+        | ProxyError::NoHealthyEndpoints { .. }
+        | ProxyError::Overloaded { .. }
         | ProxyError::UpstreamProtocol { .. }
         | ProxyError::UpstreamHeaderTooLarge { .. }
         | ProxyError::RequestTimeout
         | ProxyError::ClientBody { .. } => false,
+    }
+}
+
+fn holds(backend: &Backend) -> bool {
+    !backend.hold_timeout.is_zero()
+}
+
+/// The answer when no endpoint took the request: the last failure itself without a hold;
+/// with one, `no_healthy_endpoints` (503: the backend is unavailable, not misbehaving).
+fn give_up(backend: &Backend, last: Option<ProxyError>) -> ProxyError {
+    match last {
+        None => ProxyError::NoEndpoints {
+            backend: backend.name.clone(),
+        },
+        Some(last) if !holds(backend) => last,
+        Some(last) => ProxyError::NoHealthyEndpoints {
+            backend: backend.name.clone(),
+            last: Box::new(last),
+        },
+    }
+}
+
+/// Wait in the backend's hold for a reason to try again. `true`: try now (a probe, paid
+/// from the retry budget, or an endpoint answered); `false`: the hold expired.
+async fn hold(backend: &Backend, until: Instant) -> bool {
+    loop {
+        match backend.hold.wait(until).await {
+            Woken::Expired => return false,
+            Woken::Released => return true,
+            Woken::Probe => {
+                if backend.budget.withdraw() {
+                    return true;
+                }
+                backend.metrics.budget_exhausted.inc();
+            }
+        }
     }
 }
 
@@ -87,6 +158,7 @@ pub async fn run(
 ) -> Outcome {
     let policy = route.retry;
     let deadline = start + route.request_timeout;
+    let hold_until = (start + backend.hold_timeout).min(deadline);
     let replayable = policy.attempts > 1 && is_replayable(&request, policy.idempotent);
     backend.budget.deposit();
 
@@ -94,105 +166,153 @@ pub async fn run(
     let mut n_tried = 0;
     let mut next = Some(request);
     let mut attempt = 0;
+    let mut failed: Vec<FailedTry> = Vec::new();
+    // The last failure, while every failure so far proves nothing was sent (so holding and
+    // trying again is safe for any request).
+    let mut unsent: Option<ProxyError> = None;
+    let mut held = false;
+    let end = |result, attempt, endpoint, failed, held: bool| {
+        if held {
+            match &result {
+                Ok(_) => backend.metrics.held_served.inc(),
+                Err(_) => backend.metrics.held_expired.inc(),
+            };
+        }
+        Outcome {
+            result,
+            attempts: attempt,
+            endpoint,
+            failed,
+        }
+    };
     loop {
-        attempt += 1;
         let Some(request) = next.take() else {
             // Unreachable: every `continue` below sets `next`.
-            return Outcome {
-                result: Err(ProxyError::RequestTimeout),
-                attempts: attempt - 1,
-                endpoint: None,
-            };
+            return end(Err(ProxyError::RequestTimeout), attempt, None, failed, held);
         };
-        let last = attempt >= policy.attempts;
-        let copy = (!last && replayable).then(|| copy_of(&request));
         let endpoint = match backend.pick_excluding(&tried[..n_tried]) {
             Some(e) => e,
-            None if n_tried == 0 => {
-                return Outcome {
-                    result: Err(ProxyError::NoEndpoints {
-                        backend: backend.name.clone(),
-                    }),
-                    attempts: 0,
-                    endpoint: None,
+            None if attempt == 0 || unsent.is_some() => {
+                // Nothing was sent anywhere: no endpoint can take the request right now.
+                if holds(backend) {
+                    held = true;
+                    if hold(backend, hold_until).await {
+                        n_tried = 0;
+                        next = Some(request);
+                        continue;
+                    }
                 }
+                let error = give_up(backend, unsent);
+                let endpoint = error.endpoint();
+                return end(Err(error), attempt, endpoint, failed, held);
             }
             None => {
                 // Every endpoint was tried: pause briefly (jittered) before reusing one.
                 let pause = Duration::from_millis(10 + random_below(40) as u64);
+                let last = n_tried.checked_sub(1).map(|i| tried[i]);
                 if Instant::now() + pause >= deadline {
-                    return Outcome {
-                        result: Err(ProxyError::RequestTimeout),
-                        attempts: attempt - 1,
-                        endpoint: n_tried.checked_sub(1).map(|i| tried[i]),
-                    };
+                    return end(Err(ProxyError::RequestTimeout), attempt, last, failed, held);
                 }
                 tokio::time::sleep(pause).await;
-                match backend.pick() {
-                    Some(e) => e,
-                    None => {
-                        return Outcome {
-                            result: Err(ProxyError::NoEndpoints {
-                                backend: backend.name.clone(),
-                            }),
-                            attempts: attempt - 1,
-                            endpoint: None,
-                        }
-                    }
-                }
+                n_tried = 0;
+                next = Some(request);
+                continue;
             }
         };
+        attempt += 1;
+        let last = attempt >= policy.attempts;
+        let copy = (!last && replayable).then(|| copy_of(&request));
         let addr = endpoint.addr;
         if n_tried < MAX_TRIED && !tried[..n_tried].contains(&addr) {
             tried[n_tried] = addr;
             n_tried += 1;
         }
         let now = Instant::now();
-        match forward(
+        let result = forward(
             backend,
-            endpoint,
+            &endpoint,
             request,
             route.backend_request_timeout,
             deadline,
             now,
         )
-        .await
-        {
+        .await;
+        match result {
             Ok(exchange) => {
                 let status = exchange.response.status().as_u16();
-                if !last && copy.is_some() && policy.on.status(status) && backend.budget.withdraw()
-                {
-                    tracing::debug!(route = %route.name, endpoint = %addr, status, attempt, "retrying after status");
-                    next = copy;
-                    continue;
+                backend.report(&endpoint, Ok(status));
+                if !last && copy.is_some() && policy.on.status(status) {
+                    if backend.budget.withdraw() {
+                        tracing::debug!(route = %route.name, endpoint = %addr, status, attempt, "retrying after status");
+                        backend.metrics.retry(status_label(status));
+                        failed.push(FailedTry {
+                            endpoint: addr,
+                            outcome: TryOutcome::Status(status),
+                            elapsed: now.elapsed(),
+                        });
+                        unsent = None;
+                        next = copy;
+                        continue;
+                    }
+                    backend.metrics.budget_exhausted.inc();
                 }
-                return Outcome {
-                    result: Ok(exchange),
-                    attempts: attempt,
-                    endpoint: Some(addr),
-                };
+                return end(Ok(exchange), attempt, Some(addr), failed, held);
             }
-            Err(failed) => {
-                let again = match failed.error.retry_class() {
-                    RetryClass::NotSent => failed.request.or(copy),
+            Err(failure) => {
+                backend.report(&endpoint, Err(&failure.error));
+                let class = failure.error.retry_class();
+                let again = match class {
+                    RetryClass::NotSent => failure.request.or(copy),
                     RetryClass::MaybeSent => copy,
                     RetryClass::Never => None,
                 };
-                if !last
-                    && again.is_some()
-                    && wanted(&policy.on, &failed.error)
-                    && backend.budget.withdraw()
-                {
-                    tracing::debug!(route = %route.name, endpoint = %addr, cause = failed.error.cause(), attempt, "retrying");
-                    next = again;
-                    continue;
+                let retry = again.is_some() && wanted(&policy.on, &failure.error);
+                failed.push(FailedTry {
+                    endpoint: addr,
+                    outcome: TryOutcome::Cause(failure.error.cause()),
+                    elapsed: now.elapsed(),
+                });
+                if retry && !last {
+                    if backend.budget.withdraw() {
+                        tracing::debug!(route = %route.name, endpoint = %addr, cause = failure.error.cause(), attempt, "retrying");
+                        backend.metrics.retry(failure.error.cause());
+                        unsent = (class == RetryClass::NotSent
+                            && (attempt == 1 || unsent.is_some()))
+                        .then_some(failure.error);
+                        next = again;
+                        continue;
+                    }
+                    backend.metrics.budget_exhausted.inc();
                 }
-                return Outcome {
-                    result: Err(failed.error),
-                    attempts: attempt,
-                    endpoint: Some(addr),
-                };
+                if retry
+                    && class == RetryClass::NotSent
+                    && (attempt == 1 || unsent.is_some())
+                    && holds(backend)
+                    && backend.pick_excluding(&tried[..n_tried]).is_none()
+                {
+                    // Every endpoint was tried and nothing was ever sent: hold.
+                    held = true;
+                    if hold(backend, hold_until).await {
+                        unsent = Some(failure.error);
+                        n_tried = 0;
+                        next = again;
+                        continue;
+                    }
+                    let error = give_up(backend, Some(failure.error));
+                    return end(Err(error), attempt, Some(addr), failed, held);
+                }
+                failed.pop(); // the last try is reported as the outcome itself
+                return end(Err(failure.error), attempt, Some(addr), failed, held);
             }
         }
+    }
+}
+
+fn status_label(status: u16) -> &'static str {
+    match status {
+        502 => "502",
+        503 => "503",
+        504 => "504",
+        _ => "status",
     }
 }

@@ -16,9 +16,11 @@ use http::{HeaderValue, Method, Uri};
 use http_body::{Body, Frame, SizeHint};
 use tokio::time::Instant;
 
+use super::attempt::FailedTry;
 use super::route::Route;
 pub use crate::runtime::clock::now_ms;
 use crate::upstream::body::UpstreamBody;
+use crate::upstream::Admission;
 
 /// One client connection, shared by its requests and its connection task: who the client is
 /// (computed once per connection, not per request), and the activity from which the
@@ -79,6 +81,10 @@ pub struct RequestLog {
     pub bytes: u64,
     pub access_log: bool,
     pub conn: Arc<ClientConn>,
+    /// Tries that failed before the final one (retried, or held).
+    pub failed: Vec<FailedTry>,
+    /// The request's place under its backend's concurrency limit, freed with the log.
+    pub admission: Option<Admission>,
 }
 
 impl Drop for RequestLog {
@@ -106,11 +112,30 @@ impl Drop for RequestLog {
                 backend = self.route.as_ref().map(|r| r.backend_name()).unwrap_or("-"),
                 endpoint = %self.endpoint.map(|e| e.to_string()).unwrap_or_else(|| "-".into()),
                 attempts = self.attempts,
+                failed_tries = %FailedTries(&self.failed),
                 cause = self.cause.unwrap_or("-"),
                 request_id = self.request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("-"),
             );
         }
         self.conn.request_finished();
+    }
+}
+
+/// `endpoint cause duration` of each failed try, comma-separated; `-` when there was none.
+struct FailedTries<'a>(&'a [FailedTry]);
+
+impl std::fmt::Display for FailedTries<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.0.is_empty() {
+            return f.write_str("-");
+        }
+        for (i, t) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{t}")?;
+        }
+        Ok(())
     }
 }
 

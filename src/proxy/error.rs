@@ -45,6 +45,14 @@ pub enum ProxyError {
     /// The client's request body failed (the client went away or sent a malformed body)
     /// while it was being forwarded.
     ClientBody { reason: String },
+    /// Every endpoint failed to take the request and none came back within `hold_timeout`;
+    /// `last` is the failure of the last try.
+    NoHealthyEndpoints {
+        backend: String,
+        last: Box<ProxyError>,
+    },
+    /// The backend is at `max_concurrent_requests`: shed at once (with `Retry-After`).
+    Overloaded { backend: String },
 }
 
 /// What a failed attempt proves about whether the backend application saw the request.
@@ -74,11 +82,13 @@ impl ProxyError {
             ProxyError::BackendTimeout { .. } => "backend_timeout",
             ProxyError::RequestTimeout => "request_timeout",
             ProxyError::ClientBody { .. } => "client_body_error",
+            ProxyError::NoHealthyEndpoints { .. } => "no_healthy_endpoints",
+            ProxyError::Overloaded { .. } => "overloaded",
         }
     }
 
     /// Every cause, in a fixed order: metric handles are resolved for all of them at start.
-    pub const CAUSES: [&'static str; 11] = [
+    pub const CAUSES: [&'static str; 13] = [
         "no_route",
         "no_endpoints",
         "connect_refused",
@@ -90,6 +100,8 @@ impl ProxyError {
         "backend_timeout",
         "request_timeout",
         "client_body_error",
+        "no_healthy_endpoints",
+        "overloaded",
     ];
 
     /// Index of `cause()` in `CAUSES`.
@@ -106,6 +118,8 @@ impl ProxyError {
             ProxyError::BackendTimeout { .. } => 8,
             ProxyError::RequestTimeout => 9,
             ProxyError::ClientBody { .. } => 10,
+            ProxyError::NoHealthyEndpoints { .. } => 11,
+            ProxyError::Overloaded { .. } => 12,
         }
     }
 
@@ -122,6 +136,8 @@ impl ProxyError {
             ProxyError::BackendTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::RequestTimeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::ClientBody { .. } => StatusCode::BAD_REQUEST,
+            ProxyError::NoHealthyEndpoints { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -139,6 +155,8 @@ impl ProxyError {
             ProxyError::BackendTimeout { .. } => "http_response_timeout",
             ProxyError::RequestTimeout => "http_response_timeout",
             ProxyError::ClientBody { .. } => "http_request_error",
+            ProxyError::NoHealthyEndpoints { .. } => "destination_unavailable",
+            ProxyError::Overloaded { .. } => "connection_limit_reached",
         }
     }
 
@@ -149,6 +167,7 @@ impl ProxyError {
         const DEADLINE_EXCEEDED: u8 = 4;
         const UNIMPLEMENTED: u8 = 12;
         const CANCELLED: u8 = 1;
+        const RESOURCE_EXHAUSTED: u8 = 8;
         match self {
             ProxyError::NoRoute => UNIMPLEMENTED,
             ProxyError::NoEndpoints { .. } => UNAVAILABLE,
@@ -161,6 +180,8 @@ impl ProxyError {
             ProxyError::BackendTimeout { .. } => DEADLINE_EXCEEDED,
             ProxyError::RequestTimeout => DEADLINE_EXCEEDED,
             ProxyError::ClientBody { .. } => CANCELLED,
+            ProxyError::NoHealthyEndpoints { .. } => UNAVAILABLE,
+            ProxyError::Overloaded { .. } => RESOURCE_EXHAUSTED,
         }
     }
 
@@ -177,6 +198,8 @@ impl ProxyError {
             ProxyError::BackendTimeout { .. } => RetryClass::MaybeSent,
             ProxyError::RequestTimeout => RetryClass::Never,
             ProxyError::ClientBody { .. } => RetryClass::Never,
+            ProxyError::NoHealthyEndpoints { .. } => RetryClass::Never,
+            ProxyError::Overloaded { .. } => RetryClass::Never,
         }
     }
 
@@ -195,6 +218,8 @@ impl ProxyError {
             ProxyError::BackendTimeout { .. } => false,
             ProxyError::RequestTimeout => false,
             ProxyError::ClientBody { .. } => true,
+            ProxyError::NoHealthyEndpoints { .. } => false,
+            ProxyError::Overloaded { .. } => false,
         }
     }
 
@@ -203,6 +228,8 @@ impl ProxyError {
         match self {
             ProxyError::NoRoute | ProxyError::NoEndpoints { .. } => None,
             ProxyError::RequestTimeout | ProxyError::ClientBody { .. } => None,
+            ProxyError::NoHealthyEndpoints { last, .. } => last.endpoint(),
+            ProxyError::Overloaded { .. } => None,
             ProxyError::ConnectRefused { endpoint }
             | ProxyError::ConnectTimeout { endpoint }
             | ProxyError::ConnectFailed { endpoint, .. }
@@ -230,6 +257,10 @@ impl ProxyError {
         let mut builder = Response::builder().header("proxy-status", self.proxy_status());
         if self.closes_connection() {
             builder = builder.header(header::CONNECTION, "close");
+        }
+        if let ProxyError::Overloaded { .. } = self {
+            // Shed load asks the client to come back shortly, not to hammer.
+            builder = builder.header(header::RETRY_AFTER, "1");
         }
         let body = if grpc {
             builder = builder
@@ -282,6 +313,10 @@ impl fmt::Display for ProxyError {
                 write!(f, "{cause} {endpoint}: {reason}")
             }
             ProxyError::ClientBody { reason } => write!(f, "{cause}: {reason}"),
+            ProxyError::NoHealthyEndpoints { backend, last } => {
+                write!(f, "{cause} backend={backend}, last try: {last}")
+            }
+            ProxyError::Overloaded { backend } => write!(f, "{cause} backend={backend}"),
         }
     }
 }
@@ -312,6 +347,8 @@ mod tests {
             (ProxyError::BackendTimeout { endpoint: ep() }, "backend_timeout", 504, "http_response_timeout", 4, RetryClass::MaybeSent, false),
             (ProxyError::RequestTimeout, "request_timeout", 504, "http_response_timeout", 4, RetryClass::Never, false),
             (ProxyError::ClientBody { reason: "eof".into() }, "client_body_error", 400, "http_request_error", 1, RetryClass::Never, true),
+            (ProxyError::NoHealthyEndpoints { backend: "api".into(), last: Box::new(ProxyError::ConnectRefused { endpoint: ep() }) }, "no_healthy_endpoints", 503, "destination_unavailable", 14, RetryClass::Never, false),
+            (ProxyError::Overloaded { backend: "api".into() }, "overloaded", 503, "connection_limit_reached", 8, RetryClass::Never, false),
         ];
         assert_eq!(rows.len(), ProxyError::CAUSES.len());
         for (err, cause, status, ps, grpc, retry, close) in rows {

@@ -17,7 +17,7 @@ use crate::upstream::{Backend, Exchange, SendError};
 
 pub async fn forward(
     backend: &Backend,
-    endpoint: Arc<Endpoint>,
+    endpoint: &Arc<Endpoint>,
     request: Request<RequestBody>,
     per_try: Duration,
     deadline: Instant,

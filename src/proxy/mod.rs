@@ -97,6 +97,8 @@ impl Proxy {
             bytes: 0,
             access_log: self.access_log,
             conn,
+            failed: Vec::new(),
+            admission: None,
         };
 
         let Some(route) = route else {
@@ -120,6 +122,16 @@ impl Proxy {
             }
             RouteAction::Forward(backend) => backend,
         };
+        match backend.admit() {
+            Some(admission) => log.admission = Some(admission),
+            None => {
+                let id = request_id_of(&parts.headers);
+                let error = ProxyError::Overloaded {
+                    backend: backend.name.clone(),
+                };
+                return self.error(error, grpc, id, log);
+            }
+        }
 
         let authority = parts
             .uri
@@ -145,6 +157,7 @@ impl Proxy {
         let outcome = attempt::run(&route, backend, upstream_request, start).await;
         log.attempts = outcome.attempts;
         log.endpoint = outcome.endpoint;
+        log.failed = outcome.failed;
         match outcome.result {
             Ok(exchange) => {
                 let (mut head, body) = exchange.response.into_parts();

@@ -40,6 +40,49 @@ pub struct BackendLabels {
     pub backend: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub backend: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointLabels {
+    pub backend: String,
+    pub endpoint: String,
+}
+
+/// Why a pooled upstream connection was closed.
+#[derive(Clone, Copy, Debug)]
+pub enum CloseReason {
+    /// Idle longer than the pool idle timeout (configured or learned).
+    IdleTimeout,
+    /// The upstream closed it while it was idle.
+    UpstreamClose,
+    /// Its response was not read to the end (client gone, error), or it broke.
+    Unfinished,
+    /// Its endpoint left the set, or the pool was full.
+    Discarded,
+}
+
+impl CloseReason {
+    const ALL: [CloseReason; 4] = [
+        CloseReason::IdleTimeout,
+        CloseReason::UpstreamClose,
+        CloseReason::Unfinished,
+        CloseReason::Discarded,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            CloseReason::IdleTimeout => "idle_timeout",
+            CloseReason::UpstreamClose => "upstream_close",
+            CloseReason::Unfinished => "unfinished",
+            CloseReason::Discarded => "discarded",
+        }
+    }
+}
+
 /// Request-duration buckets in seconds: from sub-millisecond proxying to the 30 s default
 /// request timeout.
 const BUCKETS: [f64; 14] = [
@@ -105,6 +148,104 @@ pub struct Metrics {
     conns_idle: Family<BackendLabels, Gauge>,
     conns_opened: Family<BackendLabels, Counter>,
     downstream_conns: Gauge,
+    backend: BackendFamilies,
+}
+
+/// Families of the per-backend resilience metrics (retries, ejections, hold, overload).
+struct BackendFamilies {
+    conns_closed: Family<ReasonLabels, Counter>,
+    in_flight: Family<BackendLabels, Gauge>,
+    max_concurrent: Family<BackendLabels, Gauge>,
+    endpoints: Family<BackendLabels, Gauge>,
+    ejected: Family<BackendLabels, Gauge>,
+    ejections: Family<BackendLabels, Counter>,
+    panics: Family<BackendLabels, Counter>,
+    retries: Family<ReasonLabels, Counter>,
+    budget_exhausted: Family<BackendLabels, Counter>,
+    held: Family<ReasonLabels, Counter>,
+    keepalive_learned: Family<EndpointLabels, Gauge<f64, AtomicU64>>,
+}
+
+impl BackendFamilies {
+    fn register(registry: &mut Registry) -> BackendFamilies {
+        fn reg<M: Clone + EncodeMetric + TypedMetric + Send + Sync + std::fmt::Debug + 'static>(
+            registry: &mut Registry,
+            name: &str,
+            help: &str,
+            metric: M,
+        ) -> M {
+            registry.register(name, help, metric.clone());
+            metric
+        }
+        BackendFamilies {
+            conns_closed: reg(
+                registry,
+                "upstream_connections_closed",
+                "Upstream connections closed, by backend and reason (idle_timeout, upstream_close, unfinished, discarded)",
+                Family::default(),
+            ),
+            in_flight: reg(
+                registry,
+                "backend_requests_in_flight",
+                "Requests admitted to a backend and not finished (counted against max_concurrent_requests)",
+                Family::default(),
+            ),
+            max_concurrent: reg(
+                registry,
+                "backend_max_concurrent_requests",
+                "Configured concurrency limit of a backend",
+                Family::default(),
+            ),
+            endpoints: reg(
+                registry,
+                "backend_endpoints",
+                "Endpoints in a backend's current set",
+                Family::default(),
+            ),
+            ejected: reg(
+                registry,
+                "backend_endpoints_ejected",
+                "Endpoints currently ejected by outlier detection",
+                Family::default(),
+            ),
+            ejections: reg(
+                registry,
+                "outlier_ejections",
+                "Endpoints ejected after consecutive failures",
+                Family::default(),
+            ),
+            panics: reg(
+                registry,
+                "backend_panic_picks",
+                "Requests sent to an ejected endpoint because every candidate was ejected (panic mode)",
+                Family::default(),
+            ),
+            retries: reg(
+                registry,
+                "retries",
+                "Retries, by backend and the reason of the failed attempt",
+                Family::default(),
+            ),
+            budget_exhausted: reg(
+                registry,
+                "retry_budget_exhausted",
+                "Retries not made because the backend's retry budget was spent",
+                Family::default(),
+            ),
+            held: reg(
+                registry,
+                "held_requests",
+                "Requests that waited for an endpoint (hold), by outcome (served, expired)",
+                Family::default(),
+            ),
+            keepalive_learned: reg(
+                registry,
+                "upstream_keepalive_learned_seconds",
+                "Pool idle timeout learned per endpoint from Keep-Alive headers or observed upstream closes",
+                Family::default(),
+            ),
+        }
+    }
 }
 
 impl Metrics {
@@ -162,7 +303,9 @@ impl Metrics {
             "Client connections currently open",
             downstream_conns.clone(),
         );
+        let backend = BackendFamilies::register(&mut registry);
         Metrics {
+            backend,
             registry,
             requests,
             durations,
@@ -192,10 +335,32 @@ impl Metrics {
         let labels = BackendLabels {
             backend: backend.to_string(),
         };
+        let f = &self.backend;
+        let reason = |family: &Family<ReasonLabels, Counter>, reason: &str| {
+            family
+                .get_or_create(&ReasonLabels {
+                    backend: backend.to_string(),
+                    reason: reason.to_string(),
+                })
+                .clone()
+        };
         BackendMetrics {
             conns_open: self.conns_open.get_or_create(&labels).clone(),
             conns_idle: self.conns_idle.get_or_create(&labels).clone(),
             conns_opened: self.conns_opened.get_or_create(&labels).clone(),
+            conns_closed: Arc::new(CloseReason::ALL.map(|r| reason(&f.conns_closed, r.label()))),
+            in_flight: f.in_flight.get_or_create(&labels).clone(),
+            max_concurrent: f.max_concurrent.get_or_create(&labels).clone(),
+            endpoints: f.endpoints.get_or_create(&labels).clone(),
+            ejected: f.ejected.get_or_create(&labels).clone(),
+            ejections: f.ejections.get_or_create(&labels).clone(),
+            panics: f.panics.get_or_create(&labels).clone(),
+            budget_exhausted: f.budget_exhausted.get_or_create(&labels).clone(),
+            held_served: reason(&f.held, "served"),
+            held_expired: reason(&f.held, "expired"),
+            retries: f.retries.clone(),
+            keepalive_learned: f.keepalive_learned.clone(),
+            name: Arc::from(backend),
         }
     }
 
@@ -249,10 +414,58 @@ impl RouteMetrics {
     }
 }
 
-/// Per-backend connection gauges, updated by the pool.
+/// Per-backend handles, updated by the pool, the balancer and the retry loop.
 #[derive(Clone, Default)]
 pub struct BackendMetrics {
     pub conns_open: Gauge,
     pub conns_idle: Gauge,
     pub conns_opened: Counter,
+    conns_closed: Arc<[Counter; 4]>,
+    pub in_flight: Gauge,
+    pub max_concurrent: Gauge,
+    pub endpoints: Gauge,
+    pub ejected: Gauge,
+    pub ejections: Counter,
+    pub panics: Counter,
+    pub budget_exhausted: Counter,
+    pub held_served: Counter,
+    pub held_expired: Counter,
+    retries: Family<ReasonLabels, Counter>,
+    keepalive_learned: Family<EndpointLabels, Gauge<f64, AtomicU64>>,
+    name: Arc<str>,
+}
+
+impl BackendMetrics {
+    pub fn conn_closed(&self, reason: CloseReason) {
+        self.conns_closed[reason as usize].inc();
+    }
+
+    /// A retry after a failure of this reason (a cause label, or a status such as "503").
+    /// Retries are the exception, so the family's lookup is acceptable here.
+    pub fn retry(&self, reason: &str) {
+        self.retries
+            .get_or_create(&ReasonLabels {
+                backend: self.name.to_string(),
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    /// The pool idle timeout learned for an endpoint; `None` removes the series.
+    pub fn keepalive_learned(&self, endpoint: std::net::SocketAddr, value: Option<Duration>) {
+        let labels = EndpointLabels {
+            backend: self.name.to_string(),
+            endpoint: endpoint.to_string(),
+        };
+        match value {
+            Some(v) => {
+                self.keepalive_learned
+                    .get_or_create(&labels)
+                    .set(v.as_secs_f64());
+            }
+            None => {
+                self.keepalive_learned.remove(&labels);
+            }
+        }
+    }
 }

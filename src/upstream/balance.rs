@@ -65,18 +65,16 @@ pub fn pick(set: &EndpointSet, policy: Balance, rr: &AtomicUsize) -> Option<Arc<
     }
 }
 
-/// Pick an endpoint whose address is not in `tried` (retries go elsewhere), or `None` when
-/// every endpoint was tried. `tried` is short (bounded by the attempts), so scans are cheap.
-pub fn pick_excluding(
+/// Pick among the endpoints that `keep` accepts (not yet tried, not ejected...), or `None`
+/// when there is none. Sets are small (tens), so scans are cheap; the common case of a
+/// first try at a healthy backend goes through `pick` instead.
+pub fn pick_where(
     set: &EndpointSet,
     policy: Balance,
     rr: &AtomicUsize,
-    tried: &[std::net::SocketAddr],
+    keep: impl Fn(&Endpoint) -> bool,
 ) -> Option<Arc<Endpoint>> {
-    if tried.is_empty() {
-        return pick(set, policy, rr);
-    }
-    let fresh = |e: &&Arc<Endpoint>| !tried.contains(&e.addr);
+    let fresh = |e: &&Arc<Endpoint>| keep(e);
     let count = set.endpoints.iter().filter(fresh).count();
     if count == 0 {
         return None;

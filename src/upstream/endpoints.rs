@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
+use super::health::Health;
 use super::pool::{PoolSettings, Pools};
 use crate::runtime::metrics::BackendMetrics;
 
@@ -21,6 +22,7 @@ pub struct Endpoint {
     /// Outstanding requests (from pick until the response body ends): the P2C load signal.
     pub in_flight: AtomicUsize,
     pub pool: Pools,
+    pub health: Health,
 }
 
 #[derive(Default)]
@@ -66,12 +68,15 @@ impl Endpoints {
                     addr: *addr,
                     in_flight: AtomicUsize::new(0),
                     pool: Pools::new(Arc::clone(&self.settings), self.metrics.clone()),
+                    health: Health::default(),
                 }),
             })
             .collect();
+        self.metrics.endpoints.set(endpoints.len() as i64);
         self.current.store(Arc::new(EndpointSet { endpoints }));
         for gone in old.endpoints.iter().filter(|e| !addrs.contains(&e.addr)) {
             gone.pool.close_idle();
+            gone.health.forget(&self.metrics);
         }
     }
 }

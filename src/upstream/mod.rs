@@ -8,16 +8,19 @@ pub mod balance;
 pub mod body;
 pub mod budget;
 pub mod endpoints;
+pub mod health;
+pub mod hold;
 pub mod pool;
 
 use std::error::Error as _;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::{Request, Response};
 
-use crate::config::{BackendConfig, Balance};
+use crate::config::{BackendConfig, Balance, OutlierConfig};
 use crate::proxy::error::ProxyError;
 use crate::runtime::metrics::BackendMetrics;
 use body::{RequestBody, UpstreamBody};
@@ -30,6 +33,22 @@ pub struct Backend {
     pub endpoints: Endpoints,
     pub budget: budget::RetryBudget,
     rr: AtomicUsize,
+    outlier: OutlierConfig,
+    pub hold: hold::Hold,
+    pub hold_timeout: Duration,
+    max_concurrent: usize,
+    pub metrics: BackendMetrics,
+}
+
+/// A request admitted under the backend's concurrency limit; dropping it frees the place.
+pub struct Admission {
+    in_flight: prometheus_client::metrics::gauge::Gauge,
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.in_flight.dec();
+    }
 }
 
 /// A failed exchange: the error, whether the connection was a reused one, and the request
@@ -61,19 +80,109 @@ impl Backend {
             max_idle: config.max_idle_per_endpoint,
             max_response_header_bytes,
         });
-        let endpoints = Endpoints::new(settings, metrics);
+        let endpoints = Endpoints::new(settings, metrics.clone());
         endpoints.publish(&config.endpoints);
+        metrics
+            .max_concurrent
+            .set(config.max_concurrent_requests as i64);
         Backend {
             name: config.name.clone(),
             balance: config.balance,
             endpoints,
             budget: budget::RetryBudget::new(config.retry_budget),
             rr: AtomicUsize::new(0),
+            outlier: config.outlier,
+            hold: hold::Hold::default(),
+            hold_timeout: config.hold_timeout,
+            max_concurrent: config.max_concurrent_requests,
+            metrics,
         }
     }
 
-    pub fn pick(&self) -> Option<Arc<Endpoint>> {
-        balance::pick(&self.endpoints.load(), self.balance, &self.rr)
+    /// A place under `max_concurrent_requests`, or `None`: shed the request.
+    pub fn admit(&self) -> Option<Admission> {
+        let before = self.metrics.in_flight.inc();
+        let admission = Admission {
+            in_flight: self.metrics.in_flight.clone(),
+        };
+        (before < self.max_concurrent as i64).then_some(admission)
+    }
+
+    /// Pick an endpoint that is neither in `tried` (retries go elsewhere) nor ejected. When
+    /// every untried endpoint is ejected, pick among them anyway (panic mode: an ejection is a
+    /// guess, a 503 is certain), and count it. `None` when every endpoint was tried.
+    pub fn pick_excluding(&self, tried: &[SocketAddr]) -> Option<Arc<Endpoint>> {
+        let set = self.endpoints.load();
+        let ejected = |e: &Endpoint| e.health.is_ejected(&self.outlier, &self.metrics);
+        if tried.is_empty() {
+            let first = balance::pick(&set, self.balance, &self.rr)?;
+            if !ejected(&first) {
+                return Some(first);
+            }
+        }
+        let untried = |e: &Endpoint| !tried.contains(&e.addr);
+        if let Some(e) =
+            balance::pick_where(&set, self.balance, &self.rr, |e| untried(e) && !ejected(e))
+        {
+            return Some(e);
+        }
+        let e = balance::pick_where(&set, self.balance, &self.rr, untried)?;
+        self.metrics.panics.inc();
+        Some(e)
+    }
+
+    /// Record the outcome of an exchange for the endpoint's passive health: a response
+    /// (`Ok(status)`) or a failure.
+    pub fn report(&self, endpoint: &Endpoint, outcome: Result<u16, &ProxyError>) {
+        let weight = match outcome {
+            Ok(502..=504) => 1,
+            Ok(_) => {
+                endpoint.health.success();
+                self.hold.release();
+                return;
+            }
+            Err(ProxyError::ConnectTimeout { .. }) => self.outlier.consecutive_failures,
+            Err(
+                ProxyError::ConnectRefused { .. }
+                | ProxyError::ConnectFailed { .. }
+                | ProxyError::UpstreamReset { .. }
+                | ProxyError::UpstreamProtocol { .. }
+                | ProxyError::BackendTimeout { .. },
+            ) => 1,
+            // Not the endpoint's doing (the client, the whole request's deadline...).
+            Err(_) => return,
+        };
+        if !endpoint.health.failure(&self.outlier, weight) {
+            return;
+        }
+        let set = self.endpoints.load();
+        let pct = self.outlier.max_ejected_percent as usize;
+        let allowed = if pct == 0 {
+            0
+        } else {
+            (set.endpoints.len() * pct / 100).max(1)
+        };
+        let ejected = set
+            .endpoints
+            .iter()
+            .filter(|e| e.health.is_ejected(&self.outlier, &self.metrics))
+            .count();
+        if ejected >= allowed {
+            return;
+        }
+        if let Some(length) = endpoint.health.eject(&self.outlier, &self.metrics) {
+            let cause = match outcome {
+                Ok(status) => status.to_string(),
+                Err(e) => e.cause().to_string(),
+            };
+            tracing::warn!(
+                backend = %self.name,
+                endpoint = %endpoint.addr,
+                last = %cause,
+                ejected_for = %humantime::format_duration(length),
+                "endpoint ejected after consecutive failures"
+            );
+        }
     }
 
     /// One exchange with `endpoint`, up to the response head. The connection stays with the
@@ -81,11 +190,11 @@ impl Backend {
     /// had, nothing was sent and the request comes back with the error, ready for another try.
     pub async fn send(
         &self,
-        endpoint: Arc<Endpoint>,
+        endpoint: &Arc<Endpoint>,
         request: Request<RequestBody>,
     ) -> Result<Exchange, SendError> {
         let addr = endpoint.addr;
-        let mut lease = Lease::new(endpoint);
+        let mut lease = Lease::new(Arc::clone(endpoint));
         let mut conn = match lease.endpoint().pool.local().checkout(addr).await {
             Ok(conn) => conn,
             Err(error) => {
@@ -115,15 +224,12 @@ impl Backend {
         }
     }
 
-    /// Pick an endpoint not in `tried`, or `None` when every endpoint was tried.
-    pub fn pick_excluding(&self, tried: &[SocketAddr]) -> Option<Arc<Endpoint>> {
-        balance::pick_excluding(&self.endpoints.load(), self.balance, &self.rr, tried)
-    }
-
-    /// Close idle connections past their timeout (called by the reaper task).
+    /// Close idle connections past their timeout and expire finished ejections (called by
+    /// the reaper task, so that gauges are right even without traffic).
     pub fn reap(&self) {
         for e in &self.endpoints.load().endpoints {
             e.pool.reap();
+            e.health.is_ejected(&self.outlier, &self.metrics);
         }
     }
 }
