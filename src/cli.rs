@@ -57,6 +57,9 @@ pub enum Command {
         #[arg(long)]
         strict: bool,
     },
+    /// Show the 502s of a rolling restart, a crash and the keep-alive race through a plain
+    /// proxy and through hitless, with real servers on loopback (about 30 s, needs nothing).
+    Demo,
 }
 
 fn report(errors: &ConfigErrors, source: &str) -> ExitCode {
@@ -67,9 +70,11 @@ fn report(errors: &ConfigErrors, source: &str) -> ExitCode {
     ExitCode::from(EXIT_CONFIG)
 }
 
-/// Load the config a command names, or the exit code to leave with.
-pub fn load(command: &Command) -> Result<Config, ExitCode> {
-    match command {
+/// Load the config a command names (`None` for commands without one), or the exit code to
+/// leave with.
+pub fn load(command: &Command) -> Result<Option<Config>, ExitCode> {
+    let config = match command {
+        Command::Demo => return Ok(None),
         Command::Run { config } | Command::Check { config, .. } => {
             Config::load(config).map_err(|e| report(&e, &config.display().to_string()))
         }
@@ -84,7 +89,8 @@ pub fn load(command: &Command) -> Result<Config, ExitCode> {
                 c
             })
             .map_err(|e| report(&e, "flags")),
-    }
+    };
+    config.map(Some)
 }
 
 /// `hitless check`: print the effective config and the warnings.

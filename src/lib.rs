@@ -15,6 +15,7 @@ pub mod admin;
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod inbound;
 pub mod proxy;
 pub mod runtime;

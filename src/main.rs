@@ -14,7 +14,8 @@ use hitless::cli::{self, Cli, Command};
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let config = match cli::load(&cli.command) {
-        Ok(c) => c,
+        Ok(Some(c)) => c,
+        Ok(None) => return demo(),
         Err(code) => return code,
     };
     if let Command::Check { strict, .. } = cli.command {
@@ -36,6 +37,28 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("hitless: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `hitless demo`: everything in this process, on one runtime.
+fn demo() -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("hitless: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(hitless::demo::run()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hitless demo: {e}");
             ExitCode::from(1)
         }
     }
