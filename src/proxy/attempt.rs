@@ -159,7 +159,9 @@ pub async fn run(
     let policy = route.retry;
     let deadline = start + route.request_timeout;
     let hold_until = (start + backend.hold_timeout).min(deadline);
-    let replayable = policy.attempts > 1 && is_replayable(&request, policy.idempotent);
+    // Requests that may not be sent twice are also sent more carefully (`Pool::checkout`).
+    let careful = !is_replayable(&request, policy.idempotent);
+    let replayable = policy.attempts > 1 && !careful;
     backend.budget.deposit();
 
     let mut tried = [SocketAddr::from(([0, 0, 0, 0], 0)); MAX_TRIED];
@@ -232,6 +234,7 @@ pub async fn run(
             backend,
             &endpoint,
             request,
+            careful,
             route.backend_request_timeout,
             deadline,
             now,

@@ -19,6 +19,7 @@ pub async fn forward(
     backend: &Backend,
     endpoint: &Arc<Endpoint>,
     request: Request<RequestBody>,
+    careful: bool,
     per_try: Duration,
     deadline: Instant,
     now: Instant,
@@ -30,7 +31,7 @@ pub async fn forward(
     } else {
         (deadline, ProxyError::RequestTimeout)
     };
-    match tokio::time::timeout_at(limit, backend.send(endpoint, request)).await {
+    match tokio::time::timeout_at(limit, backend.send(endpoint, request, careful)).await {
         Ok(result) => result,
         Err(_) => Err(SendError {
             error: on_timeout,

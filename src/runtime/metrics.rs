@@ -59,8 +59,9 @@ pub enum CloseReason {
     IdleTimeout,
     /// The upstream closed it while it was idle.
     UpstreamClose,
-    /// Its response was not read to the end (client gone, error), or it broke.
-    Unfinished,
+    /// During or right after an exchange: an error, a response not read to the end (client
+    /// gone), or `Connection: close` from the upstream.
+    Exchange,
     /// Its endpoint left the set, or the pool was full.
     Discarded,
 }
@@ -69,7 +70,7 @@ impl CloseReason {
     const ALL: [CloseReason; 4] = [
         CloseReason::IdleTimeout,
         CloseReason::UpstreamClose,
-        CloseReason::Unfinished,
+        CloseReason::Exchange,
         CloseReason::Discarded,
     ];
 
@@ -77,7 +78,7 @@ impl CloseReason {
         match self {
             CloseReason::IdleTimeout => "idle_timeout",
             CloseReason::UpstreamClose => "upstream_close",
-            CloseReason::Unfinished => "unfinished",
+            CloseReason::Exchange => "exchange",
             CloseReason::Discarded => "discarded",
         }
     }
@@ -181,7 +182,7 @@ impl BackendFamilies {
             conns_closed: reg(
                 registry,
                 "upstream_connections_closed",
-                "Upstream connections closed, by backend and reason (idle_timeout, upstream_close, unfinished, discarded)",
+                "Upstream connections closed, by backend and reason (idle_timeout, upstream_close, exchange, discarded)",
                 Family::default(),
             ),
             in_flight: reg(

@@ -10,6 +10,7 @@ pub mod budget;
 pub mod endpoints;
 pub mod health;
 pub mod hold;
+pub mod keepalive;
 pub mod pool;
 
 use std::error::Error as _;
@@ -188,40 +189,66 @@ impl Backend {
     /// One exchange with `endpoint`, up to the response head. The connection stays with the
     /// response body and returns to the pool when the body ends. When no connection could be
     /// had, nothing was sent and the request comes back with the error, ready for another try.
+    ///
+    /// `careful`: the request must not reach the application twice (see `Pool::checkout`).
+    /// A pooled connection found closed before the request was written to it is skipped
+    /// for the next one, whatever the method: hyper hands the unsent request back.
     pub async fn send(
         &self,
         endpoint: &Arc<Endpoint>,
-        request: Request<RequestBody>,
+        mut request: Request<RequestBody>,
+        careful: bool,
     ) -> Result<Exchange, SendError> {
         let addr = endpoint.addr;
         let mut lease = Lease::new(Arc::clone(endpoint));
-        let mut conn = match lease.endpoint().pool.local().checkout(addr).await {
-            Ok(conn) => conn,
-            Err(error) => {
-                return Err(SendError {
-                    error,
-                    reused: false,
-                    request: Some(request),
-                })
+        let pool = lease.endpoint().pool.local();
+        // A few stale pooled connections in a row are possible (an app that closed them all);
+        // a fresh connection that fails before writing is not retried here.
+        for _ in 0..4 {
+            let mut conn = match pool.checkout(addr, careful).await {
+                Ok(conn) => conn,
+                Err(error) => {
+                    return Err(SendError {
+                        error,
+                        reused: false,
+                        request: Some(request),
+                    })
+                }
+            };
+            let reused = conn.reused;
+            match conn.conn.sender.try_send_request(request).await {
+                Ok(response) => {
+                    if let Some(v) = response.headers().get("keep-alive") {
+                        endpoint
+                            .pool
+                            .keepalive
+                            .announced(v.as_bytes(), addr, &self.metrics);
+                    }
+                    lease.attach(conn.conn);
+                    let response = response.map(|body| UpstreamBody::new(body, lease));
+                    return Ok(Exchange {
+                        response,
+                        endpoint: addr,
+                        reused,
+                    });
+                }
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) if reused => request = unsent,
+                    unsent => {
+                        return Err(SendError {
+                            error: classify(e.error(), addr),
+                            reused,
+                            request: unsent,
+                        })
+                    }
+                },
             }
-        };
-        let reused = conn.reused;
-        match conn.sender.send_request(request).await {
-            Ok(response) => {
-                lease.attach(conn.sender);
-                let response = response.map(|body| UpstreamBody::new(body, lease));
-                Ok(Exchange {
-                    response,
-                    endpoint: addr,
-                    reused,
-                })
-            }
-            Err(e) => Err(SendError {
-                error: classify(&e, addr),
-                reused,
-                request: None,
-            }),
         }
+        Err(SendError {
+            error: ProxyError::UpstreamReset { endpoint: addr },
+            reused: true,
+            request: Some(request),
+        })
     }
 
     /// Close idle connections past their timeout and expire finished ejections (called by

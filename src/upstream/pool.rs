@@ -19,6 +19,7 @@
 //! runtime drives it, and a request never wakes another thread.
 
 use std::cell::Cell;
+use std::mem::MaybeUninit;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -32,8 +33,10 @@ use tokio::time::Instant;
 
 use super::body::RequestBody;
 use super::endpoints::Endpoint;
+use super::keepalive::KeepAlive;
 use crate::proxy::error::ProxyError;
-use crate::runtime::metrics::BackendMetrics;
+use crate::runtime::clock::now_ms;
+use crate::runtime::metrics::{BackendMetrics, CloseReason};
 
 thread_local! {
     static WORKER: Cell<usize> = const { Cell::new(0) };
@@ -55,107 +58,173 @@ pub struct PoolSettings {
     pub max_response_header_bytes: usize,
 }
 
+/// `Conn::idle_mark` while the connection is in use.
+const BUSY: u64 = 0;
+/// `Conn::idle_mark` once hitless itself decided to close it (and counted why).
+const CLOSED_BY_US: u64 = u64::MAX;
+
+/// One upstream connection: the handle requests go through, plus what the pool needs to know
+/// about the socket under it.
+pub struct Conn {
+    pub sender: http1::SendRequest<RequestBody>,
+    /// `now_ms() + 1` since it went idle in the pool, `BUSY`, or `CLOSED_BY_US`. Shared with
+    /// the connection task, which tells from it whether the upstream closed an idle
+    /// connection (and after how long: keep-alive learning) or the close was ours.
+    idle_mark: Arc<AtomicU64>,
+    /// A duplicate of the socket (its own fd), to peek for a close the connection task has
+    /// not processed yet before a request that must not be sent twice goes out on it.
+    peek: Option<socket2::Socket>,
+}
+
+impl Conn {
+    /// Whether the upstream already closed (or reset) the connection, or sent bytes nobody
+    /// asked for. One non-blocking `recv(MSG_PEEK)`.
+    fn peer_closed(&self) -> bool {
+        let Some(socket) = &self.peek else {
+            return false;
+        };
+        let mut byte = [MaybeUninit::<u8>::uninit(); 1];
+        match socket.peek(&mut byte) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => false,
+            Ok(_) | Err(_) => true,
+        }
+    }
+
+    /// Close it ourselves, saying why.
+    fn close(self, reason: CloseReason, metrics: &BackendMetrics) {
+        self.idle_mark.store(CLOSED_BY_US, Ordering::Relaxed);
+        metrics.conn_closed(reason);
+    }
+}
+
 struct IdleConn {
-    sender: http1::SendRequest<RequestBody>,
+    conn: Conn,
     idle_since: Instant,
 }
 
 pub struct Pool {
     idle: ArrayQueue<IdleConn>,
-    /// Nanoseconds; an `AtomicU64` so that a learned upstream keep-alive can lower it.
-    idle_timeout_ns: AtomicU64,
+    /// The endpoint's learned keep-alive (shared by the pools of every worker).
+    keepalive: Arc<KeepAlive>,
     settings: Arc<PoolSettings>,
     metrics: BackendMetrics,
 }
 
 /// A connection checked out for one request.
 pub struct Connection {
-    pub sender: http1::SendRequest<RequestBody>,
+    pub conn: Conn,
     /// Whether it carried an earlier request (see the file comment for why this matters).
     pub reused: bool,
 }
 
 impl Pool {
-    pub fn new(settings: Arc<PoolSettings>, metrics: BackendMetrics) -> Pool {
+    pub fn new(
+        settings: Arc<PoolSettings>,
+        metrics: BackendMetrics,
+        keepalive: Arc<KeepAlive>,
+    ) -> Pool {
         Pool {
             idle: ArrayQueue::new(settings.max_idle.max(1)),
-            idle_timeout_ns: AtomicU64::new(settings.idle_timeout.as_nanos() as u64),
+            keepalive,
             settings,
             metrics,
         }
     }
 
+    /// The configured idle timeout, lowered by what was learned about the upstream.
     pub fn idle_timeout(&self) -> Duration {
-        Duration::from_nanos(self.idle_timeout_ns.load(Ordering::Relaxed))
+        match self.keepalive.learned() {
+            Some(learned) => learned.min(self.settings.idle_timeout),
+            None => self.settings.idle_timeout,
+        }
     }
 
-    /// A ready connection: an idle one that is still fresh and open, or a new one.
-    pub async fn checkout(&self, addr: SocketAddr) -> Result<Connection, ProxyError> {
+    /// A ready connection: an idle one that is still fresh and open, or a new one. With
+    /// `careful` (a request that must not be sent twice), a pooled connection is also checked
+    /// for a close that arrived but was not processed yet (`Conn::peer_closed`).
+    pub async fn checkout(
+        &self,
+        addr: SocketAddr,
+        careful: bool,
+    ) -> Result<Connection, ProxyError> {
         let idle_timeout = self.idle_timeout();
-        while let Some(conn) = self.idle.pop() {
+        while let Some(idle) = self.idle.pop() {
             self.metrics.conns_idle.dec();
-            if conn.idle_since.elapsed() >= idle_timeout || conn.sender.is_closed() {
-                continue; // dropping the sender closes the connection
+            if idle.idle_since.elapsed() >= idle_timeout {
+                idle.conn.close(CloseReason::IdleTimeout, &self.metrics);
+                continue;
             }
-            let mut sender = conn.sender;
+            // A closed one was counted (and learned from) by its connection task.
+            if idle.conn.sender.is_closed() || (careful && idle.conn.peer_closed()) {
+                continue;
+            }
+            let mut conn = idle.conn;
             // Usually ready at once; after a response that just ended, the connection task may
             // still be finishing it. An error here means the upstream closed it while idle:
             // found before anything was written, so the next one is tried.
-            if sender.ready().await.is_ok() {
-                return Ok(Connection {
-                    sender,
-                    reused: true,
-                });
+            if conn.sender.ready().await.is_ok() {
+                conn.idle_mark.store(BUSY, Ordering::Relaxed);
+                return Ok(Connection { conn, reused: true });
             }
         }
         // Boxed: the connect path is cold, and inlined it would make every request's future
         // (which embeds this one) several times larger, to be moved on every request.
-        Box::pin(self.connect(addr)).await.map(|sender| Connection {
-            sender,
-            reused: false,
-        })
+        Box::pin(self.connect(addr))
+            .await
+            .map(|conn| Connection {
+                conn,
+                reused: false,
+            })
     }
 
     /// Give a connection back after its response ended.
-    pub fn checkin(&self, sender: http1::SendRequest<RequestBody>) {
-        if sender.is_closed() {
+    pub fn checkin(&self, conn: Conn) {
+        if conn.sender.is_closed() {
             return;
         }
-        let conn = IdleConn {
-            sender,
+        conn.idle_mark.store(now_ms() + 1, Ordering::Relaxed);
+        let idle = IdleConn {
+            conn,
             idle_since: Instant::now(),
         };
-        if self.idle.push(conn).is_ok() {
-            self.metrics.conns_idle.inc();
+        match self.idle.push(idle) {
+            Ok(()) => {
+                self.metrics.conns_idle.inc();
+            }
+            Err(full) => full.conn.close(CloseReason::Discarded, &self.metrics),
         }
     }
 
-    /// Close idle connections past the idle timeout or closed by the upstream.
+    /// Close idle connections past the idle timeout, and forget those the upstream closed.
     pub fn reap(&self) {
         let idle_timeout = self.idle_timeout();
         for _ in 0..self.idle.len() {
-            let Some(conn) = self.idle.pop() else { break };
-            if conn.idle_since.elapsed() >= idle_timeout || conn.sender.is_closed() {
+            let Some(idle) = self.idle.pop() else { break };
+            if idle.idle_since.elapsed() >= idle_timeout {
+                self.metrics.conns_idle.dec();
+                idle.conn.close(CloseReason::IdleTimeout, &self.metrics);
+                continue;
+            }
+            if idle.conn.sender.is_closed() {
                 self.metrics.conns_idle.dec();
                 continue;
             }
-            if self.idle.push(conn).is_err() {
+            if let Err(full) = self.idle.push(idle) {
                 self.metrics.conns_idle.dec();
+                full.conn.close(CloseReason::Discarded, &self.metrics);
             }
         }
     }
 
     /// Close every idle connection (the endpoint left the set).
     pub fn close_idle(&self) {
-        while self.idle.pop().is_some() {
+        while let Some(idle) = self.idle.pop() {
             self.metrics.conns_idle.dec();
+            idle.conn.close(CloseReason::Discarded, &self.metrics);
         }
     }
 
-    async fn connect(
-        &self,
-        addr: SocketAddr,
-    ) -> Result<http1::SendRequest<RequestBody>, ProxyError> {
+    async fn connect(&self, addr: SocketAddr) -> Result<Conn, ProxyError> {
         let stream =
             match tokio::time::timeout(self.settings.connect_timeout, TcpStream::connect(addr))
                 .await
@@ -174,6 +243,7 @@ impl Pool {
             };
         // Small request/response exchanges must not wait for Nagle.
         let _ = stream.set_nodelay(true);
+        let peek = socket2::SockRef::from(&stream).try_clone().ok();
         let (sender, conn) = http1::Builder::new()
             .max_buf_size(self.settings.max_response_header_bytes.max(8192) + 8192)
             .max_header_size(self.settings.max_response_header_bytes)
@@ -185,28 +255,55 @@ impl Pool {
             })?;
         self.metrics.conns_open.inc();
         self.metrics.conns_opened.inc();
-        let open = self.metrics.conns_open.clone();
+        let idle_mark = Arc::new(AtomicU64::new(BUSY));
+        let (mark, metrics, keepalive) = (
+            Arc::clone(&idle_mark),
+            self.metrics.clone(),
+            Arc::clone(&self.keepalive),
+        );
         tokio::spawn(async move {
             // Errors here are seen (and reported) by the request that was using the connection.
             let _ = conn.with_upgrades().await;
-            open.dec();
+            metrics.conns_open.dec();
+            match mark.load(Ordering::Relaxed) {
+                CLOSED_BY_US => {}
+                BUSY => metrics.conn_closed(CloseReason::Exchange),
+                idle_since => {
+                    metrics.conn_closed(CloseReason::UpstreamClose);
+                    let age = Duration::from_millis(now_ms().saturating_sub(idle_since - 1));
+                    keepalive.observed_close(age, addr, &metrics);
+                }
+            }
         });
-        Ok(sender)
+        Ok(Conn {
+            sender,
+            idle_mark,
+            peek,
+        })
     }
 }
 
 /// One endpoint's pools, one per worker thread.
 pub struct Pools {
     per_worker: Box<[Pool]>,
+    pub keepalive: Arc<KeepAlive>,
 }
 
 impl Pools {
     pub fn new(settings: Arc<PoolSettings>, metrics: BackendMetrics) -> Pools {
         let n = settings.workers.max(1);
+        let keepalive = Arc::new(KeepAlive::default());
         Pools {
             per_worker: (0..n)
-                .map(|_| Pool::new(Arc::clone(&settings), metrics.clone()))
+                .map(|_| {
+                    Pool::new(
+                        Arc::clone(&settings),
+                        metrics.clone(),
+                        Arc::clone(&keepalive),
+                    )
+                })
                 .collect(),
+            keepalive,
         }
     }
 
@@ -229,7 +326,7 @@ impl Pools {
 /// Dropping it releases the outstanding count; `release(true)` also pools the connection.
 pub struct Lease {
     endpoint: Arc<Endpoint>,
-    sender: Option<http1::SendRequest<RequestBody>>,
+    conn: Option<Conn>,
 }
 
 impl Lease {
@@ -237,7 +334,7 @@ impl Lease {
         endpoint.in_flight.fetch_add(1, Ordering::Relaxed);
         Lease {
             endpoint,
-            sender: None,
+            conn: None,
         }
     }
 
@@ -245,15 +342,15 @@ impl Lease {
         &self.endpoint
     }
 
-    pub fn attach(&mut self, sender: http1::SendRequest<RequestBody>) {
-        self.sender = Some(sender);
+    pub fn attach(&mut self, conn: Conn) {
+        self.conn = Some(conn);
     }
 
     /// End of the exchange: pool the connection when its response was read to the end.
     pub fn release(mut self, reusable: bool) {
-        if let Some(sender) = self.sender.take() {
+        if let Some(conn) = self.conn.take() {
             if reusable {
-                self.endpoint.pool.local().checkin(sender);
+                self.endpoint.pool.local().checkin(conn);
             }
         }
     }
