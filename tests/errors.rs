@@ -39,13 +39,7 @@ async fn nothing_listening_is_connect_refused() {
     let config = format!(
         "backends:\n  app:\n    endpoints: [\"{addr}\"]\n    hold_timeout: 0s\nroutes:\n  - backend: app\n"
     );
-    let answer = expect_error(
-        &config,
-        502,
-        "connection_refused",
-        "connect_refused",
-    )
-    .await;
+    let answer = expect_error(&config, 502, "connection_refused", "connect_refused").await;
     assert!(answer.header("proxy-status").contains(&addr.to_string()));
 }
 

@@ -168,6 +168,7 @@ pub fn effective_yaml(config: &Config) -> String {
                     "attempts": r.retry.attempts,
                     "on": r.retry.on.names(),
                     "idempotent": r.retry.idempotent,
+                    "max_replay_bytes": r.retry.max_replay_bytes,
                 },
             });
             if let Some(obj) = route.as_object_mut() {

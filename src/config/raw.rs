@@ -36,6 +36,7 @@ pub struct RawRetry {
     pub attempts: Option<u64>,
     pub on: Option<Vec<String>>,
     pub idempotent: Option<bool>,
+    pub max_replay_bytes: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -46,6 +46,8 @@ impl Defaults {
     pub const RETRY_BUDGET_RATIO: f64 = 0.2;
     /// ...plus this many per second, so that low traffic can still retry.
     pub const RETRY_BUDGET_MIN_PER_SECOND: u32 = 10;
+    /// Bodies up to this size are kept for re-sending (and read whole before the first try).
+    pub const MAX_REPLAY_BYTES: usize = 64 * 1024;
     /// Consecutive failures (connect failure, reset, 502/503/504, per-try timeout) that eject
     /// an endpoint. An unanswered connect (`connect_timeout`) ejects at once: it is what a
     /// deleted pod's address does, and every request sent there pays the whole timeout.
@@ -133,6 +135,9 @@ pub struct RetryPolicy {
     pub on: RetryOn,
     /// Treat every request on this route as idempotent (safe to send twice).
     pub idempotent: bool,
+    /// Request bodies with a `Content-Length` up to this are read whole before the first try
+    /// and kept until the response head arrives, so that they can be sent again.
+    pub max_replay_bytes: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -467,6 +472,16 @@ fn parse_retry(
     if let Some(idempotent) = raw.idempotent {
         policy.idempotent = idempotent;
     }
+    if let Some(n) = raw.max_replay_bytes {
+        if n <= 16 << 20 {
+            policy.max_replay_bytes = n as usize;
+        } else {
+            errors.push(
+                format!("{path}.max_replay_bytes"),
+                format!("must be at most 16777216 (bodies are held in memory), got {n}"),
+            );
+        }
+    }
     policy
 }
 
@@ -479,6 +494,7 @@ fn default_retry() -> RetryPolicy {
         attempts: Defaults::RETRY_ATTEMPTS,
         on,
         idempotent: false,
+        max_replay_bytes: Defaults::MAX_REPLAY_BYTES,
     }
 }
 

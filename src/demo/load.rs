@@ -66,7 +66,11 @@ impl Report {
     /// One line: `requests, errors (what they were)`.
     pub fn summary(&self) -> String {
         let mut s = format!("{} requests, {} errors", self.requests(), self.errors());
-        let mut what: Vec<String> = self.failed.iter().map(|(k, n)| format!("{n}x {k}")).collect();
+        let mut what: Vec<String> = self
+            .failed
+            .iter()
+            .map(|(k, n)| format!("{n}x {k}"))
+            .collect();
         if self.client_errors > 0 {
             what.push(format!("{}x no answer", self.client_errors));
         }
@@ -78,7 +82,7 @@ impl Report {
 }
 
 impl Load {
-    pub async fn run(&self) -> Report {
+    pub async fn run(self) -> Report {
         let end = Instant::now() + self.duration;
         let workers: Vec<_> = (0..self.concurrency)
             .map(|_| tokio::spawn(client_loop(self.clone(), end)))

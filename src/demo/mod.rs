@@ -158,6 +158,7 @@ pub async fn keepalive_race(
     let closing = |name| {
         let mut b = Behaviour::named(name);
         b.idle_close = Some(app_keepalive);
+        b.close_lag = Duration::from_millis(3);
         b
     };
     let reps = replicas(&[closing("a"), closing("b")]).await?;
@@ -177,28 +178,35 @@ pub async fn run() -> io::Result<()> {
     println!("Real servers and clients on 127.0.0.1; about 30 seconds.\n");
     type Scenario = (&'static str, fn(Mode) -> ScenarioFuture);
     let scenarios: [Scenario; 4] = [
-        ("1. rolling restart (3 replicas, graceful stop, slow start)", |m| {
-            Box::pin(rolling_restart(m))
-        }),
+        (
+            "1. rolling restart (3 replicas, graceful stop, slow start)",
+            |m| Box::pin(rolling_restart(m)),
+        ),
         ("2. crash (connections reset mid-response)", |m| {
             Box::pin(crash(m))
         }),
-        ("3a. keep-alive race, app closes idle after 200 ms (GET)", |m| {
-            Box::pin(keepalive_race(
-                m,
-                Duration::from_millis(200),
-                Method::GET,
-                Duration::from_secs(3),
-            ))
-        }),
-        ("3b. keep-alive race, app closes idle after 200 ms (POST)", |m| {
-            Box::pin(keepalive_race(
-                m,
-                Duration::from_millis(200),
-                Method::POST,
-                Duration::from_secs(3),
-            ))
-        }),
+        (
+            "3a. keep-alive race, app closes idle after 200 ms (GET)",
+            |m| {
+                Box::pin(keepalive_race(
+                    m,
+                    Duration::from_millis(200),
+                    Method::GET,
+                    Duration::from_secs(3),
+                ))
+            },
+        ),
+        (
+            "3b. keep-alive race, app closes idle after 200 ms (POST)",
+            |m| {
+                Box::pin(keepalive_race(
+                    m,
+                    Duration::from_millis(200),
+                    Method::POST,
+                    Duration::from_secs(3),
+                ))
+            },
+        ),
     ];
     let mut rows = Vec::new();
     for (name, scenario) in scenarios {
@@ -217,7 +225,9 @@ pub async fn run() -> io::Result<()> {
         println!("{:<60} {:>16} {:>16}", row[0], row[1], row[2]);
     }
     println!("\nWhat hitless did: retried refused, reset and 503 answers on another endpoint,");
-    println!("ejected failing endpoints, and re-sent requests that met a closed pooled connection.");
+    println!(
+        "ejected failing endpoints, and re-sent requests that met a closed pooled connection."
+    );
     Ok(())
 }
 

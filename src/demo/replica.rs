@@ -26,12 +26,20 @@ pub struct Behaviour {
     pub name: &'static str,
     /// Close a keep-alive connection idle this long (the app's keep-alive timeout).
     pub idle_close: Option<Duration>,
+    /// Between deciding to close an idle connection and its close reaching the proxy: on a
+    /// real network, a round trip during which the proxy may still send a request that the
+    /// app will never read (loopback has none, so it is modelled: the replica stops reading,
+    /// waits this long, then closes; the kernel resets if a request arrived meanwhile).
+    pub close_lag: Duration,
     /// Close a connection after this many responses, without `Connection: close`.
     pub max_requests_per_conn: Option<usize>,
     /// Answer 503 until this long after start (listening before ready).
     pub not_ready_for: Option<Duration>,
     /// Time to produce each response.
     pub delay: Duration,
+    /// Read a POST completely (it is counted), then die this long after: no response, the
+    /// connection closed. The request reached the application and must not be sent again.
+    pub die_on_post_after: Option<Duration>,
 }
 
 impl Behaviour {
@@ -39,9 +47,11 @@ impl Behaviour {
         Behaviour {
             name,
             idle_close: None,
+            close_lag: Duration::ZERO,
             max_requests_per_conn: None,
             not_ready_for: None,
             delay: Duration::ZERO,
+            die_on_post_after: None,
         }
     }
 }
@@ -143,17 +153,27 @@ impl Conn {
         let mut served = 0usize;
         loop {
             // Waiting for a request: this is where idle connections are closed.
-            let idle = self.behaviour.idle_close.unwrap_or(Duration::from_secs(3600));
+            let idle = self
+                .behaviour
+                .idle_close
+                .unwrap_or(Duration::from_secs(3600));
             let head = tokio::select! {
                 _ = crash.cancelled() => return self.reset(),
                 _ = stop.cancelled(), if buf.is_empty() => return,
-                _ = tokio::time::sleep(idle), if buf.is_empty() => return,
+                _ = tokio::time::sleep(idle), if buf.is_empty() => {
+                    tokio::time::sleep(self.behaviour.close_lag).await;
+                    return;
+                }
                 head = read_request(&mut self.stream, &mut buf) => head,
             };
             let Some(request) = head else { return };
             self.seen.requests.fetch_add(1, Ordering::SeqCst);
             if request.post {
                 self.seen.posts.fetch_add(1, Ordering::SeqCst);
+                if let Some(after) = self.behaviour.die_on_post_after {
+                    tokio::time::sleep(after).await;
+                    return;
+                }
             }
             if !self.behaviour.delay.is_zero() {
                 tokio::select! {

@@ -6,8 +6,11 @@
 //!   body, because the request comes back untouched from `Backend::send`;
 //! - the request may have reached the application (reset, timeout, a 502/503 answer): only when
 //!   it is replayable: an idempotent method (GET, HEAD, OPTIONS, PUT, DELETE, TRACE), an
-//!   `Idempotency-Key` header, or a route marked `idempotent`, *and* no request body (bodies
-//!   are not buffered for replay yet);
+//!   `Idempotency-Key` header, or a route marked `idempotent`, *and* a body that can be sent
+//!   again: none, or one of known length up to `retry.max_replay_bytes` (64 KiB), which is
+//!   read whole before the first try and kept until a response head arrives;
+//! - the keep-alive race (`upstream::is_keepalive_race`: a reused connection the upstream
+//!   had already closed): any method, the application never read the request;
 //! - never after a response was passed on to the client (the loop ends there).
 //!
 //! Plain async code rather than `tower::retry`, which fights endpoint exclusion and streaming
@@ -69,9 +72,8 @@ impl fmt::Display for FailedTry {
     }
 }
 
-fn is_replayable(request: &Request<RequestBody>, route_idempotent: bool) -> bool {
-    use http_body::Body;
-    let idempotent = route_idempotent
+fn is_idempotent(request: &Request<RequestBody>, route_idempotent: bool) -> bool {
+    route_idempotent
         || matches!(
             *request.method(),
             Method::GET
@@ -81,13 +83,55 @@ fn is_replayable(request: &Request<RequestBody>, route_idempotent: bool) -> bool
                 | Method::DELETE
                 | Method::TRACE
         )
-        || request.headers().contains_key("idempotency-key");
-    idempotent && request.body().is_end_stream()
+        || request.headers().contains_key("idempotency-key")
 }
 
-/// A copy to send again: same head, empty body (only bodiless requests are replayed).
+/// Whether the body can be sent again: none, or held in memory.
+fn resendable_body(request: &Request<RequestBody>) -> bool {
+    use http_body::Body;
+    matches!(request.body(), RequestBody::Full(_)) || request.body().is_end_stream()
+}
+
+/// Read a body of known length up to `max` whole, so that it can be sent again. Bodies
+/// without a length, or longer, keep streaming (and are not re-sent once sent).
+async fn hold_body(
+    request: Request<RequestBody>,
+    max: usize,
+    deadline: Instant,
+) -> Result<Request<RequestBody>, ProxyError> {
+    use http_body_util::BodyExt;
+    let length = request
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let (parts, body) = request.into_parts();
+    let incoming = match body {
+        RequestBody::Streaming(incoming) if length.is_some_and(|n| n > 0 && n <= max as u64) => {
+            incoming
+        }
+        body => return Ok(Request::from_parts(parts, body)),
+    };
+    let limited = http_body_util::Limited::new(incoming, max);
+    match tokio::time::timeout_at(deadline, limited.collect()).await {
+        Err(_) => Err(ProxyError::RequestTimeout),
+        Ok(Err(e)) => Err(ProxyError::ClientBody {
+            reason: e.to_string(),
+        }),
+        Ok(Ok(collected)) => Ok(Request::from_parts(
+            parts,
+            RequestBody::from(collected.to_bytes()),
+        )),
+    }
+}
+
+/// A copy to send again: same head, same body (held in memory, or none).
 fn copy_of(request: &Request<RequestBody>) -> Request<RequestBody> {
-    let mut copy = Request::new(RequestBody::empty());
+    let body = match request.body() {
+        RequestBody::Full(data) => RequestBody::Full(data.clone()),
+        RequestBody::Streaming(_) => RequestBody::empty(),
+    };
+    let mut copy = Request::new(body);
     *copy.method_mut() = request.method().clone();
     *copy.uri_mut() = request.uri().clone();
     *copy.version_mut() = request.version();
@@ -159,9 +203,26 @@ pub async fn run(
     let policy = route.retry;
     let deadline = start + route.request_timeout;
     let hold_until = (start + backend.hold_timeout).min(deadline);
-    // Requests that may not be sent twice are also sent more carefully (`Pool::checkout`).
-    let careful = !is_replayable(&request, policy.idempotent);
-    let replayable = policy.attempts > 1 && !careful;
+    let idempotent = is_idempotent(&request, policy.idempotent);
+    let request = if policy.attempts > 1 && policy.max_replay_bytes > 0 {
+        match hold_body(request, policy.max_replay_bytes, deadline).await {
+            Ok(request) => request,
+            Err(error) => {
+                return Outcome {
+                    result: Err(error),
+                    attempts: 0,
+                    endpoint: None,
+                    failed: Vec::new(),
+                }
+            }
+        }
+    } else {
+        request
+    };
+    let resendable = policy.attempts > 1 && resendable_body(&request);
+    let replayable = resendable && idempotent;
+    // Requests that must not be sent twice are also sent more carefully (`Pool::checkout`).
+    let careful = !idempotent;
     backend.budget.deposit();
 
     let mut tried = [SocketAddr::from(([0, 0, 0, 0], 0)); MAX_TRIED];
@@ -223,7 +284,7 @@ pub async fn run(
         };
         attempt += 1;
         let last = attempt >= policy.attempts;
-        let copy = (!last && replayable).then(|| copy_of(&request));
+        let copy = (!last && resendable).then(|| copy_of(&request));
         let addr = endpoint.addr;
         if n_tried < MAX_TRIED && !tried[..n_tried].contains(&addr) {
             tried[n_tried] = addr;
@@ -244,7 +305,7 @@ pub async fn run(
             Ok(exchange) => {
                 let status = exchange.response.status().as_u16();
                 backend.report(&endpoint, Ok(status));
-                if !last && copy.is_some() && policy.on.status(status) {
+                if !last && replayable && policy.on.status(status) {
                     if backend.budget.withdraw() {
                         tracing::debug!(route = %route.name, endpoint = %addr, status, attempt, "retrying after status");
                         backend.metrics.retry(status_label(status));
@@ -266,7 +327,8 @@ pub async fn run(
                 let class = failure.error.retry_class();
                 let again = match class {
                     RetryClass::NotSent => failure.request.or(copy),
-                    RetryClass::MaybeSent => copy,
+                    RetryClass::MaybeSent if replayable || failure.race => copy,
+                    RetryClass::MaybeSent => None,
                     RetryClass::Never => None,
                 };
                 let retry = again.is_some() && wanted(&policy.on, &failure.error);
@@ -275,25 +337,25 @@ pub async fn run(
                     outcome: TryOutcome::Cause(failure.error.cause()),
                     elapsed: now.elapsed(),
                 });
+                let mut out_of_budget = false;
                 if retry && !last {
                     if backend.budget.withdraw() {
                         tracing::debug!(route = %route.name, endpoint = %addr, cause = failure.error.cause(), attempt, "retrying");
                         backend.metrics.retry(failure.error.cause());
-                        unsent = (class == RetryClass::NotSent
-                            && (attempt == 1 || unsent.is_some()))
-                        .then_some(failure.error);
+                        unsent = (class == RetryClass::NotSent).then_some(failure.error);
                         next = again;
                         continue;
                     }
                     backend.metrics.budget_exhausted.inc();
+                    out_of_budget = true;
                 }
                 if retry
                     && class == RetryClass::NotSent
-                    && (attempt == 1 || unsent.is_some())
                     && holds(backend)
-                    && backend.pick_excluding(&tried[..n_tried]).is_none()
+                    && (out_of_budget || backend.pick_excluding(&tried[..n_tried]).is_none())
                 {
-                    // Every endpoint was tried and nothing was ever sent: hold.
+                    // Nothing was sent, and no endpoint can take it now (all tried, or no
+                    // budget to try another): hold.
                     held = true;
                     if hold(backend, hold_until).await {
                         unsent = Some(failure.error);

@@ -129,7 +129,11 @@ mod tests {
         assert_eq!(k.learned(), Some(Duration::from_millis(3750)));
         k.announced(b"max=5", ep(), &m);
         k.announced(b"timeout=10", ep(), &m);
-        assert_eq!(k.learned(), Some(Duration::from_millis(3750)), "never raised");
+        assert_eq!(
+            k.learned(),
+            Some(Duration::from_millis(3750)),
+            "never raised"
+        );
         assert_eq!(parse_timeout(b" Timeout = 2 "), Some(2));
     }
 

@@ -58,6 +58,40 @@ pub struct SendError {
     pub error: ProxyError,
     pub reused: bool,
     pub request: Option<Request<RequestBody>>,
+    /// The failure has the shape of the keep-alive race (`is_keepalive_race`): the request
+    /// was written, but onto a connection the upstream had already given up.
+    pub race: bool,
+}
+
+/// The keep-alive race, told apart from an application that read the request and died:
+/// on a connection reused after at least `RACE_MIN_IDLE` of idleness, the upstream closed or
+/// reset it, without a byte of response, within `RACE_WINDOW` of the request going out.
+/// An upstream that closes an idle connection does so before it could read what was sent
+/// (its close was already on the way, a round trip at most); an application that reads a
+/// request works on it first. The price of the rule: an application that dies within 10 ms
+/// of reading a request on such a connection may see it again (documented in the README).
+pub const RACE_WINDOW: Duration = Duration::from_millis(10);
+pub const RACE_MIN_IDLE: Duration = Duration::from_millis(100);
+
+fn is_keepalive_race(
+    e: &hyper::Error,
+    reused: bool,
+    idle_for: Duration,
+    since_send: Duration,
+) -> bool {
+    let closed = e.is_incomplete_message()
+        || e.is_canceled()
+        || e.source()
+            .and_then(|s| s.downcast_ref::<std::io::Error>())
+            .is_some_and(|io| {
+                matches!(
+                    io.kind(),
+                    std::io::ErrorKind::ConnectionReset
+                        | std::io::ErrorKind::BrokenPipe
+                        | std::io::ErrorKind::ConnectionAborted
+                )
+            });
+    reused && closed && idle_for >= RACE_MIN_IDLE && since_send <= RACE_WINDOW
 }
 
 /// A response head from an endpoint, with what the exchange tells the caller.
@@ -212,10 +246,12 @@ impl Backend {
                         error,
                         reused: false,
                         request: Some(request),
+                        race: false,
                     })
                 }
             };
             let reused = conn.reused;
+            let sent_at = tokio::time::Instant::now();
             match conn.conn.sender.try_send_request(request).await {
                 Ok(response) => {
                     if let Some(v) = response.headers().get("keep-alive") {
@@ -235,11 +271,14 @@ impl Backend {
                 Err(mut e) => match e.take_message() {
                     Some(unsent) if reused => request = unsent,
                     unsent => {
+                        let race =
+                            is_keepalive_race(e.error(), reused, conn.idle_for, sent_at.elapsed());
                         return Err(SendError {
                             error: classify(e.error(), addr),
                             reused,
                             request: unsent,
-                        })
+                            race,
+                        });
                     }
                 },
             }
@@ -248,6 +287,7 @@ impl Backend {
             error: ProxyError::UpstreamReset { endpoint: addr },
             reused: true,
             request: Some(request),
+            race: false,
         })
     }
 

@@ -189,11 +189,17 @@ pub async fn refused_addr() -> SocketAddr {
 /// A listener whose accept queue is full and never drained: further SYNs go unanswered, as
 /// for a dead pod's IP. Keep the returned value alive for the duration of the test.
 pub async fn blackhole() -> (SocketAddr, Vec<std::net::TcpStream>, socket2::Socket) {
+    blackhole_at(SocketAddr::from(([127, 0, 0, 1], 0))).await
+}
+
+/// A black hole on a given address (a port an upstream just left).
+pub async fn blackhole_at(
+    addr: SocketAddr,
+) -> (SocketAddr, Vec<std::net::TcpStream>, socket2::Socket) {
     use socket2::{Domain, Socket, Type};
     let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-    socket
-        .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
-        .unwrap();
+    socket.set_reuse_address(true).unwrap();
+    socket.bind(&addr.into()).unwrap();
     socket.listen(0).unwrap();
     let addr: SocketAddr = socket.local_addr().unwrap().as_socket().unwrap();
     // Fill the accept queue (backlog 0 admits one or two) with non-blocking connects.
