@@ -154,3 +154,41 @@ async fn p2c_prefers_the_endpoint_with_fewer_outstanding_requests() {
     // Round-robin would send 20 to the slow endpoint; P2C sends it only a few.
     assert!(slow_count <= 10, "slow endpoint got {slow_count} of 40");
 }
+
+/// An upstream that announces `Keep-Alive: timeout=1`: hitless keeps its connections idle
+/// at most 750 ms from then on, whatever the configured pool idle timeout.
+#[tokio::test]
+async fn announced_keepalive_timeout_lowers_the_pool_idle_timeout() {
+    let server = upstream(|_req| async move {
+        let mut r = http::Response::new(full("a"));
+        r.headers_mut().insert(
+            "keep-alive",
+            http::HeaderValue::from_static("timeout=1, max=100"),
+        );
+        r
+    })
+    .await;
+    let config = format!(
+        "backends:\n  app:\n    endpoints: [\"{}\"]\n    pool: {{idle_timeout: 30s}}\nroutes:\n  - backend: app\n",
+        server.addr
+    );
+    let app = start_proxy(&config).await;
+    let c = client();
+    let first = get(&c, app.traffic_addrs[0], "x", "/").await;
+    assert_eq!(first.status, 200);
+    assert_eq!(
+        first.header("keep-alive"),
+        "",
+        "hop-by-hop: not passed to the client"
+    );
+    let page = admin_get(app.admin_addr, "/metrics").await.body;
+    let learned = format!(
+        "hitless_upstream_keepalive_learned_seconds{{backend=\"app\",endpoint=\"{}\"}}",
+        server.addr
+    );
+    assert_eq!(metric(&page, &learned), Some(0.75), "{page}");
+    // Idle past 750 ms (but well within the configured 30 s): not reused.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(get(&c, app.traffic_addrs[0], "x", "/").await.status, 200);
+    assert_eq!(server.connections(), 2);
+}

@@ -20,11 +20,9 @@ fn two_endpoints(a: std::net::SocketAddr, b: std::net::SocketAddr, extra: &str) 
 async fn connect_failure_goes_to_the_next_endpoint_for_any_method() {
     let dead = refused_addr().await;
     let good = named_upstream("good").await;
-    // Round-robin sends every first try to the dead endpoint: a 100% retry rate, which the
-    // default budget (20% + 10/s) would rightly refuse after a while. Until outlier ejection
-    // (issue #3) takes such an endpoint out, allow it here.
-    let budget = "    retry_budget: {ratio: 1.0}\n";
-    let app = start_proxy(&two_endpoints(dead, good.addr, budget)).await;
+    // Round-robin would send every other first try to the dead endpoint; outlier ejection
+    // takes it out after three refusals, so the default budget is plenty.
+    let app = start_proxy(&two_endpoints(dead, good.addr, "")).await;
     let c = client();
     for i in 0..20 {
         let method = if i % 2 == 0 { "GET" } else { "POST" };
@@ -44,6 +42,20 @@ async fn connect_failure_goes_to_the_next_endpoint_for_any_method() {
             "hitless_proxy_errors_total{cause=\"connect_refused\"}"
         ),
         Some(0.0)
+    );
+    assert_eq!(
+        metric(&page, "hitless_outlier_ejections_total{backend=\"app\"}"),
+        Some(1.0),
+        "{page}"
+    );
+    // Only the tries before the ejection met the dead endpoint.
+    assert_eq!(
+        metric(
+            &page,
+            "hitless_retries_total{backend=\"app\",reason=\"connect_refused\"}"
+        ),
+        Some(3.0),
+        "{page}"
     );
 }
 
@@ -141,4 +153,78 @@ async fn retry_budget_caps_extra_load_when_everything_is_down() {
     let reached = seen_a.load(Ordering::SeqCst) + seen_b.load(Ordering::SeqCst);
     // 50 first attempts + 20% of 50 in retries, exactly: not 150 (3 attempts each).
     assert_eq!(reached, 60);
+}
+
+/// An upstream that answers 503 to everything, counting the bodies it received.
+async fn busy_upstream() -> Server {
+    upstream(|req: http::Request<hyper::body::Incoming>| async move {
+        use http_body_util::BodyExt;
+        let _ = req.into_body().collect().await;
+        let mut r = http::Response::new(full("busy"));
+        *r.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
+        r
+    })
+    .await
+}
+
+/// An upstream that answers with the request body it received.
+async fn body_echo() -> Server {
+    upstream(|req: http::Request<hyper::body::Incoming>| async move {
+        use http_body_util::BodyExt;
+        let body = req
+            .into_body()
+            .collect()
+            .await
+            .map(|c| c.to_bytes())
+            .unwrap_or_default();
+        http::Response::new(full(body))
+    })
+    .await
+}
+
+fn put(addr: std::net::SocketAddr, body: &'static str) -> Request<Body> {
+    Request::put(format!("http://{addr}/doc"))
+        .body(full(body))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn put_body_is_kept_and_replayed_to_the_next_endpoint_after_a_503() {
+    let busy = busy_upstream().await;
+    let good = body_echo().await;
+    let app = start_proxy(&two_endpoints(busy.addr, good.addr, "")).await;
+    let answer = send(&client(), put(app.traffic_addrs[0], "the document")).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.body, "the document", "the whole body, sent again");
+}
+
+#[tokio::test]
+async fn body_beyond_max_replay_bytes_streams_and_is_not_replayed() {
+    let busy = busy_upstream().await;
+    let good = body_echo().await;
+    let config = format!(
+        "retry: {{max_replay_bytes: 8}}\n{}",
+        two_endpoints(busy.addr, good.addr, "")
+    );
+    let app = start_proxy(&config).await;
+    let answer = send(&client(), put(app.traffic_addrs[0], "longer than eight")).await;
+    assert_eq!(
+        answer.status, 503,
+        "the app's answer passes: {}",
+        answer.body
+    );
+    assert_eq!(answer.body, "busy");
+}
+
+#[tokio::test]
+async fn post_is_not_retried_after_a_503() {
+    let busy = busy_upstream().await;
+    let good = body_echo().await;
+    let app = start_proxy(&two_endpoints(busy.addr, good.addr, "")).await;
+    let post = Request::post(format!("http://{}/orders", app.traffic_addrs[0]))
+        .body(full("order=1"))
+        .unwrap();
+    let answer = send(&client(), post).await;
+    assert_eq!(answer.status, 503);
+    assert_eq!(good.connections(), 0, "never sent to the other endpoint");
 }

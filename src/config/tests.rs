@@ -166,3 +166,46 @@ fn sidecar_flags_errors_name_the_flag() {
         vec!["127.0.0.1:3000".parse().unwrap()]
     );
 }
+
+#[test]
+fn resilience_settings_are_validated_with_their_paths() {
+    let yaml = r#"
+retry: {max_replay_bytes: 99999999}
+backends:
+  api:
+    endpoints: ["127.0.0.1:9000"]
+    hold_timeout: 2s
+    max_concurrent_requests: 0
+    outlier: {consecutive_failures: 5000, base_ejection: 10s, max_ejection: 1s, max_ejected_percent: 101}
+routes: [{backend: api}]
+"#;
+    let e = Config::from_yaml(yaml).unwrap_err().to_string();
+    for path in [
+        "retry.max_replay_bytes: must be at most 16777216",
+        "backends.api.max_concurrent_requests: must be between 1 and 1000000, got 0",
+        "backends.api.outlier.consecutive_failures: must be between 0 (off) and 1000",
+        "backends.api.outlier.max_ejection: must be at least base_ejection (10s), got 1s",
+        "backends.api.outlier.max_ejected_percent: must be between 0 and 100, got 101",
+    ] {
+        assert!(e.contains(path), "missing {path:?} in:\n{e}");
+    }
+    let hold_too_long = r#"
+backends:
+  api: {endpoints: ["127.0.0.1:9000"], hold_timeout: 40s}
+routes: [{backend: api}]
+"#;
+    let c = Config::from_yaml(hold_too_long).unwrap();
+    let w: Vec<String> = c.warnings().iter().map(|w| w.to_string()).collect();
+    assert!(
+        w.iter()
+            .any(|x| x.contains("backends.api.hold_timeout: hold 40s is not below")),
+        "{w:#?}"
+    );
+    // Defaults, as documented.
+    let c = Config::from_yaml(&format!("{BASE}routes: [{{backend: api}}]\n")).unwrap();
+    let b = &c.backends[0];
+    assert_eq!(b.hold_timeout, Defaults::HOLD);
+    assert_eq!(b.max_concurrent_requests, 1024);
+    assert_eq!(b.outlier.consecutive_failures, 3);
+    assert_eq!(c.routes[0].retry.max_replay_bytes, 64 * 1024);
+}

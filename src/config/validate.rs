@@ -889,6 +889,18 @@ impl Config {
                     ),
                 );
             }
+            if !b.hold_timeout.is_zero() && b.hold_timeout >= r.request_timeout {
+                warn(
+                    format!("backends.{}.hold_timeout", b.name),
+                    format!(
+                        "hold {} is not below route \"{}\"'s request timeout {}: a held request times out (504) instead of getting 503 no_healthy_endpoints; lower backends.{}.hold_timeout",
+                        fmt_d(b.hold_timeout),
+                        r.name,
+                        fmt_d(r.request_timeout),
+                        b.name
+                    ),
+                );
+            }
             if let Some(client) = self.client_timeout {
                 if r.request_timeout >= client {
                     warn(

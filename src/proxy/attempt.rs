@@ -234,6 +234,7 @@ pub async fn run(
     // trying again is safe for any request).
     let mut unsent: Option<ProxyError> = None;
     let mut held = false;
+    let mut raced = false;
     let end = |result, attempt, endpoint, failed, held: bool| {
         if held {
             match &result {
@@ -338,6 +339,17 @@ pub async fn run(
                     elapsed: now.elapsed(),
                 });
                 let mut out_of_budget = false;
+                if retry && !last && failure.race && !raced {
+                    // A stale pooled connection says nothing about the backend's health, and
+                    // each one can fail one request only: the first such retry of a request
+                    // is not charged to the budget (a burst of them after an app's keep-alive
+                    // timeout must not exhaust it).
+                    raced = true;
+                    backend.metrics.retry("stale_connection");
+                    unsent = None;
+                    next = again;
+                    continue;
+                }
                 if retry && !last {
                     if backend.budget.withdraw() {
                         tracing::debug!(route = %route.name, endpoint = %addr, cause = failure.error.cause(), attempt, "retrying");

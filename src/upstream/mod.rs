@@ -63,22 +63,16 @@ pub struct SendError {
     pub race: bool,
 }
 
-/// The keep-alive race, told apart from an application that read the request and died:
-/// on a connection reused after at least `RACE_MIN_IDLE` of idleness, the upstream closed or
-/// reset it, without a byte of response, within `RACE_WINDOW` of the request going out.
-/// An upstream that closes an idle connection does so before it could read what was sent
-/// (its close was already on the way, a round trip at most); an application that reads a
-/// request works on it first. The price of the rule: an application that dies within 10 ms
-/// of reading a request on such a connection may see it again (documented in the README).
+/// The keep-alive race, told apart from an application that read the request and died: on
+/// a reused connection, the upstream closed or reset it, without a byte of response, within
+/// `RACE_WINDOW` of the request going out. An upstream that gives up a connection (idle
+/// timeout, a limit of requests per connection, a graceful stop) does so regardless of what
+/// we send, and its close was already on the way -- a round trip at most; an application
+/// that reads a request works on it before it could die of it. The price of the rule: an
+/// application that dies within 10 ms of reading a request may see it again (README).
 pub const RACE_WINDOW: Duration = Duration::from_millis(10);
-pub const RACE_MIN_IDLE: Duration = Duration::from_millis(100);
 
-fn is_keepalive_race(
-    e: &hyper::Error,
-    reused: bool,
-    idle_for: Duration,
-    since_send: Duration,
-) -> bool {
+fn is_keepalive_race(e: &hyper::Error, reused: bool, since_send: Duration) -> bool {
     let closed = e.is_incomplete_message()
         || e.is_canceled()
         || e.source()
@@ -91,7 +85,7 @@ fn is_keepalive_race(
                         | std::io::ErrorKind::ConnectionAborted
                 )
             });
-    reused && closed && idle_for >= RACE_MIN_IDLE && since_send <= RACE_WINDOW
+    reused && closed && since_send <= RACE_WINDOW
 }
 
 /// A response head from an endpoint, with what the exchange tells the caller.
@@ -271,8 +265,7 @@ impl Backend {
                 Err(mut e) => match e.take_message() {
                     Some(unsent) if reused => request = unsent,
                     unsent => {
-                        let race =
-                            is_keepalive_race(e.error(), reused, conn.idle_for, sent_at.elapsed());
+                        let race = is_keepalive_race(e.error(), reused, sent_at.elapsed());
                         return Err(SendError {
                             error: classify(e.error(), addr),
                             reused,

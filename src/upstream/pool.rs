@@ -115,8 +115,6 @@ pub struct Connection {
     pub conn: Conn,
     /// Whether it carried an earlier request (see the file comment for why this matters).
     pub reused: bool,
-    /// How long it sat idle in the pool before this checkout (zero for a new one).
-    pub idle_for: Duration,
 }
 
 impl Pool {
@@ -160,18 +158,13 @@ impl Pool {
             if idle.conn.sender.is_closed() || (careful && idle.conn.peer_closed()) {
                 continue;
             }
-            let idle_for = idle.idle_since.elapsed();
             let mut conn = idle.conn;
             // Usually ready at once; after a response that just ended, the connection task may
             // still be finishing it. An error here means the upstream closed it while idle:
             // found before anything was written, so the next one is tried.
             if conn.sender.ready().await.is_ok() {
                 conn.idle_mark.store(BUSY, Ordering::Relaxed);
-                return Ok(Connection {
-                    conn,
-                    reused: true,
-                    idle_for,
-                });
+                return Ok(Connection { conn, reused: true });
             }
         }
         // Boxed: the connect path is cold, and inlined it would make every request's future
@@ -179,7 +172,6 @@ impl Pool {
         Box::pin(self.connect(addr)).await.map(|conn| Connection {
             conn,
             reused: false,
-            idle_for: Duration::ZERO,
         })
     }
 
