@@ -83,6 +83,15 @@ impl App {
         let server = Arc::new(Server::new(Arc::clone(&proxy), &config.downstream));
         let shutdown = CancellationToken::new();
         let connections = TaskTracker::new();
+        for (backend, settings) in backends.iter().zip(&config.backends) {
+            if let Some(checks) = &settings.health_check {
+                tokio::spawn(crate::upstream::probe::run(
+                    Arc::downgrade(backend),
+                    checks.clone(),
+                    shutdown.child_token(),
+                ));
+            }
+        }
 
         let admin_addr = listeners.admin.local_addr()?;
         let admin = Arc::new(AdminState {

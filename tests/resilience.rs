@@ -330,3 +330,48 @@ async fn s7_post_read_by_a_dying_app_is_not_sent_again() {
         up.seen.connections.load(Ordering::SeqCst) + other.seen.connections.load(Ordering::SeqCst);
     assert!(conns <= 2, "{conns} connections");
 }
+
+/// Scenario 4, slow start: a replica that listens before it is ready (503 on every path,
+/// its health path included, for 1.5 s). POSTs are not retried after a 503, so only the
+/// health check keeps them away from it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s4_replica_listening_before_ready_gets_traffic_only_after_its_check() {
+    async fn run(checks: bool) -> (hitless::demo::load::Report, usize) {
+        let ready = Replica::start(any_port(), Behaviour::named("ready"))
+            .await
+            .unwrap();
+        let mut starting = Behaviour::named("starting");
+        starting.not_ready_for = Some(Duration::from_millis(1500));
+        let starting = Replica::start(any_port(), starting).await.unwrap();
+        let mut config = demo::proxy_config(Mode::Hitless, &[ready.addr, starting.addr]);
+        if checks {
+            config = config.replace(
+                "backends:\n  app:\n",
+                "backends:\n  app:\n    health_check: {path: /healthz, interval: 100ms, timeout: 100ms}\n",
+            );
+        }
+        let app = demo::start_proxy(&config).await.unwrap();
+        let report = load(app.traffic_addrs[0], Method::POST, 2.5, 5).run().await;
+        let page = admin_get(app.admin_addr, "/metrics").await.body;
+        if checks {
+            assert_eq!(
+                metric(&page, "hitless_backend_endpoints_unready{backend=\"app\"}"),
+                Some(0.0),
+                "ready by the end: {page}"
+            );
+        }
+        (report, starting.seen.requests.load(Ordering::SeqCst))
+    }
+    let (checked, reached) = run(true).await;
+    assert_eq!(checked.errors(), 0, "{}", checked.summary());
+    assert!(
+        reached > 10,
+        "it takes traffic once ready ({reached} requests)"
+    );
+    let (unchecked, _) = run(false).await;
+    assert!(
+        unchecked.errors() > 0,
+        "without checks the 503s reach clients: {}",
+        unchecked.summary()
+    );
+}

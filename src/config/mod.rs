@@ -9,8 +9,8 @@ use std::path::Path;
 
 pub use validate::{
     Action, BackendConfig, Balance, BudgetConfig, Config, ConfigError, ConfigErrors, Defaults,
-    Downstream, FixedResponse, HostMatch, OutlierConfig, PathMatch, RetryOn, RetryPolicy,
-    RouteConfig, Warning,
+    Downstream, FixedResponse, HealthCheckConfig, HostMatch, OutlierConfig, PathMatch, RetryOn,
+    RetryPolicy, RouteConfig, Warning,
 };
 
 use raw::RawConfig;
@@ -132,7 +132,20 @@ pub fn effective_yaml(config: &Config) -> String {
                 },
                 "hold_timeout": d(b.hold_timeout),
                 "max_concurrent_requests": b.max_concurrent_requests,
+                "slow_start": d(b.slow_start),
             });
+            if let (Some(h), Some(obj)) = (&b.health_check, v.as_object_mut()) {
+                obj.insert(
+                    "health_check".into(),
+                    json!({
+                        "path": h.path,
+                        "interval": d(h.interval),
+                        "timeout": d(h.timeout),
+                        "healthy_threshold": h.healthy_threshold,
+                        "unhealthy_threshold": h.unhealthy_threshold,
+                    }),
+                );
+            }
             if let (Some(k), Some(obj)) = (b.upstream_keepalive_timeout, v.as_object_mut()) {
                 obj.insert("upstream_keepalive_timeout".into(), d(k));
             }

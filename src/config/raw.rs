@@ -100,6 +100,19 @@ pub struct RawBackend {
     pub hold_timeout: Option<HumanDuration>,
     /// Concurrent requests to this backend beyond which hitless answers 503 `overloaded`.
     pub max_concurrent_requests: Option<u64>,
+    pub health_check: Option<RawHealthCheck>,
+    /// A newly ready endpoint's share of requests ramps up over this window.
+    pub slow_start: Option<HumanDuration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealthCheck {
+    pub path: Option<String>,
+    pub interval: Option<HumanDuration>,
+    pub timeout: Option<HumanDuration>,
+    pub healthy_threshold: Option<u64>,
+    pub unhealthy_threshold: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

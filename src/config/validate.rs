@@ -11,7 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, StatusCode};
 
-use super::raw::{HumanDuration, RawConfig, RawOutlier, RawRetry, RawRoute};
+use super::raw::{HumanDuration, RawConfig, RawHealthCheck, RawOutlier, RawRetry, RawRoute};
 
 /// Every default in one place.
 pub struct Defaults;
@@ -60,6 +60,10 @@ impl Defaults {
     /// Long enough for a single-replica restart or a sidecar's app restart to be invisible,
     /// short enough that a real outage is reported within seconds.
     pub const HOLD: Duration = Duration::from_secs(3);
+    /// Active health checks, when configured: often enough to find a new pod ready within a
+    /// second or two, each on a new connection.
+    pub const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
+    pub const HEALTH_TIMEOUT: Duration = Duration::from_millis(500);
     /// Envoy's default circuit-breaker limit; excess gets a fast 503 instead of a queue.
     pub const MAX_CONCURRENT_REQUESTS: usize = 1024;
 }
@@ -184,6 +188,16 @@ impl Balance {
     }
 }
 
+/// Active health checks of a backend's endpoints.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthCheckConfig {
+    pub path: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub healthy_threshold: u32,
+    pub unhealthy_threshold: u32,
+}
+
 /// Passive health: when an endpoint is ejected, and for how long.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct OutlierConfig {
@@ -208,6 +222,9 @@ pub struct BackendConfig {
     /// Zero: no hold.
     pub hold_timeout: Duration,
     pub max_concurrent_requests: usize,
+    pub health_check: Option<HealthCheckConfig>,
+    /// Zero: none.
+    pub slow_start: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -299,6 +316,54 @@ impl Errors {
 
 fn dur(v: Option<HumanDuration>, default: Duration) -> Duration {
     v.map(|d| d.0).unwrap_or(default)
+}
+
+fn parse_health_check(errors: &mut Errors, base: &str, raw: &RawHealthCheck) -> HealthCheckConfig {
+    let path = raw.path.clone().unwrap_or_else(|| "/healthz".to_string());
+    if !path.starts_with('/') || path.parse::<http::uri::PathAndQuery>().is_err() {
+        errors.push(
+            format!("{base}.health_check.path"),
+            format!("expected a path like \"/healthz\", got \"{path}\""),
+        );
+    }
+    let interval = positive(
+        errors,
+        &format!("{base}.health_check.interval"),
+        dur(raw.interval, Defaults::HEALTH_INTERVAL),
+    );
+    let timeout = positive(
+        errors,
+        &format!("{base}.health_check.timeout"),
+        dur(raw.timeout, Defaults::HEALTH_TIMEOUT),
+    );
+    if timeout > interval {
+        errors.push(
+            format!("{base}.health_check.timeout"),
+            format!(
+                "must not exceed the interval ({}), got {}",
+                humantime::format_duration(interval),
+                humantime::format_duration(timeout)
+            ),
+        );
+    }
+    let threshold = |errors: &mut Errors, name: &str, v: Option<u64>, default: u32| match v {
+        None => default,
+        Some(n) if (1..=100).contains(&n) => n as u32,
+        Some(n) => {
+            errors.push(
+                format!("{base}.health_check.{name}"),
+                format!("must be between 1 and 100, got {n}"),
+            );
+            default
+        }
+    };
+    HealthCheckConfig {
+        path,
+        interval,
+        timeout,
+        healthy_threshold: threshold(errors, "healthy_threshold", raw.healthy_threshold, 1),
+        unhealthy_threshold: threshold(errors, "unhealthy_threshold", raw.unhealthy_threshold, 2),
+    }
 }
 
 fn parse_outlier(errors: &mut Errors, base: &str, raw: Option<&RawOutlier>) -> OutlierConfig {
@@ -638,6 +703,11 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
             max_idle_per_endpoint: max_idle,
             upstream_keepalive_timeout: b.upstream_keepalive_timeout.map(|d| d.0),
             outlier: parse_outlier(&mut errors, &base, b.outlier.as_ref()),
+            health_check: b
+                .health_check
+                .as_ref()
+                .map(|h| parse_health_check(&mut errors, &base, h)),
+            slow_start: dur(b.slow_start, Duration::ZERO),
             hold_timeout: dur(b.hold_timeout, Defaults::HOLD),
             max_concurrent_requests: match b.max_concurrent_requests {
                 None => Defaults::MAX_CONCURRENT_REQUESTS,

@@ -15,6 +15,7 @@ use arc_swap::ArcSwap;
 
 use super::health::Health;
 use super::pool::{PoolSettings, Pools};
+use super::probe::Readiness;
 use crate::runtime::metrics::BackendMetrics;
 
 pub struct Endpoint {
@@ -23,6 +24,8 @@ pub struct Endpoint {
     pub in_flight: AtomicUsize,
     pub pool: Pools,
     pub health: Health,
+    /// Active checks and slow start.
+    pub readiness: Readiness,
 }
 
 #[derive(Default)]
@@ -34,14 +37,24 @@ pub struct Endpoints {
     current: ArcSwap<EndpointSet>,
     settings: Arc<PoolSettings>,
     metrics: BackendMetrics,
+    /// Whether new endpoints must pass a health check before taking traffic.
+    checked: bool,
+    slow_start: std::time::Duration,
 }
 
 impl Endpoints {
-    pub fn new(settings: Arc<PoolSettings>, metrics: BackendMetrics) -> Endpoints {
+    pub fn new(
+        settings: Arc<PoolSettings>,
+        metrics: BackendMetrics,
+        checked: bool,
+        slow_start: std::time::Duration,
+    ) -> Endpoints {
         Endpoints {
             current: ArcSwap::from_pointee(EndpointSet::default()),
             settings,
             metrics,
+            checked,
+            slow_start,
         }
     }
 
@@ -64,12 +77,18 @@ impl Endpoints {
             .iter()
             .map(|addr| match by_addr.get(addr) {
                 Some(e) => Arc::clone(e),
-                None => Arc::new(Endpoint {
-                    addr: *addr,
-                    in_flight: AtomicUsize::new(0),
-                    pool: Pools::new(Arc::clone(&self.settings), self.metrics.clone()),
-                    health: Health::default(),
-                }),
+                None => {
+                    if self.checked {
+                        self.metrics.unready.inc();
+                    }
+                    Arc::new(Endpoint {
+                        addr: *addr,
+                        in_flight: AtomicUsize::new(0),
+                        pool: Pools::new(Arc::clone(&self.settings), self.metrics.clone()),
+                        health: Health::default(),
+                        readiness: Readiness::new(self.checked, self.slow_start),
+                    })
+                }
             })
             .collect();
         self.metrics.endpoints.set(endpoints.len() as i64);
@@ -77,6 +96,9 @@ impl Endpoints {
         for gone in old.endpoints.iter().filter(|e| !addrs.contains(&e.addr)) {
             gone.pool.close_idle();
             gone.health.forget(&self.metrics);
+            if !gone.readiness.is_ready() {
+                self.metrics.unready.dec();
+            }
         }
     }
 }

@@ -12,6 +12,7 @@ pub mod health;
 pub mod hold;
 pub mod keepalive;
 pub mod pool;
+pub mod probe;
 
 use std::error::Error as _;
 use std::net::SocketAddr;
@@ -38,6 +39,7 @@ pub struct Backend {
     pub hold: hold::Hold,
     pub hold_timeout: Duration,
     max_concurrent: usize,
+    pub slow_start: Duration,
     pub metrics: BackendMetrics,
 }
 
@@ -109,7 +111,12 @@ impl Backend {
             max_idle: config.max_idle_per_endpoint,
             max_response_header_bytes,
         });
-        let endpoints = Endpoints::new(settings, metrics.clone());
+        let endpoints = Endpoints::new(
+            settings,
+            metrics.clone(),
+            config.health_check.is_some(),
+            config.slow_start,
+        );
         endpoints.publish(&config.endpoints);
         metrics
             .max_concurrent
@@ -124,6 +131,7 @@ impl Backend {
             hold: hold::Hold::default(),
             hold_timeout: config.hold_timeout,
             max_concurrent: config.max_concurrent_requests,
+            slow_start: config.slow_start,
             metrics,
         }
     }
@@ -143,19 +151,25 @@ impl Backend {
     pub fn pick_excluding(&self, tried: &[SocketAddr]) -> Option<Arc<Endpoint>> {
         let set = self.endpoints.load();
         let ejected = |e: &Endpoint| e.health.is_ejected(&self.outlier, &self.metrics);
+        let mut ramping = None;
         if tried.is_empty() {
             let first = balance::pick(&set, self.balance, &self.rr)?;
-            if !ejected(&first) {
-                return Some(first);
+            if first.readiness.is_ready() && !ejected(&first) {
+                if first.readiness.admits(self.slow_start) {
+                    return Some(first);
+                }
+                ramping = Some(first.addr);
             }
         }
-        let untried = |e: &Endpoint| !tried.contains(&e.addr);
-        if let Some(e) =
-            balance::pick_where(&set, self.balance, &self.rr, |e| untried(e) && !ejected(e))
-        {
+        // Endpoints failing active checks are never used (as if not in the set); ejection is
+        // only a guess from passive signs, so when it leaves nothing, panic mode ignores it.
+        let usable = |e: &Endpoint| !tried.contains(&e.addr) && e.readiness.is_ready();
+        if let Some(e) = balance::pick_where(&set, self.balance, &self.rr, |e| {
+            usable(e) && !ejected(e) && Some(e.addr) != ramping
+        }) {
             return Some(e);
         }
-        let e = balance::pick_where(&set, self.balance, &self.rr, untried)?;
+        let e = balance::pick_where(&set, self.balance, &self.rr, usable)?;
         self.metrics.panics.inc();
         Some(e)
     }
