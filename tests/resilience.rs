@@ -253,6 +253,30 @@ async fn s5_total_outage_answers_503_when_the_hold_expires_within_budget() {
     );
 }
 
+/// The other face of a total outage: every replica up but unready (503). Nothing to hold for;
+/// the retry budget alone bounds what reaches their ports.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s5_unready_replicas_receive_at_most_the_budget_in_retries() {
+    let mut unready = Behaviour::named("unready");
+    unready.not_ready_for = Some(Duration::from_secs(3600));
+    let a = Replica::start(any_port(), unready.clone()).await.unwrap();
+    let b = Replica::start(any_port(), unready).await.unwrap();
+    let config = format!(
+        "backends:\n  app:\n    endpoints: [\"{}\", \"{}\"]\n    retry_budget: {{ratio: 0.2, min_per_second: 0}}\nroutes:\n  - backend: app\n",
+        a.addr, b.addr
+    );
+    let app = demo::start_proxy(&config).await.unwrap();
+    let c = client();
+    let requests = 50;
+    for _ in 0..requests {
+        let answer = get(&c, app.traffic_addrs[0], "x", "/").await;
+        assert_eq!(answer.status, 503, "the apps' own answer");
+    }
+    let reached = a.seen.requests.load(Ordering::SeqCst) + b.seen.requests.load(Ordering::SeqCst);
+    // 50 first tries + 20% of 50 in retries; not 150 (3 attempts each).
+    assert_eq!(reached, requests + requests / 5);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s6_overload_is_shed_with_503_and_retry_after() {
     let mut slow = Behaviour::named("slow");
