@@ -7,10 +7,12 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -22,11 +24,11 @@ use crate::inbound::server::Server;
 use crate::proxy::error::ProxyError;
 use crate::proxy::route::{Route, Router};
 use crate::proxy::Proxy;
+use crate::runtime::drain::{Control, Drain};
 use crate::runtime::metrics::Metrics;
+use crate::runtime::shutdown::{hangup, StopSignals};
 use crate::upstream::Backend;
 
-/// How long in-flight requests get to finish after a stop signal.
-const GRACE: Duration = Duration::from_secs(20);
 
 /// Sockets bound before anything runs.
 pub struct Listeners {
@@ -58,6 +60,11 @@ pub struct App {
     pub admin_addr: SocketAddr,
     pub proxy: Arc<Proxy>,
     pub admin: Arc<AdminState>,
+    pub drain: Arc<Drain>,
+    /// The live backends (swapped whole on reload), for the reaper and reloads.
+    backends: Arc<ArcSwap<Vec<Arc<Backend>>>>,
+    metrics: Arc<Metrics>,
+    workers: usize,
     shutdown: CancellationToken,
     connections: TaskTracker,
 }
@@ -83,25 +90,21 @@ impl App {
         let server = Arc::new(Server::new(Arc::clone(&proxy), &config.downstream));
         let shutdown = CancellationToken::new();
         let connections = TaskTracker::new();
-        for (backend, settings) in backends.iter().zip(&config.backends) {
-            if let Some(checks) = &settings.health_check {
-                tokio::spawn(crate::upstream::probe::run(
-                    Arc::downgrade(backend),
-                    checks.clone(),
-                    shutdown.child_token(),
-                ));
-            }
-        }
+        start_checks(&backends, &shutdown);
 
         let admin_addr = listeners.admin.local_addr()?;
+        let drain = Arc::new(Drain::new(config.drain.delay, metrics.draining.clone()));
         let admin = Arc::new(AdminState {
             metrics: Arc::clone(&metrics),
             ready: Default::default(),
+            drain: Arc::clone(&drain),
         });
+        // The admin listener outlives the drain: readiness must keep answering 503 and
+        // metrics keep being scraped until the process exits.
         tokio::spawn(admin::serve(
             listeners.admin,
             Arc::clone(&admin),
-            shutdown.child_token(),
+            CancellationToken::new(),
         ));
 
         let mut traffic_addrs = Vec::new();
@@ -155,13 +158,15 @@ impl App {
             .min()
             .unwrap_or(Duration::from_secs(1))
             .clamp(Duration::from_millis(20), Duration::from_secs(1));
+        let backends = Arc::new(ArcSwap::from_pointee(backends));
         let reaper_shutdown = shutdown.clone();
+        let reaped = Arc::clone(&backends);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(reap_every);
             loop {
                 tokio::select! {
                     _ = reaper_shutdown.cancelled() => return,
-                    _ = tick.tick() => backends.iter().for_each(|b| b.reap()),
+                    _ = tick.tick() => reaped.load().iter().for_each(|b| b.reap()),
                 }
             }
         });
@@ -173,17 +178,20 @@ impl App {
             admin_addr,
             proxy,
             admin,
+            drain,
+            backends,
+            metrics,
+            workers,
             shutdown,
             connections,
         })
     }
 
-    /// Stop accepting, ask connections to finish, and wait for them up to `grace`.
-    /// Returns the number of connections that were still open when the grace period ended.
+    /// Stop accepting, ask connections to finish, and wait for them up to `grace`, without
+    /// a drain delay. Returns the number of connections still open when the grace ended.
     pub async fn stop(&self, grace: Duration) -> usize {
         self.admin.ready.store(false, Ordering::Relaxed);
-        self.shutdown.cancel();
-        self.connections.close();
+        self.close();
         if tokio::time::timeout(grace, self.connections.wait())
             .await
             .is_err()
@@ -191,6 +199,47 @@ impl App {
             return self.connections.len();
         }
         0
+    }
+
+    /// The drain's closing phase: listeners close, connections are told to finish.
+    fn close(&self) {
+        self.drain.close();
+        self.shutdown.cancel();
+        self.connections.close();
+    }
+
+    /// Apply a new (validated) config: routes and backends are swapped at once; requests
+    /// already routed finish on what they had. Listeners, admin, runtime and drain settings
+    /// need a restart (said in the log).
+    pub fn reload(&self, config: &Config) {
+        let old = self.backends.load_full();
+        let backends = build_backends(config, &self.metrics, self.workers, &old);
+        let fresh: Vec<Arc<Backend>> = backends
+            .iter()
+            .filter(|b| !old.iter().any(|o| Arc::ptr_eq(o, b)))
+            .cloned()
+            .collect();
+        start_checks(&fresh, &self.shutdown);
+        let router = build_routes(config, &backends, &self.metrics);
+        self.proxy.swap_router(router);
+        self.backends.store(Arc::new(backends));
+        tracing::info!(
+            routes = config.routes.len(),
+            backends = config.backends.len(),
+            rebuilt_backends = fresh.len(),
+            "configuration reloaded"
+        );
+    }
+
+    /// Client connections open, and requests in flight to backends.
+    fn in_flight(&self) -> (usize, i64) {
+        let requests = self
+            .backends
+            .load()
+            .iter()
+            .map(|b| b.metrics.in_flight.get())
+            .sum();
+        (self.connections.len(), requests)
     }
 }
 
@@ -200,18 +249,45 @@ pub fn build_router(
     metrics: &Metrics,
     workers: usize,
 ) -> (Router, Vec<Arc<Backend>>) {
-    let backends: Vec<Arc<Backend>> = config
+    let backends = build_backends(config, metrics, workers, &[]);
+    (build_routes(config, &backends, metrics), backends)
+}
+
+/// The backends of `config`, keeping each of `existing` whose settings are unchanged (only its
+/// endpoint list is published again): its endpoints' pooled connections, health and counters
+/// survive a reload, and a request in flight on a replaced backend finishes on the old one.
+fn build_backends(
+    config: &Config,
+    metrics: &Metrics,
+    workers: usize,
+    existing: &[Arc<Backend>],
+) -> Vec<Arc<Backend>> {
+    config
         .backends
         .iter()
         .map(|b| {
-            Arc::new(Backend::new(
-                b,
-                config.max_response_header_bytes,
-                workers,
-                metrics.backend(&b.name),
-            ))
+            let same = existing.iter().find(|old| {
+                let mut settings = old.config.clone();
+                settings.endpoints.clone_from(&b.endpoints);
+                old.name == b.name && settings == *b
+            });
+            match same {
+                Some(old) => {
+                    old.endpoints.publish(&b.endpoints);
+                    Arc::clone(old)
+                }
+                None => Arc::new(Backend::new(
+                    b,
+                    config.max_response_header_bytes,
+                    workers,
+                    metrics.backend(&b.name),
+                )),
+            }
         })
-        .collect();
+        .collect()
+}
+
+fn build_routes(config: &Config, backends: &[Arc<Backend>], metrics: &Metrics) -> Router {
     let routes = config
         .routes
         .iter()
@@ -224,10 +300,23 @@ pub fn build_router(
                     .unwrap_or("-"),
                 crate::config::Action::Respond(_) => "-",
             };
-            Route::new(r, &backends, metrics.route(&r.name, backend_name))
+            Route::new(r, backends, metrics.route(&r.name, backend_name))
         })
         .collect();
-    (Router::new(routes), backends)
+    Router::new(routes)
+}
+
+/// Start the active health checks of `backends` that have them.
+fn start_checks(backends: &[Arc<Backend>], shutdown: &CancellationToken) {
+    for backend in backends {
+        if let Some(checks) = &backend.config.health_check {
+            tokio::spawn(crate::upstream::probe::run(
+                Arc::downgrade(backend),
+                checks.clone(),
+                shutdown.child_token(),
+            ));
+        }
+    }
 }
 
 /// One worker thread: a single-threaded runtime serving the connections it accepts.
@@ -287,26 +376,151 @@ pub fn worker_count(config: &Config) -> usize {
     })
 }
 
-/// `hitless run` / `hitless sidecar`: bind, serve until a signal, stop gracefully.
-pub async fn run(config: Config) -> Result<(), String> {
+/// Run until drained: serve, reload on SIGHUP or a change of `source`, and on SIGTERM/SIGINT
+/// or `hitless drain` go through the drain phases (`runtime/drain.rs`), then return.
+pub async fn run(config: Config, source: Option<PathBuf>) -> Result<(), String> {
+    let mut stops = StopSignals::new().map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    let mut hup = hangup().map_err(|e| format!("cannot install signal handlers: {e}"))?;
     let listeners = Listeners::bind(&config).await.map_err(|e| e.to_string())?;
     let app = App::start_with_workers(&config, listeners, worker_count(&config))
         .map_err(|e| e.to_string())?;
-    let sig = crate::runtime::shutdown::signal()
-        .await
-        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
-    tracing::info!(signal = sig, "stopping: finishing in-flight requests");
-    tokio::select! {
-        left = app.stop(GRACE) => {
-            if left > 0 {
-                tracing::warn!(connections = left, "grace period over: closing remaining connections");
-            }
-            tracing::info!("stopped");
-            Ok(())
+    let _control = match Control::bind(&config.drain.control_socket, Arc::clone(&app.drain)).await
+    {
+        Ok(control) => Some(control),
+        Err(e) => {
+            tracing::warn!(error = %e, "no control socket: `hitless drain` cannot reach this process (SIGTERM still drains)");
+            None
         }
-        second = crate::runtime::shutdown::signal() => {
-            tracing::warn!(signal = ?second.ok(), "second signal: exiting now");
-            Ok(())
+    };
+    let watched = source.as_deref().map(crate::runtime::watch::watch);
+    let (_watcher, mut changes) = match watched {
+        Some(Ok((watcher, changes))) => (Some(watcher), Some(changes)),
+        Some(Err(e)) => {
+            tracing::warn!(error = %e, "cannot watch the config file: reload on SIGHUP only");
+            (None, None)
+        }
+        None => (None, None),
+    };
+    let mut reloader = Reloader {
+        last: source.as_ref().and_then(|p| std::fs::read(p).ok()),
+        source,
+    };
+
+    // Serving.
+    let mut signalled = false;
+    loop {
+        tokio::select! {
+            sig = stops.next() => {
+                signalled = true;
+                app.drain.begin(sig);
+                break;
+            }
+            _ = app.drain.started() => break,
+            _ = hup.recv() => reloader.reload(&app, "SIGHUP", true),
+            Some(()) = recv(&mut changes) => {
+                // Writers often touch a file several times; read it once they are done.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                if let Some(c) = changes.as_mut() {
+                    while c.try_recv().is_ok() {}
+                }
+                reloader.reload(&app, "file change", false);
+            }
+        }
+    }
+
+    // Draining: readiness is off, traffic still served for the delay.
+    let (connections, requests) = app.in_flight();
+    tracing::info!(
+        connections,
+        requests,
+        "drain phase 1/3: readiness off, serving on for drain.delay"
+    );
+    loop {
+        tokio::select! {
+            _ = app.drain.delay_over() => break,
+            sig = stops.next() => {
+                if signalled {
+                    tracing::warn!(signal = sig, "second signal: exiting now");
+                    return Ok(());
+                }
+                // After `hitless drain`: the delay already runs; it is not waited twice.
+                signalled = true;
+            }
+        }
+    }
+
+    // Closing: listeners closed, connections told to finish.
+    app.close();
+    let (connections, requests) = app.in_flight();
+    tracing::info!(
+        connections,
+        requests,
+        "drain phase 2/3: listeners closed, waiting for in-flight requests"
+    );
+    let deadline = tokio::time::Instant::now() + config.drain.timeout;
+    loop {
+        tokio::select! {
+            _ = app.connections.wait() => {
+                tracing::info!("drain phase 3/3: every request finished, exiting");
+                return Ok(());
+            }
+            _ = tokio::time::sleep_until(deadline) => {
+                let (connections, requests) = app.in_flight();
+                app.metrics.drain_cut.inc_by(connections as u64);
+                tracing::warn!(
+                    connections,
+                    requests,
+                    "drain phase 3/3: drain.timeout reached, cutting what is left"
+                );
+                return Ok(());
+            }
+            sig = stops.next() => {
+                if signalled {
+                    tracing::warn!(signal = sig, "second signal: exiting now");
+                    return Ok(());
+                }
+                signalled = true;
+            }
+        }
+    }
+}
+
+async fn recv(changes: &mut Option<tokio::sync::mpsc::Receiver<()>>) -> Option<()> {
+    match changes {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Reloads from the config file, skipping events that did not change its bytes.
+struct Reloader {
+    source: Option<PathBuf>,
+    last: Option<Vec<u8>>,
+}
+
+impl Reloader {
+    fn reload(&mut self, app: &App, trigger: &str, forced: bool) {
+        let Some(path) = &self.source else {
+            tracing::info!(trigger, "no config file (sidecar flags): nothing to reload");
+            return;
+        };
+        let bytes = std::fs::read(path).ok();
+        if !forced && bytes.is_some() && bytes == self.last {
+            return;
+        }
+        match Config::load(path) {
+            Ok(config) => {
+                app.reload(&config);
+                app.metrics.reload(true);
+                self.last = bytes;
+                tracing::info!(trigger, file = %path.display(), "reload applied");
+            }
+            Err(errors) => {
+                app.metrics.reload(false);
+                for e in &errors.0 {
+                    tracing::error!(trigger, file = %path.display(), error = %e, "reload rejected: keeping the running configuration");
+                }
+            }
         }
     }
 }

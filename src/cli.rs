@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::{effective_yaml, Config, ConfigErrors};
+use crate::config::{effective_yaml, Config, ConfigErrors, SidecarDrain};
 
 /// Exit code for an invalid configuration or flags (EX_USAGE).
 pub const EXIT_CONFIG: u8 = 64;
@@ -47,6 +47,15 @@ pub enum Command {
         /// Do not write the access log to stdout.
         #[arg(long)]
         no_access_log: bool,
+        /// Serve on this long after readiness turns off (endpoint removal propagating).
+        #[arg(long, default_value = "5s")]
+        drain_delay: String,
+        /// Then wait at most this long for in-flight requests.
+        #[arg(long, default_value = "20s")]
+        drain_timeout: String,
+        /// Unix socket that `hitless drain` talks to.
+        #[arg(long, default_value = "/tmp/hitless.sock")]
+        control_socket: String,
     },
     /// Validate a config file, print it with defaults filled in, and warn where the timeout
     /// chain is inverted or a route can never match.
@@ -56,6 +65,13 @@ pub enum Command {
         /// Exit non-zero when there are warnings, too.
         #[arg(long)]
         strict: bool,
+    },
+    /// Ask the running hitless to drain (for a Kubernetes preStop exec hook: no shell needed).
+    /// Returns once its drain delay is over, so the SIGTERM that follows does not wait again.
+    Drain {
+        /// The control socket of the instance (its `drain.control_socket`).
+        #[arg(long, default_value = "/tmp/hitless.sock")]
+        socket: PathBuf,
     },
     /// Show the 502s of a rolling restart, a crash and the keep-alive race through a plain
     /// proxy and through hitless, with real servers on loopback (about 30 s, needs nothing).
@@ -74,7 +90,7 @@ fn report(errors: &ConfigErrors, source: &str) -> ExitCode {
 /// leave with.
 pub fn load(command: &Command) -> Result<Option<Config>, ExitCode> {
     let config = match command {
-        Command::Demo => return Ok(None),
+        Command::Demo | Command::Drain { .. } => return Ok(None),
         Command::Run { config } | Command::Check { config, .. } => {
             Config::load(config).map_err(|e| report(&e, &config.display().to_string()))
         }
@@ -83,7 +99,19 @@ pub fn load(command: &Command) -> Result<Option<Config>, ExitCode> {
             upstream,
             admin,
             no_access_log,
-        } => Config::sidecar(listen, upstream, Some(admin))
+            drain_delay,
+            drain_timeout,
+            control_socket,
+        } => Config::sidecar(
+            listen,
+            upstream,
+            Some(admin),
+            &SidecarDrain {
+                delay: drain_delay.clone(),
+                timeout: drain_timeout.clone(),
+                control_socket: control_socket.clone(),
+            },
+        )
             .map(|mut c| {
                 c.access_log = !no_access_log;
                 c

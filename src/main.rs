@@ -15,8 +15,15 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let config = match cli::load(&cli.command) {
         Ok(Some(c)) => c,
-        Ok(None) => return demo(),
+        Ok(None) => return match &cli.command {
+            Command::Drain { socket } => drain(socket),
+            _ => demo(),
+        },
         Err(code) => return code,
+    };
+    let source = match &cli.command {
+        Command::Run { config } => Some(config.clone()),
+        _ => None,
     };
     if let Command::Check { strict, .. } = cli.command {
         return cli::check(&config, strict);
@@ -33,7 +40,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(hitless::app::run(config)) {
+    match runtime.block_on(hitless::app::run(config, source)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("hitless: {e}");
@@ -59,6 +66,30 @@ fn demo() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("hitless demo: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `hitless drain`: ask the running instance to drain; print its answer.
+fn drain(socket: &std::path::Path) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("hitless: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(hitless::runtime::drain::request(socket)) {
+        Ok(reply) => {
+            print!("{reply}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("hitless drain: {e}");
             ExitCode::from(1)
         }
     }

@@ -17,12 +17,14 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::runtime::drain::{Drain, Phase};
 use crate::runtime::metrics::Metrics;
 
 /// What the admin endpoints report on.
 pub struct AdminState {
     pub metrics: Arc<Metrics>,
     pub ready: AtomicBool,
+    pub drain: Arc<Drain>,
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
@@ -42,7 +44,9 @@ fn answer(state: &AdminState, request: &Request<Incoming>) -> Response<Full<Byte
     match request.uri().path() {
         "/healthz" => text(StatusCode::OK, "ok\n"),
         "/readyz" => {
-            if state.ready.load(Ordering::Relaxed) {
+            if state.drain.phase() != Phase::Serving {
+                text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+            } else if state.ready.load(Ordering::Relaxed) {
                 text(StatusCode::OK, "ready\n")
             } else {
                 text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n")

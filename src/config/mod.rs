@@ -15,6 +15,23 @@ pub use validate::{
 
 use raw::RawConfig;
 
+/// The drain flags of `hitless sidecar`.
+pub struct SidecarDrain {
+    pub delay: String,
+    pub timeout: String,
+    pub control_socket: String,
+}
+
+impl Default for SidecarDrain {
+    fn default() -> SidecarDrain {
+        SidecarDrain {
+            delay: "5s".into(),
+            timeout: "20s".into(),
+            control_socket: Defaults::CONTROL_SOCKET.into(),
+        }
+    }
+}
+
 impl Config {
     /// Read, parse and validate a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
@@ -42,16 +59,20 @@ impl Config {
         listen: &str,
         upstream: &str,
         admin: Option<&str>,
+        drain: &SidecarDrain,
     ) -> Result<Config, ConfigErrors> {
         // Going through the same YAML path as a file keeps one set of defaults and checks;
         // serde_json's string quoting is valid YAML quoting.
         let q = |s: &str| serde_json::Value::String(s.to_string()).to_string();
         let admin = admin.unwrap_or(Defaults::ADMIN);
         let yaml = format!(
-            "listeners: [{{bind: {}}}]\nadmin: {{bind: {}}}\nbackends:\n  app: {{endpoints: [{}]}}\nroutes:\n  - {{name: app, backend: app}}\n",
+            "listeners: [{{bind: {}}}]\nadmin: {{bind: {}}}\nbackends:\n  app: {{endpoints: [{}]}}\nroutes:\n  - {{name: app, backend: app}}\ndrain: {{delay: {}, timeout: {}, control_socket: {}}}\n",
             q(listen),
             q(admin),
-            q(upstream)
+            q(upstream),
+            q(&drain.delay),
+            q(&drain.timeout),
+            q(&drain.control_socket),
         );
         Config::from_yaml(&yaml).map_err(|errs| {
             // Name the flag, not the internal YAML path.
@@ -63,6 +84,8 @@ impl Config {
                             "listeners[0].bind" => "--listen".into(),
                             "admin.bind" => "--admin".into(),
                             p if p.starts_with("backends.app.endpoints") => "--upstream".into(),
+                            "drain.delay" => "--drain-delay".into(),
+                            "drain.timeout" => "--drain-timeout".into(),
                             p => p.into(),
                         },
                         message: e.message,
@@ -152,6 +175,12 @@ pub fn effective_yaml(config: &Config) -> String {
             (b.name.clone(), v)
         })
         .collect();
+    let drain = json!({
+        "delay": d(config.drain.delay),
+        "timeout": d(config.drain.timeout),
+        "control_socket": config.drain.control_socket.display().to_string(),
+        "grace_period": d(config.drain.grace_period.unwrap_or(Defaults::GRACE_PERIOD)),
+    });
     let routes: Vec<Value> = config
         .routes
         .iter()
@@ -229,6 +258,7 @@ pub fn effective_yaml(config: &Config) -> String {
         "access_log": config.access_log,
         "backends": backends,
         "routes": routes,
+        "drain": drain,
     });
     if let (Some(n), Some(obj)) = (config.worker_threads, root.as_object_mut()) {
         obj.insert("runtime".into(), json!({"worker_threads": n}));

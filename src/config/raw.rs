@@ -28,6 +28,17 @@ pub struct RawConfig {
     pub runtime: Option<RawRuntime>,
     /// Retry policy defaults for every route.
     pub retry: Option<RawRetry>,
+    pub drain: Option<RawDrain>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDrain {
+    pub delay: Option<HumanDuration>,
+    pub timeout: Option<HumanDuration>,
+    pub control_socket: Option<String>,
+    /// The pod's `terminationGracePeriodSeconds`, for `hitless check`.
+    pub grace_period: Option<HumanDuration>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]

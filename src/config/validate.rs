@@ -64,6 +64,16 @@ impl Defaults {
     /// second or two, each on a new connection.
     pub const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
     pub const HEALTH_TIMEOUT: Duration = Duration::from_millis(500);
+    /// Readiness off, still serving: long enough for the endpoint removal to reach every
+    /// kube-proxy and load balancer (a few seconds in a healthy cluster).
+    pub const DRAIN_DELAY: Duration = Duration::from_secs(5);
+    pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
+    /// Kubernetes' default `terminationGracePeriodSeconds`.
+    pub const GRACE_PERIOD: Duration = Duration::from_secs(30);
+    /// Readiness probes run every 10 s by default and fail after one miss at best; endpoint
+    /// removal then takes a second or two to propagate.
+    pub const MIN_SENSIBLE_DRAIN_DELAY: Duration = Duration::from_secs(2);
+    pub const CONTROL_SOCKET: &'static str = "/tmp/hitless.sock";
     /// Envoy's default circuit-breaker limit; excess gets a fast 503 instead of a queue.
     pub const MAX_CONCURRENT_REQUESTS: usize = 1024;
 }
@@ -163,6 +173,20 @@ pub struct Config {
     pub worker_threads: Option<usize>,
     /// What the clients in front wait (hint for the timeout chain check only).
     pub client_timeout: Option<Duration>,
+    pub drain: DrainConfig,
+}
+
+/// How hitless stops (see `runtime/drain.rs`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DrainConfig {
+    /// Serving on after readiness turned off, while endpoint removal propagates.
+    pub delay: Duration,
+    /// Then at most this for in-flight requests to finish.
+    pub timeout: Duration,
+    /// Unix socket for `hitless drain`.
+    pub control_socket: std::path::PathBuf,
+    /// The pod's termination grace period, when given (else Kubernetes' default, 30 s).
+    pub grace_period: Option<Duration>,
 }
 
 #[derive(Debug, Clone)]
@@ -208,7 +232,7 @@ pub struct OutlierConfig {
     pub max_ejected_percent: u32,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct BackendConfig {
     pub name: String,
     pub endpoints: Vec<SocketAddr>,
@@ -775,6 +799,27 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
         access_log: raw.access_log.unwrap_or(true),
         worker_threads,
         client_timeout: raw.timeouts.client.map(|d| d.0),
+        drain: DrainConfig {
+            delay: dur(
+                raw.drain.as_ref().and_then(|d| d.delay),
+                Defaults::DRAIN_DELAY,
+            ),
+            timeout: positive(
+                &mut errors,
+                "drain.timeout",
+                dur(
+                    raw.drain.as_ref().and_then(|d| d.timeout),
+                    Defaults::DRAIN_TIMEOUT,
+                ),
+            ),
+            control_socket: raw
+                .drain
+                .as_ref()
+                .and_then(|d| d.control_socket.clone())
+                .unwrap_or_else(|| Defaults::CONTROL_SOCKET.to_string())
+                .into(),
+            grace_period: raw.drain.as_ref().and_then(|d| d.grace_period).map(|d| d.0),
+        },
     })
 }
 
@@ -983,6 +1028,28 @@ impl Config {
                     );
                 }
             }
+        }
+        let d = &self.drain;
+        let grace = d.grace_period.unwrap_or(Defaults::GRACE_PERIOD);
+        if d.delay + d.timeout > grace {
+            warn(
+                "drain.timeout".to_string(),
+                format!(
+                    "drain.delay {} + drain.timeout {} exceed the termination grace period {}: Kubernetes kills hitless (SIGKILL) before in-flight requests finish; lower drain.timeout or raise terminationGracePeriodSeconds (and drain.grace_period)",
+                    fmt_d(d.delay),
+                    fmt_d(d.timeout),
+                    fmt_d(grace)
+                ),
+            );
+        }
+        if d.delay < Defaults::MIN_SENSIBLE_DRAIN_DELAY {
+            warn(
+                "drain.delay".to_string(),
+                format!(
+                    "drain.delay {} is shorter than endpoint removal takes to reach kube-proxy and load balancers (seconds): requests routed to this pod after it stops listening fail; raise drain.delay to 5s",
+                    fmt_d(d.delay)
+                ),
+            );
         }
         for b in &self.backends {
             if let Some(app) = b.upstream_keepalive_timeout {

@@ -27,6 +27,11 @@ use crate::config::Downstream;
 use crate::proxy::body::{now_ms, ClientConn};
 use crate::proxy::Proxy;
 
+/// While draining, an idle HTTP/1.1 connection is closed after this much silence...
+const CLOSING_IDLE: Duration = Duration::from_millis(500);
+/// ...checked this often.
+const CLOSING_TICK: Duration = Duration::from_millis(50);
+
 /// Settings and shared state for serving client connections.
 pub struct Server {
     builder: auto::Builder<TokioExecutor>,
@@ -66,10 +71,25 @@ impl Server {
         });
         let proxy = Arc::clone(&self.proxy);
         let service_activity = Arc::clone(&activity);
-        let service = service_fn(move |request| {
+        let service = service_fn(move |request: http::Request<hyper::body::Incoming>| {
             let proxy = Arc::clone(&proxy);
             let activity = Arc::clone(&service_activity);
-            async move { Ok::<_, std::convert::Infallible>(proxy.handle(request, activity).await) }
+            let h2 = request.version() == http::Version::HTTP_2;
+            if h2 {
+                activity.h2.store(true, Ordering::Relaxed);
+            }
+            async move {
+                let mut response = proxy.handle(request, Arc::clone(&activity)).await;
+                if !h2 && activity.closing.load(Ordering::Relaxed) {
+                    // Draining: this answer is the connection's last (the client reconnects
+                    // elsewhere); hyper closes the connection after writing it.
+                    response.headers_mut().insert(
+                        http::header::CONNECTION,
+                        http::HeaderValue::from_static("close"),
+                    );
+                }
+                Ok::<_, std::convert::Infallible>(response)
+            }
         });
         let conn = self.builder.serve_connection_with_upgrades(io, service);
         tokio::pin!(conn);
@@ -80,6 +100,7 @@ impl Server {
         let mut watchdog = tokio::time::interval(tick);
         watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         watchdog.tick().await; // the first tick is immediate
+        // `graceful_shutdown` was called (the connection ends after what is in flight).
         let mut closing = false;
         loop {
             tokio::select! {
@@ -91,15 +112,32 @@ impl Server {
                     }
                     return;
                 }
-                _ = shutdown.cancelled(), if !closing => {
-                    closing = true;
-                    conn.as_mut().graceful_shutdown();
+                _ = shutdown.cancelled(), if !activity.closing.load(Ordering::Relaxed) => {
+                    // Drain, closing phase. HTTP/2: GOAWAY now, in-flight streams finish.
+                    // HTTP/1.1: the next response says `Connection: close`; an idle connection
+                    // is closed only after `CLOSING_IDLE` of silence, because closing it the
+                    // moment a client writes a request on it would fail that request.
+                    activity.closing.store(true, Ordering::Relaxed);
+                    if activity.h2.load(Ordering::Relaxed) && !closing {
+                        closing = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
+                    watchdog = tokio::time::interval(CLOSING_TICK);
                 }
                 _ = watchdog.tick() => {
                     if activity.in_flight.load(Ordering::Relaxed) > 0 {
                         continue;
                     }
                     let now = now_ms();
+                    if activity.closing.load(Ordering::Relaxed) && !closing {
+                        let last = activity.last_active_ms.load(Ordering::Relaxed);
+                        let head = activity.head_started_ms.load(Ordering::Relaxed);
+                        if head == 0 && now.saturating_sub(last) >= CLOSING_IDLE.as_millis() as u64 {
+                            closing = true;
+                            conn.as_mut().graceful_shutdown();
+                        }
+                        continue;
+                    }
                     let head = activity.head_started_ms.load(Ordering::Relaxed);
                     if head != 0 && now.saturating_sub(head - 1) > header_ms {
                         tracing::debug!(%client, "header read timeout: closing connection");

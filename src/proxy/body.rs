@@ -7,7 +7,7 @@
 
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -39,6 +39,10 @@ pub struct ClientConn {
     /// Milliseconds since `epoch()` (+1, so 0 means none) when bytes of a request head first
     /// arrived on an otherwise idle connection.
     pub head_started_ms: AtomicU64,
+    /// The client speaks HTTP/2 on it.
+    pub h2: AtomicBool,
+    /// hitless is draining: the connection ends after its current exchange.
+    pub closing: AtomicBool,
 }
 
 impl ClientConn {
@@ -51,6 +55,8 @@ impl ClientConn {
             in_flight: AtomicU32::new(0),
             last_active_ms: AtomicU64::new(now_ms()),
             head_started_ms: AtomicU64::new(0),
+            h2: AtomicBool::new(false),
+            closing: AtomicBool::new(false),
         }
     }
 

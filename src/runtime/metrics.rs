@@ -150,6 +150,14 @@ pub struct Metrics {
     conns_opened: Family<BackendLabels, Counter>,
     downstream_conns: Gauge,
     backend: BackendFamilies,
+    pub draining: Gauge,
+    pub drain_cut: Counter,
+    reloads: Family<ResultLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: String,
 }
 
 /// Families of the per-backend resilience metrics (retries, ejections, hold, overload).
@@ -312,7 +320,28 @@ impl Metrics {
             downstream_conns.clone(),
         );
         let backend = BackendFamilies::register(&mut registry);
+        let draining = Gauge::default();
+        registry.register(
+            "draining",
+            "Drain phase: 0 serving, 1 draining (readiness off, still serving), 2 closing",
+            draining.clone(),
+        );
+        let drain_cut = Counter::default();
+        registry.register(
+            "drain_cut_connections",
+            "Client connections still open when drain.timeout ended the drain",
+            drain_cut.clone(),
+        );
+        let reloads = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "config_reloads",
+            "Configuration reloads, by result (ok, error)",
+            reloads.clone(),
+        );
         Metrics {
+            draining,
+            drain_cut,
+            reloads,
             backend,
             registry,
             requests,
@@ -378,6 +407,14 @@ impl Metrics {
         if let Some(c) = self.errors.get(cause_index) {
             c.inc();
         }
+    }
+
+    pub fn reload(&self, ok: bool) {
+        self.reloads
+            .get_or_create(&ResultLabels {
+                result: if ok { "ok" } else { "error" }.to_string(),
+            })
+            .inc();
     }
 
     pub fn downstream_connections(&self) -> &Gauge {

@@ -1,17 +1,33 @@
-//! Process shutdown triggers. SIGTERM and SIGINT start a graceful stop: listeners close,
-//! connections are asked to finish (HTTP/1.1 keep-alive off, HTTP/2 GOAWAY) and the process
-//! exits once they have, or after the grace period. A second signal exits at once.
-//! (The full drain state machine with `drain.delay` and `hitless drain` is issue #4.)
+//! Process signals: SIGTERM and SIGINT start the drain (`drain.rs`); a second one exits at
+//! once. SIGHUP reloads the configuration.
 
 use std::io;
 
-/// Resolves on the first SIGTERM or SIGINT.
-pub async fn signal() -> io::Result<&'static str> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    Ok(tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    })
+use tokio::signal::unix::{signal, Signal, SignalKind};
+
+/// SIGTERM and SIGINT, as one stream.
+pub struct StopSignals {
+    term: Signal,
+    int: Signal,
+}
+
+impl StopSignals {
+    pub fn new() -> io::Result<StopSignals> {
+        Ok(StopSignals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    /// The next SIGTERM or SIGINT.
+    pub async fn next(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        }
+    }
+}
+
+pub fn hangup() -> io::Result<Signal> {
+    signal(SignalKind::hangup())
 }

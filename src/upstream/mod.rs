@@ -31,6 +31,8 @@ use pool::{Lease, PoolSettings};
 
 pub struct Backend {
     pub name: String,
+    /// The settings it was built from (a reload with equal settings keeps this backend).
+    pub config: BackendConfig,
     balance: Balance,
     pub endpoints: Endpoints,
     pub budget: budget::RetryBudget,
@@ -122,6 +124,7 @@ impl Backend {
             .max_concurrent
             .set(config.max_concurrent_requests as i64);
         Backend {
+            config: config.clone(),
             name: config.name.clone(),
             balance: config.balance,
             endpoints,
