@@ -29,7 +29,6 @@ use crate::runtime::metrics::Metrics;
 use crate::runtime::shutdown::{hangup, StopSignals};
 use crate::upstream::Backend;
 
-
 /// Sockets bound before anything runs.
 pub struct Listeners {
     pub traffic: Vec<TcpListener>,
@@ -379,13 +378,13 @@ pub fn worker_count(config: &Config) -> usize {
 /// Run until drained: serve, reload on SIGHUP or a change of `source`, and on SIGTERM/SIGINT
 /// or `hitless drain` go through the drain phases (`runtime/drain.rs`), then return.
 pub async fn run(config: Config, source: Option<PathBuf>) -> Result<(), String> {
-    let mut stops = StopSignals::new().map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    let mut stops =
+        StopSignals::new().map_err(|e| format!("cannot install signal handlers: {e}"))?;
     let mut hup = hangup().map_err(|e| format!("cannot install signal handlers: {e}"))?;
     let listeners = Listeners::bind(&config).await.map_err(|e| e.to_string())?;
     let app = App::start_with_workers(&config, listeners, worker_count(&config))
         .map_err(|e| e.to_string())?;
-    let _control = match Control::bind(&config.drain.control_socket, Arc::clone(&app.drain)).await
-    {
+    let control = match Control::bind(&config.drain.control_socket, Arc::clone(&app.drain)).await {
         Ok(control) => Some(control),
         Err(e) => {
             tracing::warn!(error = %e, "no control socket: `hitless drain` cannot reach this process (SIGTERM still drains)");
@@ -408,6 +407,8 @@ pub async fn run(config: Config, source: Option<PathBuf>) -> Result<(), String> 
 
     // Serving.
     let mut signalled = false;
+    // Writers often touch a file several times: reload once they have been quiet a moment.
+    let mut reload_at: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             sig = stops.next() => {
@@ -418,11 +419,10 @@ pub async fn run(config: Config, source: Option<PathBuf>) -> Result<(), String> 
             _ = app.drain.started() => break,
             _ = hup.recv() => reloader.reload(&app, "SIGHUP", true),
             Some(()) = recv(&mut changes) => {
-                // Writers often touch a file several times; read it once they are done.
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                if let Some(c) = changes.as_mut() {
-                    while c.try_recv().is_ok() {}
-                }
+                reload_at = Some(tokio::time::Instant::now() + Duration::from_millis(100));
+            }
+            _ = sleep_until(reload_at) => {
+                reload_at = None;
                 reloader.reload(&app, "file change", false);
             }
         }
@@ -462,7 +462,7 @@ pub async fn run(config: Config, source: Option<PathBuf>) -> Result<(), String> 
         tokio::select! {
             _ = app.connections.wait() => {
                 tracing::info!("drain phase 3/3: every request finished, exiting");
-                return Ok(());
+                break;
             }
             _ = tokio::time::sleep_until(deadline) => {
                 let (connections, requests) = app.in_flight();
@@ -472,7 +472,7 @@ pub async fn run(config: Config, source: Option<PathBuf>) -> Result<(), String> 
                     requests,
                     "drain phase 3/3: drain.timeout reached, cutting what is left"
                 );
-                return Ok(());
+                break;
             }
             sig = stops.next() => {
                 if signalled {
@@ -483,6 +483,17 @@ pub async fn run(config: Config, source: Option<PathBuf>) -> Result<(), String> 
             }
         }
     }
+    if let Some(control) = &control {
+        control.finish().await;
+    }
+    Ok(())
+}
+
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn recv(changes: &mut Option<tokio::sync::mpsc::Receiver<()>>) -> Option<()> {
@@ -492,7 +503,8 @@ async fn recv(changes: &mut Option<tokio::sync::mpsc::Receiver<()>>) -> Option<(
     }
 }
 
-/// Reloads from the config file, skipping events that did not change its bytes.
+/// Reloads from the config file, skipping file events that did not change its bytes since
+/// the last attempt (valid or not); SIGHUP always tries again.
 struct Reloader {
     source: Option<PathBuf>,
     last: Option<Vec<u8>>,
@@ -508,11 +520,11 @@ impl Reloader {
         if !forced && bytes.is_some() && bytes == self.last {
             return;
         }
+        self.last.clone_from(&bytes);
         match Config::load(path) {
             Ok(config) => {
                 app.reload(&config);
                 app.metrics.reload(true);
-                self.last = bytes;
                 tracing::info!(trigger, file = %path.display(), "reload applied");
             }
             Err(errors) => {

@@ -112,11 +112,11 @@ pub fn load(command: &Command) -> Result<Option<Config>, ExitCode> {
                 control_socket: control_socket.clone(),
             },
         )
-            .map(|mut c| {
-                c.access_log = !no_access_log;
-                c
-            })
-            .map_err(|e| report(&e, "flags")),
+        .map(|mut c| {
+            c.access_log = !no_access_log;
+            c
+        })
+        .map_err(|e| report(&e, "flags")),
     };
     config.map(Some)
 }

@@ -15,10 +15,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let config = match cli::load(&cli.command) {
         Ok(Some(c)) => c,
-        Ok(None) => return match &cli.command {
-            Command::Drain { socket } => drain(socket),
-            _ => demo(),
-        },
+        Ok(None) => {
+            return match &cli.command {
+                Command::Drain { socket } => drain(socket),
+                _ => demo(),
+            }
+        }
         Err(code) => return code,
     };
     let source = match &cli.command {

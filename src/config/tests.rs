@@ -159,7 +159,13 @@ fn sidecar_flags_errors_name_the_flag() {
     assert!(e.to_string().starts_with("--listen: "), "{e}");
     let e = Config::sidecar("127.0.0.1:8080", "app", None, &SidecarDrain::default()).unwrap_err();
     assert!(e.to_string().starts_with("--upstream: "), "{e}");
-    let c = Config::sidecar("127.0.0.1:8080", "127.0.0.1:3000", None, &SidecarDrain::default()).unwrap();
+    let c = Config::sidecar(
+        "127.0.0.1:8080",
+        "127.0.0.1:3000",
+        None,
+        &SidecarDrain::default(),
+    )
+    .unwrap();
     assert_eq!(c.routes.len(), 1);
     assert_eq!(
         c.backends[0].endpoints,

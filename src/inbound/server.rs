@@ -100,7 +100,7 @@ impl Server {
         let mut watchdog = tokio::time::interval(tick);
         watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         watchdog.tick().await; // the first tick is immediate
-        // `graceful_shutdown` was called (the connection ends after what is in flight).
+                               // `graceful_shutdown` was called (the connection ends after what is in flight).
         let mut closing = false;
         loop {
             tokio::select! {

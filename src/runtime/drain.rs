@@ -91,6 +91,7 @@ impl Drain {
 /// The control socket: one command per connection, `drain`, answered when the delay is over.
 pub struct Control {
     path: PathBuf,
+    answers: tokio_util::task::TaskTracker,
 }
 
 impl Control {
@@ -114,17 +115,26 @@ impl Control {
         })?;
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        let answers = tokio_util::task::TaskTracker::new();
+        let tracker = answers.clone();
         tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
-                tokio::spawn(answer(stream, Arc::clone(&drain)));
+                tracker.spawn(answer(stream, Arc::clone(&drain)));
             }
         });
         Ok(Control {
             path: path.to_path_buf(),
+            answers,
         })
+    }
+
+    /// Before exiting: let `hitless drain` callers get their answer (bounded).
+    pub async fn finish(&self) {
+        self.answers.close();
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.answers.wait()).await;
     }
 }
 

@@ -19,6 +19,10 @@ pub fn watch(path: &Path) -> notify::Result<(RecommendedWatcher, mpsc::Receiver<
     let (tx, rx) = mpsc::channel(1);
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         let Ok(event) = event else { return };
+        // Reading the file (ours included) is an access event: reacting to it would loop.
+        if matches!(event.kind, notify::EventKind::Access(_)) {
+            return;
+        }
         let relevant = event.paths.iter().any(|p| {
             p.file_name()
                 .is_some_and(|f| f == name.as_os_str() || f == "..data")
