@@ -36,7 +36,7 @@ use crate::config::RetryOn;
 use crate::upstream::balance::random_below;
 use crate::upstream::body::RequestBody;
 use crate::upstream::hold::Woken;
-use crate::upstream::{Backend, Exchange};
+use crate::upstream::{Backend, Exchange, SendOptions};
 
 /// At most this many tries are remembered for exclusion (`retry.attempts` is at most 10).
 const MAX_TRIED: usize = 10;
@@ -235,6 +235,8 @@ pub async fn run(
     let mut unsent: Option<ProxyError> = None;
     let mut held = false;
     let mut raced = false;
+    // The next try goes on a new connection (after a stale pooled one failed).
+    let mut fresh = false;
     let end = |result, attempt, endpoint, failed, held: bool| {
         if held {
             match &result {
@@ -296,7 +298,10 @@ pub async fn run(
             backend,
             &endpoint,
             request,
-            careful,
+            SendOptions {
+                careful,
+                fresh: std::mem::take(&mut fresh),
+            },
             route.backend_request_timeout,
             deadline,
             now,
@@ -345,6 +350,7 @@ pub async fn run(
                     // is not charged to the budget (a burst of them after an app's keep-alive
                     // timeout must not exhaust it).
                     raced = true;
+                    fresh = true;
                     backend.metrics.retry("stale_connection");
                     unsent = None;
                     next = again;

@@ -13,13 +13,13 @@ use tokio::time::Instant;
 use crate::proxy::error::ProxyError;
 use crate::upstream::body::RequestBody;
 use crate::upstream::endpoints::Endpoint;
-use crate::upstream::{Backend, Exchange, SendError};
+use crate::upstream::{Backend, Exchange, SendError, SendOptions};
 
 pub async fn forward(
     backend: &Backend,
     endpoint: &Arc<Endpoint>,
     request: Request<RequestBody>,
-    careful: bool,
+    options: SendOptions,
     per_try: Duration,
     deadline: Instant,
     now: Instant,
@@ -31,7 +31,7 @@ pub async fn forward(
     } else {
         (deadline, ProxyError::RequestTimeout)
     };
-    match tokio::time::timeout_at(limit, backend.send(endpoint, request, careful)).await {
+    match tokio::time::timeout_at(limit, backend.send(endpoint, request, options)).await {
         Ok(result) => result,
         Err(_) => Err(SendError {
             error: on_timeout,

@@ -92,6 +92,15 @@ fn is_keepalive_race(e: &hyper::Error, reused: bool, since_send: Duration) -> bo
     reused && closed && since_send <= RACE_WINDOW
 }
 
+/// How to send one request.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SendOptions {
+    /// It must not reach the application twice: check pooled connections harder.
+    pub careful: bool,
+    /// Use a new connection, not a pooled one.
+    pub fresh: bool,
+}
+
 /// A response head from an endpoint, with what the exchange tells the caller.
 pub struct Exchange {
     pub response: Response<UpstreamBody>,
@@ -235,14 +244,15 @@ impl Backend {
     /// response body and returns to the pool when the body ends. When no connection could be
     /// had, nothing was sent and the request comes back with the error, ready for another try.
     ///
-    /// `careful`: the request must not reach the application twice (see `Pool::checkout`).
+    /// `options.careful`: the request must not reach the application twice (see
+    /// `Pool::checkout`); `options.fresh`: on a new connection (a re-send after a stale one).
     /// A pooled connection found closed before the request was written to it is skipped
     /// for the next one, whatever the method: hyper hands the unsent request back.
     pub async fn send(
         &self,
         endpoint: &Arc<Endpoint>,
         mut request: Request<RequestBody>,
-        careful: bool,
+        options: SendOptions,
     ) -> Result<Exchange, SendError> {
         let addr = endpoint.addr;
         let mut lease = Lease::new(Arc::clone(endpoint));
@@ -250,7 +260,7 @@ impl Backend {
         // A few stale pooled connections in a row are possible (an app that closed them all);
         // a fresh connection that fails before writing is not retried here.
         for _ in 0..4 {
-            let mut conn = match pool.checkout(addr, careful).await {
+            let mut conn = match pool.checkout(addr, options).await {
                 Ok(conn) => conn,
                 Err(error) => {
                     return Err(SendError {

@@ -145,10 +145,11 @@ impl Pool {
     pub async fn checkout(
         &self,
         addr: SocketAddr,
-        careful: bool,
+        options: super::SendOptions,
     ) -> Result<Connection, ProxyError> {
         let idle_timeout = self.idle_timeout();
-        while let Some(idle) = self.idle.pop() {
+        let careful = options.careful;
+        while let Some(idle) = (!options.fresh).then(|| self.idle.pop()).flatten() {
             self.metrics.conns_idle.dec();
             if idle.idle_since.elapsed() >= idle_timeout {
                 idle.conn.close(CloseReason::IdleTimeout, &self.metrics);
