@@ -85,7 +85,12 @@ impl App {
     ) -> io::Result<App> {
         let metrics = Arc::new(Metrics::new(&ProxyError::CAUSES));
         let (router, backends) = build_router(config, &metrics, workers);
-        let proxy = Arc::new(Proxy::new(router, Arc::clone(&metrics), config.access_log));
+        let proxy = Arc::new(Proxy::new(
+            router,
+            Arc::clone(&metrics),
+            config.access_log,
+            config.downstream.tunnel_idle,
+        ));
         let server = Arc::new(Server::new(Arc::clone(&proxy), &config.downstream));
         let shutdown = CancellationToken::new();
         let connections = TaskTracker::new();
@@ -138,6 +143,7 @@ impl App {
                     metrics: Arc::clone(&metrics),
                     shutdown: shutdown.clone(),
                     connections: connections.clone(),
+                    tunnels: proxy.tunnels.clone(),
                 };
                 std::thread::Builder::new()
                     .name(format!("hitless-worker-{index}"))
@@ -191,13 +197,16 @@ impl App {
     pub async fn stop(&self, grace: Duration) -> usize {
         self.admin.ready.store(false, Ordering::Relaxed);
         self.close();
-        if tokio::time::timeout(grace, self.connections.wait())
-            .await
-            .is_err()
-        {
-            return self.connections.len();
+        if tokio::time::timeout(grace, self.finished()).await.is_err() {
+            return self.connections.len() + self.proxy.tunnels.len();
         }
         0
+    }
+
+    /// Every client connection and tunnel has ended (after `close`).
+    async fn finished(&self) {
+        self.connections.wait().await;
+        self.proxy.tunnels.wait().await;
     }
 
     /// The drain's closing phase: listeners close, connections are told to finish.
@@ -205,6 +214,7 @@ impl App {
         self.drain.close();
         self.shutdown.cancel();
         self.connections.close();
+        self.proxy.tunnels.close();
     }
 
     /// Apply a new (validated) config: routes and backends are swapped at once; requests
@@ -238,7 +248,7 @@ impl App {
             .iter()
             .map(|b| b.metrics.in_flight.get())
             .sum();
-        (self.connections.len(), requests)
+        (self.connections.len() + self.proxy.tunnels.len(), requests)
     }
 }
 
@@ -326,6 +336,7 @@ struct Worker {
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
     connections: TaskTracker,
+    tunnels: TaskTracker,
 }
 
 impl Worker {
@@ -360,8 +371,10 @@ impl Worker {
             for accept in loops {
                 let _ = accept.await;
             }
-            // Connections accepted here are driven by this runtime: keep it until they end.
+            // Connections accepted here, and tunnels spliced here, are driven by this runtime:
+            // keep it until they end (the process exits at the drain timeout otherwise).
             self.connections.wait().await;
+            self.tunnels.wait().await;
         });
     }
 }
@@ -460,7 +473,7 @@ pub async fn run(config: Config, source: Option<PathBuf>) -> Result<(), String> 
     let deadline = tokio::time::Instant::now() + config.drain.timeout;
     loop {
         tokio::select! {
-            _ = app.connections.wait() => {
+            _ = app.finished() => {
                 tracing::info!("drain phase 3/3: every request finished, exiting");
                 break;
             }

@@ -467,3 +467,37 @@ async fn reload_under_load_swaps_routes_and_endpoints_and_rejects_a_broken_file(
         "{page}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_tunnel_lives_through_the_drain_until_the_timeout() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let (echo, _task) = ws_echo().await;
+    let dir = scratch("tunnel");
+    let rest =
+        format!("backends:\n  app: {{endpoints: [\"{echo}\"]}}\nroutes:\n  - {{backend: app}}\n");
+    let (mut hl, _) = spawn(&dir, "delay: 500ms, timeout: 1500ms", &rest).await;
+    let stream = TcpStream::connect(hl.traffic).await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async(format!("ws://{}/", hl.traffic), stream)
+        .await
+        .unwrap();
+    ws.send(Message::text("before")).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("before"));
+
+    signal(hl.child.child.id(), "TERM");
+    let term = Instant::now();
+    // Past the delay, listeners closed: the open tunnel still carries messages.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    ws.send(Message::text("during")).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("during"));
+    // It never ends by itself, so the drain waits for it until drain.timeout, then exits 0.
+    let (code, at) = exited(&mut hl.child, Duration::from_secs(6)).await;
+    assert_eq!(code, Some(0));
+    let took = at - term;
+    assert!(took >= Duration::from_millis(1900), "{took:?}");
+    assert!(took < Duration::from_millis(3500), "{took:?}");
+    assert!(
+        !matches!(ws.next().await, Some(Ok(Message::Text(_)))),
+        "the tunnel is closed with the process"
+    );
+}

@@ -243,6 +243,7 @@ pub fn effective_yaml(config: &Config) -> String {
     let mut timeouts = json!({
         "idle": d(config.downstream.idle),
         "header_read": d(config.downstream.header_read),
+        "tunnel_idle": d(config.downstream.tunnel_idle),
     });
     if let (Some(c), Some(obj)) = (config.client_timeout, timeouts.as_object_mut()) {
         obj.insert("client".into(), d(c));

@@ -76,6 +76,8 @@ pub struct RawTimeouts {
     pub backend_request: Option<HumanDuration>,
     pub idle: Option<HumanDuration>,
     pub header_read: Option<HumanDuration>,
+    /// An upgraded connection (WebSocket) with no byte either way for this long is closed.
+    pub tunnel_idle: Option<HumanDuration>,
     /// How long the clients in front of hitless wait for an answer (a cloud load balancer's
     /// timeout, say). Only used by `hitless check` to verify the timeout chain.
     pub client: Option<HumanDuration>,

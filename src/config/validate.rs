@@ -25,6 +25,9 @@ impl Defaults {
     pub const BACKEND_REQUEST: Duration = Duration::from_secs(10);
     /// Client keep-alive connections with nothing in flight are closed after this.
     pub const IDLE: Duration = Duration::from_secs(60);
+    /// An upgraded connection (WebSocket) silent both ways this long is closed; applications
+    /// ping far more often than this.
+    pub const TUNNEL_IDLE: Duration = Duration::from_secs(3600);
     /// From the first byte of a request head to its end (slow-loris guard).
     pub const HEADER_READ: Duration = Duration::from_secs(10);
     /// In-cluster connects take microseconds; a SYN left unanswered is a dead pod.
@@ -194,6 +197,7 @@ pub struct Downstream {
     pub idle: Duration,
     pub header_read: Duration,
     pub max_request_header_bytes: usize,
+    pub tunnel_idle: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -623,6 +627,11 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
             dur(t.header_read, Defaults::HEADER_READ),
         ),
         max_request_header_bytes: Defaults::MAX_REQUEST_HEADER_BYTES,
+        tunnel_idle: positive(
+            &mut errors,
+            "timeouts.tunnel_idle",
+            dur(t.tunnel_idle, Defaults::TUNNEL_IDLE),
+        ),
     };
     let mut config_limits = (downstream, Defaults::MAX_RESPONSE_HEADER_BYTES);
     if let Some(limits) = &raw.limits {

@@ -12,6 +12,7 @@ pub mod error;
 pub mod forward;
 pub mod headers;
 pub mod route;
+pub mod tunnel;
 
 use std::sync::Arc;
 
@@ -30,6 +31,9 @@ pub struct Proxy {
     router: ArcSwap<Router>,
     metrics: Arc<Metrics>,
     access_log: bool,
+    /// Upgraded connections being spliced (a drain waits for them too).
+    pub tunnels: tokio_util::task::TaskTracker,
+    tunnel_idle: std::time::Duration,
 }
 
 fn is_grpc(headers: &http::HeaderMap) -> bool {
@@ -40,11 +44,18 @@ fn is_grpc(headers: &http::HeaderMap) -> bool {
 }
 
 impl Proxy {
-    pub fn new(router: Router, metrics: Arc<Metrics>, access_log: bool) -> Proxy {
+    pub fn new(
+        router: Router,
+        metrics: Arc<Metrics>,
+        access_log: bool,
+        tunnel_idle: std::time::Duration,
+    ) -> Proxy {
         Proxy {
             router: ArcSwap::from_pointee(router),
             metrics,
             access_log,
+            tunnels: tokio_util::task::TaskTracker::new(),
+            tunnel_idle,
         }
     }
 
@@ -137,12 +148,20 @@ impl Proxy {
             .uri
             .authority()
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok());
+        let upgrade = tunnel::requested(parts.version, &parts.headers);
         let request_id = headers::rewrite_request(
             &mut parts.headers,
             &log.conn.ip_header,
             log.conn.scheme,
             authority.as_ref(),
         );
+        let client_upgrade = match &upgrade {
+            Some(token) => {
+                tunnel::restore_headers(&mut parts.headers, token.clone());
+                parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
+            }
+            None => None,
+        };
         // An HTTP/1.1 backend wants origin-form (`/path?query`), whatever form the client used.
         if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
             parts.uri = parts
@@ -161,7 +180,24 @@ impl Proxy {
         match outcome.result {
             Ok(exchange) => {
                 let (mut head, body) = exchange.response.into_parts();
+                let switching = head.status == http::StatusCode::SWITCHING_PROTOCOLS;
+                let upstream_token = head.headers.get(header::UPGRADE).cloned();
                 headers::rewrite_response(&mut head.headers, request_id.clone());
+                if switching {
+                    // A refused upgrade is an ordinary answer, passed through as such.
+                    let upstream_upgrade = head.extensions.remove::<hyper::upgrade::OnUpgrade>();
+                    if let (Some(client), Some(upstream), Some(token)) =
+                        (client_upgrade, upstream_upgrade, upstream_token)
+                    {
+                        tunnel::restore_headers(&mut head.headers, token);
+                        self.tunnels.spawn(tunnel::splice(
+                            client,
+                            upstream,
+                            self.tunnel_idle,
+                            Arc::clone(&self.metrics),
+                        ));
+                    }
+                }
                 log.status = head.status.as_u16();
                 log.request_id = Some(request_id);
                 Response::from_parts(head, ResponseBody::upstream(body).with_log(log))

@@ -152,7 +152,15 @@ pub struct Metrics {
     backend: BackendFamilies,
     pub draining: Gauge,
     pub drain_cut: Counter,
+    pub tunnels_open: Gauge,
+    pub tunnel_bytes_up: Counter,
+    pub tunnel_bytes_down: Counter,
     reloads: Family<ResultLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DirectionLabels {
+    pub direction: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -338,7 +346,30 @@ impl Metrics {
             "Configuration reloads, by result (ok, error)",
             reloads.clone(),
         );
+        let tunnels_open = Gauge::default();
+        registry.register(
+            "tunnels_open",
+            "Upgraded connections (WebSocket...) currently spliced",
+            tunnels_open.clone(),
+        );
+        let tunnel_bytes = Family::<DirectionLabels, Counter>::default();
+        registry.register(
+            "tunnel_bytes",
+            "Bytes carried by upgraded connections, by direction (up: client to backend)",
+            tunnel_bytes.clone(),
+        );
+        let direction = |d: &str| {
+            tunnel_bytes
+                .get_or_create(&DirectionLabels {
+                    direction: d.to_string(),
+                })
+                .clone()
+        };
+        let (tunnel_bytes_up, tunnel_bytes_down) = (direction("up"), direction("down"));
         Metrics {
+            tunnels_open,
+            tunnel_bytes_up,
+            tunnel_bytes_down,
             draining,
             drain_cut,
             reloads,

@@ -281,7 +281,12 @@ impl Backend {
                             .keepalive
                             .announced(v.as_bytes(), addr, &self.metrics);
                     }
-                    lease.attach(conn.conn);
+                    if response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+                        // The socket now belongs to the tunnel (hyper hands it over).
+                        conn.conn.upgraded(&self.metrics);
+                    } else {
+                        lease.attach(conn.conn);
+                    }
                     let response = response.map(|body| UpstreamBody::new(body, lease));
                     return Ok(Exchange {
                         response,

@@ -90,6 +90,11 @@ impl Conn {
         }
     }
 
+    /// The connection was handed to an upgrade (101): it never returns to the pool.
+    pub fn upgraded(self, metrics: &BackendMetrics) {
+        self.close(CloseReason::Exchange, metrics);
+    }
+
     /// Close it ourselves, saying why.
     fn close(self, reason: CloseReason, metrics: &BackendMetrics) {
         self.idle_mark.store(CLOSED_BY_US, Ordering::Relaxed);
