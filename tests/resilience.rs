@@ -399,3 +399,59 @@ async fn s4_replica_listening_before_ready_gets_traffic_only_after_its_check() {
         unchecked.summary()
     );
 }
+
+/// Endpoint set change by reload: the removed endpoint gets no new request, its in-flight one
+/// finishes, its idle connections close; the kept backend's pooled connections survive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_removes_an_endpoint_without_failing_its_in_flight_request() {
+    let mut slow = Behaviour::named("old");
+    slow.delay = Duration::from_millis(800);
+    let old = Replica::start(any_port(), slow).await.unwrap();
+    let new = Replica::start(any_port(), Behaviour::named("new"))
+        .await
+        .unwrap();
+    let config = |addr: SocketAddr| {
+        hitless::config::Config::from_yaml(&format!(
+            "backends:\n  app: {{endpoints: [\"{addr}\"]}}\nroutes:\n  - {{backend: app}}\n"
+        ))
+        .unwrap()
+    };
+    let app = demo::start_proxy(&format!(
+        "backends:\n  app: {{endpoints: [\"{}\"]}}\nroutes:\n  - {{backend: app}}\n",
+        old.addr
+    ))
+    .await
+    .unwrap();
+    let target = app.traffic_addrs[0];
+    // One pooled connection to the old endpoint, then a slow request in flight on it.
+    assert_eq!(get(&client(), target, "x", "/").await.body, "old");
+    let in_flight = tokio::spawn(async move { get(&client(), target, "x", "/").await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    app.reload(&config(new.addr));
+    let c = client();
+    for _ in 0..20 {
+        assert_eq!(
+            get(&c, target, "x", "/").await.body,
+            "new",
+            "no new request to the removed endpoint"
+        );
+    }
+    let answer = in_flight.await.unwrap();
+    assert_eq!((answer.status, answer.body.as_str()), (200, "old"));
+    assert_eq!(old.seen.requests.load(Ordering::SeqCst), 2);
+    // Its connections close once idle (the pool dropped them with the endpoint).
+    let open = "hitless_upstream_connections_open{backend=\"app\"}";
+    let mut page = String::new();
+    for _ in 0..50 {
+        page = admin_get(app.admin_addr, "/metrics").await.body;
+        if metric(&page, open) == Some(1.0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        metric(&page, open),
+        Some(1.0),
+        "only the new endpoint's connection is left: {page}"
+    );
+}
