@@ -9,8 +9,8 @@ use std::path::Path;
 
 pub use validate::{
     Action, BackendConfig, Balance, BudgetConfig, Config, ConfigError, ConfigErrors, Defaults,
-    Downstream, FixedResponse, HealthCheckConfig, HostMatch, OutlierConfig, PathMatch, RetryOn,
-    RetryPolicy, RouteConfig, Warning,
+    Downstream, FixedResponse, HealthCheckConfig, HostMatch, OutlierConfig, PathMatch, Protocol,
+    RetryOn, RetryPolicy, RouteConfig, Warning,
 };
 
 use raw::RawConfig;
@@ -137,6 +137,7 @@ pub fn effective_yaml(config: &Config) -> String {
         .map(|b| {
             let mut v = json!({
                 "endpoints": b.endpoints.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
+                "protocol": b.protocol.as_str(),
                 "balance": b.balance.as_str(),
                 "connect_timeout": d(b.connect_timeout),
                 "pool": {

@@ -102,6 +102,8 @@ pub struct RawBackend {
     #[serde(default)]
     pub endpoints: Vec<String>,
     pub balance: Option<String>,
+    /// `http` (HTTP/1.1, default), `h2c` (HTTP/2 prior knowledge) or `grpc` (h2c).
+    pub protocol: Option<String>,
     pub connect_timeout: Option<HumanDuration>,
     pub pool: Option<RawPool>,
     /// The idle keep-alive timeout the application is known to use (Node.js 5s, gunicorn 2s...).

@@ -236,9 +236,35 @@ pub struct OutlierConfig {
     pub max_ejected_percent: u32,
 }
 
+/// How hitless speaks to a backend's endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// HTTP/1.1, pooled connections.
+    Http,
+    /// HTTP/2 without TLS (prior knowledge): one multiplexed connection per endpoint and worker.
+    H2c,
+    /// gRPC over h2c.
+    Grpc,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Http => "http",
+            Protocol::H2c => "h2c",
+            Protocol::Grpc => "grpc",
+        }
+    }
+
+    pub fn is_h2(self) -> bool {
+        matches!(self, Protocol::H2c | Protocol::Grpc)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct BackendConfig {
     pub name: String,
+    pub protocol: Protocol,
     pub endpoints: Vec<SocketAddr>,
     pub balance: Balance,
     pub connect_timeout: Duration,
@@ -715,7 +741,29 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
                 Defaults::RETRY_BUDGET_MIN_PER_SECOND
             }
         };
+        let protocol = match b.protocol.as_deref() {
+            None | Some("http") => Protocol::Http,
+            Some("h2c") => Protocol::H2c,
+            Some("grpc") => Protocol::Grpc,
+            Some(other @ ("https" | "grpcs")) => {
+                errors.push(
+                    format!("{base}.protocol"),
+                    format!(
+                        "\"{other}\" (TLS to backends) is not supported yet; use http, h2c or grpc"
+                    ),
+                );
+                Protocol::Http
+            }
+            Some(other) => {
+                errors.push(
+                    format!("{base}.protocol"),
+                    format!("expected \"http\", \"h2c\" or \"grpc\", got \"{other}\""),
+                );
+                Protocol::Http
+            }
+        };
         backends.push(BackendConfig {
+            protocol,
             retry_budget: BudgetConfig {
                 ratio,
                 min_per_second,

@@ -145,6 +145,7 @@ fn wanted(on: &RetryOn, error: &ProxyError) -> bool {
         | ProxyError::ConnectTimeout { .. }
         | ProxyError::ConnectFailed { .. } => on.connect_failure,
         ProxyError::UpstreamReset { .. } => on.reset,
+        ProxyError::RefusedStream { .. } => on.refused_stream,
         ProxyError::BackendTimeout { .. } => on.backend_timeout,
         ProxyError::NoRoute
         | ProxyError::NoEndpoints { .. }

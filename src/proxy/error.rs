@@ -31,6 +31,9 @@ pub enum ProxyError {
     },
     /// The connection closed or was reset before a complete response head arrived.
     UpstreamReset { endpoint: SocketAddr },
+    /// An HTTP/2 backend refused the stream (REFUSED_STREAM, or beyond its GOAWAY): by the
+    /// protocol's definition, the request was not processed.
+    RefusedStream { endpoint: SocketAddr },
     /// The backend answered something that is not a valid HTTP response.
     UpstreamProtocol {
         endpoint: SocketAddr,
@@ -84,11 +87,12 @@ impl ProxyError {
             ProxyError::ClientBody { .. } => "client_body_error",
             ProxyError::NoHealthyEndpoints { .. } => "no_healthy_endpoints",
             ProxyError::Overloaded { .. } => "overloaded",
+            ProxyError::RefusedStream { .. } => "refused_stream",
         }
     }
 
     /// Every cause, in a fixed order: metric handles are resolved for all of them at start.
-    pub const CAUSES: [&'static str; 13] = [
+    pub const CAUSES: [&'static str; 14] = [
         "no_route",
         "no_endpoints",
         "connect_refused",
@@ -102,6 +106,7 @@ impl ProxyError {
         "client_body_error",
         "no_healthy_endpoints",
         "overloaded",
+        "refused_stream",
     ];
 
     /// Index of `cause()` in `CAUSES`.
@@ -120,6 +125,7 @@ impl ProxyError {
             ProxyError::ClientBody { .. } => 10,
             ProxyError::NoHealthyEndpoints { .. } => 11,
             ProxyError::Overloaded { .. } => 12,
+            ProxyError::RefusedStream { .. } => 13,
         }
     }
 
@@ -138,6 +144,7 @@ impl ProxyError {
             ProxyError::ClientBody { .. } => StatusCode::BAD_REQUEST,
             ProxyError::NoHealthyEndpoints { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::RefusedStream { .. } => StatusCode::BAD_GATEWAY,
         }
     }
 
@@ -157,6 +164,7 @@ impl ProxyError {
             ProxyError::ClientBody { .. } => "http_request_error",
             ProxyError::NoHealthyEndpoints { .. } => "destination_unavailable",
             ProxyError::Overloaded { .. } => "connection_limit_reached",
+            ProxyError::RefusedStream { .. } => "connection_terminated",
         }
     }
 
@@ -182,6 +190,7 @@ impl ProxyError {
             ProxyError::ClientBody { .. } => CANCELLED,
             ProxyError::NoHealthyEndpoints { .. } => UNAVAILABLE,
             ProxyError::Overloaded { .. } => RESOURCE_EXHAUSTED,
+            ProxyError::RefusedStream { .. } => UNAVAILABLE,
         }
     }
 
@@ -200,6 +209,7 @@ impl ProxyError {
             ProxyError::ClientBody { .. } => RetryClass::Never,
             ProxyError::NoHealthyEndpoints { .. } => RetryClass::Never,
             ProxyError::Overloaded { .. } => RetryClass::Never,
+            ProxyError::RefusedStream { .. } => RetryClass::NotSent,
         }
     }
 
@@ -220,6 +230,7 @@ impl ProxyError {
             ProxyError::ClientBody { .. } => true,
             ProxyError::NoHealthyEndpoints { .. } => false,
             ProxyError::Overloaded { .. } => false,
+            ProxyError::RefusedStream { .. } => false,
         }
     }
 
@@ -234,6 +245,7 @@ impl ProxyError {
             | ProxyError::ConnectTimeout { endpoint }
             | ProxyError::ConnectFailed { endpoint, .. }
             | ProxyError::UpstreamReset { endpoint }
+            | ProxyError::RefusedStream { endpoint }
             | ProxyError::UpstreamProtocol { endpoint, .. }
             | ProxyError::UpstreamHeaderTooLarge { endpoint }
             | ProxyError::BackendTimeout { endpoint } => Some(*endpoint),
@@ -306,6 +318,7 @@ impl fmt::Display for ProxyError {
             ProxyError::ConnectRefused { endpoint }
             | ProxyError::ConnectTimeout { endpoint }
             | ProxyError::UpstreamReset { endpoint }
+            | ProxyError::RefusedStream { endpoint }
             | ProxyError::UpstreamHeaderTooLarge { endpoint }
             | ProxyError::BackendTimeout { endpoint } => write!(f, "{cause} {endpoint}"),
             ProxyError::ConnectFailed { endpoint, reason }
@@ -349,6 +362,7 @@ mod tests {
             (ProxyError::ClientBody { reason: "eof".into() }, "client_body_error", 400, "http_request_error", 1, RetryClass::Never, true),
             (ProxyError::NoHealthyEndpoints { backend: "api".into(), last: Box::new(ProxyError::ConnectRefused { endpoint: ep() }) }, "no_healthy_endpoints", 503, "destination_unavailable", 14, RetryClass::Never, false),
             (ProxyError::Overloaded { backend: "api".into() }, "overloaded", 503, "connection_limit_reached", 8, RetryClass::Never, false),
+            (ProxyError::RefusedStream { endpoint: ep() }, "refused_stream", 502, "connection_terminated", 14, RetryClass::NotSent, false),
         ];
         assert_eq!(rows.len(), ProxyError::CAUSES.len());
         for (err, cause, status, ps, grpc, retry, close) in rows {

@@ -67,29 +67,34 @@ pub struct SendError {
     pub race: bool,
 }
 
-/// The keep-alive race, told apart from an application that read the request and died: on
-/// a reused connection, the upstream closed or reset it, without a byte of response, within
-/// `RACE_WINDOW` of the request going out. An upstream that gives up a connection (idle
-/// timeout, a limit of requests per connection, a graceful stop) does so regardless of what
-/// we send, and its close was already on the way -- a round trip at most; an application
-/// that reads a request works on it before it could die of it. The price of the rule: an
-/// application that dies within 10 ms of reading a request may see it again (README).
+/// The keep-alive race, told apart from an application that read the request and died. On a
+/// reused connection, without a byte of response, either
+/// - the upstream reset it (RST): a kernel resets a connection closed with unread data in its
+///   receive buffer, so the application did not read all of our request (an application that
+///   read it and died closes with a FIN); or
+/// - it closed it within `RACE_WINDOW` of the request going out: an upstream that gives up a
+///   connection (idle timeout, a limit of requests per connection, a graceful stop) does so
+///   regardless of what we send, its close already on the way; an application that reads a
+///   request works on it before it could die of it.
+///
+/// The price of the rule: an application that dies within 10 ms of reading a request, or
+/// aborts connections with SO_LINGER 0, may see it again (documented in the README).
 pub const RACE_WINDOW: Duration = Duration::from_millis(10);
 
 fn is_keepalive_race(e: &hyper::Error, reused: bool, since_send: Duration) -> bool {
-    let closed = e.is_incomplete_message()
+    let io_kind = e
+        .source()
+        .and_then(|s| s.downcast_ref::<std::io::Error>())
+        .map(|io| io.kind());
+    let reset = matches!(
+        io_kind,
+        Some(std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe)
+    );
+    let closed = reset
+        || e.is_incomplete_message()
         || e.is_canceled()
-        || e.source()
-            .and_then(|s| s.downcast_ref::<std::io::Error>())
-            .is_some_and(|io| {
-                matches!(
-                    io.kind(),
-                    std::io::ErrorKind::ConnectionReset
-                        | std::io::ErrorKind::BrokenPipe
-                        | std::io::ErrorKind::ConnectionAborted
-                )
-            });
-    reused && closed && since_send <= RACE_WINDOW
+        || io_kind == Some(std::io::ErrorKind::ConnectionAborted);
+    reused && (reset || (closed && since_send <= RACE_WINDOW))
 }
 
 /// How to send one request.
@@ -201,6 +206,7 @@ impl Backend {
                 ProxyError::ConnectRefused { .. }
                 | ProxyError::ConnectFailed { .. }
                 | ProxyError::UpstreamReset { .. }
+                | ProxyError::RefusedStream { .. }
                 | ProxyError::UpstreamProtocol { .. }
                 | ProxyError::BackendTimeout { .. },
             ) => 1,
@@ -254,6 +260,9 @@ impl Backend {
         mut request: Request<RequestBody>,
         options: SendOptions,
     ) -> Result<Exchange, SendError> {
+        if self.config.protocol.is_h2() {
+            return self.send_h2(endpoint, request).await;
+        }
         let addr = endpoint.addr;
         let mut lease = Lease::new(Arc::clone(endpoint));
         let pool = lease.endpoint().pool.local();
@@ -316,6 +325,47 @@ impl Backend {
         })
     }
 
+    /// One exchange over the endpoint's multiplexed HTTP/2 connection.
+    async fn send_h2(
+        &self,
+        endpoint: &Arc<Endpoint>,
+        mut request: Request<RequestBody>,
+    ) -> Result<Exchange, SendError> {
+        let addr = endpoint.addr;
+        let lease = Lease::new(Arc::clone(endpoint));
+        let unsent = |error, request| SendError {
+            error,
+            reused: false,
+            request: Some(request),
+            race: false,
+        };
+        let (mut sender, reused) = match lease.endpoint().pool.local().h2(addr).await {
+            Ok(pair) => pair,
+            Err(error) => return Err(unsent(error, request)),
+        };
+        absolute_form(&mut request, addr);
+        if sender.ready().await.is_err() {
+            // The connection went away before this stream was opened: nothing was sent.
+            return Err(unsent(
+                ProxyError::RefusedStream { endpoint: addr },
+                request,
+            ));
+        }
+        match sender.send_request(request).await {
+            Ok(response) => Ok(Exchange {
+                response: response.map(|body| UpstreamBody::new(body, lease)),
+                endpoint: addr,
+                reused,
+            }),
+            Err(e) => Err(SendError {
+                error: classify_h2(&e, addr),
+                reused,
+                request: None,
+                race: false,
+            }),
+        }
+    }
+
     /// Close idle connections past their timeout and expire finished ejections (called by
     /// the reaper task, so that gauges are right even without traffic).
     pub fn reap(&self) {
@@ -323,6 +373,39 @@ impl Backend {
             e.pool.reap();
             e.health.is_ejected(&self.outlier, &self.metrics);
         }
+    }
+}
+
+/// HTTP/2 carries the scheme and authority as pseudo-headers: give hyper an absolute URI.
+fn absolute_form(request: &mut Request<RequestBody>, addr: SocketAddr) {
+    let authority = request
+        .headers()
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string)
+        .unwrap_or_else(|| addr.to_string());
+    let path = request
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    if let Ok(uri) = format!("http://{authority}{path}").parse() {
+        *request.uri_mut() = uri;
+    }
+    *request.version_mut() = http::Version::HTTP_2;
+}
+
+/// An HTTP/2 failure: REFUSED_STREAM proves the request was not processed (RFC 9113 8.7).
+fn classify_h2(e: &hyper::Error, endpoint: SocketAddr) -> ProxyError {
+    let refused = e
+        .source()
+        .and_then(|s| s.downcast_ref::<h2::Error>())
+        .and_then(h2::Error::reason)
+        == Some(h2::Reason::REFUSED_STREAM);
+    if refused {
+        ProxyError::RefusedStream { endpoint }
+    } else {
+        classify(e, endpoint)
     }
 }
 

@@ -26,7 +26,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crossbeam_queue::ArrayQueue;
-use hyper::client::conn::http1;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::TokioExecutor;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -109,6 +110,9 @@ struct IdleConn {
 
 pub struct Pool {
     idle: ArrayQueue<IdleConn>,
+    /// HTTP/2 backends: one multiplexed connection (per endpoint and worker, so the mutex is
+    /// uncontended; it guards a clone of a handle, never I/O).
+    h2: std::sync::Mutex<Option<http2::SendRequest<RequestBody>>>,
     /// The endpoint's learned keep-alive (shared by the pools of every worker).
     keepalive: Arc<KeepAlive>,
     settings: Arc<PoolSettings>,
@@ -130,6 +134,7 @@ impl Pool {
     ) -> Pool {
         Pool {
             idle: ArrayQueue::new(settings.max_idle.max(1)),
+            h2: std::sync::Mutex::new(None),
             keepalive,
             settings,
             metrics,
@@ -181,6 +186,51 @@ impl Pool {
         })
     }
 
+    /// The endpoint's HTTP/2 connection, ready for a new stream (opened when there is none or
+    /// it closed). `true` when it already carried streams.
+    pub async fn h2(
+        &self,
+        addr: SocketAddr,
+    ) -> Result<(http2::SendRequest<RequestBody>, bool), ProxyError> {
+        let current = self
+            .h2
+            .lock()
+            .ok()
+            .and_then(|slot| slot.as_ref().filter(|s| !s.is_closed()).cloned());
+        if let Some(sender) = current {
+            return Ok((sender, true));
+        }
+        let sender = Box::pin(self.connect_h2(addr)).await?;
+        if let Ok(mut slot) = self.h2.lock() {
+            *slot = Some(sender.clone());
+        }
+        Ok((sender, false))
+    }
+
+    async fn connect_h2(
+        &self,
+        addr: SocketAddr,
+    ) -> Result<http2::SendRequest<RequestBody>, ProxyError> {
+        let stream = self.tcp(addr).await?;
+        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+            .max_header_list_size(self.settings.max_response_header_bytes as u32)
+            .handshake::<_, RequestBody>(TokioIo::new(stream))
+            .await
+            .map_err(|e| ProxyError::ConnectFailed {
+                endpoint: addr,
+                reason: e.to_string(),
+            })?;
+        self.metrics.conns_open.inc();
+        self.metrics.conns_opened.inc();
+        let metrics = self.metrics.clone();
+        tokio::spawn(async move {
+            let _ = conn.await;
+            metrics.conns_open.dec();
+            metrics.conn_closed(CloseReason::Exchange);
+        });
+        Ok(sender)
+    }
+
     /// Give a connection back after its response ended.
     pub fn checkin(&self, conn: Conn) {
         if conn.sender.is_closed() {
@@ -228,7 +278,8 @@ impl Pool {
         }
     }
 
-    async fn connect(&self, addr: SocketAddr) -> Result<Conn, ProxyError> {
+    /// A TCP connection to `addr` within the connect timeout, the failure named.
+    async fn tcp(&self, addr: SocketAddr) -> Result<TcpStream, ProxyError> {
         let stream =
             match tokio::time::timeout(self.settings.connect_timeout, TcpStream::connect(addr))
                 .await
@@ -247,6 +298,11 @@ impl Pool {
             };
         // Small request/response exchanges must not wait for Nagle.
         let _ = stream.set_nodelay(true);
+        Ok(stream)
+    }
+
+    async fn connect(&self, addr: SocketAddr) -> Result<Conn, ProxyError> {
+        let stream = self.tcp(addr).await?;
         let peek = socket2::SockRef::from(&stream).try_clone().ok();
         let (sender, conn) = http1::Builder::new()
             .max_buf_size(self.settings.max_response_header_bytes.max(8192) + 8192)
