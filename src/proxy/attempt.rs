@@ -72,6 +72,25 @@ impl fmt::Display for FailedTry {
     }
 }
 
+/// `grpc-timeout` (gRPC over HTTP/2: up to 8 digits and a unit: H, M, S, m, u, n).
+fn grpc_timeout(headers: &http::HeaderMap) -> Option<Duration> {
+    let v = headers.get("grpc-timeout")?.to_str().ok()?;
+    if v.len() < 2 || v.len() > 9 {
+        return None;
+    }
+    let (digits, unit) = v.split_at(v.len() - 1);
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
 fn is_idempotent(request: &Request<RequestBody>, route_idempotent: bool) -> bool {
     route_idempotent
         || matches!(
@@ -202,7 +221,11 @@ pub async fn run(
     start: Instant,
 ) -> Outcome {
     let policy = route.retry;
-    let deadline = start + route.request_timeout;
+    // A gRPC client's own deadline, when shorter, is the request's.
+    let deadline = match grpc_timeout(request.headers()) {
+        Some(t) => start + t.min(route.request_timeout),
+        None => start + route.request_timeout,
+    };
     let hold_until = (start + backend.hold_timeout).min(deadline);
     let idempotent = is_idempotent(&request, policy.idempotent);
     let request = if policy.attempts > 1 && policy.max_replay_bytes > 0 {
@@ -398,5 +421,26 @@ fn status_label(status: u16) -> &'static str {
         503 => "503",
         504 => "504",
         _ => "status",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeout_units() {
+        let t = |v: &'static str| {
+            let mut h = http::HeaderMap::new();
+            h.insert("grpc-timeout", http::HeaderValue::from_static(v));
+            grpc_timeout(&h)
+        };
+        assert_eq!(t("100m"), Some(Duration::from_millis(100)));
+        assert_eq!(t("2S"), Some(Duration::from_secs(2)));
+        assert_eq!(t("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(t("5u"), Some(Duration::from_micros(5)));
+        assert_eq!(t("123456789S"), None, "more than 8 digits");
+        assert_eq!(t("10x"), None);
+        assert_eq!(t("S"), None);
     }
 }

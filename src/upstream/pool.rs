@@ -110,9 +110,10 @@ struct IdleConn {
 
 pub struct Pool {
     idle: ArrayQueue<IdleConn>,
-    /// HTTP/2 backends: one multiplexed connection (per endpoint and worker, so the mutex is
-    /// uncontended; it guards a clone of a handle, never I/O).
-    h2: std::sync::Mutex<Option<http2::SendRequest<RequestBody>>>,
+    /// HTTP/2 backends: one multiplexed connection per endpoint and worker. An async mutex,
+    /// held while a connection is being opened, so that a burst of first requests opens one
+    /// connection instead of one each; otherwise it guards a clone of a handle, never I/O.
+    h2: tokio::sync::Mutex<Option<http2::SendRequest<RequestBody>>>,
     /// The endpoint's learned keep-alive (shared by the pools of every worker).
     keepalive: Arc<KeepAlive>,
     settings: Arc<PoolSettings>,
@@ -134,7 +135,7 @@ impl Pool {
     ) -> Pool {
         Pool {
             idle: ArrayQueue::new(settings.max_idle.max(1)),
-            h2: std::sync::Mutex::new(None),
+            h2: tokio::sync::Mutex::new(None),
             keepalive,
             settings,
             metrics,
@@ -192,18 +193,12 @@ impl Pool {
         &self,
         addr: SocketAddr,
     ) -> Result<(http2::SendRequest<RequestBody>, bool), ProxyError> {
-        let current = self
-            .h2
-            .lock()
-            .ok()
-            .and_then(|slot| slot.as_ref().filter(|s| !s.is_closed()).cloned());
-        if let Some(sender) = current {
-            return Ok((sender, true));
+        let mut slot = self.h2.lock().await;
+        if let Some(sender) = slot.as_ref().filter(|s| !s.is_closed()) {
+            return Ok((sender.clone(), true));
         }
         let sender = Box::pin(self.connect_h2(addr)).await?;
-        if let Ok(mut slot) = self.h2.lock() {
-            *slot = Some(sender.clone());
-        }
+        *slot = Some(sender.clone());
         Ok((sender, false))
     }
 

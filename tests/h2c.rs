@@ -1,0 +1,132 @@
+//! h2c and gRPC backends: HTTP/2 prior knowledge to the backend, one multiplexed connection
+//! per endpoint, request and response trailers passed end to end.
+
+mod support;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Request, Response};
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use support::*;
+use tokio::net::TcpListener;
+
+/// An HTTP/2-only backend: answers with the protocol version it saw and the request body,
+/// then a `grpc-status: 0` trailer.
+async fn h2c_backend() -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let conns = Arc::new(AtomicUsize::new(0));
+    let count = Arc::clone(&conns);
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let service = service_fn(|req: Request<Incoming>| async move {
+                    let version = format!("{:?} ", req.version());
+                    let body = req.into_body().collect().await.map(|c| c.to_bytes());
+                    let mut trailers = HeaderMap::new();
+                    trailers.insert("grpc-status", HeaderValue::from_static("0"));
+                    let frames = vec![
+                        Ok::<_, Infallible>(Frame::data(Bytes::from(version))),
+                        Ok(Frame::data(body.unwrap_or_default())),
+                        Ok(Frame::trailers(trailers)),
+                    ];
+                    let body = StreamBody::new(futures_util::stream::iter(frames));
+                    Ok::<_, Infallible>(Response::new(body))
+                });
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (addr, conns)
+}
+
+fn h2c_config(addr: SocketAddr, protocol: &str) -> String {
+    format!("backends:\n  app: {{protocol: {protocol}, endpoints: [\"{addr}\"]}}\nroutes:\n  - backend: app\n")
+}
+
+#[tokio::test]
+async fn http1_clients_reach_an_h2c_backend_over_one_connection() {
+    let (backend, conns) = h2c_backend().await;
+    let app = start_proxy(&h2c_config(backend, "h2c")).await;
+    let c = client();
+    let target = app.traffic_addrs[0];
+    let answers: Vec<_> = (0..20)
+        .map(|i| {
+            let c = c.clone();
+            tokio::spawn(async move {
+                let request = Request::post(format!("http://{target}/echo"))
+                    .body(full(format!("n{i}")))
+                    .unwrap();
+                send(&c, request).await
+            })
+        })
+        .collect();
+    for (i, a) in answers.into_iter().enumerate() {
+        let answer = a.await.unwrap();
+        assert_eq!(answer.status, 200);
+        assert_eq!(answer.body, format!("HTTP/2.0 n{i}"));
+    }
+    assert_eq!(
+        conns.load(Ordering::SeqCst),
+        1,
+        "streams multiplexed on one connection"
+    );
+}
+
+#[tokio::test]
+async fn grpc_trailers_pass_end_to_end() {
+    let (backend, _) = h2c_backend().await;
+    let app = start_proxy(&h2c_config(backend, "grpc")).await;
+    let request = Request::post(format!("http://{}/pkg.Svc/Call", app.traffic_addrs[0]))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(full(Bytes::from_static(b"\0\0\0\0\x02hi")))
+        .unwrap();
+    let response = h2c_client().request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let collected = response.into_body().collect().await.unwrap();
+    let trailers = collected.trailers().cloned().expect("trailers");
+    assert_eq!(trailers["grpc-status"], "0");
+    assert!(collected.to_bytes().starts_with(b"HTTP/2.0"));
+}
+
+#[tokio::test]
+async fn unknown_or_tls_protocols_are_config_errors_with_their_path() {
+    let e =
+        hitless::config::Config::from_yaml(&h2c_config("127.0.0.1:1".parse().unwrap(), "https"))
+            .unwrap_err()
+            .to_string();
+    assert!(
+        e.contains("backends.app.protocol: \"https\" (TLS to backends) is not supported yet"),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn grpc_timeout_is_the_deadline_and_the_answer_is_deadline_exceeded() {
+    let silent = silent_upstream().await;
+    let app = start_proxy(&simple_config(silent.addr)).await;
+    let request = Request::post(format!("http://{}/pkg.Svc/Slow", app.traffic_addrs[0]))
+        .header("content-type", "application/grpc")
+        .header("grpc-timeout", "200m")
+        .body(full(Bytes::from_static(b"\0\0\0\0\0")))
+        .unwrap();
+    let started = std::time::Instant::now();
+    let answer = send(&client(), request).await;
+    let took = started.elapsed();
+    assert_eq!(answer.status, 200, "gRPC errors are trailers-only answers");
+    assert_eq!(answer.header("grpc-status"), "4", "DEADLINE_EXCEEDED");
+    assert!(answer.header("grpc-message").contains("request_timeout"));
+    assert!(took >= std::time::Duration::from_millis(190), "{took:?}");
+    assert!(took < std::time::Duration::from_secs(2), "{took:?}");
+}
