@@ -130,3 +130,67 @@ async fn grpc_timeout_is_the_deadline_and_the_answer_is_deadline_exceeded() {
     assert!(took >= std::time::Duration::from_millis(190), "{took:?}");
     assert!(took < std::time::Duration::from_secs(2), "{took:?}");
 }
+
+async fn mismatch(config: String, speaks: &str, fix: &str) {
+    let app = start_proxy(&config).await;
+    let answer = get(&client(), app.traffic_addrs[0], "x", "/").await;
+    assert_eq!(answer.status, 502, "{}", answer.body);
+    let ps = answer.header("proxy-status").to_string();
+    assert!(ps.contains("error=http_protocol_error"), "{ps}");
+    assert!(ps.contains("protocol_mismatch"), "{ps}");
+    assert!(
+        ps.contains(&format!(
+            "the backend speaks {speaks}; set the backend's {fix}"
+        )),
+        "{ps}"
+    );
+}
+
+#[tokio::test]
+async fn an_http_backend_that_speaks_tls_is_a_named_mismatch() {
+    // What a TLS server answers to a plaintext request: an alert record.
+    let tls = scripted_upstream(b"\x15\x03\x01\x00\x02\x02\x46").await;
+    mismatch(simple_config(tls.addr), "TLS", "protocol: https").await;
+}
+
+#[tokio::test]
+async fn an_http_backend_that_speaks_only_http2_is_a_named_mismatch() {
+    let (h2_only, _) = h2c_backend().await;
+    mismatch(simple_config(h2_only), "HTTP/2 only", "protocol: h2c").await;
+}
+
+#[tokio::test]
+async fn an_h2c_backend_that_speaks_http1_is_a_named_mismatch() {
+    // nginx, Node and most HTTP/1.1 servers answer the HTTP/2 preface with a 400...
+    let answers = raw_server(|mut stream| async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        // Read what the client sends (preface and SETTINGS) before answering, as nginx does.
+        let mut buf = [0u8; 1024];
+        let _ = tokio::time::timeout(std::time::Duration::from_millis(100), stream.read(&mut buf))
+            .await;
+        let _ = stream
+            .write_all(
+                b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+            )
+            .await;
+        let _ = tokio::time::timeout(std::time::Duration::from_millis(200), async {
+            while stream.read(&mut buf).await.is_ok_and(|n| n > 0) {}
+        })
+        .await;
+    })
+    .await;
+    mismatch(
+        h2c_config(answers.addr, "h2c"),
+        "HTTP/1.1",
+        "protocol: http",
+    )
+    .await;
+    // ...hyper's just closes the connection, without a byte.
+    let closes = named_upstream("h1").await;
+    mismatch(
+        h2c_config(closes.addr, "grpc"),
+        "no HTTP/2 (it closed the connection on the HTTP/2 preface without a byte)",
+        "protocol: http",
+    )
+    .await;
+}

@@ -171,6 +171,7 @@ fn wanted(on: &RetryOn, error: &ProxyError) -> bool {
         | ProxyError::NoHealthyEndpoints { .. }
         | ProxyError::Overloaded { .. }
         | ProxyError::UpstreamProtocol { .. }
+        | ProxyError::ProtocolMismatch { .. }
         | ProxyError::UpstreamHeaderTooLarge { .. }
         | ProxyError::RequestTimeout
         | ProxyError::ClientBody { .. } => false,

@@ -39,6 +39,12 @@ pub enum ProxyError {
         endpoint: SocketAddr,
         reason: String,
     },
+    /// The backend speaks another protocol than its `protocol:` setting says.
+    ProtocolMismatch {
+        endpoint: SocketAddr,
+        speaks: &'static str,
+        fix: &'static str,
+    },
     /// The backend's response head exceeded `max_response_header_bytes`.
     UpstreamHeaderTooLarge { endpoint: SocketAddr },
     /// No response head within the per-try timeout `backend_request`.
@@ -88,11 +94,12 @@ impl ProxyError {
             ProxyError::NoHealthyEndpoints { .. } => "no_healthy_endpoints",
             ProxyError::Overloaded { .. } => "overloaded",
             ProxyError::RefusedStream { .. } => "refused_stream",
+            ProxyError::ProtocolMismatch { .. } => "protocol_mismatch",
         }
     }
 
     /// Every cause, in a fixed order: metric handles are resolved for all of them at start.
-    pub const CAUSES: [&'static str; 14] = [
+    pub const CAUSES: [&'static str; 15] = [
         "no_route",
         "no_endpoints",
         "connect_refused",
@@ -107,6 +114,7 @@ impl ProxyError {
         "no_healthy_endpoints",
         "overloaded",
         "refused_stream",
+        "protocol_mismatch",
     ];
 
     /// Index of `cause()` in `CAUSES`.
@@ -126,6 +134,7 @@ impl ProxyError {
             ProxyError::NoHealthyEndpoints { .. } => 11,
             ProxyError::Overloaded { .. } => 12,
             ProxyError::RefusedStream { .. } => 13,
+            ProxyError::ProtocolMismatch { .. } => 14,
         }
     }
 
@@ -145,6 +154,7 @@ impl ProxyError {
             ProxyError::NoHealthyEndpoints { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::RefusedStream { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::ProtocolMismatch { .. } => StatusCode::BAD_GATEWAY,
         }
     }
 
@@ -165,6 +175,7 @@ impl ProxyError {
             ProxyError::NoHealthyEndpoints { .. } => "destination_unavailable",
             ProxyError::Overloaded { .. } => "connection_limit_reached",
             ProxyError::RefusedStream { .. } => "connection_terminated",
+            ProxyError::ProtocolMismatch { .. } => "http_protocol_error",
         }
     }
 
@@ -191,6 +202,7 @@ impl ProxyError {
             ProxyError::NoHealthyEndpoints { .. } => UNAVAILABLE,
             ProxyError::Overloaded { .. } => RESOURCE_EXHAUSTED,
             ProxyError::RefusedStream { .. } => UNAVAILABLE,
+            ProxyError::ProtocolMismatch { .. } => INTERNAL,
         }
     }
 
@@ -210,6 +222,7 @@ impl ProxyError {
             ProxyError::NoHealthyEndpoints { .. } => RetryClass::Never,
             ProxyError::Overloaded { .. } => RetryClass::Never,
             ProxyError::RefusedStream { .. } => RetryClass::NotSent,
+            ProxyError::ProtocolMismatch { .. } => RetryClass::Never,
         }
     }
 
@@ -231,6 +244,7 @@ impl ProxyError {
             ProxyError::NoHealthyEndpoints { .. } => false,
             ProxyError::Overloaded { .. } => false,
             ProxyError::RefusedStream { .. } => false,
+            ProxyError::ProtocolMismatch { .. } => false,
         }
     }
 
@@ -246,6 +260,7 @@ impl ProxyError {
             | ProxyError::ConnectFailed { endpoint, .. }
             | ProxyError::UpstreamReset { endpoint }
             | ProxyError::RefusedStream { endpoint }
+            | ProxyError::ProtocolMismatch { endpoint, .. }
             | ProxyError::UpstreamProtocol { endpoint, .. }
             | ProxyError::UpstreamHeaderTooLarge { endpoint }
             | ProxyError::BackendTimeout { endpoint } => Some(*endpoint),
@@ -326,6 +341,14 @@ impl fmt::Display for ProxyError {
                 write!(f, "{cause} {endpoint}: {reason}")
             }
             ProxyError::ClientBody { reason } => write!(f, "{cause}: {reason}"),
+            ProxyError::ProtocolMismatch {
+                endpoint,
+                speaks,
+                fix,
+            } => write!(
+                f,
+                "{cause} {endpoint}: the backend speaks {speaks}; set the backend's {fix}"
+            ),
             ProxyError::NoHealthyEndpoints { backend, last } => {
                 write!(f, "{cause} backend={backend}, last try: {last}")
             }
@@ -363,6 +386,7 @@ mod tests {
             (ProxyError::NoHealthyEndpoints { backend: "api".into(), last: Box::new(ProxyError::ConnectRefused { endpoint: ep() }) }, "no_healthy_endpoints", 503, "destination_unavailable", 14, RetryClass::Never, false),
             (ProxyError::Overloaded { backend: "api".into() }, "overloaded", 503, "connection_limit_reached", 8, RetryClass::Never, false),
             (ProxyError::RefusedStream { endpoint: ep() }, "refused_stream", 502, "connection_terminated", 14, RetryClass::NotSent, false),
+            (ProxyError::ProtocolMismatch { endpoint: ep(), speaks: "TLS", fix: "protocol: https" }, "protocol_mismatch", 502, "http_protocol_error", 13, RetryClass::Never, false),
         ];
         assert_eq!(rows.len(), ProxyError::CAUSES.len());
         for (err, cause, status, ps, grpc, retry, close) in rows {

@@ -13,6 +13,7 @@ pub mod hold;
 pub mod keepalive;
 pub mod pool;
 pub mod probe;
+pub mod sniff;
 
 use std::error::Error as _;
 use std::net::SocketAddr;
@@ -22,7 +23,7 @@ use std::time::Duration;
 
 use http::{Request, Response};
 
-use crate::config::{BackendConfig, Balance, OutlierConfig};
+use crate::config::{BackendConfig, Balance, OutlierConfig, Protocol};
 use crate::proxy::error::ProxyError;
 use crate::runtime::metrics::BackendMetrics;
 use body::{RequestBody, UpstreamBody};
@@ -207,6 +208,7 @@ impl Backend {
                 | ProxyError::ConnectFailed { .. }
                 | ProxyError::UpstreamReset { .. }
                 | ProxyError::RefusedStream { .. }
+                | ProxyError::ProtocolMismatch { .. }
                 | ProxyError::UpstreamProtocol { .. }
                 | ProxyError::BackendTimeout { .. },
             ) => 1,
@@ -307,8 +309,14 @@ impl Backend {
                     Some(unsent) if reused => request = unsent,
                     unsent => {
                         let race = is_keepalive_race(e.error(), reused, sent_at.elapsed());
+                        let error = diagnose(
+                            classify(e.error(), addr),
+                            self.config.protocol,
+                            &conn.conn.first,
+                            false,
+                        );
                         return Err(SendError {
-                            error: classify(e.error(), addr),
+                            error,
                             reused,
                             request: unsent,
                             race,
@@ -339,8 +347,8 @@ impl Backend {
             request: Some(request),
             race: false,
         };
-        let (mut sender, reused) = match lease.endpoint().pool.local().h2(addr).await {
-            Ok(pair) => pair,
+        let (mut sender, first, reused) = match lease.endpoint().pool.local().h2(addr).await {
+            Ok(found) => found,
             Err(error) => return Err(unsent(error, request)),
         };
         absolute_form(&mut request, addr);
@@ -358,7 +366,7 @@ impl Backend {
                 reused,
             }),
             Err(e) => Err(SendError {
-                error: classify_h2(&e, addr),
+                error: diagnose(classify_h2(&e, addr), self.config.protocol, &first, !reused),
                 reused,
                 request: None,
                 race: false,
@@ -373,6 +381,42 @@ impl Backend {
             e.pool.reap();
             e.health.is_ejected(&self.outlier, &self.metrics);
         }
+    }
+}
+
+/// A failure to understand the endpoint, renamed `protocol_mismatch` when its first bytes show
+/// it speaks something else than configured.
+/// `fresh`: a new connection (an HTTP/2 server always speaks first: its SETTINGS).
+fn diagnose(
+    error: ProxyError,
+    protocol: Protocol,
+    first: &sniff::FirstBytes,
+    fresh: bool,
+) -> ProxyError {
+    let endpoint = match &error {
+        ProxyError::UpstreamProtocol { endpoint, .. } | ProxyError::UpstreamReset { endpoint } => {
+            *endpoint
+        }
+        _ => return error,
+    };
+    let found = match first.get() {
+        Some(bytes) => sniff::mismatch(protocol, bytes),
+        None if fresh && protocol.is_h2() => Some((
+            "no HTTP/2 (it closed the connection on the HTTP/2 preface without a byte)",
+            "protocol: http",
+        )),
+        None => None,
+    };
+    match found {
+        Some((speaks, fix)) => {
+            tracing::warn!(%endpoint, configured = protocol.as_str(), speaks, fix, "protocol mismatch: the backend speaks another protocol than configured");
+            ProxyError::ProtocolMismatch {
+                endpoint,
+                speaks,
+                fix,
+            }
+        }
+        None => error,
     }
 }
 

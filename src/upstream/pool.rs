@@ -35,6 +35,7 @@ use tokio::time::Instant;
 use super::body::RequestBody;
 use super::endpoints::Endpoint;
 use super::keepalive::KeepAlive;
+use super::sniff::{FirstBytes, Sniffed};
 use crate::proxy::error::ProxyError;
 use crate::runtime::clock::now_ms;
 use crate::runtime::metrics::{BackendMetrics, CloseReason};
@@ -75,6 +76,8 @@ pub struct Conn {
     /// A duplicate of the socket (its own fd), to peek for a close the connection task has
     /// not processed yet before a request that must not be sent twice goes out on it.
     peek: Option<socket2::Socket>,
+    /// What the endpoint sent first (`sniff.rs`: protocol mismatch diagnosis).
+    pub first: FirstBytes,
 }
 
 impl Conn {
@@ -113,7 +116,7 @@ pub struct Pool {
     /// HTTP/2 backends: one multiplexed connection per endpoint and worker. An async mutex,
     /// held while a connection is being opened, so that a burst of first requests opens one
     /// connection instead of one each; otherwise it guards a clone of a handle, never I/O.
-    h2: tokio::sync::Mutex<Option<http2::SendRequest<RequestBody>>>,
+    h2: tokio::sync::Mutex<Option<(http2::SendRequest<RequestBody>, FirstBytes)>>,
     /// The endpoint's learned keep-alive (shared by the pools of every worker).
     keepalive: Arc<KeepAlive>,
     settings: Arc<PoolSettings>,
@@ -192,21 +195,21 @@ impl Pool {
     pub async fn h2(
         &self,
         addr: SocketAddr,
-    ) -> Result<(http2::SendRequest<RequestBody>, bool), ProxyError> {
+    ) -> Result<(http2::SendRequest<RequestBody>, FirstBytes, bool), ProxyError> {
         let mut slot = self.h2.lock().await;
-        if let Some(sender) = slot.as_ref().filter(|s| !s.is_closed()) {
-            return Ok((sender.clone(), true));
+        if let Some((sender, first)) = slot.as_ref().filter(|(s, _)| !s.is_closed()) {
+            return Ok((sender.clone(), Arc::clone(first), true));
         }
-        let sender = Box::pin(self.connect_h2(addr)).await?;
-        *slot = Some(sender.clone());
-        Ok((sender, false))
+        let (sender, first) = Box::pin(self.connect_h2(addr)).await?;
+        *slot = Some((sender.clone(), Arc::clone(&first)));
+        Ok((sender, first, false))
     }
 
     async fn connect_h2(
         &self,
         addr: SocketAddr,
-    ) -> Result<http2::SendRequest<RequestBody>, ProxyError> {
-        let stream = self.tcp(addr).await?;
+    ) -> Result<(http2::SendRequest<RequestBody>, FirstBytes), ProxyError> {
+        let (stream, first) = Sniffed::new(self.tcp(addr).await?);
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
             .max_header_list_size(self.settings.max_response_header_bytes as u32)
             .handshake::<_, RequestBody>(TokioIo::new(stream))
@@ -223,7 +226,7 @@ impl Pool {
             metrics.conns_open.dec();
             metrics.conn_closed(CloseReason::Exchange);
         });
-        Ok(sender)
+        Ok((sender, first))
     }
 
     /// Give a connection back after its response ended.
@@ -299,6 +302,7 @@ impl Pool {
     async fn connect(&self, addr: SocketAddr) -> Result<Conn, ProxyError> {
         let stream = self.tcp(addr).await?;
         let peek = socket2::SockRef::from(&stream).try_clone().ok();
+        let (stream, first) = Sniffed::new(stream);
         let (sender, conn) = http1::Builder::new()
             .max_buf_size(self.settings.max_response_header_bytes.max(8192) + 8192)
             .max_header_size(self.settings.max_response_header_bytes)
@@ -334,6 +338,7 @@ impl Pool {
             sender,
             idle_mark,
             peek,
+            first,
         })
     }
 }
