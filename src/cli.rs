@@ -41,6 +41,9 @@ pub enum Command {
         /// The app's address, host:port (usually 127.0.0.1:PORT).
         #[arg(long)]
         upstream: String,
+        /// What the app speaks: http (HTTP/1.1), h2c (HTTP/2 without TLS) or grpc.
+        #[arg(long, default_value = "http")]
+        upstream_protocol: String,
         /// Admin address for /healthz, /readyz and /metrics.
         #[arg(long, default_value = "127.0.0.1:9901")]
         admin: String,
@@ -97,6 +100,7 @@ pub fn load(command: &Command) -> Result<Option<Config>, ExitCode> {
         Command::Sidecar {
             listen,
             upstream,
+            upstream_protocol,
             admin,
             no_access_log,
             drain_delay,
@@ -110,6 +114,7 @@ pub fn load(command: &Command) -> Result<Option<Config>, ExitCode> {
                 delay: drain_delay.clone(),
                 timeout: drain_timeout.clone(),
                 control_socket: control_socket.clone(),
+                protocol: upstream_protocol.clone(),
             },
         )
         .map(|mut c| {

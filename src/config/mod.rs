@@ -20,6 +20,8 @@ pub struct SidecarDrain {
     pub delay: String,
     pub timeout: String,
     pub control_socket: String,
+    /// The app's protocol (`--upstream-protocol`).
+    pub protocol: String,
 }
 
 impl Default for SidecarDrain {
@@ -28,6 +30,7 @@ impl Default for SidecarDrain {
             delay: "5s".into(),
             timeout: "20s".into(),
             control_socket: Defaults::CONTROL_SOCKET.into(),
+            protocol: "http".into(),
         }
     }
 }
@@ -66,10 +69,11 @@ impl Config {
         let q = |s: &str| serde_json::Value::String(s.to_string()).to_string();
         let admin = admin.unwrap_or(Defaults::ADMIN);
         let yaml = format!(
-            "listeners: [{{bind: {}}}]\nadmin: {{bind: {}}}\nbackends:\n  app: {{endpoints: [{}]}}\nroutes:\n  - {{name: app, backend: app}}\ndrain: {{delay: {}, timeout: {}, control_socket: {}}}\n",
+            "listeners: [{{bind: {}}}]\nadmin: {{bind: {}}}\nbackends:\n  app: {{endpoints: [{}], protocol: {}}}\nroutes:\n  - {{name: app, backend: app}}\ndrain: {{delay: {}, timeout: {}, control_socket: {}}}\n",
             q(listen),
             q(admin),
             q(upstream),
+            q(&drain.protocol),
             q(&drain.delay),
             q(&drain.timeout),
             q(&drain.control_socket),
@@ -85,6 +89,7 @@ impl Config {
                             "admin.bind" => "--admin".into(),
                             p if p.starts_with("backends.app.endpoints") => "--upstream".into(),
                             "drain.delay" => "--drain-delay".into(),
+                            "backends.app.protocol" => "--upstream-protocol".into(),
                             "drain.timeout" => "--drain-timeout".into(),
                             p => p.into(),
                         },

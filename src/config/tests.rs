@@ -159,6 +159,12 @@ fn sidecar_flags_errors_name_the_flag() {
     assert!(e.to_string().starts_with("--listen: "), "{e}");
     let e = Config::sidecar("127.0.0.1:8080", "app", None, &SidecarDrain::default()).unwrap_err();
     assert!(e.to_string().starts_with("--upstream: "), "{e}");
+    let spdy = SidecarDrain {
+        protocol: "spdy".into(),
+        ..SidecarDrain::default()
+    };
+    let e = Config::sidecar("127.0.0.1:8080", "127.0.0.1:3000", None, &spdy).unwrap_err();
+    assert!(e.to_string().starts_with("--upstream-protocol: "), "{e}");
     let c = Config::sidecar(
         "127.0.0.1:8080",
         "127.0.0.1:3000",
