@@ -69,3 +69,26 @@ async fn refused_upgrade_is_passed_through() {
         other => panic!("expected the backend's refusal, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn ping_pong_passes_and_an_idle_tunnel_is_closed() {
+    let (echo, _task) = ws_echo().await;
+    let config = format!("timeouts: {{tunnel_idle: 300ms}}\n{}", simple_config(echo));
+    let app = start_proxy(&config).await;
+    let mut ws = connect(app.traffic_addrs[0]).await;
+    ws.send(Message::Ping(bytes::Bytes::from_static(b"are you there")))
+        .await
+        .unwrap();
+    match ws.next().await.unwrap().unwrap() {
+        Message::Pong(p) => assert_eq!(&p[..], b"are you there"),
+        other => panic!("expected pong, got {other:?}"),
+    }
+    // Silent both ways past tunnel_idle: hitless closes the tunnel.
+    let started = std::time::Instant::now();
+    let end = tokio::time::timeout(std::time::Duration::from_secs(5), ws.next()).await;
+    let ended = !matches!(end, Ok(Some(Ok(Message::Text(_) | Message::Binary(_)))));
+    assert!(ended, "the idle tunnel was not closed: {end:?}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(3));
+    let page = admin_get(app.admin_addr, "/metrics").await.body;
+    assert_eq!(metric(&page, "hitless_tunnels_open"), Some(0.0), "{page}");
+}
