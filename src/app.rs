@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -115,14 +116,25 @@ impl App {
         for listener in &listeners.traffic {
             traffic_addrs.push(listener.local_addr()?);
         }
+        // Listener i terminates TLS when `listener_tls[i]` says so (tests may bind more).
+        let acceptors: Vec<Option<TlsAcceptor>> = (0..listeners.traffic.len())
+            .map(|i| {
+                config
+                    .listener_tls
+                    .get(i)
+                    .and_then(|t| t.as_ref())
+                    .map(|t| TlsAcceptor::from(Arc::clone(&t.server)))
+            })
+            .collect();
         if workers == 0 {
-            for listener in listeners.traffic {
+            for (listener, tls) in listeners.traffic.into_iter().zip(acceptors) {
                 tokio::spawn(accept_loop(
                     listener,
                     Arc::clone(&server),
                     Arc::clone(&metrics),
                     shutdown.clone(),
                     connections.clone(),
+                    tls,
                 ));
             }
         } else {
@@ -138,7 +150,7 @@ impl App {
                     .collect::<io::Result<Vec<_>>>()?;
                 let worker = Worker {
                     index,
-                    listeners: clones,
+                    listeners: clones.into_iter().zip(acceptors.clone()).collect(),
                     server: Arc::clone(&server),
                     metrics: Arc::clone(&metrics),
                     shutdown: shutdown.clone(),
@@ -331,7 +343,7 @@ fn start_checks(backends: &[Arc<Backend>], shutdown: &CancellationToken) {
 /// One worker thread: a single-threaded runtime serving the connections it accepts.
 struct Worker {
     index: usize,
-    listeners: Vec<std::net::TcpListener>,
+    listeners: Vec<(std::net::TcpListener, Option<TlsAcceptor>)>,
     server: Arc<Server>,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
@@ -354,7 +366,7 @@ impl Worker {
         };
         runtime.block_on(async move {
             let mut loops = Vec::new();
-            for listener in self.listeners {
+            for (listener, tls) in self.listeners {
                 match TcpListener::from_std(listener) {
                     Ok(listener) => loops.push(tokio::spawn(accept_loop(
                         listener,
@@ -362,6 +374,7 @@ impl Worker {
                         Arc::clone(&self.metrics),
                         self.shutdown.clone(),
                         self.connections.clone(),
+                        tls,
                     ))),
                     Err(e) => {
                         tracing::error!(worker = self.index, error = %e, "cannot use listener")

@@ -3,6 +3,7 @@
 //! nothing reads configuration from a global: each task is handed the `Arc` it needs.
 
 mod raw;
+pub mod tls;
 mod validate;
 
 use std::path::Path;
@@ -255,7 +256,18 @@ pub fn effective_yaml(config: &Config) -> String {
         obj.insert("client".into(), d(c));
     }
     let mut root = json!({
-        "listeners": config.listeners.iter().map(|l| json!({"bind": l.to_string()})).collect::<Vec<_>>(),
+        "listeners": config.listeners.iter().zip(&config.listener_tls).map(|(l, tls)| {
+            let mut v = json!({"bind": l.to_string()});
+            if let (Some(tls), Some(obj)) = (tls, v.as_object_mut()) {
+                let certs: Vec<Value> = tls.certificates.iter().map(|c| json!({
+                    "cert": c.cert.display().to_string(),
+                    "key": c.key.display().to_string(),
+                    "server_names": c.server_names,
+                })).collect();
+                obj.insert("tls".into(), json!({"certificates": certs}));
+            }
+            v
+        }).collect::<Vec<_>>(),
         "admin": {"bind": config.admin.to_string()},
         "timeouts": timeouts,
         "limits": {

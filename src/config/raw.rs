@@ -61,6 +61,22 @@ pub struct RawBudget {
 #[serde(deny_unknown_fields)]
 pub struct RawListener {
     pub bind: String,
+    pub tls: Option<RawListenerTls>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListenerTls {
+    pub certificates: Vec<RawCertificate>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCertificate {
+    pub cert: String,
+    pub key: String,
+    #[serde(default)]
+    pub server_names: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]

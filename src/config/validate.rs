@@ -167,6 +167,8 @@ pub struct BudgetConfig {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listeners: Vec<SocketAddr>,
+    /// TLS termination per listener (same order as `listeners`).
+    pub listener_tls: Vec<Option<super::tls::ListenerTls>>,
     pub admin: SocketAddr,
     pub downstream: Downstream,
     pub max_response_header_bytes: usize,
@@ -626,9 +628,50 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
         .enumerate()
         .map(|(i, l)| parse_bind(&mut errors, &format!("listeners[{i}].bind"), &l.bind))
         .collect();
+    let mut listener_tls = Vec::new();
+    for (i, l) in raw.listeners.iter().enumerate() {
+        let Some(tls) = &l.tls else {
+            listener_tls.push(None);
+            continue;
+        };
+        if tls.certificates.is_empty() {
+            errors.push(
+                format!("listeners[{i}].tls.certificates"),
+                "at least one certificate is required",
+            );
+            listener_tls.push(None);
+            continue;
+        }
+        let files = tls
+            .certificates
+            .iter()
+            .map(|c| super::tls::CertificateFiles {
+                cert: c.cert.clone().into(),
+                key: c.key.clone().into(),
+                server_names: c
+                    .server_names
+                    .iter()
+                    .map(|n| n.to_ascii_lowercase())
+                    .collect(),
+            })
+            .collect();
+        match super::tls::build(files) {
+            Ok(built) => listener_tls.push(Some(built)),
+            Err(problems) => {
+                for (c, field, message) in problems {
+                    errors.push(
+                        format!("listeners[{i}].tls.certificates[{c}].{field}"),
+                        message,
+                    );
+                }
+                listener_tls.push(None);
+            }
+        }
+    }
     if listeners.is_empty() {
         listeners.push(SocketAddr::from(([0, 0, 0, 0], 8080)));
     }
+    listener_tls.resize(listeners.len(), None);
     let admin = match raw.admin.as_ref().and_then(|a| a.bind.as_deref()) {
         Some(bind) => parse_bind(&mut errors, "admin.bind", bind),
         None => SocketAddr::from(([127, 0, 0, 1], 9901)),
@@ -847,6 +890,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
         return Err(ConfigErrors(errors.0));
     }
     Ok(Config {
+        listener_tls,
         listeners,
         admin,
         downstream,

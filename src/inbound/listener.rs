@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -20,7 +21,9 @@ pub async fn accept_loop(
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
+    tls: Option<TlsAcceptor>,
 ) {
+    let tls = tls.map(Arc::new);
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -32,9 +35,10 @@ pub async fn accept_loop(
                 let server = Arc::clone(&server);
                 let shutdown = shutdown.clone();
                 let gauge = metrics.downstream_connections().clone();
+                let tls = tls.clone();
                 tracker.spawn(async move {
                     gauge.inc();
-                    server.serve(stream, client, shutdown).await;
+                    server.serve(stream, client, shutdown, tls.as_deref()).await;
                     gauge.dec();
                 });
             }

@@ -21,6 +21,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Downstream;
@@ -63,8 +64,33 @@ impl Server {
     }
 
     /// Serve one accepted connection until it closes, times out, or `shutdown` fires.
-    pub async fn serve(&self, stream: TcpStream, client: SocketAddr, shutdown: CancellationToken) {
-        let activity = Arc::new(ClientConn::new(client, "http"));
+    pub async fn serve(
+        &self,
+        stream: TcpStream,
+        client: SocketAddr,
+        shutdown: CancellationToken,
+        tls: Option<&TlsAcceptor>,
+    ) {
+        let Some(tls) = tls else {
+            let activity = Arc::new(ClientConn::new(client, "http"));
+            return self.serve_io(stream, activity, shutdown).await;
+        };
+        // The handshake is part of reading the first request head: same timeout.
+        match tokio::time::timeout(self.header_read, tls.accept(stream)).await {
+            Ok(Ok(stream)) => {
+                let activity = Arc::new(ClientConn::new(client, "https"));
+                self.serve_io(stream, activity, shutdown).await
+            }
+            Ok(Err(e)) => tracing::debug!(%client, error = %e, "TLS handshake failed"),
+            Err(_) => tracing::debug!(%client, "TLS handshake timed out"),
+        }
+    }
+
+    async fn serve_io<T>(&self, stream: T, activity: Arc<ClientConn>, shutdown: CancellationToken)
+    where
+        T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let client = activity.addr;
         let io = TokioIo::new(WatchedIo {
             inner: stream,
             activity: Arc::clone(&activity),
@@ -156,12 +182,12 @@ impl Server {
 
 /// The client socket, noting when bytes of a new request head start to arrive on an idle
 /// connection. Two relaxed atomic loads per read; the clock is read only on idle connections.
-struct WatchedIo {
-    inner: TcpStream,
+struct WatchedIo<T> {
+    inner: T,
     activity: Arc<ClientConn>,
 }
 
-impl AsyncRead for WatchedIo {
+impl<T: AsyncRead + Unpin> AsyncRead for WatchedIo<T> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -182,7 +208,7 @@ impl AsyncRead for WatchedIo {
     }
 }
 
-impl AsyncWrite for WatchedIo {
+impl<T: AsyncWrite + Unpin> AsyncWrite for WatchedIo<T> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

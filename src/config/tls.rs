@@ -1,0 +1,138 @@
+//! TLS termination settings: certificate files loaded and checked at config load (a missing
+//! file or a key that does not match is an error naming the field), turned into a rustls
+//! server config: TLS 1.2 and 1.3 only, ALPN `h2` and `http/1.1`, the certificate chosen by
+//! SNI among `server_names` (exact, or `*.suffix`), the first one when nothing matches.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+/// One certificate of a TLS listener.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CertificateFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub server_names: Vec<String>,
+}
+
+/// A TLS listener's settings and the rustls config built from them.
+#[derive(Clone)]
+pub struct ListenerTls {
+    pub certificates: Vec<CertificateFiles>,
+    pub server: Arc<rustls::ServerConfig>,
+}
+
+impl fmt::Debug for ListenerTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ListenerTls")
+            .field("certificates", &self.certificates)
+            .finish()
+    }
+}
+
+/// Load one certificate: `Err((field, message))` names what is wrong.
+fn load(files: &CertificateFiles) -> Result<Arc<CertifiedKey>, (&'static str, String)> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
+        .map_err(|e| ("cert", format!("cannot read {}: {e}", files.cert.display())))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| {
+            (
+                "cert",
+                format!("{}: not a PEM certificate: {e}", files.cert.display()),
+            )
+        })?;
+    if chain.is_empty() {
+        return Err((
+            "cert",
+            format!("{}: no certificate in the file", files.cert.display()),
+        ));
+    }
+    let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| {
+        (
+            "key",
+            format!("{}: no usable private key: {e}", files.key.display()),
+        )
+    })?;
+    let provider = rustls::crypto::ring::default_provider();
+    let certified = CertifiedKey::from_der(chain, key, &provider)
+        .map_err(|e| ("key", format!("{}: {e}", files.key.display())))?;
+    Ok(Arc::new(certified))
+}
+
+/// Build the listener's TLS config; errors are `(index, field, message)`.
+pub fn build(
+    certificates: Vec<CertificateFiles>,
+) -> Result<ListenerTls, Vec<(usize, &'static str, String)>> {
+    let mut errors = Vec::new();
+    let mut keys = Vec::new();
+    for (i, files) in certificates.iter().enumerate() {
+        match load(files) {
+            Ok(key) => keys.push((files.server_names.clone(), key)),
+            Err((field, message)) => errors.push((i, field, message)),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let resolver = BySni { keys };
+    let builder = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+    .map_err(|e| vec![(0, "cert", e.to_string())])?;
+    let mut server = builder
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(resolver));
+    server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(ListenerTls {
+        certificates,
+        server: Arc::new(server),
+    })
+}
+
+/// Certificates chosen by the client's SNI name.
+#[derive(Debug)]
+struct BySni {
+    keys: Vec<(Vec<String>, Arc<CertifiedKey>)>,
+}
+
+fn name_matches(pattern: &str, name: &str) -> bool {
+    match pattern.strip_prefix("*.") {
+        Some(suffix) => name
+            .strip_suffix(suffix)
+            .and_then(|rest| rest.strip_suffix('.'))
+            .is_some_and(|label| !label.is_empty() && !label.contains('.')),
+        None => pattern.eq_ignore_ascii_case(name),
+    }
+}
+
+impl ResolvesServerCert for BySni {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let chosen = hello.server_name().and_then(|name| {
+            let name = name.to_ascii_lowercase();
+            self.keys
+                .iter()
+                .find(|(names, _)| names.iter().any(|p| name_matches(p, &name)))
+        });
+        chosen.or(self.keys.first()).map(|(_, key)| Arc::clone(key))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::name_matches;
+
+    #[test]
+    fn sni_patterns() {
+        assert!(name_matches("a.example.com", "a.example.com"));
+        assert!(name_matches("*.example.com", "a.example.com"));
+        assert!(!name_matches("*.example.com", "example.com"));
+        assert!(!name_matches("*.example.com", "a.b.example.com"));
+        assert!(!name_matches("a.example.com", "b.example.com"));
+    }
+}

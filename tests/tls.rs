@@ -1,0 +1,180 @@
+//! TLS termination on a listener: certificates generated in the test (rcgen), a client that
+//! trusts only the test CA, the certificate chosen by SNI, ALPN h2 and http/1.1, and
+//! certificate errors named with their field at load.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+use rustls_pki_types::ServerName;
+use support::*;
+use tokio::net::TcpStream;
+
+use hitless::app::{App, Listeners};
+use hitless::config::Config;
+
+struct Pki {
+    dir: PathBuf,
+    ca_der: rustls_pki_types::CertificateDer<'static>,
+}
+
+/// A CA and two leaf certificates (a.test, b.test) written as PEM files.
+fn pki(name: &str) -> Pki {
+    let dir = std::env::temp_dir().join(format!("hitless-tls-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    for (host, names) in [
+        ("a.test", vec!["a.test"]),
+        ("b.test", vec!["b.test", "*.b.test"]),
+    ] {
+        let key = KeyPair::generate().unwrap();
+        let names: Vec<String> = names.into_iter().map(String::from).collect();
+        let cert = CertificateParams::new(names)
+            .unwrap()
+            .signed_by(&key, &ca)
+            .unwrap();
+        std::fs::write(dir.join(format!("{host}.crt")), cert.pem()).unwrap();
+        std::fs::write(dir.join(format!("{host}.key")), key.serialize_pem()).unwrap();
+    }
+    Pki {
+        dir,
+        ca_der: ca.der().clone(),
+    }
+}
+
+fn tls_config(pki: &Pki, upstream: SocketAddr) -> String {
+    let f = |n: &str| pki.dir.join(n).display().to_string();
+    format!(
+        "listeners:\n  - bind: 127.0.0.1:0\n    tls:\n      certificates:\n        - {{cert: \"{}\", key: \"{}\", server_names: [a.test]}}\n        - {{cert: \"{}\", key: \"{}\", server_names: [\"*.b.test\", b.test]}}\nbackends:\n  app: {{endpoints: [\"{upstream}\"]}}\nroutes:\n  - backend: app\n",
+        f("a.test.crt"),
+        f("a.test.key"),
+        f("b.test.crt"),
+        f("b.test.key"),
+    )
+}
+
+async fn start(yaml: &str) -> App {
+    let mut config = Config::from_yaml(yaml).unwrap_or_else(|e| panic!("config: {e}"));
+    config.access_log = false;
+    let listeners = Listeners {
+        traffic: vec![tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap()],
+        admin: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+    };
+    App::start(&config, listeners).unwrap()
+}
+
+async fn handshake(
+    pki: &Pki,
+    addr: SocketAddr,
+    sni: &'static str,
+    alpn: &[u8],
+) -> tokio_rustls::client::TlsStream<TcpStream> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(pki.ca_der.clone()).unwrap();
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![alpn.to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    connector
+        .connect(ServerName::try_from(sni).unwrap(), tcp)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn sni_selects_the_certificate_and_alpn_selects_the_protocol() {
+    let pki = pki("sni");
+    let upstream = echo_upstream().await;
+    let app = start(&tls_config(&pki, upstream.addr)).await;
+    let addr = app.traffic_addrs[0];
+
+    // HTTP/1.1 to a.test: the client verifies a.test's certificate against the test CA.
+    let tls = handshake(&pki, addr, "a.test", b"http/1.1").await;
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let response = sender
+        .send_request(
+            http::Request::get("/x")
+                .header("host", "a.test")
+                .body(Empty::<Bytes>::new())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let text = String::from_utf8_lossy(&body);
+    assert!(text.contains("x-forwarded-proto: https"), "{text}");
+
+    // HTTP/2 to a name under *.b.test: b's certificate (verification would fail otherwise).
+    let tls = handshake(&pki, addr, "api.b.test", b"h2").await;
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let response = sender
+        .send_request(
+            http::Request::get("https://api.b.test/y")
+                .body(Empty::<Bytes>::new())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.version(), http::Version::HTTP_2);
+}
+
+#[tokio::test]
+async fn plaintext_on_a_tls_listener_fails_the_handshake_not_the_process() {
+    let pki = pki("plain");
+    let upstream = echo_upstream().await;
+    let app = start(&tls_config(&pki, upstream.addr)).await;
+    let mut s = TcpStream::connect(app.traffic_addrs[0]).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    s.write_all(b"GET / HTTP/1.1\r\nhost: a.test\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), s.read_to_end(&mut buf)).await;
+    assert!(!buf.starts_with(b"HTTP/1.1 200"), "no plaintext answer");
+    // Still serving TLS afterwards.
+    let _tls = handshake(&pki, app.traffic_addrs[0], "a.test", b"http/1.1").await;
+}
+
+#[test]
+fn certificate_problems_name_the_field() {
+    let pki = pki("errors");
+    let yaml = format!(
+        "listeners:\n  - bind: 127.0.0.1:0\n    tls:\n      certificates:\n        - {{cert: \"{}\", key: \"{}\"}}\n        - {{cert: /nonexistent.crt, key: /nonexistent.key}}\nroutes: [{{respond: {{status: 200}}}}]\n",
+        pki.dir.join("a.test.crt").display(),
+        pki.dir.join("b.test.key").display(),
+    );
+    let e = Config::from_yaml(&yaml).unwrap_err().to_string();
+    assert!(
+        e.contains("listeners[0].tls.certificates[0].key"),
+        "mismatched key: {e}"
+    );
+    assert!(
+        e.contains("listeners[0].tls.certificates[1].cert: cannot read /nonexistent.crt"),
+        "{e}"
+    );
+}
