@@ -102,14 +102,18 @@ async fn grpc_trailers_pass_end_to_end() {
 
 #[tokio::test]
 async fn unknown_or_tls_protocols_are_config_errors_with_their_path() {
-    let e =
-        hitless::config::Config::from_yaml(&h2c_config("127.0.0.1:1".parse().unwrap(), "https"))
+    let load = |protocol| {
+        hitless::config::Config::from_yaml(&h2c_config("127.0.0.1:1".parse().unwrap(), protocol))
             .unwrap_err()
-            .to_string();
+            .to_string()
+    };
+    let e = load("spdy");
     assert!(
-        e.contains("backends.app.protocol: \"https\" (TLS to backends) is not supported yet"),
+        e.contains("backends.app.protocol: expected one of http, h2c, grpc, https, grpcs"),
         "{e}"
     );
+    let e = load("https");
+    assert!(e.contains("backends.app.tls.ca_file: required"), "{e}");
 }
 
 #[tokio::test]

@@ -44,6 +44,7 @@ fn pki(name: &str) -> Pki {
         std::fs::write(dir.join(format!("{host}.crt")), cert.pem()).unwrap();
         std::fs::write(dir.join(format!("{host}.key")), key.serialize_pem()).unwrap();
     }
+    std::fs::write(dir.join("ca.crt"), ca.pem()).unwrap();
     Pki {
         dir,
         ca_der: ca.der().clone(),
@@ -176,5 +177,107 @@ fn certificate_problems_name_the_field() {
     assert!(
         e.contains("listeners[0].tls.certificates[1].cert: cannot read /nonexistent.crt"),
         "{e}"
+    );
+}
+
+/// A backend terminating TLS itself with `pki`'s b.test certificate (HTTP/1.1 and HTTP/2 by
+/// ALPN), answering with the protocol version it saw.
+async fn tls_backend(pki: &Pki) -> SocketAddr {
+    use hyper::service::service_fn;
+    use rustls_pki_types::pem::PemObject;
+    let chain: Vec<_> = rustls_pki_types::CertificateDer::pem_file_iter(pki.dir.join("b.test.crt"))
+        .unwrap()
+        .map(|c| c.unwrap())
+        .collect();
+    let key = rustls_pki_types::PrivateKeyDer::from_pem_file(pki.dir.join("b.test.key")).unwrap();
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .unwrap();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let service = service_fn(|req: http::Request<hyper::body::Incoming>| async move {
+                    let text = format!("tls backend {:?}", req.version());
+                    Ok::<_, std::convert::Infallible>(http::Response::new(full(text)))
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+fn backend_config(protocol: &str, backend: SocketAddr, ca: &std::path::Path, name: &str) -> String {
+    format!(
+        "backends:\n  app:\n    protocol: {protocol}\n    endpoints: [\"{backend}\"]\n    hold_timeout: 0s\n    tls: {{ca_file: \"{}\", server_name: {name}}}\nroutes:\n  - backend: app\n",
+        ca.display()
+    )
+}
+
+#[tokio::test]
+async fn https_and_grpcs_backends_are_verified_against_the_configured_ca() {
+    let certs = pki("backend");
+    let backend = tls_backend(&certs).await;
+    let c = client();
+    for (protocol, version) in [("https", "HTTP/1.1"), ("grpcs", "HTTP/2.0")] {
+        let app = start_proxy(&backend_config(
+            protocol,
+            backend,
+            &certs.dir.join("ca.crt"),
+            "b.test",
+        ))
+        .await;
+        let answer = get(&c, app.traffic_addrs[0], "shop", "/").await;
+        assert_eq!(answer.status, 200, "{protocol}: {}", answer.body);
+        assert_eq!(answer.body, format!("tls backend {version}"));
+    }
+    // The wrong name: the certificate is for b.test.
+    let app = start_proxy(&backend_config(
+        "https",
+        backend,
+        &certs.dir.join("ca.crt"),
+        "c.test",
+    ))
+    .await;
+    let answer = get(&c, app.traffic_addrs[0], "shop", "/").await;
+    assert_eq!(answer.status, 502);
+    assert!(
+        answer
+            .header("proxy-status")
+            .contains("error=tls_protocol_error"),
+        "{}",
+        answer.header("proxy-status")
+    );
+    assert!(answer.header("proxy-status").contains("tls_error"));
+    // Another CA: not trusted.
+    let other = pki("other-ca");
+    let app = start_proxy(&backend_config(
+        "https",
+        backend,
+        &other.dir.join("ca.crt"),
+        "b.test",
+    ))
+    .await;
+    let answer = get(&c, app.traffic_addrs[0], "shop", "/").await;
+    assert_eq!(answer.status, 502);
+    let ps = answer.header("proxy-status").to_string();
+    assert!(
+        ps.contains("tls_error") && ps.contains("invalid peer certificate"),
+        "{ps}"
     );
 }

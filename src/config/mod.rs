@@ -164,6 +164,13 @@ pub fn effective_yaml(config: &Config) -> String {
                 "max_concurrent_requests": b.max_concurrent_requests,
                 "slow_start": d(b.slow_start),
             });
+            if let (Some(t), Some(obj)) = (&b.tls, v.as_object_mut()) {
+                let mut tls = json!({"ca_file": t.ca_file.display().to_string()});
+                if let (Some(name), Some(o)) = (&t.server_name, tls.as_object_mut()) {
+                    o.insert("server_name".into(), json!(name));
+                }
+                obj.insert("tls".into(), tls);
+            }
             if let (Some(h), Some(obj)) = (&b.health_check, v.as_object_mut()) {
                 obj.insert(
                     "health_check".into(),

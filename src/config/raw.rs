@@ -118,8 +118,10 @@ pub struct RawBackend {
     #[serde(default)]
     pub endpoints: Vec<String>,
     pub balance: Option<String>,
-    /// `http` (HTTP/1.1, default), `h2c` (HTTP/2 prior knowledge) or `grpc` (h2c).
+    /// `http` (HTTP/1.1, default), `h2c` (HTTP/2 prior knowledge), `grpc` (h2c), `https`
+    /// (HTTP/1.1 over TLS) or `grpcs` (HTTP/2 over TLS).
     pub protocol: Option<String>,
+    pub tls: Option<RawBackendTls>,
     pub connect_timeout: Option<HumanDuration>,
     pub pool: Option<RawPool>,
     /// The idle keep-alive timeout the application is known to use (Node.js 5s, gunicorn 2s...).
@@ -144,6 +146,15 @@ pub struct RawHealthCheck {
     pub timeout: Option<HumanDuration>,
     pub healthy_threshold: Option<u64>,
     pub unhealthy_threshold: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBackendTls {
+    /// PEM file of the CA(s) that sign the backends' certificates.
+    pub ca_file: Option<String>,
+    /// The name to send as SNI and verify, when not the endpoint's host.
+    pub server_name: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -136,3 +136,76 @@ mod tests {
         assert!(!name_matches("a.example.com", "b.example.com"));
     }
 }
+
+/// TLS to a backend's endpoints.
+#[derive(Clone)]
+pub struct BackendTls {
+    pub ca_file: PathBuf,
+    /// SNI and verified name; `None`: the endpoint's host as written in the config.
+    pub server_name: Option<String>,
+    pub client: Arc<rustls::ClientConfig>,
+}
+
+impl fmt::Debug for BackendTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BackendTls")
+            .field("ca_file", &self.ca_file)
+            .field("server_name", &self.server_name)
+            .finish()
+    }
+}
+
+impl PartialEq for BackendTls {
+    fn eq(&self, other: &Self) -> bool {
+        self.ca_file == other.ca_file && self.server_name == other.server_name
+    }
+}
+
+/// The rustls client config of a TLS backend: trusted CAs from `ca_file`, ALPN `http/1.1`
+/// (`https`) or `h2` (`grpcs`). `Err((field, message))` names what is wrong.
+pub fn client(
+    ca_file: Option<&str>,
+    server_name: Option<&str>,
+    protocol: super::Protocol,
+) -> Result<BackendTls, (&'static str, String)> {
+    let Some(ca_file) = ca_file else {
+        return Err((
+            "ca_file",
+            "required: the PEM file of the CA that signs the backends' certificates (system roots are not used)".into(),
+        ));
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    let certs = CertificateDer::pem_file_iter(ca_file)
+        .map_err(|e| ("ca_file", format!("cannot read {ca_file}: {e}")))?;
+    for cert in certs {
+        let cert =
+            cert.map_err(|e| ("ca_file", format!("{ca_file}: not a PEM certificate: {e}")))?;
+        roots
+            .add(cert)
+            .map_err(|e| ("ca_file", format!("{ca_file}: {e}")))?;
+    }
+    if roots.is_empty() {
+        return Err(("ca_file", format!("{ca_file}: no certificate in the file")));
+    }
+    if let Some(name) = server_name {
+        rustls_pki_types::ServerName::try_from(name.to_string())
+            .map_err(|e| ("server_name", format!("\"{name}\": {e}")))?;
+    }
+    let mut client = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+    .map_err(|e| ("ca_file", e.to_string()))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    client.alpn_protocols = if protocol.is_h2() {
+        vec![b"h2".to_vec()]
+    } else {
+        vec![b"http/1.1".to_vec()]
+    };
+    Ok(BackendTls {
+        ca_file: ca_file.into(),
+        server_name: server_name.map(str::to_string),
+        client: Arc::new(client),
+    })
+}

@@ -247,6 +247,10 @@ pub enum Protocol {
     H2c,
     /// gRPC over h2c.
     Grpc,
+    /// HTTP/1.1 over TLS (ALPN http/1.1), pooled.
+    Https,
+    /// gRPC: HTTP/2 over TLS (ALPN h2), multiplexed.
+    Grpcs,
 }
 
 impl Protocol {
@@ -255,11 +259,17 @@ impl Protocol {
             Protocol::Http => "http",
             Protocol::H2c => "h2c",
             Protocol::Grpc => "grpc",
+            Protocol::Https => "https",
+            Protocol::Grpcs => "grpcs",
         }
     }
 
     pub fn is_h2(self) -> bool {
-        matches!(self, Protocol::H2c | Protocol::Grpc)
+        matches!(self, Protocol::H2c | Protocol::Grpc | Protocol::Grpcs)
+    }
+
+    pub fn is_tls(self) -> bool {
+        matches!(self, Protocol::Https | Protocol::Grpcs)
     }
 }
 
@@ -267,6 +277,8 @@ impl Protocol {
 pub struct BackendConfig {
     pub name: String,
     pub protocol: Protocol,
+    /// For `https` and `grpcs`.
+    pub tls: Option<super::tls::BackendTls>,
     pub endpoints: Vec<SocketAddr>,
     pub balance: Balance,
     pub connect_timeout: Duration,
@@ -788,25 +800,44 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
             None | Some("http") => Protocol::Http,
             Some("h2c") => Protocol::H2c,
             Some("grpc") => Protocol::Grpc,
-            Some(other @ ("https" | "grpcs")) => {
-                errors.push(
-                    format!("{base}.protocol"),
-                    format!(
-                        "\"{other}\" (TLS to backends) is not supported yet; use http, h2c or grpc"
-                    ),
-                );
-                Protocol::Http
-            }
+            Some("https") => Protocol::Https,
+            Some("grpcs") => Protocol::Grpcs,
             Some(other) => {
                 errors.push(
                     format!("{base}.protocol"),
-                    format!("expected \"http\", \"h2c\" or \"grpc\", got \"{other}\""),
+                    format!("expected one of http, h2c, grpc, https, grpcs; got \"{other}\""),
                 );
                 Protocol::Http
             }
         };
+        let tls = if protocol.is_tls() {
+            let raw = b.tls.as_ref();
+            match super::tls::client(
+                raw.and_then(|t| t.ca_file.as_deref()),
+                raw.and_then(|t| t.server_name.as_deref()),
+                protocol,
+            ) {
+                Ok(tls) => Some(tls),
+                Err((field, message)) => {
+                    errors.push(format!("{base}.tls.{field}"), message);
+                    None
+                }
+            }
+        } else {
+            if b.tls.is_some() {
+                errors.push(
+                    format!("{base}.tls"),
+                    format!(
+                        "only for protocol https or grpcs (this backend is {})",
+                        protocol.as_str()
+                    ),
+                );
+            }
+            None
+        };
         backends.push(BackendConfig {
             protocol,
+            tls,
             retry_budget: BudgetConfig {
                 ratio,
                 min_per_second,

@@ -162,7 +162,8 @@ fn wanted(on: &RetryOn, error: &ProxyError) -> bool {
     match error {
         ProxyError::ConnectRefused { .. }
         | ProxyError::ConnectTimeout { .. }
-        | ProxyError::ConnectFailed { .. } => on.connect_failure,
+        | ProxyError::ConnectFailed { .. }
+        | ProxyError::TlsError { .. } => on.connect_failure,
         ProxyError::UpstreamReset { .. } => on.reset,
         ProxyError::RefusedStream { .. } => on.refused_stream,
         ProxyError::BackendTimeout { .. } => on.backend_timeout,

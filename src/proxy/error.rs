@@ -45,6 +45,12 @@ pub enum ProxyError {
         speaks: &'static str,
         fix: &'static str,
     },
+    /// The TLS handshake with an `https`/`grpcs` endpoint failed (unknown CA, name mismatch,
+    /// handshake failure), with rustls's reason.
+    TlsError {
+        endpoint: SocketAddr,
+        reason: String,
+    },
     /// The backend's response head exceeded `max_response_header_bytes`.
     UpstreamHeaderTooLarge { endpoint: SocketAddr },
     /// No response head within the per-try timeout `backend_request`.
@@ -95,11 +101,12 @@ impl ProxyError {
             ProxyError::Overloaded { .. } => "overloaded",
             ProxyError::RefusedStream { .. } => "refused_stream",
             ProxyError::ProtocolMismatch { .. } => "protocol_mismatch",
+            ProxyError::TlsError { .. } => "tls_error",
         }
     }
 
     /// Every cause, in a fixed order: metric handles are resolved for all of them at start.
-    pub const CAUSES: [&'static str; 15] = [
+    pub const CAUSES: [&'static str; 16] = [
         "no_route",
         "no_endpoints",
         "connect_refused",
@@ -115,6 +122,7 @@ impl ProxyError {
         "overloaded",
         "refused_stream",
         "protocol_mismatch",
+        "tls_error",
     ];
 
     /// Index of `cause()` in `CAUSES`.
@@ -135,6 +143,7 @@ impl ProxyError {
             ProxyError::Overloaded { .. } => 12,
             ProxyError::RefusedStream { .. } => 13,
             ProxyError::ProtocolMismatch { .. } => 14,
+            ProxyError::TlsError { .. } => 15,
         }
     }
 
@@ -155,6 +164,7 @@ impl ProxyError {
             ProxyError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::RefusedStream { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::ProtocolMismatch { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::TlsError { .. } => StatusCode::BAD_GATEWAY,
         }
     }
 
@@ -176,6 +186,7 @@ impl ProxyError {
             ProxyError::Overloaded { .. } => "connection_limit_reached",
             ProxyError::RefusedStream { .. } => "connection_terminated",
             ProxyError::ProtocolMismatch { .. } => "http_protocol_error",
+            ProxyError::TlsError { .. } => "tls_protocol_error",
         }
     }
 
@@ -203,6 +214,7 @@ impl ProxyError {
             ProxyError::Overloaded { .. } => RESOURCE_EXHAUSTED,
             ProxyError::RefusedStream { .. } => UNAVAILABLE,
             ProxyError::ProtocolMismatch { .. } => INTERNAL,
+            ProxyError::TlsError { .. } => UNAVAILABLE,
         }
     }
 
@@ -223,6 +235,8 @@ impl ProxyError {
             ProxyError::Overloaded { .. } => RetryClass::Never,
             ProxyError::RefusedStream { .. } => RetryClass::NotSent,
             ProxyError::ProtocolMismatch { .. } => RetryClass::Never,
+            // The handshake failed: no request byte was sent.
+            ProxyError::TlsError { .. } => RetryClass::NotSent,
         }
     }
 
@@ -245,6 +259,7 @@ impl ProxyError {
             ProxyError::Overloaded { .. } => false,
             ProxyError::RefusedStream { .. } => false,
             ProxyError::ProtocolMismatch { .. } => false,
+            ProxyError::TlsError { .. } => false,
         }
     }
 
@@ -261,6 +276,7 @@ impl ProxyError {
             | ProxyError::UpstreamReset { endpoint }
             | ProxyError::RefusedStream { endpoint }
             | ProxyError::ProtocolMismatch { endpoint, .. }
+            | ProxyError::TlsError { endpoint, .. }
             | ProxyError::UpstreamProtocol { endpoint, .. }
             | ProxyError::UpstreamHeaderTooLarge { endpoint }
             | ProxyError::BackendTimeout { endpoint } => Some(*endpoint),
@@ -337,6 +353,7 @@ impl fmt::Display for ProxyError {
             | ProxyError::UpstreamHeaderTooLarge { endpoint }
             | ProxyError::BackendTimeout { endpoint } => write!(f, "{cause} {endpoint}"),
             ProxyError::ConnectFailed { endpoint, reason }
+            | ProxyError::TlsError { endpoint, reason }
             | ProxyError::UpstreamProtocol { endpoint, reason } => {
                 write!(f, "{cause} {endpoint}: {reason}")
             }
@@ -387,6 +404,7 @@ mod tests {
             (ProxyError::Overloaded { backend: "api".into() }, "overloaded", 503, "connection_limit_reached", 8, RetryClass::Never, false),
             (ProxyError::RefusedStream { endpoint: ep() }, "refused_stream", 502, "connection_terminated", 14, RetryClass::NotSent, false),
             (ProxyError::ProtocolMismatch { endpoint: ep(), speaks: "TLS", fix: "protocol: https" }, "protocol_mismatch", 502, "http_protocol_error", 13, RetryClass::Never, false),
+            (ProxyError::TlsError { endpoint: ep(), reason: "unknown issuer".into() }, "tls_error", 502, "tls_protocol_error", 14, RetryClass::NotSent, false),
         ];
         assert_eq!(rows.len(), ProxyError::CAUSES.len());
         for (err, cause, status, ps, grpc, retry, close) in rows {

@@ -127,6 +127,7 @@ impl Backend {
             idle_timeout: config.pool_idle_timeout,
             max_idle: config.max_idle_per_endpoint,
             max_response_header_bytes,
+            tls: config.tls.clone(),
         });
         let endpoints = Endpoints::new(
             settings,
@@ -209,6 +210,7 @@ impl Backend {
                 | ProxyError::UpstreamReset { .. }
                 | ProxyError::RefusedStream { .. }
                 | ProxyError::ProtocolMismatch { .. }
+                | ProxyError::TlsError { .. }
                 | ProxyError::UpstreamProtocol { .. }
                 | ProxyError::BackendTimeout { .. },
             ) => 1,
@@ -351,7 +353,7 @@ impl Backend {
             Ok(found) => found,
             Err(error) => return Err(unsent(error, request)),
         };
-        absolute_form(&mut request, addr);
+        absolute_form(&mut request, addr, self.config.protocol.is_tls());
         if sender.ready().await.is_err() {
             // The connection went away before this stream was opened: nothing was sent.
             return Err(unsent(
@@ -421,7 +423,7 @@ fn diagnose(
 }
 
 /// HTTP/2 carries the scheme and authority as pseudo-headers: give hyper an absolute URI.
-fn absolute_form(request: &mut Request<RequestBody>, addr: SocketAddr) {
+fn absolute_form(request: &mut Request<RequestBody>, addr: SocketAddr, tls: bool) {
     let authority = request
         .headers()
         .get(http::header::HOST)
@@ -433,7 +435,8 @@ fn absolute_form(request: &mut Request<RequestBody>, addr: SocketAddr) {
         .path_and_query()
         .map(|p| p.as_str())
         .unwrap_or("/");
-    if let Ok(uri) = format!("http://{authority}{path}").parse() {
+    let scheme = if tls { "https" } else { "http" };
+    if let Ok(uri) = format!("{scheme}://{authority}{path}").parse() {
         *request.uri_mut() = uri;
     }
     *request.version_mut() = http::Version::HTTP_2;

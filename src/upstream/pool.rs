@@ -35,7 +35,7 @@ use tokio::time::Instant;
 use super::body::RequestBody;
 use super::endpoints::Endpoint;
 use super::keepalive::KeepAlive;
-use super::sniff::{FirstBytes, Sniffed};
+use super::sniff::{FirstBytes, Sniffed, UpstreamIo};
 use crate::proxy::error::ProxyError;
 use crate::runtime::clock::now_ms;
 use crate::runtime::metrics::{BackendMetrics, CloseReason};
@@ -58,6 +58,8 @@ pub struct PoolSettings {
     pub idle_timeout: Duration,
     pub max_idle: usize,
     pub max_response_header_bytes: usize,
+    /// `https` and `grpcs` backends.
+    pub tls: Option<crate::config::tls::BackendTls>,
 }
 
 /// `Conn::idle_mark` while the connection is in use.
@@ -209,7 +211,7 @@ impl Pool {
         &self,
         addr: SocketAddr,
     ) -> Result<(http2::SendRequest<RequestBody>, FirstBytes), ProxyError> {
-        let (stream, first) = Sniffed::new(self.tcp(addr).await?);
+        let (stream, first) = Sniffed::new(self.open(addr).await?);
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
             .max_header_list_size(self.settings.max_response_header_bytes as u32)
             .handshake::<_, RequestBody>(TokioIo::new(stream))
@@ -276,6 +278,37 @@ impl Pool {
         }
     }
 
+    /// A connection to `addr`: TCP, then TLS for `https`/`grpcs` backends, both within the
+    /// connect timeout.
+    async fn open(&self, addr: SocketAddr) -> Result<UpstreamIo, ProxyError> {
+        let Some(tls) = &self.settings.tls else {
+            return Ok(UpstreamIo::Plain(self.tcp(addr).await?));
+        };
+        let started = Instant::now();
+        let tcp = self.tcp(addr).await?;
+        let name = match &tls.server_name {
+            Some(name) => rustls_pki_types::ServerName::try_from(name.clone()),
+            None => Ok(rustls_pki_types::ServerName::IpAddress(addr.ip().into())),
+        }
+        .map_err(|e| ProxyError::TlsError {
+            endpoint: addr,
+            reason: e.to_string(),
+        })?;
+        let connector = tokio_rustls::TlsConnector::from(Arc::clone(&tls.client));
+        let left = self
+            .settings
+            .connect_timeout
+            .saturating_sub(started.elapsed());
+        match tokio::time::timeout(left, connector.connect(name, tcp)).await {
+            Err(_) => Err(ProxyError::ConnectTimeout { endpoint: addr }),
+            Ok(Err(e)) => Err(ProxyError::TlsError {
+                endpoint: addr,
+                reason: e.to_string(),
+            }),
+            Ok(Ok(stream)) => Ok(UpstreamIo::Tls(Box::new(stream))),
+        }
+    }
+
     /// A TCP connection to `addr` within the connect timeout, the failure named.
     async fn tcp(&self, addr: SocketAddr) -> Result<TcpStream, ProxyError> {
         let stream =
@@ -300,8 +333,12 @@ impl Pool {
     }
 
     async fn connect(&self, addr: SocketAddr) -> Result<Conn, ProxyError> {
-        let stream = self.tcp(addr).await?;
-        let peek = socket2::SockRef::from(&stream).try_clone().ok();
+        let stream = self.open(addr).await?;
+        // Over TLS the socket carries records (session tickets, alerts), not HTTP: no peeking.
+        let peek = match &stream {
+            UpstreamIo::Plain(tcp) => socket2::SockRef::from(tcp).try_clone().ok(),
+            UpstreamIo::Tls(_) => None,
+        };
         let (stream, first) = Sniffed::new(stream);
         let (sender, conn) = http1::Builder::new()
             .max_buf_size(self.settings.max_response_header_bytes.max(8192) + 8192)

@@ -16,14 +16,78 @@ use crate::config::Protocol;
 /// The first bytes received on a connection (set once).
 pub type FirstBytes = Arc<OnceLock<Vec<u8>>>;
 
-/// A TCP stream that records the first bytes it reads.
+/// An upstream stream: TCP, or TLS over TCP (`https`, `grpcs`).
+pub enum UpstreamIo {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+macro_rules! delegate {
+    ($self:ident, $io:ident => $e:expr) => {
+        match $self.get_mut() {
+            UpstreamIo::Plain($io) => {
+                let $io = Pin::new($io);
+                $e
+            }
+            UpstreamIo::Tls($io) => {
+                let $io = Pin::new($io.as_mut());
+                $e
+            }
+        }
+    };
+}
+
+impl AsyncRead for UpstreamIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        delegate!(self, io => io.poll_read(cx, buf))
+    }
+}
+
+impl AsyncWrite for UpstreamIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        delegate!(self, io => io.poll_write(cx, buf))
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        delegate!(self, io => io.poll_write_vectored(cx, bufs))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            UpstreamIo::Plain(io) => io.is_write_vectored(),
+            UpstreamIo::Tls(io) => io.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        delegate!(self, io => io.poll_flush(cx))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        delegate!(self, io => io.poll_shutdown(cx))
+    }
+}
+
+/// An upstream stream that records the first bytes it reads.
 pub struct Sniffed {
-    inner: TcpStream,
+    inner: UpstreamIo,
     first: FirstBytes,
 }
 
 impl Sniffed {
-    pub fn new(inner: TcpStream) -> (Sniffed, FirstBytes) {
+    pub fn new(inner: UpstreamIo) -> (Sniffed, FirstBytes) {
         let first = FirstBytes::default();
         (
             Sniffed {
