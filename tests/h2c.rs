@@ -198,3 +198,50 @@ async fn an_h2c_backend_that_speaks_http1_is_a_named_mismatch() {
     )
     .await;
 }
+
+/// An HTTP/2 backend answering every call with a trailers-only UNAVAILABLE.
+async fn unavailable_backend() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let service = service_fn(|_req: Request<Incoming>| async move {
+                    let mut r = Response::new(http_body_util::Empty::<Bytes>::new());
+                    r.headers_mut()
+                        .insert("content-type", HeaderValue::from_static("application/grpc"));
+                    r.headers_mut()
+                        .insert("grpc-status", HeaderValue::from_static("14"));
+                    Ok::<_, Infallible>(r)
+                });
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn grpc_unavailable_is_retried_on_another_endpoint_for_idempotent_routes() {
+    let down = unavailable_backend().await;
+    let (up, _) = h2c_backend().await;
+    let config = format!(
+        "backends:\n  app: {{protocol: grpc, balance: round_robin, endpoints: [\"{down}\", \"{up}\"]}}\nroutes:\n  - {{backend: app, retry: {{idempotent: true}}}}\n"
+    );
+    let app = start_proxy(&config).await;
+    for _ in 0..4 {
+        let request = Request::post(format!("http://{}/pkg.Svc/Get", app.traffic_addrs[0]))
+            .header("content-type", "application/grpc")
+            .body(full(Bytes::from_static(b"\0\0\0\0\0")))
+            .unwrap();
+        let response = h2c_client().request(request).await.unwrap();
+        let collected = response.into_body().collect().await.unwrap();
+        let trailers = collected
+            .trailers()
+            .cloned()
+            .expect("trailers from the healthy endpoint");
+        assert_eq!(trailers["grpc-status"], "0");
+    }
+}

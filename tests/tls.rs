@@ -281,3 +281,36 @@ async fn https_and_grpcs_backends_are_verified_against_the_configured_ca() {
         "{ps}"
     );
 }
+
+#[tokio::test]
+async fn an_https_backend_answering_in_plaintext_is_a_named_mismatch() {
+    let certs = pki("plaintext-backend");
+    let plain = raw_server(|mut stream| async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut buf = [0u8; 2048];
+        let _ = tokio::time::timeout(std::time::Duration::from_millis(100), stream.read(&mut buf))
+            .await;
+        let _ = stream
+            .write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")
+            .await;
+        let _ = tokio::time::timeout(std::time::Duration::from_millis(200), stream.read(&mut buf))
+            .await;
+    })
+    .await;
+    let app = start_proxy(&backend_config(
+        "https",
+        plain.addr,
+        &certs.dir.join("ca.crt"),
+        "b.test",
+    ))
+    .await;
+    let answer = get(&client(), app.traffic_addrs[0], "shop", "/").await;
+    assert_eq!(answer.status, 502);
+    let ps = answer.header("proxy-status").to_string();
+    assert!(
+        ps.contains("protocol_mismatch")
+            && ps.contains("plaintext, not TLS")
+            && ps.contains("protocol: http"),
+        "{ps}"
+    );
+}

@@ -335,7 +335,16 @@ pub async fn run(
         .await;
         match result {
             Ok(exchange) => {
-                let status = exchange.response.status().as_u16();
+                // A gRPC trailers-only UNAVAILABLE is the gRPC way of saying 503.
+                let grpc_unavailable = exchange
+                    .response
+                    .headers()
+                    .get("grpc-status")
+                    .is_some_and(|v| v == "14");
+                let status = match exchange.response.status().as_u16() {
+                    200 if grpc_unavailable => 503,
+                    s => s,
+                };
                 backend.report(&endpoint, Ok(status));
                 if !last && replayable && policy.on.status(status) {
                     if backend.budget.withdraw() {

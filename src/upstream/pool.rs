@@ -301,10 +301,25 @@ impl Pool {
             .saturating_sub(started.elapsed());
         match tokio::time::timeout(left, connector.connect(name, tcp)).await {
             Err(_) => Err(ProxyError::ConnectTimeout { endpoint: addr }),
-            Ok(Err(e)) => Err(ProxyError::TlsError {
-                endpoint: addr,
-                reason: e.to_string(),
-            }),
+            Ok(Err(e)) => {
+                // Not TLS records at all: most likely a plaintext HTTP server.
+                let plaintext = e
+                    .get_ref()
+                    .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+                    .is_some_and(|r| matches!(r, rustls::Error::InvalidMessage(_)));
+                Err(if plaintext {
+                    ProxyError::ProtocolMismatch {
+                        endpoint: addr,
+                        speaks: "plaintext, not TLS",
+                        fix: "protocol: http (or h2c)",
+                    }
+                } else {
+                    ProxyError::TlsError {
+                        endpoint: addr,
+                        reason: e.to_string(),
+                    }
+                })
+            }
             Ok(Ok(stream)) => Ok(UpstreamIo::Tls(Box::new(stream))),
         }
     }
