@@ -116,6 +116,9 @@ impl App {
         for listener in &listeners.traffic {
             traffic_addrs.push(listener.local_addr()?);
         }
+        for tls in config.listener_tls.iter().flatten() {
+            watch_certificates(tls.clone(), shutdown.clone());
+        }
         // Listener i terminates TLS when `listener_tls[i]` says so (tests may bind more).
         let acceptors: Vec<Option<TlsAcceptor>> = (0..listeners.traffic.len())
             .map(|i| {
@@ -325,6 +328,41 @@ fn build_routes(config: &Config, backends: &[Arc<Backend>], metrics: &Metrics) -
         })
         .collect();
     Router::new(routes)
+}
+
+/// Reload a TLS listener's certificates when their files change (Secret rotation): new
+/// handshakes get the new certificates, open connections keep theirs.
+fn watch_certificates(tls: crate::config::tls::ListenerTls, shutdown: CancellationToken) {
+    let files: Vec<PathBuf> = tls
+        .certificates
+        .iter()
+        .flat_map(|c| [c.cert.clone(), c.key.clone()])
+        .collect();
+    let (watcher, mut changes) = match crate::runtime::watch::watch_files(&files) {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch certificate files: they are loaded at start only");
+            return;
+        }
+    };
+    tokio::spawn(async move {
+        let _watcher = watcher;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                changed = changes.recv() => if changed.is_none() { return },
+            }
+            // A rotation writes certificate and key separately: let it finish.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            while changes.try_recv().is_ok() {}
+            match tls.reload() {
+                Ok(()) => tracing::info!("TLS certificates reloaded"),
+                Err(e) => {
+                    tracing::error!(error = %e, "TLS certificates not reloaded: keeping the ones in use")
+                }
+            }
+        }
+    });
 }
 
 /// Start the active health checks of `backends` that have them.

@@ -22,6 +22,25 @@ use hitless::config::Config;
 struct Pki {
     dir: PathBuf,
     ca_der: rustls_pki_types::CertificateDer<'static>,
+    ca: CertifiedIssuer<'static, KeyPair>,
+}
+
+impl Pki {
+    /// A new certificate for `host` from the same CA, written over the old files the way a
+    /// Secret rotation does (new files renamed into place). Returns the new certificate.
+    fn rotate(&self, host: &str) -> Vec<u8> {
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(vec![host.to_string()])
+            .unwrap()
+            .signed_by(&key, &self.ca)
+            .unwrap();
+        for (ext, text) in [("key", key.serialize_pem()), ("crt", cert.pem())] {
+            let tmp = self.dir.join(format!("{host}.{ext}.tmp"));
+            std::fs::write(&tmp, text).unwrap();
+            std::fs::rename(&tmp, self.dir.join(format!("{host}.{ext}"))).unwrap();
+        }
+        cert.der().to_vec()
+    }
 }
 
 /// A CA and two leaf certificates (a.test, b.test) written as PEM files.
@@ -48,6 +67,7 @@ fn pki(name: &str) -> Pki {
     Pki {
         dir,
         ca_der: ca.der().clone(),
+        ca,
     }
 }
 
@@ -313,4 +333,50 @@ async fn an_https_backend_answering_in_plaintext_is_a_named_mismatch() {
             && ps.contains("protocol: http"),
         "{ps}"
     );
+}
+
+#[tokio::test]
+async fn rotated_certificate_files_are_used_without_a_restart_or_a_dropped_connection() {
+    let certs = pki("rotate");
+    let upstream = echo_upstream().await;
+    let app = start(&tls_config(&certs, upstream.addr)).await;
+    let addr = app.traffic_addrs[0];
+    let presented = |tls: &tokio_rustls::client::TlsStream<TcpStream>| {
+        tls.get_ref().1.peer_certificates().unwrap()[0]
+            .as_ref()
+            .to_vec()
+    };
+    // A connection open across the rotation.
+    let before = handshake(&certs, addr, "a.test", b"http/1.1").await;
+    let old_cert = presented(&before);
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(before))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+
+    let new_cert = certs.rotate("a.test");
+    assert_ne!(old_cert, new_cert);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let tls = handshake(&certs, addr, "a.test", b"http/1.1").await;
+        if presented(&tls) == new_cert {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "new certificate not picked up"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // The connection from before still works.
+    let response = sender
+        .send_request(
+            http::Request::get("/still")
+                .header("host", "a.test")
+                .body(Empty::<Bytes>::new())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
 }

@@ -7,6 +7,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
@@ -25,6 +26,26 @@ pub struct CertificateFiles {
 pub struct ListenerTls {
     pub certificates: Vec<CertificateFiles>,
     pub server: Arc<rustls::ServerConfig>,
+    /// The certificates in use, swapped whole when the files change (`reload`).
+    keys: Arc<ArcSwap<Keys>>,
+}
+
+type Keys = Vec<(Vec<String>, Arc<CertifiedKey>)>;
+
+impl ListenerTls {
+    /// Read the certificate files again (a Kubernetes Secret rotated them). On any error the
+    /// certificates in use stay, and the error is returned. Connections already open keep the
+    /// certificate they were established with; new handshakes use the new ones.
+    pub fn reload(&self) -> Result<(), String> {
+        let mut keys = Vec::new();
+        for (i, files) in self.certificates.iter().enumerate() {
+            let key = load(files)
+                .map_err(|(field, message)| format!("certificates[{i}].{field}: {message}"))?;
+            keys.push((files.server_names.clone(), key));
+        }
+        self.keys.store(Arc::new(keys));
+        Ok(())
+    }
 }
 
 impl fmt::Debug for ListenerTls {
@@ -79,7 +100,10 @@ pub fn build(
     if !errors.is_empty() {
         return Err(errors);
     }
-    let resolver = BySni { keys };
+    let keys = Arc::new(ArcSwap::from_pointee(keys));
+    let resolver = BySni {
+        keys: Arc::clone(&keys),
+    };
     let builder = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
@@ -92,13 +116,14 @@ pub fn build(
     Ok(ListenerTls {
         certificates,
         server: Arc::new(server),
+        keys,
     })
 }
 
 /// Certificates chosen by the client's SNI name.
 #[derive(Debug)]
 struct BySni {
-    keys: Vec<(Vec<String>, Arc<CertifiedKey>)>,
+    keys: Arc<ArcSwap<Keys>>,
 }
 
 fn name_matches(pattern: &str, name: &str) -> bool {
@@ -113,13 +138,13 @@ fn name_matches(pattern: &str, name: &str) -> bool {
 
 impl ResolvesServerCert for BySni {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let keys = self.keys.load();
         let chosen = hello.server_name().and_then(|name| {
             let name = name.to_ascii_lowercase();
-            self.keys
-                .iter()
+            keys.iter()
                 .find(|(names, _)| names.iter().any(|p| name_matches(p, &name)))
         });
-        chosen.or(self.keys.first()).map(|(_, key)| Arc::clone(key))
+        chosen.or(keys.first()).map(|(_, key)| Arc::clone(key))
     }
 }
 
