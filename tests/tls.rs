@@ -203,6 +203,10 @@ fn certificate_problems_name_the_field() {
 /// A backend terminating TLS itself with `pki`'s b.test certificate (HTTP/1.1 and HTTP/2 by
 /// ALPN), answering with the protocol version it saw.
 async fn tls_backend(pki: &Pki) -> SocketAddr {
+    tls_backend_with(pki, false).await
+}
+
+async fn tls_backend_with(pki: &Pki, require_client_cert: bool) -> SocketAddr {
     use hyper::service::service_fn;
     use rustls_pki_types::pem::PemObject;
     let chain: Vec<_> = rustls_pki_types::CertificateDer::pem_file_iter(pki.dir.join("b.test.crt"))
@@ -210,14 +214,22 @@ async fn tls_backend(pki: &Pki) -> SocketAddr {
         .map(|c| c.unwrap())
         .collect();
     let key = rustls_pki_types::PrivateKeyDer::from_pem_file(pki.dir.join("b.test.key")).unwrap();
-    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(chain, key)
-    .unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .unwrap();
+    let builder = if require_client_cert {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(pki.ca_der.clone()).unwrap();
+        let verifier =
+            rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .unwrap();
+        builder.with_client_cert_verifier(verifier)
+    } else {
+        builder.with_no_client_auth()
+    };
+    let mut config = builder.with_single_cert(chain, key).unwrap();
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -379,4 +391,45 @@ async fn rotated_certificate_files_are_used_without_a_restart_or_a_dropped_conne
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
+}
+
+#[tokio::test]
+async fn mtls_backend_gets_the_client_certificate_and_insecure_skip_verify_skips() {
+    let certs = pki("mtls");
+    // A client certificate from the backend's CA.
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["hitless.client".to_string()])
+        .unwrap()
+        .signed_by(&key, &certs.ca)
+        .unwrap();
+    std::fs::write(certs.dir.join("client.crt"), cert.pem()).unwrap();
+    std::fs::write(certs.dir.join("client.key"), key.serialize_pem()).unwrap();
+    let backend = tls_backend_with(&certs, true).await;
+    let base = backend_config("https", backend, &certs.dir.join("ca.crt"), "b.test");
+    let with_cert = base.replace(
+        "server_name: b.test}",
+        &format!(
+            "server_name: b.test, client_cert: \"{}\", client_key: \"{}\"}}",
+            certs.dir.join("client.crt").display(),
+            certs.dir.join("client.key").display()
+        ),
+    );
+    let c = client();
+    let app = start_proxy(&with_cert).await;
+    let answer = get(&c, app.traffic_addrs[0], "shop", "/").await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    // Without the client certificate the backend refuses.
+    let app = start_proxy(&base).await;
+    assert_eq!(get(&c, app.traffic_addrs[0], "shop", "/").await.status, 502);
+
+    // insecure_skip_verify: a certificate from an unknown CA is accepted.
+    let plain_backend = tls_backend(&certs).await;
+    let other = pki("insecure-other");
+    let insecure = backend_config("https", plain_backend, &other.dir.join("ca.crt"), "b.test")
+        .replace(
+            "server_name: b.test}",
+            "server_name: b.test, insecure_skip_verify: true}",
+        );
+    let app = start_proxy(&insecure).await;
+    assert_eq!(get(&c, app.traffic_addrs[0], "shop", "/").await.status, 200);
 }

@@ -165,7 +165,10 @@ pub fn effective_yaml(config: &Config) -> String {
                 "slow_start": d(b.slow_start),
             });
             if let (Some(t), Some(obj)) = (&b.tls, v.as_object_mut()) {
-                let mut tls = json!({"ca_file": t.ca_file.display().to_string()});
+                let mut tls = json!({
+                    "ca_file": t.ca_file.as_ref().map(|p| p.display().to_string()),
+                    "insecure_skip_verify": t.insecure_skip_verify,
+                });
                 if let (Some(name), Some(o)) = (&t.server_name, tls.as_object_mut()) {
                     o.insert("server_name".into(), json!(name));
                 }

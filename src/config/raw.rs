@@ -155,6 +155,11 @@ pub struct RawBackendTls {
     pub ca_file: Option<String>,
     /// The name to send as SNI and verify, when not the endpoint's host.
     pub server_name: Option<String>,
+    /// A client certificate and key (PEM) for backends that require mTLS.
+    pub client_cert: Option<String>,
+    pub client_key: Option<String>,
+    /// Accept any certificate: test clusters only (logged loudly at every start).
+    pub insecure_skip_verify: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

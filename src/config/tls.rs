@@ -57,7 +57,10 @@ impl fmt::Debug for ListenerTls {
 }
 
 /// Load one certificate: `Err((field, message))` names what is wrong.
-fn load(files: &CertificateFiles) -> Result<Arc<CertifiedKey>, (&'static str, String)> {
+type Pair = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);
+
+/// Read a certificate chain and its key (PEM).
+fn read_pair(files: &CertificateFiles) -> Result<Pair, (&'static str, String)> {
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
         .map_err(|e| ("cert", format!("cannot read {}: {e}", files.cert.display())))?
         .collect::<Result<_, _>>()
@@ -79,6 +82,12 @@ fn load(files: &CertificateFiles) -> Result<Arc<CertifiedKey>, (&'static str, St
             format!("{}: no usable private key: {e}", files.key.display()),
         )
     })?;
+    Ok((chain, key))
+}
+
+/// Load one certificate: `Err((field, message))` names what is wrong.
+fn load(files: &CertificateFiles) -> Result<Arc<CertifiedKey>, (&'static str, String)> {
+    let (chain, key) = read_pair(files)?;
     let provider = rustls::crypto::ring::default_provider();
     let certified = CertifiedKey::from_der(chain, key, &provider)
         .map_err(|e| ("key", format!("{}: {e}", files.key.display())))?;
@@ -165,7 +174,9 @@ mod tests {
 /// TLS to a backend's endpoints.
 #[derive(Clone)]
 pub struct BackendTls {
-    pub ca_file: PathBuf,
+    pub ca_file: Option<PathBuf>,
+    pub client_cert: Option<PathBuf>,
+    pub insecure_skip_verify: bool,
     /// SNI and verified name; `None`: the endpoint's host as written in the config.
     pub server_name: Option<String>,
     pub client: Arc<rustls::ClientConfig>,
@@ -175,6 +186,7 @@ impl fmt::Debug for BackendTls {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BackendTls")
             .field("ca_file", &self.ca_file)
+            .field("insecure_skip_verify", &self.insecure_skip_verify)
             .field("server_name", &self.server_name)
             .finish()
     }
@@ -182,55 +194,153 @@ impl fmt::Debug for BackendTls {
 
 impl PartialEq for BackendTls {
     fn eq(&self, other: &Self) -> bool {
-        self.ca_file == other.ca_file && self.server_name == other.server_name
+        self.ca_file == other.ca_file
+            && self.client_cert == other.client_cert
+            && self.server_name == other.server_name
+            && self.insecure_skip_verify == other.insecure_skip_verify
     }
 }
 
-/// The rustls client config of a TLS backend: trusted CAs from `ca_file`, ALPN `http/1.1`
-/// (`https`) or `h2` (`grpcs`). `Err((field, message))` names what is wrong.
+/// What a TLS backend's `tls:` section says.
+pub struct ClientSettings<'a> {
+    pub ca_file: Option<&'a str>,
+    pub server_name: Option<&'a str>,
+    pub client_cert: Option<&'a str>,
+    pub client_key: Option<&'a str>,
+    pub insecure_skip_verify: bool,
+}
+
+/// The rustls client config of a TLS backend: trusted CAs from `ca_file`, an optional client
+/// certificate, ALPN `http/1.1` (`https`) or `h2` (`grpcs`). `Err((field, message))` names
+/// what is wrong.
 pub fn client(
-    ca_file: Option<&str>,
-    server_name: Option<&str>,
+    settings: &ClientSettings<'_>,
     protocol: super::Protocol,
 ) -> Result<BackendTls, (&'static str, String)> {
-    let Some(ca_file) = ca_file else {
-        return Err((
-            "ca_file",
-            "required: the PEM file of the CA that signs the backends' certificates (system roots are not used)".into(),
-        ));
-    };
     let mut roots = rustls::RootCertStore::empty();
-    let certs = CertificateDer::pem_file_iter(ca_file)
-        .map_err(|e| ("ca_file", format!("cannot read {ca_file}: {e}")))?;
-    for cert in certs {
-        let cert =
-            cert.map_err(|e| ("ca_file", format!("{ca_file}: not a PEM certificate: {e}")))?;
-        roots
-            .add(cert)
-            .map_err(|e| ("ca_file", format!("{ca_file}: {e}")))?;
+    match settings.ca_file {
+        Some(ca_file) => {
+            let certs = CertificateDer::pem_file_iter(ca_file)
+                .map_err(|e| ("ca_file", format!("cannot read {ca_file}: {e}")))?;
+            for cert in certs {
+                let cert = cert
+                    .map_err(|e| ("ca_file", format!("{ca_file}: not a PEM certificate: {e}")))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| ("ca_file", format!("{ca_file}: {e}")))?;
+            }
+            if roots.is_empty() {
+                return Err(("ca_file", format!("{ca_file}: no certificate in the file")));
+            }
+        }
+        None if settings.insecure_skip_verify => {}
+        None => {
+            return Err((
+                "ca_file",
+                "required: the PEM file of the CA that signs the backends' certificates (system roots are not used)".into(),
+            ))
+        }
     }
-    if roots.is_empty() {
-        return Err(("ca_file", format!("{ca_file}: no certificate in the file")));
-    }
-    if let Some(name) = server_name {
+    if let Some(name) = settings.server_name {
         rustls_pki_types::ServerName::try_from(name.to_string())
             .map_err(|e| ("server_name", format!("\"{name}\": {e}")))?;
     }
-    let mut client = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-    .map_err(|e| ("ca_file", e.to_string()))?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| ("ca_file", e.to_string()))?;
+    let builder = if settings.insecure_skip_verify {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAnything(provider)))
+    } else {
+        builder.with_root_certificates(roots)
+    };
+    let mut client = match (settings.client_cert, settings.client_key) {
+        (None, None) => builder.with_no_client_auth(),
+        (Some(cert), Some(key)) => {
+            let files = CertificateFiles {
+                cert: cert.into(),
+                key: key.into(),
+                server_names: Vec::new(),
+            };
+            let (chain, key) = read_pair(&files).map_err(|(field, message)| {
+                (
+                    if field == "cert" {
+                        "client_cert"
+                    } else {
+                        "client_key"
+                    },
+                    message,
+                )
+            })?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| ("client_key", e.to_string()))?
+        }
+        (Some(_), None) => return Err(("client_key", "required with client_cert".into())),
+        (None, Some(_)) => return Err(("client_cert", "required with client_key".into())),
+    };
     client.alpn_protocols = if protocol.is_h2() {
         vec![b"h2".to_vec()]
     } else {
         vec![b"http/1.1".to_vec()]
     };
     Ok(BackendTls {
-        ca_file: ca_file.into(),
-        server_name: server_name.map(str::to_string),
+        ca_file: settings.ca_file.map(PathBuf::from),
+        client_cert: settings.client_cert.map(PathBuf::from),
+        server_name: settings.server_name.map(str::to_string),
+        insecure_skip_verify: settings.insecure_skip_verify,
         client: Arc::new(client),
     })
+}
+
+/// `insecure_skip_verify`: any certificate is accepted (signatures are still checked, so
+/// the handshake itself is sound); for test clusters with throwaway certificates.
+#[derive(Debug)]
+struct AcceptAnything(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AcceptAnything {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &rustls_pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
 }

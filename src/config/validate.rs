@@ -812,11 +812,14 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
         };
         let tls = if protocol.is_tls() {
             let raw = b.tls.as_ref();
-            match super::tls::client(
-                raw.and_then(|t| t.ca_file.as_deref()),
-                raw.and_then(|t| t.server_name.as_deref()),
-                protocol,
-            ) {
+            let settings = super::tls::ClientSettings {
+                ca_file: raw.and_then(|t| t.ca_file.as_deref()),
+                server_name: raw.and_then(|t| t.server_name.as_deref()),
+                client_cert: raw.and_then(|t| t.client_cert.as_deref()),
+                client_key: raw.and_then(|t| t.client_key.as_deref()),
+                insecure_skip_verify: raw.and_then(|t| t.insecure_skip_verify).unwrap_or(false),
+            };
+            match super::tls::client(&settings, protocol) {
                 Ok(tls) => Some(tls),
                 Err((field, message)) => {
                     errors.push(format!("{base}.tls.{field}"), message);

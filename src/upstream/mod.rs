@@ -139,6 +139,9 @@ impl Backend {
         metrics
             .max_concurrent
             .set(config.max_concurrent_requests as i64);
+        if config.tls.as_ref().is_some_and(|t| t.insecure_skip_verify) {
+            tracing::warn!(backend = %config.name, "tls.insecure_skip_verify: the backend's certificate is NOT verified (anyone on the path can impersonate it); for test clusters only");
+        }
         Backend {
             config: config.clone(),
             name: config.name.clone(),
