@@ -101,3 +101,53 @@ async fn no_backend_up_is_unavailable_to_the_grpc_client() {
     assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
     assert!(status.message().contains("connect_refused"), "{status:?}");
 }
+
+#[tokio::test]
+async fn active_checks_speak_the_grpc_health_protocol() {
+    let (backend, reporter) = grpc_server().await;
+    reporter
+        .set_service_status("shop.Cart", tonic_health::ServingStatus::NotServing)
+        .await;
+    let config = grpc_config(backend).replace(
+        "hold_timeout: 0s}",
+        "hold_timeout: 0s, health_check: {grpc_service: shop.Cart, interval: 100ms, timeout: 100ms}}",
+    );
+    let app = start_proxy(&config).await;
+    let unready = "hitless_backend_endpoints_unready{backend=\"app\"}";
+    let wait_for = |n: f64| {
+        let admin = app.admin_addr;
+        async move {
+            for _ in 0..100 {
+                let page = admin_get(admin, "/metrics").await.body;
+                if metric(&page, unready) == Some(n) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            panic!("{unready} never became {n}");
+        }
+    };
+    // NOT_SERVING: the endpoint takes no traffic; the client library sees UNAVAILABLE.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_for(1.0).await;
+    let mut client = client_through(app.traffic_addrs[0]).await;
+    let status = client
+        .check(HealthCheckRequest {
+            service: "shop.Cart".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    // SERVING: in after one pass.
+    reporter
+        .set_service_status("shop.Cart", tonic_health::ServingStatus::Serving)
+        .await;
+    wait_for(0.0).await;
+    let ok = client
+        .check(HealthCheckRequest {
+            service: "shop.Cart".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(ok.into_inner().status, ServingStatus::Serving as i32);
+}

@@ -142,6 +142,8 @@ pub struct RawBackend {
 #[serde(deny_unknown_fields)]
 pub struct RawHealthCheck {
     pub path: Option<String>,
+    /// For grpc/grpcs backends: the service asked about (empty: the server as a whole).
+    pub grpc_service: Option<String>,
     pub interval: Option<HumanDuration>,
     pub timeout: Option<HumanDuration>,
     pub healthy_threshold: Option<u64>,

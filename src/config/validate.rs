@@ -222,6 +222,8 @@ impl Balance {
 #[derive(Debug, Clone, PartialEq)]
 pub struct HealthCheckConfig {
     pub path: String,
+    /// gRPC health protocol service name, for grpc/grpcs backends.
+    pub grpc_service: String,
     pub interval: Duration,
     pub timeout: Duration,
     pub healthy_threshold: u32,
@@ -425,7 +427,15 @@ fn parse_health_check(errors: &mut Errors, base: &str, raw: &RawHealthCheck) -> 
             default
         }
     };
+    let grpc_service = raw.grpc_service.clone().unwrap_or_default();
+    if grpc_service.len() > 127 {
+        errors.push(
+            format!("{base}.health_check.grpc_service"),
+            "must be at most 127 bytes",
+        );
+    }
     HealthCheckConfig {
+        grpc_service,
         path,
         interval,
         timeout,

@@ -280,7 +280,7 @@ impl Pool {
 
     /// A connection to `addr`: TCP, then TLS for `https`/`grpcs` backends, both within the
     /// connect timeout.
-    async fn open(&self, addr: SocketAddr) -> Result<UpstreamIo, ProxyError> {
+    pub async fn open(&self, addr: SocketAddr) -> Result<UpstreamIo, ProxyError> {
         let Some(tls) = &self.settings.tls else {
             return Ok(UpstreamIo::Plain(self.tcp(addr).await?));
         };

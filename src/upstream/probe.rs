@@ -9,21 +9,20 @@
 //! Optional slow start: an endpoint that just became ready gets a share of the requests that
 //! ramps from 10% to 100% over `slow_start` (JIT warm-up, cold caches, connection pools).
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::Request;
-use http_body_util::Empty;
+use http_body_util::Full;
+use hyper_util::rt::TokioExecutor;
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 
 use super::balance::random_below;
 use super::endpoints::Endpoint;
 use super::Backend;
-use crate::config::HealthCheckConfig;
+use crate::config::{HealthCheckConfig, Protocol};
 use crate::runtime::clock::now_ms;
 
 /// The active-check and slow-start state of one endpoint.
@@ -124,9 +123,9 @@ pub async fn run(
         let set = b.endpoints.snapshot();
         let mut checks = tokio::task::JoinSet::new();
         for e in &set.endpoints {
-            let (e, path, timeout) = (Arc::clone(e), config.path.clone(), config.timeout);
+            let (e, config, protocol) = (Arc::clone(e), config.clone(), b.config.protocol);
             checks.spawn(async move {
-                let passed = check(e.addr, &path, timeout).await;
+                let passed = check(&e, protocol, &config).await;
                 (e, passed)
             });
         }
@@ -157,38 +156,89 @@ fn record(b: &Backend, e: &Endpoint, result: Result<(), String>, config: &Health
     }
 }
 
-/// One check: `Ok` for a 2xx/3xx answer within `timeout`, else why not.
-async fn check(addr: SocketAddr, path: &str, timeout: Duration) -> Result<(), String> {
+/// One check over a new connection made the way requests make them (TCP, or TLS for
+/// `https`/`grpcs`): an HTTP GET of `path` (2xx/3xx passes; over HTTP/2 for `h2c`), or for
+/// `grpc`/`grpcs` backends the gRPC health protocol (`grpc.health.v1.Health/Check` of
+/// `grpc_service`: SERVING passes).
+async fn check(e: &Endpoint, protocol: Protocol, config: &HealthCheckConfig) -> Result<(), String> {
+    let addr = e.addr;
     let exchange = async {
-        let stream = TcpStream::connect(addr)
-            .await
-            .map_err(|e| format!("connect: {e}"))?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| e.to_string())?;
-        tokio::spawn(conn);
-        let request = Request::get(path)
-            .header(http::header::HOST, addr.to_string())
-            .header(http::header::USER_AGENT, "hitless-health-check")
-            .body(Empty::<Bytes>::new())
-            .map_err(|e| e.to_string())?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| e.to_string())?;
+        let io = TokioIo::new(e.pool.local().open(addr).await.map_err(|e| e.to_string())?);
+        let grpc = matches!(protocol, Protocol::Grpc | Protocol::Grpcs);
+        let scheme = if protocol.is_tls() { "https" } else { "http" };
+        let request = if grpc {
+            let service = config.grpc_service.as_bytes();
+            let mut body = vec![0u8; 5];
+            if !service.is_empty() {
+                body.push(0x0a);
+                body.push(service.len() as u8);
+                body.extend_from_slice(service);
+            }
+            let len = (body.len() - 5) as u32;
+            body[1..5].copy_from_slice(&len.to_be_bytes());
+            Request::post(format!("{scheme}://{addr}/grpc.health.v1.Health/Check"))
+                .header(http::header::CONTENT_TYPE, "application/grpc")
+                .header(http::header::TE, "trailers")
+                .body(Full::new(Bytes::from(body)))
+        } else {
+            let uri = if protocol.is_h2() {
+                format!("{scheme}://{addr}{}", config.path)
+            } else {
+                config.path.clone()
+            };
+            Request::get(uri)
+                .header(http::header::HOST, addr.to_string())
+                .body(Full::new(Bytes::new()))
+        }
+        .map_err(|e| e.to_string())?;
+        let response = if protocol.is_h2() {
+            let (mut sender, conn) =
+                hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            tokio::spawn(conn);
+            sender.send_request(request).await
+        } else {
+            let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
+                .await
+                .map_err(|e| e.to_string())?;
+            tokio::spawn(conn);
+            sender.send_request(request).await
+        }
+        .map_err(|e| e.to_string())?;
         let status = response.status();
-        if status.is_success() || status.is_redirection() {
+        if !grpc {
+            return if status.is_success() || status.is_redirection() {
+                Ok(())
+            } else {
+                Err(format!("status {}", status.as_u16()))
+            };
+        }
+        let head_status = response.headers().get("grpc-status").cloned();
+        let collected = http_body_util::BodyExt::collect(response.into_body())
+            .await
+            .map_err(|e| e.to_string())?;
+        let grpc_status = collected
+            .trailers()
+            .and_then(|t| t.get("grpc-status").cloned())
+            .or(head_status);
+        if grpc_status.as_ref().is_none_or(|v| v != "0") {
+            return Err(format!("grpc-status {grpc_status:?}"));
+        }
+        // HealthCheckResponse { status: SERVING (1) } is `08 01` after the 5-byte prefix.
+        let message = collected.to_bytes();
+        if message.get(5..) == Some(&[0x08, 0x01][..]) {
             Ok(())
         } else {
-            Err(format!("status {}", status.as_u16()))
+            Err("not SERVING".into())
         }
     };
-    tokio::time::timeout(timeout, exchange)
+    tokio::time::timeout(config.timeout, exchange)
         .await
         .unwrap_or_else(|_| {
             Err(format!(
                 "no answer within {}",
-                humantime::format_duration(timeout)
+                humantime::format_duration(config.timeout)
             ))
         })
 }
@@ -212,6 +262,7 @@ mod tests {
     fn thresholds_decide_transitions() {
         let config = HealthCheckConfig {
             path: "/healthz".into(),
+            grpc_service: String::new(),
             interval: Duration::from_secs(1),
             timeout: Duration::from_millis(500),
             healthy_threshold: 2,
