@@ -245,3 +245,59 @@ async fn grpc_unavailable_is_retried_on_another_endpoint_for_idempotent_routes()
         assert_eq!(trailers["grpc-status"], "0");
     }
 }
+
+/// Bidirectional streaming (what gRPC client-, server- and bidi-streaming calls are on the
+/// wire): each message goes through hitless and comes back before the next one is sent, so
+/// nothing is buffered in either direction.
+#[tokio::test]
+async fn bidirectional_streams_are_not_buffered() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                // Echo the request body as the response body, frame by frame.
+                let service = service_fn(|req: Request<Incoming>| async move {
+                    Ok::<_, Infallible>(Response::new(req.into_body()))
+                });
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    let app = start_proxy(&h2c_config(backend, "grpc")).await;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(1);
+    let body = StreamBody::new(tokio_stream_from(rx));
+    let request = Request::post(format!("http://{}/chat.Chat/Talk", app.traffic_addrs[0]))
+        .header("content-type", "application/grpc")
+        .body(body)
+        .unwrap();
+    let tcp = tokio::net::TcpStream::connect(app.traffic_addrs[0])
+        .await
+        .unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let response = sender.send_request(request).await.unwrap();
+    let mut echoes = response.into_body();
+    for i in 0..5 {
+        let message = Bytes::from(format!("message {i}"));
+        tx.send(Ok(Frame::data(message.clone()))).await.unwrap();
+        let frame = tokio::time::timeout(std::time::Duration::from_secs(5), echoes.frame())
+            .await
+            .expect("echo arrives before the next message is sent")
+            .unwrap()
+            .unwrap();
+        assert_eq!(frame.into_data().unwrap(), message);
+    }
+}
+
+/// An mpsc receiver as a `Stream` (without tokio-stream).
+fn tokio_stream_from<T>(
+    mut rx: tokio::sync::mpsc::Receiver<T>,
+) -> impl futures_util::Stream<Item = T> {
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
