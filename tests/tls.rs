@@ -203,10 +203,10 @@ fn certificate_problems_name_the_field() {
 /// A backend terminating TLS itself with `pki`'s b.test certificate (HTTP/1.1 and HTTP/2 by
 /// ALPN), answering with the protocol version it saw.
 async fn tls_backend(pki: &Pki) -> SocketAddr {
-    tls_backend_with(pki, false).await
+    tls_backend_with(pki, false, &[b"h2", b"http/1.1"]).await
 }
 
-async fn tls_backend_with(pki: &Pki, require_client_cert: bool) -> SocketAddr {
+async fn tls_backend_with(pki: &Pki, require_client_cert: bool, alpn: &[&[u8]]) -> SocketAddr {
     use hyper::service::service_fn;
     use rustls_pki_types::pem::PemObject;
     let chain: Vec<_> = rustls_pki_types::CertificateDer::pem_file_iter(pki.dir.join("b.test.crt"))
@@ -230,7 +230,7 @@ async fn tls_backend_with(pki: &Pki, require_client_cert: bool) -> SocketAddr {
         builder.with_no_client_auth()
     };
     let mut config = builder.with_single_cert(chain, key).unwrap();
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -265,18 +265,26 @@ fn backend_config(protocol: &str, backend: SocketAddr, ca: &std::path::Path, nam
 async fn https_and_grpcs_backends_are_verified_against_the_configured_ca() {
     let certs = pki("backend");
     let backend = tls_backend(&certs).await;
+    let h1_only = tls_backend_with(&certs, false, &[b"http/1.1"]).await;
     let c = client();
-    for (protocol, version) in [("https", "HTTP/1.1"), ("grpcs", "HTTP/2.0")] {
+    // ALPN decides for https: HTTP/2 when the backend offers it, else HTTP/1.1.
+    for (protocol, addr, version) in [
+        ("https", backend, "HTTP/2.0"),
+        ("https", h1_only, "HTTP/1.1"),
+        ("grpcs", backend, "HTTP/2.0"),
+    ] {
         let app = start_proxy(&backend_config(
             protocol,
-            backend,
+            addr,
             &certs.dir.join("ca.crt"),
             "b.test",
         ))
         .await;
-        let answer = get(&c, app.traffic_addrs[0], "shop", "/").await;
-        assert_eq!(answer.status, 200, "{protocol}: {}", answer.body);
-        assert_eq!(answer.body, format!("tls backend {version}"));
+        for _ in 0..3 {
+            let answer = get(&c, app.traffic_addrs[0], "shop", "/").await;
+            assert_eq!(answer.status, 200, "{protocol}: {}", answer.body);
+            assert_eq!(answer.body, format!("tls backend {version}"));
+        }
     }
     // The wrong name: the certificate is for b.test.
     let app = start_proxy(&backend_config(
@@ -404,7 +412,7 @@ async fn mtls_backend_gets_the_client_certificate_and_insecure_skip_verify_skips
         .unwrap();
     std::fs::write(certs.dir.join("client.crt"), cert.pem()).unwrap();
     std::fs::write(certs.dir.join("client.key"), key.serialize_pem()).unwrap();
-    let backend = tls_backend_with(&certs, true).await;
+    let backend = tls_backend_with(&certs, true, &[b"http/1.1"]).await;
     let base = backend_config("https", backend, &certs.dir.join("ca.crt"), "b.test");
     let with_cert = base.replace(
         "server_name: b.test}",

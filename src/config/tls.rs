@@ -281,10 +281,11 @@ pub fn client(
         (Some(_), None) => return Err(("client_key", "required with client_cert".into())),
         (None, Some(_)) => return Err(("client_cert", "required with client_key".into())),
     };
+    // grpcs is HTTP/2 only; https lets the backend choose.
     client.alpn_protocols = if protocol.is_h2() {
         vec![b"h2".to_vec()]
     } else {
-        vec![b"http/1.1".to_vec()]
+        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
     };
     Ok(BackendTls {
         ca_file: settings.ca_file.map(PathBuf::from),

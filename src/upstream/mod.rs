@@ -267,16 +267,35 @@ impl Backend {
         mut request: Request<RequestBody>,
         options: SendOptions,
     ) -> Result<Exchange, SendError> {
-        if self.config.protocol.is_h2() {
-            return self.send_h2(endpoint, request).await;
-        }
         let addr = endpoint.addr;
+        let pool = endpoint.pool.local();
+        let mut negotiated = None;
+        match (self.config.protocol, pool.speaks_h2()) {
+            (p, _) if p.is_h2() => return self.send_h2(endpoint, request).await,
+            (Protocol::Https, Some(true)) => return self.send_h2(endpoint, request).await,
+            (Protocol::Https, None) => match pool.negotiate(addr).await {
+                Ok(pool::Negotiated::H2) => return self.send_h2(endpoint, request).await,
+                Ok(pool::Negotiated::H1(conn)) => negotiated = Some(conn),
+                Err(error) => {
+                    return Err(SendError {
+                        error,
+                        reused: false,
+                        request: Some(request),
+                        race: false,
+                    })
+                }
+            },
+            _ => {}
+        }
         let mut lease = Lease::new(Arc::clone(endpoint));
-        let pool = lease.endpoint().pool.local();
         // A few stale pooled connections in a row are possible (an app that closed them all);
         // a fresh connection that fails before writing is not retried here.
         for _ in 0..4 {
-            let mut conn = match pool.checkout(addr, options).await {
+            let checked_out = match negotiated.take() {
+                Some(conn) => Ok(conn),
+                None => pool.checkout(addr, options).await,
+            };
+            let mut conn = match checked_out {
                 Ok(conn) => conn,
                 Err(error) => {
                     return Err(SendError {

@@ -113,8 +113,22 @@ struct IdleConn {
     idle_since: Instant,
 }
 
+/// What ALPN chose on an `https` endpoint (`Pool::alpn`).
+const ALPN_UNKNOWN: u8 = 0;
+const ALPN_H1: u8 = 1;
+const ALPN_H2: u8 = 2;
+
+/// The outcome of `Pool::negotiate`.
+pub enum Negotiated {
+    /// HTTP/2: use `Pool::h2` (the slot was just filled).
+    H2,
+    /// HTTP/1.1: this new connection.
+    H1(Connection),
+}
+
 pub struct Pool {
     idle: ArrayQueue<IdleConn>,
+    alpn: std::sync::atomic::AtomicU8,
     /// HTTP/2 backends: one multiplexed connection per endpoint and worker. An async mutex,
     /// held while a connection is being opened, so that a burst of first requests opens one
     /// connection instead of one each; otherwise it guards a clone of a handle, never I/O.
@@ -141,6 +155,7 @@ impl Pool {
         Pool {
             idle: ArrayQueue::new(settings.max_idle.max(1)),
             h2: tokio::sync::Mutex::new(None),
+            alpn: std::sync::atomic::AtomicU8::new(ALPN_UNKNOWN),
             keepalive,
             settings,
             metrics,
@@ -211,7 +226,16 @@ impl Pool {
         &self,
         addr: SocketAddr,
     ) -> Result<(http2::SendRequest<RequestBody>, FirstBytes), ProxyError> {
-        let (stream, first) = Sniffed::new(self.open(addr).await?);
+        let io = self.open(addr).await?;
+        self.connect_h2_with(addr, io).await
+    }
+
+    async fn connect_h2_with(
+        &self,
+        addr: SocketAddr,
+        io: UpstreamIo,
+    ) -> Result<(http2::SendRequest<RequestBody>, FirstBytes), ProxyError> {
+        let (stream, first) = Sniffed::new(io);
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
             .max_header_list_size(self.settings.max_response_header_bytes as u32)
             .handshake::<_, RequestBody>(TokioIo::new(stream))
@@ -349,6 +373,41 @@ impl Pool {
 
     async fn connect(&self, addr: SocketAddr) -> Result<Conn, ProxyError> {
         let stream = self.open(addr).await?;
+        self.connect_with(addr, stream).await
+    }
+
+    /// `https` backends whose protocol is not known yet: open a connection, and let ALPN
+    /// decide. HTTP/2 (the endpoint's connection slot is filled) or an HTTP/1.1 connection
+    /// for this request.
+    pub async fn negotiate(&self, addr: SocketAddr) -> Result<Negotiated, ProxyError> {
+        let io = self.open(addr).await?;
+        let h2 =
+            matches!(&io, UpstreamIo::Tls(tls) if tls.get_ref().1.alpn_protocol() == Some(b"h2"));
+        self.alpn
+            .store(if h2 { ALPN_H2 } else { ALPN_H1 }, Ordering::Relaxed);
+        if h2 {
+            let mut slot = self.h2.lock().await;
+            let (sender, first) = self.connect_h2_with(addr, io).await?;
+            *slot = Some((sender.clone(), Arc::clone(&first)));
+            Ok(Negotiated::H2)
+        } else {
+            Ok(Negotiated::H1(Connection {
+                conn: self.connect_with(addr, io).await?,
+                reused: false,
+            }))
+        }
+    }
+
+    /// What ALPN chose for this endpoint: `None` until a connection was made.
+    pub fn speaks_h2(&self) -> Option<bool> {
+        match self.alpn.load(Ordering::Relaxed) {
+            ALPN_H2 => Some(true),
+            ALPN_H1 => Some(false),
+            _ => None,
+        }
+    }
+
+    async fn connect_with(&self, addr: SocketAddr, stream: UpstreamIo) -> Result<Conn, ProxyError> {
         // Over TLS the socket carries records (session tickets, alerts), not HTTP: no peeking.
         let peek = match &stream {
             UpstreamIo::Plain(tcp) => socket2::SockRef::from(tcp).try_clone().ok(),

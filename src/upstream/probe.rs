@@ -21,6 +21,7 @@ use hyper_util::rt::TokioIo;
 
 use super::balance::random_below;
 use super::endpoints::Endpoint;
+use super::sniff::UpstreamIo;
 use super::Backend;
 use crate::config::{HealthCheckConfig, Protocol};
 use crate::runtime::clock::now_ms;
@@ -163,7 +164,11 @@ fn record(b: &Backend, e: &Endpoint, result: Result<(), String>, config: &Health
 async fn check(e: &Endpoint, protocol: Protocol, config: &HealthCheckConfig) -> Result<(), String> {
     let addr = e.addr;
     let exchange = async {
-        let io = TokioIo::new(e.pool.local().open(addr).await.map_err(|e| e.to_string())?);
+        let io = e.pool.local().open(addr).await.map_err(|e| e.to_string())?;
+        // An `https` backend may have chosen HTTP/2 by ALPN.
+        let h2 = protocol.is_h2()
+            || matches!(&io, UpstreamIo::Tls(t) if t.get_ref().1.alpn_protocol() == Some(b"h2"));
+        let io = TokioIo::new(io);
         let grpc = matches!(protocol, Protocol::Grpc | Protocol::Grpcs);
         let scheme = if protocol.is_tls() { "https" } else { "http" };
         let request = if grpc {
@@ -181,7 +186,7 @@ async fn check(e: &Endpoint, protocol: Protocol, config: &HealthCheckConfig) -> 
                 .header(http::header::TE, "trailers")
                 .body(Full::new(Bytes::from(body)))
         } else {
-            let uri = if protocol.is_h2() {
+            let uri = if h2 {
                 format!("{scheme}://{addr}{}", config.path)
             } else {
                 config.path.clone()
@@ -191,7 +196,7 @@ async fn check(e: &Endpoint, protocol: Protocol, config: &HealthCheckConfig) -> 
                 .body(Full::new(Bytes::new()))
         }
         .map_err(|e| e.to_string())?;
-        let response = if protocol.is_h2() {
+        let response = if h2 {
             let (mut sender, conn) =
                 hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
                     .await
