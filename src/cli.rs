@@ -41,9 +41,15 @@ pub enum Command {
         /// The app's address, host:port (usually 127.0.0.1:PORT).
         #[arg(long)]
         upstream: String,
-        /// What the app speaks: http (HTTP/1.1), h2c (HTTP/2 without TLS) or grpc.
+        /// What the app speaks: http (HTTP/1.1), h2c (HTTP/2 without TLS), grpc, https or grpcs.
         #[arg(long, default_value = "http")]
         upstream_protocol: String,
+        /// For https/grpcs: the CA (PEM) that signs the app's certificate (default: public roots).
+        #[arg(long)]
+        upstream_ca_file: Option<String>,
+        /// For https/grpcs: the name to send as SNI and verify.
+        #[arg(long)]
+        upstream_server_name: Option<String>,
         /// Admin address for /healthz, /readyz and /metrics.
         #[arg(long, default_value = "127.0.0.1:9901")]
         admin: String,
@@ -101,6 +107,8 @@ pub fn load(command: &Command) -> Result<Option<Config>, ExitCode> {
             listen,
             upstream,
             upstream_protocol,
+            upstream_ca_file,
+            upstream_server_name,
             admin,
             no_access_log,
             drain_delay,
@@ -115,6 +123,8 @@ pub fn load(command: &Command) -> Result<Option<Config>, ExitCode> {
                 timeout: drain_timeout.clone(),
                 control_socket: control_socket.clone(),
                 protocol: upstream_protocol.clone(),
+                ca_file: upstream_ca_file.clone(),
+                server_name: upstream_server_name.clone(),
             },
         )
         .map(|mut c| {

@@ -21,8 +21,10 @@ pub struct SidecarDrain {
     pub delay: String,
     pub timeout: String,
     pub control_socket: String,
-    /// The app's protocol (`--upstream-protocol`).
+    /// The app's protocol (`--upstream-protocol`) and TLS settings for https/grpcs.
     pub protocol: String,
+    pub ca_file: Option<String>,
+    pub server_name: Option<String>,
 }
 
 impl Default for SidecarDrain {
@@ -32,6 +34,8 @@ impl Default for SidecarDrain {
             timeout: "20s".into(),
             control_socket: Defaults::CONTROL_SOCKET.into(),
             protocol: "http".into(),
+            ca_file: None,
+            server_name: None,
         }
     }
 }
@@ -69,8 +73,20 @@ impl Config {
         // serde_json's string quoting is valid YAML quoting.
         let q = |s: &str| serde_json::Value::String(s.to_string()).to_string();
         let admin = admin.unwrap_or(Defaults::ADMIN);
+        let mut tls = Vec::new();
+        if let Some(ca) = &drain.ca_file {
+            tls.push(format!("ca_file: {}", q(ca)));
+        }
+        if let Some(name) = &drain.server_name {
+            tls.push(format!("server_name: {}", q(name)));
+        }
+        let tls = if tls.is_empty() {
+            String::new()
+        } else {
+            format!(", tls: {{{}}}", tls.join(", "))
+        };
         let yaml = format!(
-            "listeners: [{{bind: {}}}]\nadmin: {{bind: {}}}\nbackends:\n  app: {{endpoints: [{}], protocol: {}}}\nroutes:\n  - {{name: app, backend: app}}\ndrain: {{delay: {}, timeout: {}, control_socket: {}}}\n",
+            "listeners: [{{bind: {}}}]\nadmin: {{bind: {}}}\nbackends:\n  app: {{endpoints: [{}], protocol: {}{tls}}}\nroutes:\n  - {{name: app, backend: app}}\ndrain: {{delay: {}, timeout: {}, control_socket: {}}}\n",
             q(listen),
             q(admin),
             q(upstream),
@@ -91,6 +107,9 @@ impl Config {
                             p if p.starts_with("backends.app.endpoints") => "--upstream".into(),
                             "drain.delay" => "--drain-delay".into(),
                             "backends.app.protocol" => "--upstream-protocol".into(),
+                            "backends.app.tls.ca_file" => "--upstream-ca-file".into(),
+                            "backends.app.tls.server_name" => "--upstream-server-name".into(),
+                            "backends.app.tls" => "--upstream-ca-file".into(),
                             "drain.timeout" => "--drain-timeout".into(),
                             p => p.into(),
                         },

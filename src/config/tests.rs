@@ -165,6 +165,16 @@ fn sidecar_flags_errors_name_the_flag() {
     };
     let e = Config::sidecar("127.0.0.1:8080", "127.0.0.1:3000", None, &spdy).unwrap_err();
     assert!(e.to_string().starts_with("--upstream-protocol: "), "{e}");
+    let tls = SidecarDrain {
+        protocol: "https".into(),
+        ca_file: Some("/nonexistent/ca.pem".into()),
+        ..SidecarDrain::default()
+    };
+    let e = Config::sidecar("127.0.0.1:8080", "127.0.0.1:3000", None, &tls).unwrap_err();
+    assert!(
+        e.to_string().starts_with("--upstream-ca-file: cannot read"),
+        "{e}"
+    );
     let c = Config::sidecar(
         "127.0.0.1:8080",
         "127.0.0.1:3000",
