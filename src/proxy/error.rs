@@ -71,7 +71,7 @@ pub enum ProxyError {
 }
 
 /// What a failed attempt proves about whether the backend application saw the request.
-/// The retry loop (issue #3) decides from this; the core proxy only records it.
+/// The retry loop (`proxy/attempt.rs`) decides from this what may be sent again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RetryClass {
     /// Nothing was sent: retrying elsewhere is always safe, whatever the method.

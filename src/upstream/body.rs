@@ -19,7 +19,7 @@ use super::pool::Lease;
 pub enum RequestBody {
     /// The client's body, streamed as it arrives.
     Streaming(Incoming),
-    /// A body held in memory (health checks, and later replayable retries).
+    /// A body held in memory: replayable on retry (`retry.max_replay_bytes`).
     Full(Option<Bytes>),
 }
 
