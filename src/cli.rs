@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::{effective_yaml, Config, ConfigErrors, SidecarDrain};
+use crate::config::{effective_yaml, Config, ConfigErrors, SidecarOptions};
 
 /// Exit code for an invalid configuration or flags (EX_USAGE).
 pub const EXIT_CONFIG: u8 = 64;
@@ -118,7 +118,7 @@ pub fn load(command: &Command) -> Result<Option<Config>, ExitCode> {
             listen,
             upstream,
             Some(admin),
-            &SidecarDrain {
+            &SidecarOptions {
                 delay: drain_delay.clone(),
                 timeout: drain_timeout.clone(),
                 control_socket: control_socket.clone(),

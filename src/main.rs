@@ -34,64 +34,51 @@ fn main() -> ExitCode {
     let _log_guard = hitless::runtime::telemetry::init();
     // The main runtime runs admin, signals and the pool reaper; traffic is served by the
     // worker threads that `app::run` starts (one single-threaded runtime each).
-    let mut builder = tokio::runtime::Builder::new_current_thread();
-    let runtime = match builder.enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("hitless: cannot start the runtime: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    match runtime.block_on(hitless::app::run(config, source)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("hitless: {e}");
-            ExitCode::from(1)
-        }
-    }
+    block_on(
+        "hitless",
+        tokio::runtime::Builder::new_current_thread(),
+        hitless::app::run(config, source),
+    )
 }
 
-/// `hitless demo`: everything in this process, on one runtime.
+/// `hitless demo`: upstreams, hitless and clients in this process, on one runtime.
 fn demo() -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("hitless: cannot start the runtime: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    match runtime.block_on(hitless::demo::run()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("hitless demo: {e}");
-            ExitCode::from(1)
-        }
-    }
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.worker_threads(2);
+    block_on("hitless demo", builder, hitless::demo::run())
 }
 
 /// `hitless drain`: ask the running instance to drain; print its answer.
 fn drain(socket: &std::path::Path) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let asked = async {
+        let reply = hitless::runtime::drain::request(socket).await?;
+        print!("{reply}");
+        Ok::<_, std::io::Error>(())
+    };
+    block_on(
+        "hitless drain",
+        tokio::runtime::Builder::new_current_thread(),
+        asked,
+    )
+}
+
+/// Run `work` to completion on a runtime from `builder`: exit 0, or 1 with the error.
+fn block_on<E: std::fmt::Display>(
+    what: &str,
+    mut builder: tokio::runtime::Builder,
+    work: impl std::future::Future<Output = Result<(), E>>,
+) -> ExitCode {
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("hitless: cannot start the runtime: {e}");
+            eprintln!("{what}: cannot start the runtime: {e}");
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(hitless::runtime::drain::request(socket)) {
-        Ok(reply) => {
-            print!("{reply}");
-            ExitCode::SUCCESS
-        }
+    match runtime.block_on(work) {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("hitless drain: {e}");
+            eprintln!("{what}: {e}");
             ExitCode::from(1)
         }
     }

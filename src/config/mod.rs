@@ -16,8 +16,9 @@ pub use validate::{
 
 use raw::RawConfig;
 
-/// The drain flags of `hitless sidecar`.
-pub struct SidecarDrain {
+/// The flags of `hitless sidecar` beyond listen, upstream and admin: drain settings and the
+/// app's protocol and TLS.
+pub struct SidecarOptions {
     pub delay: String,
     pub timeout: String,
     pub control_socket: String,
@@ -27,9 +28,9 @@ pub struct SidecarDrain {
     pub server_name: Option<String>,
 }
 
-impl Default for SidecarDrain {
-    fn default() -> SidecarDrain {
-        SidecarDrain {
+impl Default for SidecarOptions {
+    fn default() -> SidecarOptions {
+        SidecarOptions {
             delay: "5s".into(),
             timeout: "20s".into(),
             control_socket: Defaults::CONTROL_SOCKET.into(),
@@ -67,17 +68,17 @@ impl Config {
         listen: &str,
         upstream: &str,
         admin: Option<&str>,
-        drain: &SidecarDrain,
+        options: &SidecarOptions,
     ) -> Result<Config, ConfigErrors> {
         // Going through the same YAML path as a file keeps one set of defaults and checks;
         // serde_json's string quoting is valid YAML quoting.
         let q = |s: &str| serde_json::Value::String(s.to_string()).to_string();
         let admin = admin.unwrap_or(Defaults::ADMIN);
         let mut tls = Vec::new();
-        if let Some(ca) = &drain.ca_file {
+        if let Some(ca) = &options.ca_file {
             tls.push(format!("ca_file: {}", q(ca)));
         }
-        if let Some(name) = &drain.server_name {
+        if let Some(name) = &options.server_name {
             tls.push(format!("server_name: {}", q(name)));
         }
         let tls = if tls.is_empty() {
@@ -90,10 +91,10 @@ impl Config {
             q(listen),
             q(admin),
             q(upstream),
-            q(&drain.protocol),
-            q(&drain.delay),
-            q(&drain.timeout),
-            q(&drain.control_socket),
+            q(&options.protocol),
+            q(&options.delay),
+            q(&options.timeout),
+            q(&options.control_socket),
         );
         Config::from_yaml(&yaml).map_err(|errs| {
             // Name the flag, not the internal YAML path.

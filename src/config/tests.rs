@@ -155,20 +155,21 @@ routes:
 
 #[test]
 fn sidecar_flags_errors_name_the_flag() {
-    let e = Config::sidecar("nope", "127.0.0.1:3000", None, &SidecarDrain::default()).unwrap_err();
+    let e =
+        Config::sidecar("nope", "127.0.0.1:3000", None, &SidecarOptions::default()).unwrap_err();
     assert!(e.to_string().starts_with("--listen: "), "{e}");
-    let e = Config::sidecar("127.0.0.1:8080", "app", None, &SidecarDrain::default()).unwrap_err();
+    let e = Config::sidecar("127.0.0.1:8080", "app", None, &SidecarOptions::default()).unwrap_err();
     assert!(e.to_string().starts_with("--upstream: "), "{e}");
-    let spdy = SidecarDrain {
+    let spdy = SidecarOptions {
         protocol: "spdy".into(),
-        ..SidecarDrain::default()
+        ..SidecarOptions::default()
     };
     let e = Config::sidecar("127.0.0.1:8080", "127.0.0.1:3000", None, &spdy).unwrap_err();
     assert!(e.to_string().starts_with("--upstream-protocol: "), "{e}");
-    let tls = SidecarDrain {
+    let tls = SidecarOptions {
         protocol: "https".into(),
         ca_file: Some("/nonexistent/ca.pem".into()),
-        ..SidecarDrain::default()
+        ..SidecarOptions::default()
     };
     let e = Config::sidecar("127.0.0.1:8080", "127.0.0.1:3000", None, &tls).unwrap_err();
     assert!(
@@ -179,7 +180,7 @@ fn sidecar_flags_errors_name_the_flag() {
         "127.0.0.1:8080",
         "127.0.0.1:3000",
         None,
-        &SidecarDrain::default(),
+        &SidecarOptions::default(),
     )
     .unwrap();
     assert_eq!(c.routes.len(), 1);

@@ -180,7 +180,7 @@ fn wanted(on: &RetryOn, error: &ProxyError) -> bool {
 }
 
 fn holds(backend: &Backend) -> bool {
-    !backend.hold_timeout.is_zero()
+    !backend.config.hold_timeout.is_zero()
 }
 
 /// The answer when no endpoint took the request: the last failure itself without a hold;
@@ -215,20 +215,27 @@ async fn hold(backend: &Backend, until: Instant) -> bool {
     }
 }
 
-/// Forward `request` to `backend` under `route`'s retry policy.
+/// Forward `request` to `backend` under `route`'s retry policy. `grpc`: the request is a gRPC
+/// call (its `grpc-timeout` is looked for only then).
 pub async fn run(
     route: &Route,
     backend: &Backend,
     request: Request<RequestBody>,
     start: Instant,
+    grpc: bool,
 ) -> Outcome {
     let policy = route.retry;
     // A gRPC client's own deadline, when shorter, is the request's.
-    let deadline = match grpc_timeout(request.headers()) {
+    let grpc_deadline = if grpc {
+        grpc_timeout(request.headers())
+    } else {
+        None
+    };
+    let deadline = match grpc_deadline {
         Some(t) => start + t.min(route.request_timeout),
         None => start + route.request_timeout,
     };
-    let hold_until = (start + backend.hold_timeout).min(deadline);
+    let hold_until = (start + backend.config.hold_timeout).min(deadline);
     let idempotent = is_idempotent(&request, policy.idempotent);
     let request = if policy.attempts > 1 && policy.max_replay_bytes > 0 {
         match hold_body(request, policy.max_replay_bytes, deadline).await {

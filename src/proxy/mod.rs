@@ -173,7 +173,7 @@ impl Proxy {
         parts.version = Version::HTTP_11;
         let upstream_request = Request::from_parts(parts, RequestBody::Streaming(body));
 
-        let outcome = attempt::run(&route, backend, upstream_request, start).await;
+        let outcome = attempt::run(&route, backend, upstream_request, start, grpc).await;
         log.attempts = outcome.attempts;
         log.endpoint = outcome.endpoint;
         log.failed = outcome.failed;

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use http::{Request, Response};
 
-use crate::config::{BackendConfig, Balance, OutlierConfig, Protocol};
+use crate::config::{BackendConfig, Protocol};
 use crate::proxy::error::ProxyError;
 use crate::runtime::metrics::BackendMetrics;
 use body::{RequestBody, UpstreamBody};
@@ -32,17 +32,13 @@ use pool::{Lease, PoolSettings};
 
 pub struct Backend {
     pub name: String,
-    /// The settings it was built from (a reload with equal settings keeps this backend).
+    /// The settings it was built from (a reload with equal settings keeps this backend);
+    /// the policies below read them from here.
     pub config: BackendConfig,
-    balance: Balance,
     pub endpoints: Endpoints,
     pub budget: budget::RetryBudget,
     rr: AtomicUsize,
-    outlier: OutlierConfig,
     pub hold: hold::Hold,
-    pub hold_timeout: Duration,
-    max_concurrent: usize,
-    pub slow_start: Duration,
     pub metrics: BackendMetrics,
 }
 
@@ -66,6 +62,18 @@ pub struct SendError {
     /// The failure has the shape of the keep-alive race (`is_keepalive_race`): the request
     /// was written, but onto a connection the upstream had already given up.
     pub race: bool,
+}
+
+impl SendError {
+    /// Nothing was sent: the request comes back for another try.
+    pub fn unsent(error: ProxyError, request: Request<RequestBody>) -> SendError {
+        SendError {
+            error,
+            reused: false,
+            request: Some(request),
+            race: false,
+        }
+    }
 }
 
 /// The keep-alive race, told apart from an application that read the request and died. On a
@@ -145,15 +153,10 @@ impl Backend {
         Backend {
             config: config.clone(),
             name: config.name.clone(),
-            balance: config.balance,
             endpoints,
             budget: budget::RetryBudget::new(config.retry_budget),
             rr: AtomicUsize::new(0),
-            outlier: config.outlier,
             hold: hold::Hold::default(),
-            hold_timeout: config.hold_timeout,
-            max_concurrent: config.max_concurrent_requests,
-            slow_start: config.slow_start,
             metrics,
         }
     }
@@ -164,7 +167,7 @@ impl Backend {
         let admission = Admission {
             in_flight: self.metrics.in_flight.clone(),
         };
-        (before < self.max_concurrent as i64).then_some(admission)
+        (before < self.config.max_concurrent_requests as i64).then_some(admission)
     }
 
     /// Pick an endpoint that is neither in `tried` (retries go elsewhere) nor ejected. When
@@ -172,12 +175,12 @@ impl Backend {
     /// guess, a 503 is certain), and count it. `None` when every endpoint was tried.
     pub fn pick_excluding(&self, tried: &[SocketAddr]) -> Option<Arc<Endpoint>> {
         let set = self.endpoints.load();
-        let ejected = |e: &Endpoint| e.health.is_ejected(&self.outlier, &self.metrics);
+        let ejected = |e: &Endpoint| e.health.is_ejected(&self.config.outlier, &self.metrics);
         let mut ramping = None;
         if tried.is_empty() {
-            let first = balance::pick(&set, self.balance, &self.rr)?;
+            let first = balance::pick(&set, self.config.balance, &self.rr)?;
             if first.readiness.is_ready() && !ejected(&first) {
-                if first.readiness.admits(self.slow_start) {
+                if first.readiness.admits(self.config.slow_start) {
                     return Some(first);
                 }
                 ramping = Some(first.addr);
@@ -186,12 +189,12 @@ impl Backend {
         // Endpoints failing active checks are never used (as if not in the set); ejection is
         // only a guess from passive signs, so when it leaves nothing, panic mode ignores it.
         let usable = |e: &Endpoint| !tried.contains(&e.addr) && e.readiness.is_ready();
-        if let Some(e) = balance::pick_where(&set, self.balance, &self.rr, |e| {
+        if let Some(e) = balance::pick_where(&set, self.config.balance, &self.rr, |e| {
             usable(e) && !ejected(e) && Some(e.addr) != ramping
         }) {
             return Some(e);
         }
-        let e = balance::pick_where(&set, self.balance, &self.rr, usable)?;
+        let e = balance::pick_where(&set, self.config.balance, &self.rr, usable)?;
         self.metrics.panics.inc();
         Some(e)
     }
@@ -206,7 +209,7 @@ impl Backend {
                 self.hold.release();
                 return;
             }
-            Err(ProxyError::ConnectTimeout { .. }) => self.outlier.consecutive_failures,
+            Err(ProxyError::ConnectTimeout { .. }) => self.config.outlier.consecutive_failures,
             Err(
                 ProxyError::ConnectRefused { .. }
                 | ProxyError::ConnectFailed { .. }
@@ -220,11 +223,11 @@ impl Backend {
             // Not the endpoint's doing (the client, the whole request's deadline...).
             Err(_) => return,
         };
-        if !endpoint.health.failure(&self.outlier, weight) {
+        if !endpoint.health.failure(&self.config.outlier, weight) {
             return;
         }
         let set = self.endpoints.load();
-        let pct = self.outlier.max_ejected_percent as usize;
+        let pct = self.config.outlier.max_ejected_percent as usize;
         let allowed = if pct == 0 {
             0
         } else {
@@ -233,12 +236,12 @@ impl Backend {
         let ejected = set
             .endpoints
             .iter()
-            .filter(|e| e.health.is_ejected(&self.outlier, &self.metrics))
+            .filter(|e| e.health.is_ejected(&self.config.outlier, &self.metrics))
             .count();
         if ejected >= allowed {
             return;
         }
-        if let Some(length) = endpoint.health.eject(&self.outlier, &self.metrics) {
+        if let Some(length) = endpoint.health.eject(&self.config.outlier, &self.metrics) {
             let cause = match outcome {
                 Ok(status) => status.to_string(),
                 Err(e) => e.cause().to_string(),
@@ -276,14 +279,7 @@ impl Backend {
             (Protocol::Https, None) => match pool.negotiate(addr).await {
                 Ok(pool::Negotiated::H2) => return self.send_h2(endpoint, request).await,
                 Ok(pool::Negotiated::H1(conn)) => negotiated = Some(conn),
-                Err(error) => {
-                    return Err(SendError {
-                        error,
-                        reused: false,
-                        request: Some(request),
-                        race: false,
-                    })
-                }
+                Err(error) => return Err(SendError::unsent(error, request)),
             },
             _ => {}
         }
@@ -297,14 +293,7 @@ impl Backend {
             };
             let mut conn = match checked_out {
                 Ok(conn) => conn,
-                Err(error) => {
-                    return Err(SendError {
-                        error,
-                        reused: false,
-                        request: Some(request),
-                        race: false,
-                    })
-                }
+                Err(error) => return Err(SendError::unsent(error, request)),
             };
             let reused = conn.reused;
             let sent_at = tokio::time::Instant::now();
@@ -365,20 +354,14 @@ impl Backend {
     ) -> Result<Exchange, SendError> {
         let addr = endpoint.addr;
         let lease = Lease::new(Arc::clone(endpoint));
-        let unsent = |error, request| SendError {
-            error,
-            reused: false,
-            request: Some(request),
-            race: false,
-        };
         let (mut sender, first, reused) = match lease.endpoint().pool.local().h2(addr).await {
             Ok(found) => found,
-            Err(error) => return Err(unsent(error, request)),
+            Err(error) => return Err(SendError::unsent(error, request)),
         };
         absolute_form(&mut request, addr, self.config.protocol.is_tls());
         if sender.ready().await.is_err() {
             // The connection went away before this stream was opened: nothing was sent.
-            return Err(unsent(
+            return Err(SendError::unsent(
                 ProxyError::RefusedStream { endpoint: addr },
                 request,
             ));
@@ -403,7 +386,7 @@ impl Backend {
     pub fn reap(&self) {
         for e in &self.endpoints.load().endpoints {
             e.pool.reap();
-            e.health.is_ejected(&self.outlier, &self.metrics);
+            e.health.is_ejected(&self.config.outlier, &self.metrics);
         }
     }
 }

@@ -240,10 +240,7 @@ impl Pool {
             .max_header_list_size(self.settings.max_response_header_bytes as u32)
             .handshake::<_, RequestBody>(TokioIo::new(stream))
             .await
-            .map_err(|e| ProxyError::ConnectFailed {
-                endpoint: addr,
-                reason: e.to_string(),
-            })?;
+            .map_err(|e| handshake_failed(addr, e))?;
         self.metrics.conns_open.inc();
         self.metrics.conns_opened.inc();
         let metrics = self.metrics.clone();
@@ -419,10 +416,7 @@ impl Pool {
             .max_header_size(self.settings.max_response_header_bytes)
             .handshake::<_, RequestBody>(TokioIo::new(stream))
             .await
-            .map_err(|e| ProxyError::ConnectFailed {
-                endpoint: addr,
-                reason: e.to_string(),
-            })?;
+            .map_err(|e| handshake_failed(addr, e))?;
         self.metrics.conns_open.inc();
         self.metrics.conns_opened.inc();
         let idle_mark = Arc::new(AtomicU64::new(BUSY));
@@ -451,6 +445,14 @@ impl Pool {
             peek,
             first,
         })
+    }
+}
+
+/// The HTTP handshake (HTTP/1.1 or HTTP/2) on a new connection failed.
+fn handshake_failed(endpoint: SocketAddr, e: hyper::Error) -> ProxyError {
+    ProxyError::ConnectFailed {
+        endpoint,
+        reason: e.to_string(),
     }
 }
 

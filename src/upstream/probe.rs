@@ -142,7 +142,9 @@ pub async fn run(
 }
 
 fn record(b: &Backend, e: &Endpoint, result: Result<(), String>, config: &HealthCheckConfig) {
-    let changed = e.readiness.record(result.is_ok(), config, b.slow_start);
+    let changed = e
+        .readiness
+        .record(result.is_ok(), config, b.config.slow_start);
     match (changed, result) {
         (Some(true), _) => {
             tracing::info!(backend = %b.name, endpoint = %e.addr, "endpoint passed its health check: taking traffic");
