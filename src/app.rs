@@ -103,6 +103,11 @@ impl App {
             metrics: Arc::clone(&metrics),
             ready: Default::default(),
             drain: Arc::clone(&drain),
+            discovered: backends
+                .iter()
+                .filter(|b| b.config.discovery.is_some())
+                .map(Arc::downgrade)
+                .collect(),
         });
         // The admin listener outlives the drain: readiness must keep answering 503 and
         // metrics keep being scraped until the process exits.
@@ -297,7 +302,10 @@ fn build_backends(
             });
             match same {
                 Some(old) => {
-                    old.endpoints.publish(&b.endpoints);
+                    // A discovered backend's set belongs to its discovery task.
+                    if b.discovery.is_none() {
+                        old.endpoints.publish(&b.endpoints);
+                    }
                     Arc::clone(old)
                 }
                 None => Arc::new(Backend::new(
@@ -365,9 +373,10 @@ fn watch_certificates(tls: crate::config::tls::ListenerTls, shutdown: Cancellati
     });
 }
 
-/// Start the active health checks of `backends` that have them.
+/// Start the background tasks of new backends: endpoint discovery and active health checks.
 fn start_checks(backends: &[Arc<Backend>], shutdown: &CancellationToken) {
     for backend in backends {
+        crate::discovery::start(backend, shutdown.child_token());
         if let Some(checks) = &backend.config.health_check {
             tokio::spawn(crate::upstream::probe::run(
                 Arc::downgrade(backend),

@@ -16,6 +16,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod discovery;
 pub mod inbound;
 pub mod proxy;
 pub mod runtime;

@@ -1,11 +1,11 @@
-//! The admin listener: `/healthz` (the process is alive), `/readyz` (listeners bound and
-//! config loaded; 503 otherwise) and `/metrics` (Prometheus text). HTTP/1.1 only, on its own
+//! The admin listener: `/healthz` (the process is alive), `/readyz` (listeners bound, config
+//! loaded and the first endpoint discovery of every discovered backend complete; 503 otherwise) and `/metrics` (Prometheus text). HTTP/1.1 only, on its own
 //! port (default 127.0.0.1:9901), separate from traffic so that probes and scrapes never queue
 //! behind client requests.
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
@@ -19,12 +19,16 @@ use tokio_util::sync::CancellationToken;
 
 use crate::runtime::drain::{Drain, Phase};
 use crate::runtime::metrics::Metrics;
+use crate::upstream::Backend;
 
 /// What the admin endpoints report on.
 pub struct AdminState {
     pub metrics: Arc<Metrics>,
     pub ready: AtomicBool,
     pub drain: Arc<Drain>,
+    /// Backends with discovered endpoints at start: not ready until each has its first set
+    /// (a reload adding one later does not make a serving proxy unready).
+    pub discovered: Vec<Weak<Backend>>,
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
@@ -46,6 +50,15 @@ fn answer(state: &AdminState, request: &Request<Incoming>) -> Response<Full<Byte
         "/readyz" => {
             if state.drain.phase() != Phase::Serving {
                 text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+            } else if !state
+                .discovered
+                .iter()
+                .all(|b| b.upgrade().is_none_or(|b| b.synced.load(Ordering::Relaxed)))
+            {
+                text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "not ready: endpoint discovery incomplete\n",
+                )
             } else if state.ready.load(Ordering::Relaxed) {
                 text(StatusCode::OK, "ready\n")
             } else {

@@ -2,6 +2,7 @@
 //! every error with its field path). Loading happens before any port is bound; after that,
 //! nothing reads configuration from a global: each task is handed the `Arc` it needs.
 
+pub mod discovery;
 mod raw;
 pub mod tls;
 mod validate;
@@ -184,6 +185,25 @@ pub fn effective_yaml(config: &Config) -> String {
                 "max_concurrent_requests": b.max_concurrent_requests,
                 "slow_start": d(b.slow_start),
             });
+            if let (Some(discovery), Some(obj)) = (&b.discovery, v.as_object_mut()) {
+                use discovery::Discovery;
+                obj.remove("endpoints");
+                let value = match discovery {
+                    Discovery::Dns(dns) => json!({"dns": {
+                        "name": format!("{}:{}", dns.host, dns.port),
+                        "min_ttl": d(dns.min_ttl),
+                        "max_ttl": d(dns.max_ttl),
+                        "nameservers": dns.nameservers.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
+                    }}),
+                    Discovery::Kubernetes(k) => json!({"kubernetes": {
+                        "service": k.service,
+                        "namespace": k.namespace,
+                        "port": k.port.as_ref().map(|p| p.to_string()),
+                        "kubeconfig": k.kubeconfig.as_ref().map(|p| p.display().to_string()),
+                    }}),
+                };
+                obj.insert("discovery".into(), value);
+            }
             if let (Some(t), Some(obj)) = (&b.tls, v.as_object_mut()) {
                 let mut tls = json!({
                     "ca_file": t.ca_file.as_ref().map(|p| p.display().to_string()),

@@ -117,6 +117,8 @@ pub struct RawRuntime {
 pub struct RawBackend {
     #[serde(default)]
     pub endpoints: Vec<String>,
+    /// Endpoints found at run time instead of listed (DNS or Kubernetes EndpointSlices).
+    pub discovery: Option<RawDiscovery>,
     pub balance: Option<String>,
     /// `http` (HTTP/1.1, default), `h2c` (HTTP/2 prior knowledge), `grpc` (h2c), `https`
     /// (HTTP/1.1 over TLS) or `grpcs` (HTTP/2 over TLS).
@@ -136,6 +138,43 @@ pub struct RawBackend {
     pub health_check: Option<RawHealthCheck>,
     /// A newly ready endpoint's share of requests ramps up over this window.
     pub slow_start: Option<HumanDuration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDiscovery {
+    pub dns: Option<RawDns>,
+    pub kubernetes: Option<RawKubernetes>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDns {
+    /// `host:port`, e.g. a headless Service `api.default.svc.cluster.local:8080`.
+    pub name: Option<String>,
+    pub min_ttl: Option<HumanDuration>,
+    pub max_ttl: Option<HumanDuration>,
+    /// `ip:port` of the name servers to ask instead of the ones in /etc/resolv.conf.
+    #[serde(default)]
+    pub nameservers: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKubernetes {
+    pub service: Option<String>,
+    pub namespace: Option<String>,
+    /// The Service port's name (`http`), or the endpoints' port number.
+    pub port: Option<RawPortRef>,
+    /// A kubeconfig file; default: in-cluster service account, then $KUBECONFIG, ~/.kube/config.
+    pub kubeconfig: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawPortRef {
+    Number(u64),
+    Name(String),
 }
 
 #[derive(Debug, Default, Deserialize)]

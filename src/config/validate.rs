@@ -282,6 +282,8 @@ pub struct BackendConfig {
     /// For `https` and `grpcs`.
     pub tls: Option<super::tls::BackendTls>,
     pub endpoints: Vec<SocketAddr>,
+    /// Endpoints found at run time; `endpoints` is then empty.
+    pub discovery: Option<super::discovery::Discovery>,
     pub balance: Balance,
     pub connect_timeout: Duration,
     pub pool_idle_timeout: Duration,
@@ -373,10 +375,10 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
-struct Errors(Vec<ConfigError>);
+pub(super) struct Errors(Vec<ConfigError>);
 
 impl Errors {
-    fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
+    pub(super) fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
         self.0.push(ConfigError {
             path: path.into(),
             message: message.into(),
@@ -384,7 +386,7 @@ impl Errors {
     }
 }
 
-fn dur(v: Option<HumanDuration>, default: Duration) -> Duration {
+pub(super) fn dur(v: Option<HumanDuration>, default: Duration) -> Duration {
     v.map(|d| d.0).unwrap_or(default)
 }
 
@@ -760,6 +762,16 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
                 endpoints.push(addr);
             }
         }
+        let discovery = b
+            .discovery
+            .as_ref()
+            .and_then(|d| super::discovery::parse(&mut errors, &format!("{base}.discovery"), d));
+        if discovery.is_some() && !b.endpoints.is_empty() {
+            errors.push(
+                format!("{base}.discovery"),
+                "set either endpoints or discovery, not both",
+            );
+        }
         let balance = match b.balance.as_deref() {
             None | Some("p2c") => Balance::P2c,
             Some("round_robin") => Balance::RoundRobin,
@@ -857,6 +869,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
             },
             name: name.clone(),
             endpoints,
+            discovery,
             balance,
             connect_timeout: positive(
                 &mut errors,
@@ -1211,7 +1224,7 @@ impl Config {
                     );
                 }
             }
-            if b.endpoints.is_empty() {
+            if b.endpoints.is_empty() && b.discovery.is_none() {
                 warn(
                     format!("backends.{}.endpoints", b.name),
                     "backend has no endpoints: its routes will answer 503 no_endpoints".into(),

@@ -182,6 +182,8 @@ struct BackendFamilies {
     budget_exhausted: Family<BackendLabels, Counter>,
     held: Family<ReasonLabels, Counter>,
     keepalive_learned: Family<EndpointLabels, Gauge<f64, AtomicU64>>,
+    discovery_updates: Family<BackendLabels, Counter>,
+    discovery_errors: Family<BackendLabels, Counter>,
 }
 
 impl BackendFamilies {
@@ -254,6 +256,18 @@ impl BackendFamilies {
                 registry,
                 "retry_budget_exhausted",
                 "Retries not made because the backend's retry budget was spent",
+                Family::default(),
+            ),
+            discovery_updates: reg(
+                registry,
+                "discovery_updates",
+                "Changes of a discovered backend's endpoint set (DNS answers, EndpointSlice events)",
+                Family::default(),
+            ),
+            discovery_errors: reg(
+                registry,
+                "discovery_errors",
+                "Failed resolutions or watch errors; the last good endpoint set is kept",
                 Family::default(),
             ),
             held: reg(
@@ -425,6 +439,8 @@ impl Metrics {
             ejections: f.ejections.get_or_create(&labels).clone(),
             panics: f.panics.get_or_create(&labels).clone(),
             budget_exhausted: f.budget_exhausted.get_or_create(&labels).clone(),
+            discovery_updates: f.discovery_updates.get_or_create(&labels).clone(),
+            discovery_errors: f.discovery_errors.get_or_create(&labels).clone(),
             held_served: reason(&f.held, "served"),
             held_expired: reason(&f.held, "expired"),
             retries: f.retries.clone(),
@@ -506,6 +522,8 @@ pub struct BackendMetrics {
     pub ejections: Counter,
     pub panics: Counter,
     pub budget_exhausted: Counter,
+    pub discovery_updates: Counter,
+    pub discovery_errors: Counter,
     pub held_served: Counter,
     pub held_expired: Counter,
     retries: Family<ReasonLabels, Counter>,

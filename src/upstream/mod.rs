@@ -40,6 +40,18 @@ pub struct Backend {
     rr: AtomicUsize,
     pub hold: hold::Hold,
     pub metrics: BackendMetrics,
+    /// Its endpoints are known: always for a static list; for a discovered backend, once the
+    /// first full answer (DNS) or list (EndpointSlices) arrived. Never goes back to false.
+    pub synced: std::sync::atomic::AtomicBool,
+    /// Cancelled when the backend is dropped (a reload replaced it): its discovery task, which
+    /// may be parked on a watch for minutes, ends at once instead of at its next event.
+    pub tasks: tokio_util::sync::CancellationToken,
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.tasks.cancel();
+    }
 }
 
 /// A request admitted under the backend's concurrency limit; dropping it frees the place.
@@ -158,6 +170,8 @@ impl Backend {
             rr: AtomicUsize::new(0),
             hold: hold::Hold::default(),
             metrics,
+            synced: std::sync::atomic::AtomicBool::new(config.discovery.is_none()),
+            tasks: tokio_util::sync::CancellationToken::new(),
         }
     }
 

@@ -110,6 +110,37 @@ pub async fn named_upstream(name: &'static str) -> Server {
     upstream(move |_req| async move { Response::new(full(name)) }).await
 }
 
+/// Upstreams on one port at several loopback addresses (127.0.0.1, 127.0.0.2...), the way pods
+/// of a Service share a port at different IPs. Each answers its own IP; `/slow` answers after
+/// 1.5 s. Returns the port and the servers, in the order of `ips`.
+pub async fn pods(ips: &[&'static str]) -> (u16, Vec<Server>) {
+    'retry: for _ in 0..20 {
+        let first = TcpListener::bind((ips[0], 0)).await.unwrap();
+        let port = first.local_addr().unwrap().port();
+        let mut listeners = vec![first];
+        for ip in &ips[1..] {
+            match TcpListener::bind((*ip, port)).await {
+                Ok(l) => listeners.push(l),
+                Err(_) => continue 'retry, // the port is taken at that address: another one
+            }
+        }
+        let servers = listeners
+            .into_iter()
+            .zip(ips.iter().copied())
+            .map(|(l, ip)| {
+                upstream_on(l, move |req: Request<Incoming>| async move {
+                    if req.uri().path() == "/slow" {
+                        tokio::time::sleep(Duration::from_millis(1500)).await;
+                    }
+                    Response::new(full(ip))
+                })
+            })
+            .collect();
+        return (port, servers);
+    }
+    panic!("no common free port on {ips:?}");
+}
+
 /// A raw TCP server: each accepted connection is handed to `f`.
 pub async fn raw_server<F, Fut>(f: F) -> Server
 where
