@@ -1,20 +1,32 @@
 # syntax=docker/dockerfile:1
-# Build: docker build -t hitless .
-# A first version (issue #6 makes it static on scratch/distroless-static and adds k8s/).
+# A static hitless binary on an empty base: the binary and CA certificates, nothing else.
+#   docker build -t hitless .
+#   docker run --rm -p 8080:8080 hitless sidecar --upstream host.docker.internal:3000
+# Ports: 8080 traffic, 9901 admin (/healthz, /readyz, /metrics), as in k8s/.
 
 FROM rust:1.95-bookworm AS build
+# musl makes the binary static (no libc in the final image); musl-tools provides the C
+# compiler that ring and mimalloc build with for that target.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends musl-tools=1.2.3-1 \
+ && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY benches ./benches
-COPY examples ./examples
-RUN cargo build --release --locked --bin hitless \
- && strip target/release/hitless
+RUN target="$(uname -m)-unknown-linux-musl" \
+ && rustup target add "$target" \
+ && cargo build --release --locked --bin hitless --target "$target" \
+ && cp "target/$target/release/hitless" /hitless \
+ && strip /hitless \
+ && mkdir -p /rootfs/tmp /rootfs/run/hitless \
+ && chown 65532:65532 /rootfs/tmp /rootfs/run/hitless
 
-# distroless/cc: glibc + CA certificates, no shell, runs as uid 65532.
-FROM gcr.io/distroless/cc-debian12:nonroot
-COPY --from=build /src/target/release/hitless /usr/local/bin/hitless
-USER nonroot:nonroot
+FROM scratch
+COPY --from=build /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
+COPY --from=build --chown=65532:65532 /rootfs/ /
+COPY --from=build /hitless /usr/local/bin/hitless
+USER 65532:65532
 EXPOSE 8080 9901
 ENTRYPOINT ["/usr/local/bin/hitless"]
 CMD ["--help"]

@@ -380,6 +380,12 @@ impl Metrics {
                 .clone()
         };
         let (tunnel_bytes_up, tunnel_bytes_down) = (direction("up"), direction("down"));
+        // Both series exist from the start, so an alert on `increase(...)` sees the first error.
+        for result in ["ok", "error"] {
+            let _ = reloads.get_or_create(&ResultLabels {
+                result: result.to_string(),
+            });
+        }
         Metrics {
             tunnels_open,
             tunnel_bytes_up,

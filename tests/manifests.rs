@@ -1,0 +1,309 @@
+//! The Kubernetes manifests in k8s/ are read and their timing invariants asserted: the grace
+//! period covers the drain, readiness probes notice a drain within its delay, the preStop hook
+//! talks to the socket hitless listens on, the gateway's ConfigMap passes `hitless check`
+//! without a warning, the sidecar's app outlives hitless's drain, RBAC is exactly what
+//! discovery needs, alert expressions name metrics hitless exports, and the Dockerfile exposes
+//! the ports the manifests use. (Schema validation of the same files runs in .ci/run.)
+
+mod support;
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use hitless::config::{Config, SidecarOptions};
+
+fn manifest(path: &str) -> Value {
+    let full = Path::new(env!("CARGO_MANIFEST_DIR")).join("k8s").join(path);
+    let text = std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("{path}: {e}"));
+    serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+fn container<'a>(deployment: &'a Value, name: &str) -> &'a Value {
+    deployment["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no container {name}"))
+}
+
+fn grace(deployment: &Value) -> Duration {
+    Duration::from_secs(
+        deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+            .as_u64()
+            .expect("terminationGracePeriodSeconds is set"),
+    )
+}
+
+/// How long until the readiness probe reports a failing /readyz at worst.
+fn readiness_notice(container: &Value) -> Duration {
+    let probe = &container["readinessProbe"];
+    assert_eq!(probe["httpGet"]["path"], "/readyz");
+    assert_eq!(probe["httpGet"]["port"], "admin");
+    let period = probe["periodSeconds"].as_u64().unwrap_or(10);
+    let failures = probe["failureThreshold"].as_u64().unwrap_or(3);
+    Duration::from_secs(period * failures)
+}
+
+/// The socket the preStop hook's `hitless drain` talks to.
+fn prestop_socket(container: &Value) -> String {
+    let command: Vec<&str> = container["lifecycle"]["preStop"]["exec"]["command"]
+        .as_array()
+        .expect("preStop exec")
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(&command[..2], ["/usr/local/bin/hitless", "drain"]);
+    assert_eq!(command[2], "--socket");
+    command[3].to_string()
+}
+
+fn port_named(container: &Value, name: &str) -> u64 {
+    container["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == name)
+        .unwrap_or_else(|| panic!("no port named {name}"))["containerPort"]
+        .as_u64()
+        .unwrap()
+}
+
+/// The socket's directory is a writable volume (the root filesystem is read-only).
+fn assert_writable(deployment: &Value, container: &Value, socket: &str) {
+    assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
+    let dir = Path::new(socket).parent().unwrap().to_str().unwrap();
+    let mount = container["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["mountPath"] == dir)
+        .unwrap_or_else(|| panic!("{dir} is not mounted"));
+    let volume = deployment["spec"]["template"]["spec"]["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == mount["name"])
+        .unwrap();
+    assert!(volume.get("emptyDir").is_some(), "{volume}");
+}
+
+fn assert_hardened(container: &Value) {
+    let sc = &container["securityContext"];
+    assert_eq!(
+        sc["allowPrivilegeEscalation"], false,
+        "{}",
+        container["name"]
+    );
+    assert_eq!(sc["readOnlyRootFilesystem"], true, "{}", container["name"]);
+    assert_eq!(
+        sc["capabilities"]["drop"][0], "ALL",
+        "{}",
+        container["name"]
+    );
+    assert!(
+        container["resources"]["requests"].is_object()
+            && container["resources"]["limits"].is_object(),
+        "{}",
+        container["name"]
+    );
+}
+
+#[test]
+fn gateway_drain_settings_fit_the_pod_and_its_config_passes_check() {
+    let deployment = manifest("gateway/deployment.yaml");
+    let configmap = manifest("gateway/configmap.yaml");
+    let text = configmap["data"]["config.yaml"].as_str().unwrap();
+    let config = Config::from_yaml(text).unwrap_or_else(|e| panic!("ConfigMap config: {e}"));
+    let warnings: Vec<String> = config.warnings().iter().map(|w| w.to_string()).collect();
+    assert!(warnings.is_empty(), "hitless check warns: {warnings:?}");
+
+    let hitless = container(&deployment, "hitless");
+    let drain = &config.drain;
+    assert_eq!(
+        drain.grace_period,
+        Some(grace(&deployment)),
+        "drain.grace_period states the pod's grace period"
+    );
+    assert!(grace(&deployment) >= drain.delay + drain.timeout);
+    assert!(
+        readiness_notice(hitless) < drain.delay,
+        "readiness must turn off within the drain delay"
+    );
+    let socket = prestop_socket(hitless);
+    assert_eq!(Path::new(&socket), drain.control_socket);
+    assert_writable(&deployment, hitless, &socket);
+    assert_hardened(hitless);
+    assert_eq!(
+        deployment["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"],
+        true
+    );
+    assert!(deployment["spec"]["replicas"].as_u64().unwrap() >= 2);
+    assert_eq!(
+        port_named(hitless, "http"),
+        config.listeners[0].port() as u64
+    );
+    assert_eq!(port_named(hitless, "admin"), config.admin.port() as u64);
+    assert!(
+        !config.admin.ip().is_loopback(),
+        "probes reach admin on the pod IP"
+    );
+
+    // The Service sends traffic to the traffic port, never to admin.
+    let service = manifest("gateway/service.yaml");
+    assert_eq!(service["spec"]["ports"][0]["targetPort"], "http");
+
+    // RBAC: exactly get/list/watch on EndpointSlices, bound to the Deployment's account.
+    let role = manifest("gateway/role.yaml");
+    let rules = role["rules"].as_array().unwrap();
+    assert_eq!(rules.len(), 1);
+    assert_eq!(
+        rules[0]["apiGroups"],
+        serde_json::json!(["discovery.k8s.io"])
+    );
+    assert_eq!(rules[0]["resources"], serde_json::json!(["endpointslices"]));
+    assert_eq!(
+        rules[0]["verbs"],
+        serde_json::json!(["get", "list", "watch"])
+    );
+    let binding = manifest("gateway/rolebinding.yaml");
+    let account = &deployment["spec"]["template"]["spec"]["serviceAccountName"];
+    assert_eq!(&binding["subjects"][0]["name"], account);
+    assert_eq!(binding["roleRef"]["name"], role["metadata"]["name"]);
+    let hpa = manifest("gateway/hpa.yaml");
+    assert!(hpa["spec"]["minReplicas"].as_u64().unwrap() >= 2);
+}
+
+/// The value of `--name=value` in `args`.
+fn flag<'a>(args: &'a [&'a str], name: &str) -> &'a str {
+    args.iter()
+        .find_map(|a| a.strip_prefix(&format!("--{name}=")))
+        .unwrap_or_else(|| panic!("--{name} is not set"))
+}
+
+#[test]
+fn sidecar_app_outlives_hitless_drain_within_the_grace_period() {
+    let deployment = manifest("sidecar/deployment.yaml");
+    let hitless = container(&deployment, "hitless");
+    let app = container(&deployment, "app");
+    let args: Vec<&str> = hitless["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert_eq!(args[0], "sidecar");
+    let options = SidecarOptions {
+        delay: flag(&args, "drain-delay").into(),
+        timeout: flag(&args, "drain-timeout").into(),
+        control_socket: flag(&args, "control-socket").into(),
+        ..Default::default()
+    };
+    let mut config = Config::sidecar(
+        flag(&args, "listen"),
+        flag(&args, "upstream"),
+        Some(flag(&args, "admin")),
+        &options,
+    )
+    .unwrap_or_else(|e| panic!("sidecar flags: {e}"));
+    config.drain.grace_period = Some(grace(&deployment));
+    let warnings: Vec<String> = config.warnings().iter().map(|w| w.to_string()).collect();
+    assert!(warnings.is_empty(), "hitless check warns: {warnings:?}");
+
+    let drain = &config.drain;
+    let app_sleep = Duration::from_secs(
+        app["lifecycle"]["preStop"]["sleep"]["seconds"]
+            .as_u64()
+            .expect("the app's preStop sleep"),
+    );
+    assert!(
+        app_sleep >= drain.delay + drain.timeout,
+        "the app must stay alive until hitless has drained"
+    );
+    assert!(
+        grace(&deployment) > app_sleep,
+        "the app needs time to stop after its sleep"
+    );
+    assert!(readiness_notice(hitless) < drain.delay);
+    let socket = prestop_socket(hitless);
+    assert_eq!(Path::new(&socket), drain.control_socket);
+    assert_writable(&deployment, hitless, &socket);
+    assert_hardened(hitless);
+    assert_hardened(app);
+    // hitless forwards to the app's port, and the Service targets hitless, not the app.
+    assert_eq!(
+        config.backends[0].endpoints[0].port() as u64,
+        port_named(app, "app")
+    );
+    assert_eq!(
+        port_named(hitless, "http"),
+        config.listeners[0].port() as u64
+    );
+    let service = manifest("sidecar/service.yaml");
+    assert_eq!(service["spec"]["ports"][0]["targetPort"], "http");
+    // A plain second container, not a native sidecar (see the timeline in the manifest).
+    assert!(deployment["spec"]["template"]["spec"]
+        .get("initContainers")
+        .is_none());
+}
+
+#[tokio::test]
+async fn alerts_name_metrics_that_hitless_exports() {
+    let rules = manifest("monitoring/prometheusrule.yaml");
+    let upstream = support::named_upstream("ok").await;
+    let app = support::start_proxy(&support::simple_config(upstream.addr)).await;
+    // One request, so that the per-route families have a series.
+    let answer = support::get(&support::client(), app.traffic_addrs[0], "a", "/").await;
+    assert_eq!(answer.status, 200);
+    let page = support::admin_get(app.admin_addr, "/metrics").await.body;
+    let mut checked = 0;
+    for group in rules["spec"]["groups"].as_array().unwrap() {
+        for rule in group["rules"].as_array().unwrap() {
+            let expr = rule["expr"].as_str().unwrap();
+            assert!(rule["alert"].is_string() && rule["labels"]["severity"].is_string());
+            for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                if !word.starts_with("hitless_") {
+                    continue;
+                }
+                let family = word.strip_suffix("_total").unwrap_or(word);
+                assert!(
+                    page.contains(&format!("# TYPE {family} ")),
+                    "alert {} uses {word}, which hitless does not export",
+                    rule["alert"]
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 6, "{checked}");
+}
+
+#[test]
+fn the_dockerfile_exposes_the_ports_the_manifests_use() {
+    let dockerfile =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("Dockerfile")).unwrap();
+    let exposed: Vec<u64> = dockerfile
+        .lines()
+        .filter_map(|l| l.strip_prefix("EXPOSE "))
+        .flat_map(|l| l.split_whitespace().map(|p| p.parse::<u64>().unwrap()))
+        .collect();
+    for path in ["gateway/deployment.yaml", "sidecar/deployment.yaml"] {
+        let deployment = manifest(path);
+        let hitless = container(&deployment, "hitless");
+        for name in ["http", "admin"] {
+            let port = port_named(hitless, name);
+            assert!(
+                exposed.contains(&port),
+                "{path}: {name} {port} not in EXPOSE {exposed:?}"
+            );
+        }
+        assert!(
+            hitless["image"] == "hitless",
+            "{path}: the image is set by the kustomization's images:"
+        );
+    }
+    assert!(dockerfile.contains("FROM scratch"));
+    assert!(dockerfile.contains("USER 65532"));
+}
