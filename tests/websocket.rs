@@ -92,3 +92,151 @@ async fn ping_pong_passes_and_an_idle_tunnel_is_closed() {
     let page = admin_get(app.admin_addr, "/metrics").await.body;
     assert_eq!(metric(&page, "hitless_tunnels_open"), Some(0.0), "{page}");
 }
+
+/// A WebSocket echo server that records the handshake it was sent and picks the `chat.v2`
+/// subprotocol when offered.
+async fn recording_ws_echo() -> (
+    SocketAddr,
+    std::sync::Arc<std::sync::Mutex<Vec<http::Request<()>>>>,
+) {
+    use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = std::sync::Arc::clone(&seen);
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let record = std::sync::Arc::clone(&record);
+            tokio::spawn(async move {
+                let callback = |req: &Request, mut response: Response| {
+                    let offered = req
+                        .headers()
+                        .get("sec-websocket-protocol")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("");
+                    if offered.split(',').any(|p| p.trim() == "chat.v2") {
+                        response
+                            .headers_mut()
+                            .insert("sec-websocket-protocol", "chat.v2".parse().unwrap());
+                    }
+                    let mut copy = http::Request::new(());
+                    *copy.method_mut() = req.method().clone();
+                    *copy.uri_mut() = req.uri().clone();
+                    *copy.version_mut() = req.version();
+                    *copy.headers_mut() = req.headers().clone();
+                    record.lock().unwrap().push(copy);
+                    Ok(response)
+                };
+                let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(stream, callback).await else {
+                    return;
+                };
+                while let Some(Ok(msg)) = ws.next().await {
+                    if (msg.is_text() || msg.is_binary()) && ws.send(msg).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, seen)
+}
+
+/// An RFC 8441 extended CONNECT from an HTTP/2 client.
+async fn h2_connect(proxy: SocketAddr, path: &str) -> http::Response<hyper::body::Incoming> {
+    use http_body_util::Empty;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let tcp = TcpStream::connect(proxy).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let request = || {
+        let mut request = http::Request::builder()
+            .method(http::Method::CONNECT)
+            .uri(format!("http://{proxy}{path}"))
+            .header("sec-websocket-version", "13")
+            .header("sec-websocket-protocol", "chat.v1, chat.v2")
+            .body(Empty::<bytes::Bytes>::new())
+            .unwrap();
+        request
+            .extensions_mut()
+            .insert(hyper::ext::Protocol::from_static("websocket"));
+        request
+    };
+    // The server's SETTINGS (with ENABLE_CONNECT_PROTOCOL) must have arrived first.
+    let mut last = None;
+    for _ in 0..100 {
+        sender.ready().await.unwrap();
+        match sender.send_request(request()).await {
+            Ok(response) => return response,
+            Err(e) => {
+                last = Some(e);
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        }
+    }
+    panic!("extended CONNECT never accepted: {last:?}");
+}
+
+#[tokio::test]
+async fn websocket_over_http2_reaches_an_http1_backend() {
+    use hyper_util::rt::TokioIo;
+    use tokio_tungstenite::tungstenite::protocol::Role;
+    let (echo, handshakes) = recording_ws_echo().await;
+    let app = start_proxy(&simple_config(echo)).await;
+    let mut response = h2_connect(app.traffic_addrs[0], "/chat?room=7").await;
+    assert_eq!(
+        response.status(),
+        200,
+        "the backend's 101 is the HTTP/2 client's 200"
+    );
+    assert_eq!(response.headers()["sec-websocket-protocol"], "chat.v2");
+    assert!(response.headers().contains_key("x-request-id"));
+    let upgraded = hyper::upgrade::on(&mut response).await.unwrap();
+    let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+        TokioIo::new(upgraded),
+        Role::Client,
+        None,
+    )
+    .await;
+    ws.send(Message::text("over h2")).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("over h2"));
+    let big: Vec<u8> = (0..256 * 1024).map(|i| (i % 251) as u8).collect();
+    ws.send(Message::binary(big.clone())).await.unwrap();
+    match ws.next().await.unwrap().unwrap() {
+        Message::Binary(b) => assert!(b[..] == big[..], "256 KiB echoed intact"),
+        other => panic!("expected binary, got {other:?}"),
+    }
+    let page = admin_get(app.admin_addr, "/metrics").await.body;
+    assert_eq!(metric(&page, "hitless_tunnels_open"), Some(1.0), "{page}");
+    ws.close(None).await.unwrap();
+    while let Some(Ok(_)) = ws.next().await {}
+
+    // The backend got a plain HTTP/1.1 WebSocket handshake.
+    let seen = handshakes.lock().unwrap();
+    let h = &seen[0];
+    assert_eq!(h.method(), http::Method::GET);
+    assert_eq!(h.uri().to_string(), "/chat?room=7");
+    assert_eq!(h.headers()["upgrade"], "websocket");
+    assert_eq!(h.headers()["sec-websocket-version"], "13");
+    assert_eq!(h.headers()["sec-websocket-key"].len(), 24);
+    assert_eq!(
+        h.headers()["host"],
+        app.traffic_addrs[0].to_string().as_str()
+    );
+}
+
+#[tokio::test]
+async fn an_http2_websocket_to_a_backend_that_does_not_switch_is_an_error() {
+    let plain = named_upstream("no websockets here").await;
+    let app = start_proxy(&simple_config(plain.addr)).await;
+    let response = h2_connect(app.traffic_addrs[0], "/chat").await;
+    // A 200 would tell the client its tunnel is open.
+    assert_eq!(response.status(), 502);
+    let status = response.headers()["proxy-status"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(status.contains("instead of 101"), "{status}");
+}

@@ -54,6 +54,8 @@ impl Server {
         builder
             .http2()
             .timer(TokioTimer::new())
+            // WebSocket over HTTP/2 (RFC 8441): see proxy/tunnel.rs.
+            .enable_connect_protocol()
             .max_header_list_size(downstream.max_request_header_bytes as u32);
         Server {
             builder,

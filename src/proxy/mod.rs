@@ -148,7 +148,7 @@ impl Proxy {
             .uri
             .authority()
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok());
-        let upgrade = tunnel::requested(parts.version, &parts.headers);
+        let upgrade = tunnel::requested(&parts);
         let request_id = headers::rewrite_request(
             &mut parts.headers,
             &log.conn.ip_header,
@@ -156,8 +156,12 @@ impl Proxy {
             authority.as_ref(),
         );
         let client_upgrade = match &upgrade {
-            Some(token) => {
+            Some(tunnel::Upgrade::Http1(token)) => {
                 tunnel::restore_headers(&mut parts.headers, token.clone());
+                parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
+            }
+            Some(tunnel::Upgrade::H2WebSocket) => {
+                tunnel::h2_websocket_to_http1(&mut parts, &request_id);
                 parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
             }
             None => None,
@@ -181,6 +185,22 @@ impl Proxy {
             Ok(exchange) => {
                 let (mut head, body) = exchange.response.into_parts();
                 let switching = head.status == http::StatusCode::SWITCHING_PROTOCOLS;
+                // To an HTTP/2 client any 2xx means "tunnel open": a backend that answered
+                // the handshake without switching must not look like one that did.
+                if let (Some(tunnel::Upgrade::H2WebSocket), Some(endpoint), false) =
+                    (&upgrade, log.endpoint, switching)
+                {
+                    if head.status.is_success() {
+                        let error = ProxyError::UpstreamProtocol {
+                            endpoint,
+                            reason: format!(
+                                "answered {} to a WebSocket handshake instead of 101",
+                                head.status.as_u16()
+                            ),
+                        };
+                        return self.error(error, grpc, request_id, log);
+                    }
+                }
                 let upstream_token = head.headers.get(header::UPGRADE).cloned();
                 headers::rewrite_response(&mut head.headers, request_id.clone());
                 if switching {
@@ -189,7 +209,12 @@ impl Proxy {
                     if let (Some(client), Some(upstream), Some(token)) =
                         (client_upgrade, upstream_upgrade, upstream_token)
                     {
-                        tunnel::restore_headers(&mut head.headers, token);
+                        match upgrade {
+                            Some(tunnel::Upgrade::H2WebSocket) => {
+                                tunnel::http1_switch_to_h2(&mut head)
+                            }
+                            _ => tunnel::restore_headers(&mut head.headers, token),
+                        }
                         self.tunnels.spawn(tunnel::splice(
                             client,
                             upstream,
