@@ -198,7 +198,11 @@ pub fn effective_yaml(config: &Config) -> String {
                     Discovery::Kubernetes(k) => json!({"kubernetes": {
                         "service": k.service,
                         "namespace": k.namespace,
-                        "port": k.port.as_ref().map(|p| p.to_string()),
+                        "port": match &k.port {
+                            Some(discovery::PortRef::Number(n)) => json!(n),
+                            Some(discovery::PortRef::Name(name)) => json!(name),
+                            None => Value::Null,
+                        },
                         "kubeconfig": k.kubeconfig.as_ref().map(|p| p.display().to_string()),
                     }}),
                 };

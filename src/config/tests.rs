@@ -232,3 +232,43 @@ routes: [{backend: api}]
     assert_eq!(b.outlier.consecutive_failures, 3);
     assert_eq!(c.routes[0].retry.max_replay_bytes, 64 * 1024);
 }
+
+#[test]
+fn discovered_backends_survive_the_effective_config_round_trip() {
+    use super::discovery::{Discovery, PortRef};
+    let yaml = r#"
+backends:
+  a:
+    discovery: {kubernetes: {service: cart, namespace: shop, port: 8080}}
+  b:
+    discovery: {kubernetes: {service: cart, port: http, kubeconfig: /k/config}}
+  c:
+    discovery: {dns: {name: "api.shop.svc.cluster.local.:8080", nameservers: ["10.96.0.10:53"]}}
+routes:
+  - backend: a
+"#;
+    let c = Config::from_yaml(yaml).unwrap();
+    assert!(c.warnings().is_empty(), "{:?}", c.warnings());
+    let again = Config::from_yaml(&effective_yaml(&c)).unwrap();
+    for (x, y) in c.backends.iter().zip(&again.backends) {
+        assert_eq!(x.discovery, y.discovery, "{}", x.name);
+    }
+    match &c.backends[0].discovery {
+        Some(Discovery::Kubernetes(k)) => assert_eq!(k.port, Some(PortRef::Number(8080))),
+        other => panic!("{other:?}"),
+    }
+    match &c.backends[2].discovery {
+        Some(Discovery::Dns(d)) => {
+            assert_eq!(d.host, "api.shop.svc.cluster.local.");
+            assert_eq!(
+                (d.port, d.min_ttl, d.max_ttl),
+                (
+                    8080,
+                    std::time::Duration::from_secs(1),
+                    std::time::Duration::from_secs(30)
+                )
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}
