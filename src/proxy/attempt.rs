@@ -111,6 +111,17 @@ fn resendable_body(request: &Request<RequestBody>) -> bool {
     matches!(request.body(), RequestBody::Full(_)) || request.body().is_end_stream()
 }
 
+/// A streaming body with a known length of 1 to `max` bytes: `hold_body` reads it whole.
+fn body_to_hold(request: &Request<RequestBody>, max: usize) -> bool {
+    let length = request
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    matches!(request.body(), RequestBody::Streaming(_))
+        && length.is_some_and(|n| n > 0 && n <= max as u64)
+}
+
 /// Read a body of known length up to `max` whole, so that it can be sent again. Bodies
 /// without a length, or longer, keep streaming (and are not re-sent once sent).
 async fn hold_body(
@@ -119,17 +130,12 @@ async fn hold_body(
     deadline: Instant,
 ) -> Result<Request<RequestBody>, ProxyError> {
     use http_body_util::BodyExt;
-    let length = request
-        .headers()
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    if !body_to_hold(&request, max) {
+        return Ok(request);
+    }
     let (parts, body) = request.into_parts();
-    let incoming = match body {
-        RequestBody::Streaming(incoming) if length.is_some_and(|n| n > 0 && n <= max as u64) => {
-            incoming
-        }
-        body => return Ok(Request::from_parts(parts, body)),
+    let RequestBody::Streaming(incoming) = body else {
+        return Ok(Request::from_parts(parts, body));
     };
     let limited = http_body_util::Limited::new(incoming, max);
     match tokio::time::timeout_at(deadline, limited.collect()).await {
@@ -237,8 +243,10 @@ pub async fn run(
     };
     let hold_until = (start + backend.config.hold_timeout).min(deadline);
     let idempotent = is_idempotent(&request, policy.idempotent);
-    let request = if policy.attempts > 1 && policy.max_replay_bytes > 0 {
-        match hold_body(request, policy.max_replay_bytes, deadline).await {
+    // Boxed, like the hold below: rarely needed, and inline they would make every request's
+    // future (moved, memcpy, at each await) larger.
+    let request = if policy.attempts > 1 && body_to_hold(&request, policy.max_replay_bytes) {
+        match Box::pin(hold_body(request, policy.max_replay_bytes, deadline)).await {
             Ok(request) => request,
             Err(error) => {
                 return Outcome {
@@ -295,7 +303,7 @@ pub async fn run(
                 // Nothing was sent anywhere: no endpoint can take the request right now.
                 if holds(backend) {
                     held = true;
-                    if hold(backend, hold_until).await {
+                    if Box::pin(hold(backend, hold_until)).await {
                         n_tried = 0;
                         next = Some(request);
                         continue;
@@ -417,7 +425,7 @@ pub async fn run(
                     // Nothing was sent, and no endpoint can take it now (all tried, or no
                     // budget to try another): hold.
                     held = true;
-                    if hold(backend, hold_until).await {
+                    if Box::pin(hold(backend, hold_until)).await {
                         unsent = Some(failure.error);
                         n_tried = 0;
                         next = again;

@@ -287,11 +287,16 @@ impl Backend {
         let addr = endpoint.addr;
         let pool = endpoint.pool.local();
         let mut negotiated = None;
+        // The HTTP/2 and ALPN paths are boxed: an async fn's future is as large as its largest
+        // branch, and every HTTP/1.1 request would otherwise copy their state around (the
+        // futures of a request are moved, memcpy, as each level awaits the next).
         match (self.config.protocol, pool.speaks_h2()) {
-            (p, _) if p.is_h2() => return self.send_h2(endpoint, request).await,
-            (Protocol::Https, Some(true)) => return self.send_h2(endpoint, request).await,
-            (Protocol::Https, None) => match pool.negotiate(addr).await {
-                Ok(pool::Negotiated::H2) => return self.send_h2(endpoint, request).await,
+            (p, _) if p.is_h2() => return Box::pin(self.send_h2(endpoint, request)).await,
+            (Protocol::Https, Some(true)) => {
+                return Box::pin(self.send_h2(endpoint, request)).await
+            }
+            (Protocol::Https, None) => match Box::pin(pool.negotiate(addr)).await {
+                Ok(pool::Negotiated::H2) => return Box::pin(self.send_h2(endpoint, request)).await,
                 Ok(pool::Negotiated::H1(conn)) => negotiated = Some(conn),
                 Err(error) => return Err(SendError::unsent(error, request)),
             },
