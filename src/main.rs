@@ -12,6 +12,10 @@ use clap::Parser;
 use hitless::cli::{self, Cli, Command};
 
 fn main() -> ExitCode {
+    // One TLS provider for every rustls user in the process, ours and kube-rs's (whose client
+    // asks for the process default): ring, the only one compiled in. An error means one is
+    // installed already, which is as good.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     let config = match cli::load(&cli.command) {
         Ok(Some(c)) => c,

@@ -55,6 +55,11 @@ struct FakeApi {
 
 impl FakeApi {
     async fn start(slices: Vec<Value>) -> FakeApi {
+        FakeApi::start_with(slices, None).await
+    }
+
+    /// Over HTTPS with `tls` (as every real API server), or plain HTTP.
+    async fn start_with(slices: Vec<Value>, tls: Option<tokio_rustls::TlsAcceptor>) -> FakeApi {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(Mutex::new(ApiState {
@@ -75,15 +80,22 @@ impl FakeApi {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
-                let (state, open) = (Arc::clone(&state), open.clone());
+                let (state, open, tls) = (Arc::clone(&state), open.clone(), tls.clone());
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |req| {
                         let (state, open) = (Arc::clone(&state), open.clone());
                         async move { Ok::<_, Infallible>(answer(req, state, open).await) }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
+                    let http = hyper::server::conn::http1::Builder::new();
+                    let _ = match tls {
+                        Some(tls) => match tls.accept(stream).await {
+                            Ok(stream) => {
+                                http.serve_connection(TokioIo::new(stream), service).await
+                            }
+                            Err(_) => return,
+                        },
+                        None => http.serve_connection(TokioIo::new(stream), service).await,
+                    };
                 });
             }
         });
@@ -178,6 +190,12 @@ impl FakeApi {
     }
 
     fn kubeconfig(&self, name: &str) -> std::path::PathBuf {
+        self.kubeconfig_with(name, "server: http://", "")
+    }
+
+    /// A kubeconfig for this server; `scheme` is `server: http://` or `server: https://`,
+    /// `extra` more cluster settings (`certificate-authority: ...`).
+    fn kubeconfig_with(&self, name: &str, scheme: &str, extra: &str) -> std::path::PathBuf {
         let path = std::env::temp_dir().join(format!(
             "hitless-kubeconfig-{}-{name}.yaml",
             std::process::id()
@@ -185,7 +203,7 @@ impl FakeApi {
         std::fs::write(
             &path,
             format!(
-                "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: http://{}\ncontexts:\n- name: fake\n  context: {{cluster: fake, user: tester, namespace: shop}}\ncurrent-context: fake\nusers:\n- name: tester\n  user: {{token: test-token}}\n",
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    {scheme}{}\n{extra}contexts:\n- name: fake\n  context: {{cluster: fake, user: tester, namespace: shop}}\ncurrent-context: fake\nusers:\n- name: tester\n  user: {{token: test-token}}\n",
                 self.addr
             ),
         )
@@ -276,9 +294,13 @@ fn slice(name: &str, port: u16, endpoints: &[(&str, bool, bool, bool)]) -> Value
 }
 
 fn config(api: &FakeApi, name: &str) -> String {
+    config_with(&api.kubeconfig(name))
+}
+
+fn config_with(kubeconfig: &std::path::Path) -> String {
     format!(
         "backends:\n  cart:\n    discovery:\n      kubernetes: {{service: cart, port: http, kubeconfig: \"{}\"}}\n    hold_timeout: 2s\nroutes:\n  - backend: cart\n",
-        api.kubeconfig(name).display()
+        kubeconfig.display()
     )
 }
 
@@ -546,4 +568,50 @@ async fn an_unreachable_api_server_keeps_hitless_unready() {
         "{}",
         answer.header("proxy-status")
     );
+}
+
+#[tokio::test]
+async fn the_api_server_is_reached_over_https_with_the_kubeconfig_ca() {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    // A CA and a serving certificate for 127.0.0.1, as a cluster's API server has.
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    let server = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![cert.der().clone()],
+        rustls_pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap(),
+    )
+    .unwrap();
+    let ca_file = std::env::temp_dir().join(format!("hitless-k8s-ca-{}.crt", std::process::id()));
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+
+    let (port, _pods) = pods(&["127.0.0.1"]).await;
+    let api = FakeApi::start_with(
+        vec![slice("cart-a", port, &[("127.0.0.1", true, true, false)])],
+        Some(tokio_rustls::TlsAcceptor::from(Arc::new(server))),
+    )
+    .await;
+    let kubeconfig = api.kubeconfig_with(
+        "https",
+        "server: https://",
+        &format!("    certificate-authority: {}\n", ca_file.display()),
+    );
+    let app = start_proxy(&config_with(&kubeconfig)).await;
+    wait_ready(app.admin_addr).await;
+    assert_eq!(
+        answering(&client(), app.traffic_addrs[0], 5).await,
+        ["127.0.0.1"]
+    );
+    assert_eq!(api.lists(), 1);
 }

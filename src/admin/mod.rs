@@ -1,7 +1,7 @@
 //! The admin listener: `/healthz` (the process is alive), `/readyz` (listeners bound, config
-//! loaded and the first endpoint discovery of every discovered backend complete; 503 otherwise) and `/metrics` (Prometheus text). HTTP/1.1 only, on its own
-//! port (default 127.0.0.1:9901), separate from traffic so that probes and scrapes never queue
-//! behind client requests.
+//! loaded and every discovered backend's first endpoint set in; 503 otherwise) and `/metrics`
+//! (Prometheus text). HTTP/1.1 only, on its own port (default 127.0.0.1:9901), separate from
+//! traffic so that probes and scrapes never queue behind client requests.
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
