@@ -287,3 +287,44 @@ async fn discovery_settings_are_checked_with_their_field_path() {
         "{e}"
     );
 }
+
+#[tokio::test]
+async fn a_reload_keeps_a_discovered_set_and_follows_changed_discovery_settings() {
+    let (port, _pods) = pods(&["127.0.0.1", "127.0.0.2"]).await;
+    let first = dns_server(Answer::Addresses(vec![ip("127.0.0.1")], 0)).await;
+    let second = dns_server(Answer::Addresses(vec![ip("127.0.0.2")], 0)).await;
+    let yaml = config(&first, port, "min_ttl: 100ms, max_ttl: 200ms");
+    let app = start_proxy(&yaml).await;
+    wait_ready(app.admin_addr).await;
+    let c = client();
+    // The same settings: the backend and its discovered endpoints are kept (the config's empty
+    // endpoint list must not replace them), so the very next request is served.
+    app.reload(&hitless::config::Config::from_yaml(&yaml).unwrap());
+    let seen = spread(&c, app.traffic_addrs[0], 10).await;
+    assert_eq!(seen.keys().collect::<Vec<_>>(), ["127.0.0.1"]);
+    // Another name server: a new backend with its own discovery; the old task stops asking.
+    let yaml = config(&second, port, "min_ttl: 100ms, max_ttl: 200ms");
+    app.reload(&hitless::config::Config::from_yaml(&yaml).unwrap());
+    let mut last = Vec::new();
+    for _ in 0..100 {
+        let answer = get(&c, app.traffic_addrs[0], "api", "/").await;
+        if answer.status == 200 && answer.body == "127.0.0.2" {
+            last.push(answer.body);
+            if last.len() == 5 {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        last.len(),
+        5,
+        "the new backend's discovered endpoint answers"
+    );
+    let asked = first.queries.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(
+        first.queries.load(Ordering::SeqCst) <= asked + 1,
+        "the replaced backend's discovery stopped"
+    );
+}
