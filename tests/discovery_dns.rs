@@ -101,19 +101,13 @@ fn config(dns: &Dns, port: u16, ttls: &str) -> String {
 }
 
 async fn metric_value(app: &hitless::app::App, series: &str) -> f64 {
-    metric(&admin_get(app.admin_addr, "/metrics").await.body, series).unwrap_or(0.0)
+    metric_at(app.admin_addr, series).await
 }
 
-/// Wait (bounded: 10 s) until the backend's endpoint set changed `n` times in all.
+/// Wait until the backend's endpoint set changed `n` times in all.
 async fn wait_updates(app: &hitless::app::App, n: f64) {
     let series = "hitless_discovery_updates_total{backend=\"api\"}";
-    for _ in 0..200 {
-        if metric_value(app, series).await >= n {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("{series} never reached {n}");
+    wait_metric(app.admin_addr, series, n).await;
 }
 
 /// `n` requests; returns how many each pod answered, and fails on any non-200.
@@ -185,13 +179,7 @@ async fn a_failed_resolution_keeps_the_last_good_set() {
     ] {
         let before = metric_value(&app, errors).await;
         dns.set(failure);
-        for _ in 0..100 {
-            if metric_value(&app, errors).await > before {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        assert!(metric_value(&app, errors).await > before, "failure counted");
+        wait_metric(app.admin_addr, errors, before + 1.0).await;
         let seen = spread(&c, app.traffic_addrs[0], 20).await;
         assert_eq!(seen.keys().collect::<Vec<_>>(), ["127.0.0.1", "127.0.0.2"]);
     }

@@ -304,20 +304,10 @@ fn config_with(kubeconfig: &std::path::Path) -> String {
     )
 }
 
-async fn updates(app: &hitless::app::App) -> f64 {
-    let page = admin_get(app.admin_addr, "/metrics").await.body;
-    metric(&page, "hitless_discovery_updates_total{backend=\"cart\"}").unwrap_or(0.0)
-}
-
-/// Wait (bounded: 15 s) until the endpoint set changed `n` times in all.
+/// Wait until the endpoint set changed `n` times in all.
 async fn wait_updates(app: &hitless::app::App, n: f64) {
-    for _ in 0..300 {
-        if updates(app).await >= n {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("endpoint set never changed {n} times");
+    let series = "hitless_discovery_updates_total{backend=\"cart\"}";
+    wait_metric(app.admin_addr, series, n).await;
 }
 
 /// Which pods answer `n` requests (any non-200 fails the test).
@@ -547,15 +537,7 @@ async fn an_unreachable_api_server_keeps_hitless_unready() {
     };
     let app = start_proxy(&config(&api, "unreachable")).await;
     let errors = "hitless_discovery_errors_total{backend=\"cart\"}";
-    for _ in 0..200 {
-        let page = admin_get(app.admin_addr, "/metrics").await.body;
-        if metric(&page, errors) >= Some(1.0) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let page = admin_get(app.admin_addr, "/metrics").await.body;
-    assert!(metric(&page, errors) >= Some(1.0), "errors counted");
+    wait_metric(app.admin_addr, errors, 1.0).await;
     assert_eq!(admin_get(app.admin_addr, "/readyz").await.status, 503);
     // Requests meanwhile get a named 503, not a hang.
     let answer = get(&client(), app.traffic_addrs[0], "cart", "/").await;
@@ -572,16 +554,9 @@ async fn an_unreachable_api_server_keeps_hitless_unready() {
 
 #[tokio::test]
 async fn the_api_server_is_reached_over_https_with_the_kubeconfig_ca() {
-    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
     // A CA and a serving certificate for 127.0.0.1, as a cluster's API server has.
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let cert = CertificateParams::new(vec!["127.0.0.1".to_string()])
-        .unwrap()
-        .signed_by(&key, &ca)
-        .unwrap();
+    let ca = TestCa::new();
+    let (cert, key) = ca.leaf(&["127.0.0.1"]);
     let server = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))

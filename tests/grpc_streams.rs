@@ -17,7 +17,6 @@ use std::time::Duration;
 
 use futures_util::{Stream, StreamExt};
 use http::uri::PathAndQuery;
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use support::*;
 use tonic::codegen::{Body, BoxFuture, StdError};
 use tonic::metadata::MetadataValue;
@@ -284,14 +283,8 @@ async fn every_kind_of_call_passes_over_h2c() {
 fn pki() -> (PathBuf, Vec<u8>) {
     let dir = std::env::temp_dir().join(format!("hitless-grpc-tls-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let cert = CertificateParams::new(vec!["localhost".to_string()])
-        .unwrap()
-        .signed_by(&key, &ca)
-        .unwrap();
+    let ca = TestCa::new();
+    let (cert, key) = ca.leaf(&["localhost"]);
     std::fs::write(dir.join("tls.crt"), cert.pem()).unwrap();
     std::fs::write(dir.join("tls.key"), key.serialize_pem()).unwrap();
     std::fs::write(dir.join("ca.crt"), ca.pem()).unwrap();

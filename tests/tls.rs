@@ -11,7 +11,6 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use rustls_pki_types::ServerName;
 use support::*;
 use tokio::net::TcpStream;
@@ -22,18 +21,14 @@ use hitless::config::Config;
 struct Pki {
     dir: PathBuf,
     ca_der: rustls_pki_types::CertificateDer<'static>,
-    ca: CertifiedIssuer<'static, KeyPair>,
+    ca: TestCa,
 }
 
 impl Pki {
     /// A new certificate for `host` from the same CA, written over the old files the way a
     /// Secret rotation does (new files renamed into place). Returns the new certificate.
     fn rotate(&self, host: &str) -> Vec<u8> {
-        let key = KeyPair::generate().unwrap();
-        let cert = CertificateParams::new(vec![host.to_string()])
-            .unwrap()
-            .signed_by(&key, &self.ca)
-            .unwrap();
+        let (cert, key) = self.ca.leaf(&[host]);
         for (ext, text) in [("key", key.serialize_pem()), ("crt", cert.pem())] {
             let tmp = self.dir.join(format!("{host}.{ext}.tmp"));
             std::fs::write(&tmp, text).unwrap();
@@ -47,26 +42,19 @@ impl Pki {
 fn pki(name: &str) -> Pki {
     let dir = std::env::temp_dir().join(format!("hitless-tls-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let ca = TestCa::new();
     for (host, names) in [
         ("a.test", vec!["a.test"]),
         ("b.test", vec!["b.test", "*.b.test"]),
     ] {
-        let key = KeyPair::generate().unwrap();
-        let names: Vec<String> = names.into_iter().map(String::from).collect();
-        let cert = CertificateParams::new(names)
-            .unwrap()
-            .signed_by(&key, &ca)
-            .unwrap();
+        let (cert, key) = ca.leaf(&names);
         std::fs::write(dir.join(format!("{host}.crt")), cert.pem()).unwrap();
         std::fs::write(dir.join(format!("{host}.key")), key.serialize_pem()).unwrap();
     }
     std::fs::write(dir.join("ca.crt"), ca.pem()).unwrap();
     Pki {
         dir,
-        ca_der: ca.der().clone(),
+        ca_der: ca.issuer.der().clone(),
         ca,
     }
 }
@@ -405,11 +393,7 @@ async fn rotated_certificate_files_are_used_without_a_restart_or_a_dropped_conne
 async fn mtls_backend_gets_the_client_certificate_and_insecure_skip_verify_skips() {
     let certs = pki("mtls");
     // A client certificate from the backend's CA.
-    let key = KeyPair::generate().unwrap();
-    let cert = CertificateParams::new(vec!["hitless.client".to_string()])
-        .unwrap()
-        .signed_by(&key, &certs.ca)
-        .unwrap();
+    let (cert, key) = certs.ca.leaf(&["hitless.client"]);
     std::fs::write(certs.dir.join("client.crt"), cert.pem()).unwrap();
     std::fs::write(certs.dir.join("client.key"), key.serialize_pem()).unwrap();
     let backend = tls_backend_with(&certs, true, &[b"http/1.1"]).await;

@@ -122,17 +122,15 @@ fn body_to_hold(request: &Request<RequestBody>, max: usize) -> bool {
         && length.is_some_and(|n| n > 0 && n <= max as u64)
 }
 
-/// Read a body of known length up to `max` whole, so that it can be sent again. Bodies
-/// without a length, or longer, keep streaming (and are not re-sent once sent).
+/// Read a body that `body_to_hold` chose (known length, at most `max`) whole, so that it can
+/// be sent again. Bodies without a length, or longer, keep streaming (and are not re-sent once
+/// sent): the caller does not hand them here.
 async fn hold_body(
     request: Request<RequestBody>,
     max: usize,
     deadline: Instant,
 ) -> Result<Request<RequestBody>, ProxyError> {
     use http_body_util::BodyExt;
-    if !body_to_hold(&request, max) {
-        return Ok(request);
-    }
     let (parts, body) = request.into_parts();
     let RequestBody::Streaming(incoming) = body else {
         return Ok(Request::from_parts(parts, body));

@@ -424,3 +424,50 @@ pub async fn ws_echo() -> (SocketAddr, tokio::task::JoinHandle<()>) {
     });
     (addr, task)
 }
+
+/// A certificate authority made in the test (rcgen), and leaf certificates it signs.
+pub struct TestCa {
+    pub issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+}
+
+impl TestCa {
+    pub fn new() -> TestCa {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let issuer =
+            rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().unwrap())
+                .unwrap();
+        TestCa { issuer }
+    }
+
+    pub fn pem(&self) -> String {
+        self.issuer.pem()
+    }
+
+    /// A certificate for `names` (DNS names, or IP addresses such as "127.0.0.1"), and its key.
+    pub fn leaf(&self, names: &[&str]) -> (rcgen::Certificate, rcgen::KeyPair) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let cert = rcgen::CertificateParams::new(names)
+            .unwrap()
+            .signed_by(&key, &self.issuer)
+            .unwrap();
+        (cert, key)
+    }
+}
+
+/// The value of `series` on hitless's `/metrics` (0 when absent).
+pub async fn metric_at(admin: SocketAddr, series: &str) -> f64 {
+    metric(&admin_get(admin, "/metrics").await.body, series).unwrap_or(0.0)
+}
+
+/// Poll `/metrics` until `series` reaches `at_least` (bounded: 15 s).
+pub async fn wait_metric(admin: SocketAddr, series: &str, at_least: f64) {
+    for _ in 0..300 {
+        if metric_at(admin, series).await >= at_least {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{series} never reached {at_least}");
+}
