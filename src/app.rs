@@ -92,7 +92,11 @@ impl App {
             config.access_log,
             config.downstream.tunnel_idle,
         ));
-        let server = Arc::new(Server::new(Arc::clone(&proxy), &config.downstream));
+        let server = Arc::new(Server::new(
+            Arc::clone(&proxy),
+            &config.downstream,
+            config.direct_path,
+        ));
         let shutdown = CancellationToken::new();
         let connections = TaskTracker::new();
         start_checks(&backends, &shutdown);

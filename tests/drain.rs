@@ -173,6 +173,14 @@ async fn h1_client(target: SocketAddr, until: Instant) -> Vec<Record> {
     out
 }
 
+/// A request the server's GOAWAY (NO_ERROR) left unprocessed.
+fn refused_by_goaway(e: &hyper::Error) -> bool {
+    use std::error::Error;
+    e.source()
+        .and_then(|s| s.downcast_ref::<h2::Error>())
+        .is_some_and(|h2| h2.is_go_away() && h2.reason() == Some(h2::Reason::NO_ERROR))
+}
+
 /// One HTTP/2 client on one connection; a GOAWAY ends it (reconnects are refused by then).
 async fn h2_client(target: SocketAddr, until: Instant) -> Vec<Record> {
     let mut out = Vec::new();
@@ -204,6 +212,15 @@ async fn h2_client(target: SocketAddr, until: Instant) -> Vec<Record> {
                         closing: false,
                     },
                 });
+            }
+            Err(e) if refused_by_goaway(&e) => {
+                // Sent as the GOAWAY crossed it: not processed (RFC 9113 section 6.8), which a
+                // client retries elsewhere, like a refused connection.
+                out.push(Record {
+                    sent,
+                    outcome: Outcome::Refused,
+                });
+                break;
             }
             Err(e) => out.push(Record {
                 sent,
@@ -324,6 +341,9 @@ async fn sigterm_under_load_drains_without_losing_a_request() {
         for r in c.await.unwrap() {
             match r.outcome {
                 Outcome::Answer { status, .. } => assert_eq!(status, 200),
+                Outcome::Refused => {
+                    assert!(r.sent >= term + delay, "GOAWAY before the closing phase")
+                }
                 other => panic!("HTTP/2 request failed during drain: {other:?}"),
             }
         }

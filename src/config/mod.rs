@@ -333,8 +333,12 @@ pub fn effective_yaml(config: &Config) -> String {
         "routes": routes,
         "drain": drain,
     });
-    if let (Some(n), Some(obj)) = (config.worker_threads, root.as_object_mut()) {
-        obj.insert("runtime".into(), json!({"worker_threads": n}));
+    if let Some(obj) = root.as_object_mut() {
+        let mut runtime = json!({"direct_path": config.direct_path});
+        if let (Some(n), Some(r)) = (config.worker_threads, runtime.as_object_mut()) {
+            r.insert("worker_threads".into(), json!(n));
+        }
+        obj.insert("runtime".into(), runtime);
     }
     serde_saphyr::to_string(&root).unwrap_or_else(|e| format!("# cannot print: {e}\n"))
 }

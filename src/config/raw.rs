@@ -110,6 +110,8 @@ pub struct RawLimits {
 #[serde(deny_unknown_fields)]
 pub struct RawRuntime {
     pub worker_threads: Option<u64>,
+    /// Plain HTTP/1.1 requests to `http` backends take the direct path (default true).
+    pub direct_path: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

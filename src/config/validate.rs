@@ -176,6 +176,9 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     pub access_log: bool,
     pub worker_threads: Option<usize>,
+    /// Plain HTTP/1.1 requests to `http` backends are relayed as bytes (`proxy/direct.rs`);
+    /// `false` sends every request through hyper.
+    pub direct_path: bool,
     /// What the clients in front wait (hint for the timeout chain check only).
     pub client_timeout: Option<Duration>,
     pub drain: DrainConfig,
@@ -956,6 +959,11 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
         routes,
         access_log: raw.access_log.unwrap_or(true),
         worker_threads,
+        direct_path: raw
+            .runtime
+            .as_ref()
+            .and_then(|r| r.direct_path)
+            .unwrap_or(true),
         client_timeout: raw.timeouts.client.map(|d| d.0),
         drain: DrainConfig {
             delay: dur(

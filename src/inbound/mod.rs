@@ -1,5 +1,8 @@
-//! Client side of the proxy: accepting connections ([1] `listener.rs`) and speaking HTTP/1.1 and
-//! HTTP/2 on them ([2] `server.rs`), handing each request to `proxy::Proxy::handle`.
+//! Client side of the proxy: accepting connections ([1] `listener.rs`), the direct HTTP/1.1
+//! loop plain-text connections start in ([2] `h1.rs`, `proxy/direct.rs`), and hyper speaking
+//! HTTP/1.1 and HTTP/2 for everything else ([3] `server.rs`), handing each request to
+//! `proxy::Proxy::handle`.
 
+pub mod h1;
 pub mod listener;
 pub mod server;

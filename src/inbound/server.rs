@@ -29,20 +29,23 @@ use crate::proxy::body::{now_ms, ClientConn};
 use crate::proxy::Proxy;
 
 /// While draining, an idle HTTP/1.1 connection is closed after this much silence...
-const CLOSING_IDLE: Duration = Duration::from_millis(500);
+pub(super) const CLOSING_IDLE: Duration = Duration::from_millis(500);
 /// ...checked this often.
 const CLOSING_TICK: Duration = Duration::from_millis(50);
 
 /// Settings and shared state for serving client connections.
 pub struct Server {
     builder: auto::Builder<TokioExecutor>,
-    proxy: Arc<Proxy>,
-    idle: Duration,
-    header_read: Duration,
+    pub(super) proxy: Arc<Proxy>,
+    pub(super) idle: Duration,
+    pub(super) header_read: Duration,
+    pub(super) max_header_bytes: usize,
+    /// Plain-text connections start in the direct HTTP/1.1 loop (`h1.rs`).
+    direct: bool,
 }
 
 impl Server {
-    pub fn new(proxy: Arc<Proxy>, downstream: &Downstream) -> Server {
+    pub fn new(proxy: Arc<Proxy>, downstream: &Downstream, direct: bool) -> Server {
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
             .http1()
@@ -62,6 +65,8 @@ impl Server {
             proxy,
             idle: downstream.idle,
             header_read: downstream.header_read,
+            max_header_bytes: downstream.max_request_header_bytes,
+            direct,
         }
     }
 
@@ -75,6 +80,9 @@ impl Server {
     ) {
         let Some(tls) = tls else {
             let activity = Arc::new(ClientConn::new(client, "http"));
+            if self.direct {
+                return super::h1::serve(self, stream, activity, shutdown).await;
+            }
             return self.serve_io(stream, activity, shutdown).await;
         };
         // The handshake is part of reading the first request head: same timeout.
@@ -88,8 +96,12 @@ impl Server {
         }
     }
 
-    async fn serve_io<T>(&self, stream: T, activity: Arc<ClientConn>, shutdown: CancellationToken)
-    where
+    pub(super) async fn serve_io<T>(
+        &self,
+        stream: T,
+        activity: Arc<ClientConn>,
+        shutdown: CancellationToken,
+    ) where
         T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let client = activity.addr;

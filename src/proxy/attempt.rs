@@ -35,8 +35,10 @@ use super::route::Route;
 use crate::config::RetryOn;
 use crate::upstream::balance::random_below;
 use crate::upstream::body::RequestBody;
+use crate::upstream::endpoints::Endpoint;
 use crate::upstream::hold::Woken;
-use crate::upstream::{Backend, Exchange, SendOptions};
+use crate::upstream::{Backend, Exchange, SendError, SendOptions};
+use std::sync::Arc;
 
 /// At most this many tries are remembered for exclusion (`retry.attempts` is at most 10).
 const MAX_TRIED: usize = 10;
@@ -219,14 +221,53 @@ async fn hold(backend: &Backend, until: Instant) -> bool {
     }
 }
 
+/// A first try made by the direct HTTP/1.1 path (`proxy/direct.rs`) that did not produce the
+/// answer: the loop below continues from it under the same policy, as if it had made it.
+pub enum Prior {
+    /// It failed (not yet reported to the endpoint's health); it started at `started`.
+    Failed {
+        endpoint: Arc<Endpoint>,
+        failure: Box<SendError>,
+        started: Instant,
+    },
+    /// The endpoint answered `status`, one the route retries on: already reported, and the
+    /// retry already paid from the budget and counted (`retry_on_status`).
+    Retried {
+        endpoint: SocketAddr,
+        status: u16,
+        elapsed: Duration,
+    },
+}
+
+/// Whether an answer with `status` is retried: the route retries on it, the request can be
+/// sent again, a try is left, and the budget pays for it (counted either way).
+pub fn retry_on_status(
+    route: &Route,
+    backend: &Backend,
+    status: u16,
+    replayable: bool,
+    attempt: u32,
+) -> bool {
+    if attempt >= route.retry.attempts || !replayable || !route.retry.on.status(status) {
+        return false;
+    }
+    if backend.budget.withdraw() {
+        backend.metrics.retry(status_label(status));
+        return true;
+    }
+    backend.metrics.budget_exhausted.inc();
+    false
+}
+
 /// Forward `request` to `backend` under `route`'s retry policy. `grpc`: the request is a gRPC
-/// call (its `grpc-timeout` is looked for only then).
+/// call (its `grpc-timeout` is looked for only then). `prior`: a first try already made.
 pub async fn run(
     route: &Route,
     backend: &Backend,
     request: Request<RequestBody>,
     start: Instant,
     grpc: bool,
+    prior: Option<Prior>,
 ) -> Outcome {
     let policy = route.retry;
     // A gRPC client's own deadline, when shorter, is the request's.
@@ -262,7 +303,10 @@ pub async fn run(
     let replayable = resendable && idempotent;
     // Requests that must not be sent twice are also sent more carefully (`Pool::checkout`).
     let careful = !idempotent;
-    backend.budget.deposit();
+    if prior.is_none() {
+        // Otherwise the first try's path paid it.
+        backend.budget.deposit();
+    }
 
     let mut tried = [SocketAddr::from(([0, 0, 0, 0], 0)); MAX_TRIED];
     let mut n_tried = 0;
@@ -276,6 +320,29 @@ pub async fn run(
     let mut raced = false;
     // The next try goes on a new connection (after a stale pooled one failed).
     let mut fresh = false;
+    let mut prior_failed = None;
+    match prior {
+        Some(Prior::Retried {
+            endpoint,
+            status,
+            elapsed,
+        }) => {
+            tried[0] = endpoint;
+            n_tried = 1;
+            attempt = 1;
+            failed.push(FailedTry {
+                endpoint,
+                outcome: TryOutcome::Status(status),
+                elapsed,
+            });
+        }
+        Some(Prior::Failed {
+            endpoint,
+            failure,
+            started,
+        }) => prior_failed = Some((endpoint, *failure, started)),
+        None => {}
+    }
     let end = |result, attempt, endpoint, failed, held: bool| {
         if held {
             match &result {
@@ -295,7 +362,12 @@ pub async fn run(
             // Unreachable: every `continue` below sets `next`.
             return end(Err(ProxyError::RequestTimeout), attempt, None, failed, held);
         };
-        let endpoint = match backend.pick_excluding(&tried[..n_tried]) {
+        let first = prior_failed.take();
+        let picked = match &first {
+            Some((endpoint, _, _)) => Some(Arc::clone(endpoint)),
+            None => backend.pick_excluding(&tried[..n_tried]),
+        };
+        let endpoint = match picked {
             Some(e) => e,
             None if attempt == 0 || unsent.is_some() => {
                 // Nothing was sent anywhere: no endpoint can take the request right now.
@@ -326,26 +398,46 @@ pub async fn run(
         };
         attempt += 1;
         let last = attempt >= policy.attempts;
-        let copy = (!last && resendable).then(|| copy_of(&request));
         let addr = endpoint.addr;
         if n_tried < MAX_TRIED && !tried[..n_tried].contains(&addr) {
             tried[n_tried] = addr;
             n_tried += 1;
         }
-        let now = Instant::now();
-        let result = forward(
-            backend,
-            &endpoint,
-            request,
-            SendOptions {
-                careful,
-                fresh: std::mem::take(&mut fresh),
-            },
-            route.backend_request_timeout,
-            deadline,
-            now,
-        )
-        .await;
+        let (copy, result, now) = match first {
+            // The request itself was not sent by that try (the direct path sends its own
+            // copy of the head): it is the copy to send again.
+            Some((_, mut failure, started)) => {
+                if failure.error.retry_class() == RetryClass::NotSent {
+                    // As `Backend::send` hands back a request it could not send.
+                    failure.request = Some(request);
+                    (None, Err(failure), started)
+                } else {
+                    (
+                        (!last && resendable).then_some(request),
+                        Err(failure),
+                        started,
+                    )
+                }
+            }
+            None => {
+                let copy = (!last && resendable).then(|| copy_of(&request));
+                let now = Instant::now();
+                let result = forward(
+                    backend,
+                    &endpoint,
+                    request,
+                    SendOptions {
+                        careful,
+                        fresh: std::mem::take(&mut fresh),
+                    },
+                    route.backend_request_timeout,
+                    deadline,
+                    now,
+                )
+                .await;
+                (copy, result, now)
+            }
+        };
         match result {
             Ok(exchange) => {
                 // A gRPC trailers-only UNAVAILABLE is the gRPC way of saying 503.
@@ -359,20 +451,16 @@ pub async fn run(
                     s => s,
                 };
                 backend.report(&endpoint, Ok(status));
-                if !last && replayable && policy.on.status(status) {
-                    if backend.budget.withdraw() {
-                        tracing::debug!(route = %route.name, endpoint = %addr, status, attempt, "retrying after status");
-                        backend.metrics.retry(status_label(status));
-                        failed.push(FailedTry {
-                            endpoint: addr,
-                            outcome: TryOutcome::Status(status),
-                            elapsed: now.elapsed(),
-                        });
-                        unsent = None;
-                        next = copy;
-                        continue;
-                    }
-                    backend.metrics.budget_exhausted.inc();
+                if retry_on_status(route, backend, status, replayable, attempt) {
+                    tracing::debug!(route = %route.name, endpoint = %addr, status, attempt, "retrying after status");
+                    failed.push(FailedTry {
+                        endpoint: addr,
+                        outcome: TryOutcome::Status(status),
+                        elapsed: now.elapsed(),
+                    });
+                    unsent = None;
+                    next = copy;
+                    continue;
                 }
                 return end(Ok(exchange), attempt, Some(addr), failed, held);
             }

@@ -8,6 +8,7 @@
 
 pub mod attempt;
 pub mod body;
+pub mod direct;
 pub mod error;
 pub mod forward;
 pub mod headers;
@@ -76,7 +77,21 @@ impl Proxy {
     ) -> Response<ResponseBody> {
         conn.request_started();
         let start = Instant::now();
-        let (mut parts, body) = request.into_parts();
+        let (parts, body) = request.into_parts();
+        self.answer(parts, RequestBody::Streaming(body), conn, start, None)
+            .await
+    }
+
+    /// Answer a request whose handling started at `start` (`conn.request_started()` was
+    /// called); `prior`: a first try the direct HTTP/1.1 path made (`direct.rs`).
+    pub async fn answer(
+        &self,
+        mut parts: http::request::Parts,
+        body: RequestBody,
+        conn: Arc<ClientConn>,
+        start: Instant,
+        prior: Option<attempt::Prior>,
+    ) -> Response<ResponseBody> {
         let grpc = is_grpc(&parts.headers);
         let router = self.router.load();
         let host = parts
@@ -175,9 +190,9 @@ impl Proxy {
                 .unwrap_or_else(|| Uri::from_static("/"));
         }
         parts.version = Version::HTTP_11;
-        let upstream_request = Request::from_parts(parts, RequestBody::Streaming(body));
+        let upstream_request = Request::from_parts(parts, body);
 
-        let outcome = attempt::run(&route, backend, upstream_request, start, grpc).await;
+        let outcome = attempt::run(&route, backend, upstream_request, start, grpc, prior).await;
         log.attempts = outcome.attempts;
         log.endpoint = outcome.endpoint;
         log.failed = outcome.failed;

@@ -8,6 +8,7 @@ pub mod balance;
 pub mod body;
 pub mod budget;
 pub mod endpoints;
+pub mod h1;
 pub mod health;
 pub mod hold;
 pub mod keepalive;
@@ -419,13 +420,23 @@ fn diagnose(
     first: &sniff::FirstBytes,
     fresh: bool,
 ) -> ProxyError {
+    diagnose_bytes(error, protocol, first.get().map(|b| b.as_slice()), fresh)
+}
+
+/// `diagnose` with the first bytes at hand (`first`: none arrived).
+pub fn diagnose_bytes(
+    error: ProxyError,
+    protocol: Protocol,
+    first: Option<&[u8]>,
+    fresh: bool,
+) -> ProxyError {
     let endpoint = match &error {
         ProxyError::UpstreamProtocol { endpoint, .. } | ProxyError::UpstreamReset { endpoint } => {
             *endpoint
         }
         _ => return error,
     };
-    let found = match first.get() {
+    let found = match first {
         Some(bytes) => sniff::mismatch(protocol, bytes),
         None if fresh && protocol.is_h2() => Some((
             "no HTTP/2 (it closed the connection on the HTTP/2 preface without a byte)",

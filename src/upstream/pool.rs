@@ -128,15 +128,17 @@ pub enum Negotiated {
 
 pub struct Pool {
     idle: ArrayQueue<IdleConn>,
+    /// Idle raw connections of the direct path (`h1.rs`).
+    pub(super) raw: ArrayQueue<super::h1::RawConn>,
     alpn: std::sync::atomic::AtomicU8,
     /// HTTP/2 backends: one multiplexed connection per endpoint and worker. An async mutex,
     /// held while a connection is being opened, so that a burst of first requests opens one
     /// connection instead of one each; otherwise it guards a clone of a handle, never I/O.
     h2: tokio::sync::Mutex<Option<(http2::SendRequest<RequestBody>, FirstBytes)>>,
     /// The endpoint's learned keep-alive (shared by the pools of every worker).
-    keepalive: Arc<KeepAlive>,
+    pub(super) keepalive: Arc<KeepAlive>,
     settings: Arc<PoolSettings>,
-    metrics: BackendMetrics,
+    pub(super) metrics: BackendMetrics,
 }
 
 /// A connection checked out for one request.
@@ -154,12 +156,18 @@ impl Pool {
     ) -> Pool {
         Pool {
             idle: ArrayQueue::new(settings.max_idle.max(1)),
+            raw: ArrayQueue::new(settings.max_idle.max(1)),
             h2: tokio::sync::Mutex::new(None),
             alpn: std::sync::atomic::AtomicU8::new(ALPN_UNKNOWN),
             keepalive,
             settings,
             metrics,
         }
+    }
+
+    /// Settings shared by the backend's pools.
+    pub fn settings(&self) -> &PoolSettings {
+        &self.settings
     }
 
     /// The configured idle timeout, lowered by what was learned about the upstream.
@@ -197,6 +205,12 @@ impl Pool {
             if conn.sender.ready().await.is_ok() {
                 conn.idle_mark.store(BUSY, Ordering::Relaxed);
                 return Ok(Connection { conn, reused: true });
+            }
+        }
+        if !options.fresh && self.settings.tls.is_none() {
+            if let Some(stream) = self.adopt_raw(addr, careful) {
+                let conn = Box::pin(self.connect_with(addr, UpstreamIo::Plain(stream), true));
+                return conn.await.map(|conn| Connection { conn, reused: true });
             }
         }
         // Boxed: the connect path is cold, and inlined it would make every request's future
@@ -272,6 +286,7 @@ impl Pool {
 
     /// Close idle connections past the idle timeout, and forget those the upstream closed.
     pub fn reap(&self) {
+        self.reap_raw();
         let idle_timeout = self.idle_timeout();
         for _ in 0..self.idle.len() {
             let Some(idle) = self.idle.pop() else { break };
@@ -293,6 +308,7 @@ impl Pool {
 
     /// Close every idle connection (the endpoint left the set).
     pub fn close_idle(&self) {
+        self.close_idle_raw();
         while let Some(idle) = self.idle.pop() {
             self.metrics.conns_idle.dec();
             idle.conn.close(CloseReason::Discarded, &self.metrics);
@@ -346,7 +362,7 @@ impl Pool {
     }
 
     /// A TCP connection to `addr` within the connect timeout, the failure named.
-    async fn tcp(&self, addr: SocketAddr) -> Result<TcpStream, ProxyError> {
+    pub(super) async fn tcp(&self, addr: SocketAddr) -> Result<TcpStream, ProxyError> {
         let stream =
             match tokio::time::timeout(self.settings.connect_timeout, TcpStream::connect(addr))
                 .await
@@ -370,7 +386,7 @@ impl Pool {
 
     async fn connect(&self, addr: SocketAddr) -> Result<Conn, ProxyError> {
         let stream = self.open(addr).await?;
-        self.connect_with(addr, stream).await
+        self.connect_with(addr, stream, false).await
     }
 
     /// `https` backends whose protocol is not known yet: open a connection, and let ALPN
@@ -389,7 +405,7 @@ impl Pool {
             Ok(Negotiated::H2)
         } else {
             Ok(Negotiated::H1(Connection {
-                conn: self.connect_with(addr, io).await?,
+                conn: self.connect_with(addr, io, false).await?,
                 reused: false,
             }))
         }
@@ -404,7 +420,13 @@ impl Pool {
         }
     }
 
-    async fn connect_with(&self, addr: SocketAddr, stream: UpstreamIo) -> Result<Conn, ProxyError> {
+    /// `adopted`: a raw connection already counted open (`h1.rs`).
+    async fn connect_with(
+        &self,
+        addr: SocketAddr,
+        stream: UpstreamIo,
+        adopted: bool,
+    ) -> Result<Conn, ProxyError> {
         // Over TLS the socket carries records (session tickets, alerts), not HTTP: no peeking.
         let peek = match &stream {
             UpstreamIo::Plain(tcp) => socket2::SockRef::from(tcp).try_clone().ok(),
@@ -417,8 +439,10 @@ impl Pool {
             .handshake::<_, RequestBody>(TokioIo::new(stream))
             .await
             .map_err(|e| handshake_failed(addr, e))?;
-        self.metrics.conns_open.inc();
-        self.metrics.conns_opened.inc();
+        if !adopted {
+            self.metrics.conns_open.inc();
+            self.metrics.conns_opened.inc();
+        }
         let idle_mark = Arc::new(AtomicU64::new(BUSY));
         let (mark, metrics, keepalive) = (
             Arc::clone(&idle_mark),

@@ -1,0 +1,206 @@
+//! The direct HTTP/1.1 connection loop: plain-text client connections start here. Request
+//! heads are read and parsed in place, and plain requests go the direct way
+//! (`proxy/direct.rs`). The first request that is not plain (a body, an upgrade, HTTP/2's
+//! preface, a malformed or oversized head...) hands the connection, with the bytes read so
+//! far, to hyper (`Server::serve_io`), which serves it from then on: everything hyper does
+//! stays the answer to anything unusual.
+//!
+//! Timeouts and drain behave as `server.rs` describes for hyper's connections: the idle
+//! timeout runs while no request is in flight, the header-read timeout from the first byte of
+//! an incomplete head, and while draining an idle connection closes after `CLOSING_IDLE` of
+//! silence, a busy one after its response (`Connection: close`). One timer per connection,
+//! re-armed only when it fires early or a head arrives in pieces.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::server::{Server, CLOSING_IDLE};
+use crate::proxy::body::{now_ms, ClientConn};
+use crate::proxy::direct::{self, Parsed, Step};
+
+const READ_BUF: usize = 8 * 1024;
+
+/// When a connection waiting for a request must be closed.
+fn due(
+    server: &Server,
+    activity: &ClientConn,
+    head_started: Option<Instant>,
+    closing: bool,
+) -> Instant {
+    if let Some(started) = head_started {
+        return started + server.header_read;
+    }
+    let quiet = if closing { CLOSING_IDLE } else { server.idle };
+    let since = now_ms().saturating_sub(activity.last_active_ms.load(Ordering::Relaxed));
+    Instant::now() + quiet.saturating_sub(Duration::from_millis(since))
+}
+
+pub(super) async fn serve(
+    server: &Server,
+    mut stream: TcpStream,
+    activity: Arc<ClientConn>,
+    shutdown: CancellationToken,
+) {
+    let mut buf = BytesMut::with_capacity(READ_BUF);
+    let mut out = Vec::with_capacity(4096);
+    let mut upstream = Vec::with_capacity(1024);
+    let timer = tokio::time::sleep(server.idle);
+    tokio::pin!(timer);
+    let mut closing = false;
+    let mut head_started: Option<Instant> = None;
+    loop {
+        let request = loop {
+            if !buf.is_empty() {
+                if buf.starts_with(b"PRI ")
+                    || b"PRI ".starts_with(&buf[..buf.len().min(4)]) && buf.len() < 4
+                {
+                    // HTTP/2 prior knowledge (or the start of it): hyper's.
+                    return hand_off(server, stream, buf, activity, shutdown).await;
+                }
+                match direct::parse(&server.proxy, &buf, &activity, &mut upstream) {
+                    Parsed::Ready(request) => break request,
+                    Parsed::HandOff => {
+                        return hand_off(server, stream, buf, activity, shutdown).await
+                    }
+                    Parsed::Partial if buf.len() >= server.max_header_bytes => {
+                        // hyper answers 431.
+                        return hand_off(server, stream, buf, activity, shutdown).await;
+                    }
+                    Parsed::Partial => {
+                        if head_started.is_none() {
+                            let started = Instant::now();
+                            head_started = Some(started);
+                            let deadline = started + server.header_read;
+                            if deadline < timer.deadline() {
+                                timer.as_mut().reset(deadline);
+                            }
+                        }
+                    }
+                }
+            }
+            if buf.capacity() - buf.len() < 1024 {
+                buf.reserve(READ_BUF);
+            }
+            tokio::select! {
+                biased;
+                read = stream.read_buf(&mut buf) => match read {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                },
+                _ = &mut timer => {
+                    let due = due(server, &activity, head_started, closing);
+                    if due <= Instant::now() {
+                        if head_started.is_some() {
+                            tracing::debug!(client = %activity.addr, "header read timeout: closing connection");
+                        }
+                        return;
+                    }
+                    timer.as_mut().reset(due);
+                }
+                _ = shutdown.cancelled(), if !closing => {
+                    closing = true;
+                    activity.closing.store(true, Ordering::Relaxed);
+                    let due = due(server, &activity, head_started, closing);
+                    timer.as_mut().reset(due);
+                }
+            }
+        };
+        head_started = None;
+        let head = buf.split_to(request.len).freeze();
+        let step = server
+            .proxy
+            .serve_direct(
+                &mut stream,
+                &mut out,
+                head,
+                &upstream,
+                request,
+                &activity,
+                closing || shutdown.is_cancelled(),
+            )
+            .await;
+        if step == Step::Close {
+            return;
+        }
+        if buf.is_empty() && buf.capacity() < READ_BUF {
+            // Keep the buffer from shrinking to nothing as heads are split off.
+            buf = BytesMut::with_capacity(READ_BUF);
+        }
+    }
+}
+
+async fn hand_off(
+    server: &Server,
+    stream: TcpStream,
+    buf: BytesMut,
+    activity: Arc<ClientConn>,
+    shutdown: CancellationToken,
+) {
+    let io = Rewind {
+        prefix: buf.freeze(),
+        inner: stream,
+    };
+    server.serve_io(io, activity, shutdown).await
+}
+
+/// The client socket, with the bytes already read from it replayed first.
+struct Rewind {
+    prefix: Bytes,
+    inner: TcpStream,
+}
+
+impl AsyncRead for Rewind {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            buf.put_slice(&self.prefix[..n]);
+            self.prefix.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Rewind {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}

@@ -1,0 +1,531 @@
+//! Raw HTTP/1.1 connections for the direct path (`proxy/direct.rs`): a socket and its read
+//! buffer, pooled per endpoint and worker beside the hyper connections, and the parsing that
+//! path needs (response heads, body framing, the end of a chunked body).
+//!
+//! Why a second kind of connection: hyper's client hands each request to a connection task
+//! through channels and re-parses every head into a `HeaderMap`; for the plain request that
+//! is most of the traffic, hitless reads and writes the bytes itself (as nginx does), which
+//! halves its CPU per request. Nothing here is used for TLS or HTTP/2 backends.
+//!
+//! No task watches an idle raw connection: a close that arrived while it was idle is found at
+//! checkout (the runtime's readiness, or a `MSG_PEEK` for requests that must not be sent
+//! twice), and one that arrives as the request goes out is the keep-alive race, which
+//! `proxy/direct.rs` recognises as `Backend::send` does.
+
+use std::mem::MaybeUninit;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use super::pool::Pool;
+use crate::proxy::error::ProxyError;
+use crate::runtime::metrics::{BackendMetrics, CloseReason};
+
+/// Read buffer of a raw connection (grown for larger response heads, up to the limit).
+pub const READ_BUF: usize = 16 * 1024;
+/// At most this many response header fields (hyper's default too).
+pub const MAX_HEADERS: usize = 100;
+
+/// One raw upstream connection.
+pub struct RawConn {
+    pub stream: TcpStream,
+    /// Bytes read and not consumed yet.
+    pub buf: BytesMut,
+    idle_since: Instant,
+    pub counted: Counted,
+}
+
+/// A connection counted open: dropping it counts the close, and why (`reason`).
+pub struct Counted {
+    pub reason: CloseReason,
+    metrics: Option<BackendMetrics>,
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        if let Some(metrics) = &self.metrics {
+            metrics.conns_open.dec();
+            metrics.conn_closed(self.reason);
+        }
+    }
+}
+
+impl Pool {
+    /// A raw connection to `addr`: a pooled one that is fresh and still open, or a new one.
+    /// `careful`: the request must not reach the application twice, so a pooled connection is
+    /// also checked with a system call for a close the runtime has not seen yet.
+    /// Returns whether it is reused.
+    pub async fn checkout_raw(
+        &self,
+        addr: SocketAddr,
+        careful: bool,
+    ) -> Result<(RawConn, bool), ProxyError> {
+        let idle_timeout = self.idle_timeout();
+        if let Some(conn) = self.pop_raw(addr, careful, idle_timeout) {
+            return Ok((conn, true));
+        }
+        let stream = Box::pin(self.tcp(addr)).await?;
+        self.metrics.conns_open.inc();
+        self.metrics.conns_opened.inc();
+        let conn = RawConn {
+            stream,
+            buf: BytesMut::with_capacity(READ_BUF),
+            idle_since: Instant::now(),
+            counted: Counted {
+                reason: CloseReason::Exchange,
+                metrics: Some(self.metrics.clone()),
+            },
+        };
+        Ok((conn, false))
+    }
+
+    /// A pooled raw connection still fresh and open, if any.
+    fn pop_raw(&self, addr: SocketAddr, careful: bool, idle_timeout: Duration) -> Option<RawConn> {
+        while let Some(mut conn) = self.raw.pop() {
+            self.metrics.conns_idle.dec();
+            let idle = conn.idle_since.elapsed();
+            if idle >= idle_timeout {
+                conn.counted.reason = CloseReason::IdleTimeout;
+                continue;
+            }
+            if closed_while_idle(&conn.stream, careful) {
+                conn.counted.reason = CloseReason::UpstreamClose;
+                self.keepalive.observed_close(idle, addr, &self.metrics);
+                continue;
+            }
+            conn.counted.reason = CloseReason::Exchange;
+            return Some(conn);
+        }
+        None
+    }
+
+    /// An idle raw connection for hyper's path (`Pool::checkout`), which counts it from
+    /// then on: a mix of plain requests and others shares one set of connections.
+    pub(super) fn adopt_raw(&self, addr: SocketAddr, careful: bool) -> Option<TcpStream> {
+        let mut conn = self.pop_raw(addr, careful, self.idle_timeout())?;
+        conn.counted.metrics = None;
+        Some(conn.stream)
+    }
+
+    /// Give a raw connection back after an exchange that read its response to the end.
+    pub fn checkin_raw(&self, mut conn: RawConn) {
+        if !conn.buf.is_empty() {
+            // Bytes nobody asked for: the connection is out of step (dropped: `Exchange`).
+            return;
+        }
+        conn.idle_since = Instant::now();
+        // Should the pool be dropped with it inside (its endpoint left the set).
+        conn.counted.reason = CloseReason::Discarded;
+        if self.raw.push(conn).is_ok() {
+            self.metrics.conns_idle.inc();
+        }
+    }
+
+    /// The reaper's part for raw connections: close those idle too long or closed upstream.
+    pub(super) fn reap_raw(&self) {
+        let idle_timeout = self.idle_timeout();
+        for _ in 0..self.raw.len() {
+            let Some(mut conn) = self.raw.pop() else {
+                break;
+            };
+            self.metrics.conns_idle.dec();
+            if conn.idle_since.elapsed() >= idle_timeout {
+                conn.counted.reason = CloseReason::IdleTimeout;
+                continue;
+            }
+            if closed_while_idle(&conn.stream, true) {
+                conn.counted.reason = CloseReason::UpstreamClose;
+                continue;
+            }
+            if self.raw.push(conn).is_ok() {
+                self.metrics.conns_idle.inc();
+            }
+        }
+    }
+
+    pub(super) fn close_idle_raw(&self) {
+        while self.raw.pop().is_some() {
+            self.metrics.conns_idle.dec();
+        }
+    }
+}
+
+/// Whether the upstream closed (or wrote on) an idle connection. Without `careful`, only what
+/// the runtime already saw (no system call when nothing happened); with it, a `MSG_PEEK`.
+fn closed_while_idle(stream: &TcpStream, careful: bool) -> bool {
+    if careful {
+        let mut byte = [MaybeUninit::<u8>::uninit(); 1];
+        return !matches!(
+            socket2::SockRef::from(stream).peek(&mut byte),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
+        );
+    }
+    let mut byte = [0u8; 1];
+    !matches!(stream.try_read(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+}
+
+/// How a response body is delimited (RFC 9112 section 6.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Framing {
+    /// No body (HEAD, 204, 304).
+    Empty,
+    Length(u64),
+    Chunked,
+    /// Until the upstream closes the connection.
+    Close,
+}
+
+/// Finds the end of a chunked body in the bytes that pass through, without changing them.
+#[derive(Debug, Default)]
+pub struct ChunkedEnd {
+    state: ChunkState,
+    size: u64,
+    digits: u8,
+    /// Payload bytes seen (for the access log).
+    pub data: u64,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum ChunkState {
+    #[default]
+    Size,
+    /// Chunk extensions, up to the end of the size line.
+    Extension,
+    Data,
+    /// The CRLF after a chunk's data.
+    DataEnd,
+    /// At the start of a trailer line (or the final empty line).
+    TrailerStart,
+    Trailer,
+    /// After the CR of the final empty line.
+    LastLf,
+    Done,
+}
+
+impl ChunkedEnd {
+    /// Scan `bytes`; `Ok(Some(n))`: the body ends after the first `n` of them.
+    pub fn scan(&mut self, bytes: &[u8]) -> Result<Option<usize>, &'static str> {
+        let mut i = 0;
+        while i < bytes.len() {
+            let b = bytes[i];
+            match self.state {
+                ChunkState::Size => match b {
+                    b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F' => {
+                        self.digits += 1;
+                        if self.digits > 15 {
+                            return Err("chunk size too large");
+                        }
+                        let d = (b as char).to_digit(16).unwrap_or(0) as u64;
+                        self.size = self.size * 16 + d;
+                    }
+                    b';' | b' ' | b'\t' | b'\r' if self.digits > 0 => {
+                        self.state = ChunkState::Extension
+                    }
+                    b'\n' if self.digits > 0 => self.end_size_line(),
+                    _ => return Err("invalid chunk size line"),
+                },
+                ChunkState::Extension => {
+                    if b == b'\n' {
+                        self.end_size_line();
+                    }
+                }
+                ChunkState::Data => {
+                    let take = (bytes.len() - i).min(self.size as usize);
+                    self.size -= take as u64;
+                    self.data += take as u64;
+                    i += take;
+                    if self.size == 0 {
+                        self.state = ChunkState::DataEnd;
+                    }
+                    continue;
+                }
+                ChunkState::DataEnd => match b {
+                    b'\r' => {}
+                    b'\n' => {
+                        self.state = ChunkState::Size;
+                        self.digits = 0;
+                    }
+                    _ => return Err("chunk data longer than its size"),
+                },
+                ChunkState::TrailerStart => match b {
+                    b'\r' => self.state = ChunkState::LastLf,
+                    b'\n' => {
+                        self.state = ChunkState::Done;
+                        return Ok(Some(i + 1));
+                    }
+                    _ => self.state = ChunkState::Trailer,
+                },
+                ChunkState::Trailer => {
+                    if b == b'\n' {
+                        self.state = ChunkState::TrailerStart;
+                    }
+                }
+                ChunkState::LastLf => {
+                    if b != b'\n' {
+                        return Err("invalid end of chunked body");
+                    }
+                    self.state = ChunkState::Done;
+                    return Ok(Some(i + 1));
+                }
+                ChunkState::Done => return Ok(Some(i)),
+            }
+            i += 1;
+        }
+        Ok(None)
+    }
+
+    fn end_size_line(&mut self) {
+        self.state = if self.size == 0 {
+            ChunkState::TrailerStart
+        } else {
+            ChunkState::Data
+        };
+    }
+}
+
+/// What the direct path needs from a response head; the head itself stays in the buffer.
+#[derive(Debug)]
+pub struct ResponseHead {
+    pub status: u16,
+    /// Bytes of the head (status line to the empty line).
+    pub len: usize,
+    pub framing: Framing,
+    /// The upstream keeps the connection open after this response.
+    pub keep_alive: bool,
+    /// `Connection` names other headers (to be removed as hop-by-hop).
+    pub connection_names: bool,
+}
+
+/// Why a response head could not be read.
+#[derive(Debug, PartialEq, Eq)]
+pub enum HeadError {
+    /// Not HTTP/1.x (or a malformed head).
+    Invalid(&'static str),
+    TooLarge,
+}
+
+/// Parse the response head at the start of `buf`: `Ok(None)` when it is not complete yet.
+/// Interim (1xx) responses other than 101 are skipped (removed from `buf`) as hyper does.
+pub fn parse_response(
+    buf: &mut BytesMut,
+    head_request: bool,
+    max_bytes: usize,
+    mut on_header: impl FnMut(&str, &[u8]),
+) -> Result<Option<ResponseHead>, HeadError> {
+    loop {
+        let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+        let mut response = httparse::Response::new(&mut []);
+        let parsed = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+            &mut response,
+            buf,
+            &mut headers,
+        ) {
+            Ok(httparse::Status::Complete(n)) => n,
+            Ok(httparse::Status::Partial) if buf.len() >= max_bytes => {
+                return Err(HeadError::TooLarge)
+            }
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
+            Err(e) => return Err(HeadError::Invalid(parse_error(e))),
+        };
+        if parsed > max_bytes {
+            return Err(HeadError::TooLarge);
+        }
+        let status = response.code.unwrap_or(0);
+        if (100..200).contains(&status) && status != 101 {
+            let _ = buf.split_to(parsed);
+            continue;
+        }
+        if status == 101 {
+            return Err(HeadError::Invalid(
+                "101 Switching Protocols to a request without Upgrade",
+            ));
+        }
+        let http11 = response.version == Some(1);
+        let mut keep_alive = http11;
+        let mut length: Option<u64> = None;
+        let mut chunked = None;
+        let mut connection_names = false;
+        for h in response.headers.iter() {
+            let name = h.name;
+            if name.eq_ignore_ascii_case("content-length") {
+                let n = std::str::from_utf8(h.value)
+                    .ok()
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .ok_or(HeadError::Invalid("invalid Content-Length"))?;
+                if length.is_some_and(|l| l != n) {
+                    return Err(HeadError::Invalid("conflicting Content-Length values"));
+                }
+                length = Some(n);
+            } else if name.eq_ignore_ascii_case("transfer-encoding") {
+                // Only the last coding decides; anything else than chunked ends with the close.
+                let last = h.value.rsplit(|&b| b == b',').next().unwrap_or(b"");
+                chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            } else if name.eq_ignore_ascii_case("connection") {
+                for token in h.value.split(|&b| b == b',') {
+                    let token = token.trim_ascii();
+                    if token.eq_ignore_ascii_case(b"close") {
+                        keep_alive = false;
+                    } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                        keep_alive |= !http11;
+                    } else if !token.is_empty() {
+                        connection_names = true;
+                    }
+                }
+            }
+            on_header(name, h.value);
+        }
+        let framing = if head_request || status == 204 || status == 304 {
+            Framing::Empty
+        } else {
+            match (chunked, length) {
+                (Some(true), _) => Framing::Chunked,
+                (Some(false), _) => Framing::Close,
+                (None, Some(n)) => Framing::Length(n),
+                (None, None) => Framing::Close,
+            }
+        };
+        if framing == Framing::Close {
+            keep_alive = false;
+        }
+        return Ok(Some(ResponseHead {
+            status,
+            len: parsed,
+            framing,
+            keep_alive,
+            connection_names,
+        }));
+    }
+}
+
+fn parse_error(e: httparse::Error) -> &'static str {
+    match e {
+        httparse::Error::HeaderName => "invalid response header name",
+        httparse::Error::HeaderValue => "invalid response header value",
+        httparse::Error::NewLine => "invalid line ending in response head",
+        httparse::Error::Status => "invalid response status",
+        httparse::Error::Token => "invalid token in response head",
+        httparse::Error::TooManyHeaders => "too many response headers",
+        httparse::Error::Version => "not an HTTP/1.x response",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ends(input: &[u8]) -> Result<Option<usize>, &'static str> {
+        ChunkedEnd::default().scan(input)
+    }
+
+    #[test]
+    fn chunked_end_is_found_in_one_piece_or_split_anywhere() {
+        let body = b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nx-trailer: 1\r\n\r\nNEXT";
+        let end = body.len() - 4;
+        assert_eq!(ends(body), Ok(Some(end)));
+        for split in 0..body.len() {
+            let mut scanner = ChunkedEnd::default();
+            let first = scanner.scan(&body[..split]);
+            match first {
+                Ok(Some(n)) => assert_eq!(n, end),
+                Ok(None) => {
+                    let rest = scanner.scan(&body[split..]);
+                    assert_eq!(rest, Ok(Some(end - split)), "split at {split}");
+                }
+                Err(e) => panic!("split at {split}: {e}"),
+            }
+            assert_eq!(scanner.data, 11, "split at {split}");
+        }
+        assert_eq!(ends(b"0\r\n\r\n"), Ok(Some(5)));
+        assert_eq!(ends(b"0\n\n"), Ok(Some(3)), "bare LF tolerated");
+        assert_eq!(ends(b"5\r\nhel"), Ok(None));
+    }
+
+    #[test]
+    fn chunked_errors() {
+        assert!(ends(b"zz\r\n").is_err());
+        assert!(ends(b"\r\n").is_err(), "no size digits");
+        assert!(ends(b"1\r\nab\r\n").is_err(), "data longer than its size");
+        assert!(ends(b"ffffffffffffffffff\r\n").is_err(), "size overflow");
+    }
+
+    fn head(raw: &[u8], head_request: bool) -> Result<Option<ResponseHead>, HeadError> {
+        let mut buf = BytesMut::from(raw);
+        parse_response(&mut buf, head_request, 8192, |_, _| {})
+    }
+
+    #[test]
+    fn response_framing() {
+        let h = |raw: &[u8]| head(raw, false).unwrap().unwrap();
+        let r = h(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello");
+        assert_eq!(
+            (r.status, r.framing, r.keep_alive),
+            (200, Framing::Length(5), true)
+        );
+        assert_eq!(r.len, 38);
+        let r = h(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n");
+        assert_eq!(r.framing, Framing::Chunked, "chunked wins over a length");
+        let r = h(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n");
+        assert_eq!((r.framing, r.keep_alive), (Framing::Close, false));
+        let r = h(b"HTTP/1.1 200 OK\r\n\r\n");
+        assert_eq!((r.framing, r.keep_alive), (Framing::Close, false));
+        let r = h(b"HTTP/1.1 204 No Content\r\n\r\n");
+        assert_eq!((r.framing, r.keep_alive), (Framing::Empty, true));
+        let r = h(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
+        assert_eq!((r.framing, r.keep_alive), (Framing::Length(0), false));
+        assert!(!r.connection_names);
+        let r = h(b"HTTP/1.1 200 OK\r\nConnection: x-a, close\r\nContent-Length: 0\r\n\r\n");
+        assert!(r.connection_names);
+        let r = h(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n");
+        assert!(!r.keep_alive, "HTTP/1.0 closes by default");
+        let r = h(b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n");
+        assert!(r.keep_alive);
+        let r = head(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", true)
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.framing, Framing::Empty, "the answer to HEAD has no body");
+    }
+
+    #[test]
+    fn interim_responses_are_skipped() {
+        let mut buf =
+            BytesMut::from(&b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"[..]);
+        let r = parse_response(&mut buf, false, 8192, |_, _| {})
+            .unwrap()
+            .unwrap();
+        assert_eq!((r.status, r.len), (200, buf.len()));
+    }
+
+    #[test]
+    fn response_errors() {
+        assert_eq!(
+            head(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+                false
+            )
+            .unwrap_err(),
+            HeadError::Invalid("conflicting Content-Length values")
+        );
+        assert!(matches!(
+            head(b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n", false),
+            Err(HeadError::Invalid(_))
+        ));
+        assert!(matches!(
+            head(b"SSH-2.0-OpenSSH\r\n\r\n", false),
+            Err(HeadError::Invalid(_))
+        ));
+        assert!(matches!(
+            head(b"HTTP/1.1 101 Switching Protocols\r\n\r\n", false),
+            Err(HeadError::Invalid(_))
+        ));
+        let mut big = b"HTTP/1.1 200 OK\r\n".to_vec();
+        big.extend(std::iter::repeat_n(b'a', 9000));
+        assert_eq!(head(&big, false).unwrap_err(), HeadError::TooLarge);
+        assert!(head(b"HTTP/1.1 200 OK\r\nA: b\r\n", false)
+            .unwrap()
+            .is_none());
+    }
+}
