@@ -1,6 +1,8 @@
 //! Criterion benches of the per-request work hitless adds on top of hyper: route matching in a
 //! realistic table, request and response header rewriting, request-id generation, and the
-//! metric update. Run: `cargo bench --bench hot_path`.
+//! metric update; and the direct HTTP/1.1 path's equivalents on bytes (request head parsed,
+//! routed and rewritten; response head parsed and rewritten).
+//! Run: `cargo bench --bench hot_path`.
 
 use std::hint::black_box;
 
@@ -90,6 +92,56 @@ fn bench(c: &mut Criterion) {
     });
 
     c.bench_function("new_request_id", |b| b.iter(headers::new_request_id));
+
+    // The direct path: the same request as bytes (what wrk-like clients send, plus the
+    // headers above), parsed, routed and rewritten for the backend in one pass.
+    let (direct_router, _direct_backends) = build_router(&config, &metrics, 1);
+    let proxy = hitless::proxy::Proxy::new(
+        direct_router,
+        std::sync::Arc::new(Metrics::new(&ProxyError::CAUSES)),
+        false,
+        std::time::Duration::from_secs(60),
+    );
+    let conn = hitless::proxy::body::ClientConn::new(([10, 1, 2, 3], 40000).into(), "http");
+    let mut head = b"GET /v1/orders/42?page=2 HTTP/1.1\r\n".to_vec();
+    for (k, v) in &template {
+        head.extend_from_slice(k.as_str().as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(v.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    head.extend_from_slice(b"\r\n");
+    let mut upstream = Vec::with_capacity(1024);
+    c.bench_function("direct_parse_route_rewrite_request", |b| {
+        b.iter(|| {
+            matches!(
+                hitless::proxy::direct::parse(&proxy, black_box(&head), &conn, &mut upstream),
+                hitless::proxy::direct::Parsed::Ready(_)
+            )
+        })
+    });
+    let response_head: &[u8] = b"HTTP/1.1 200 OK\r\nServer: nginx\r\nDate: Tue, 24 Nov 2026 19:00:00 GMT\r\nContent-Type: application/json\r\nContent-Length: 1234\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\n\r\n";
+    let mut out = Vec::with_capacity(1024);
+    c.bench_function("direct_parse_rewrite_response", |b| {
+        b.iter_batched_ref(
+            || bytes::BytesMut::from(response_head),
+            |buf| {
+                out.clear();
+                hitless::upstream::h1::parse_response(buf, false, 65536, |name, value| {
+                    if !name.eq_ignore_ascii_case("connection")
+                        && !name.eq_ignore_ascii_case("keep-alive")
+                    {
+                        out.extend_from_slice(name.as_bytes());
+                        out.extend_from_slice(b": ");
+                        out.extend_from_slice(value);
+                        out.extend_from_slice(b"\r\n");
+                    }
+                })
+                .is_ok()
+            },
+            criterion::BatchSize::SmallInput,
+        )
+    });
 
     let route = match router.find("api.example.com", "/v1/x") {
         Some(r) => r.clone(),
