@@ -5,6 +5,8 @@
 
 mod support;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use support::*;
@@ -301,4 +303,71 @@ async fn an_upstream_that_breaks_mid_body_closes_the_client_connection() {
     let response = exchange(app.traffic_addrs[0], b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
     assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
     assert!(response.ends_with("only part"), "{response}");
+}
+
+/// One endpoint whose first request gets `first` (then closed), and every later one 200 "ok".
+async fn fails_once(first: &'static [u8]) -> (Server, Arc<AtomicUsize>) {
+    let seen = Arc::new(AtomicUsize::new(0));
+    let count = Arc::clone(&seen);
+    let server = raw_server(move |mut stream| {
+        let count = Arc::clone(&count);
+        async move {
+            loop {
+                if read_head(&mut stream).await.is_empty() {
+                    return;
+                }
+                if count.fetch_add(1, Ordering::SeqCst) == 0 {
+                    if first.is_empty() {
+                        let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+                    } else {
+                        let _ = stream.write_all(first).await;
+                    }
+                    return;
+                }
+                let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                if stream.write_all(ok).await.is_err() {
+                    return;
+                }
+            }
+        }
+    })
+    .await;
+    (server, seen)
+}
+
+/// The direct path makes the first try; what follows is the general path's, counted once.
+async fn continued(first: &'static [u8], reason: &str) {
+    let (server, seen) = fails_once(first).await;
+    let app = start_proxy(&simple_config(server.addr)).await;
+    let answer = get(&client(), app.traffic_addrs[0], "x", "/").await;
+    assert_eq!(answer.status, 200, "{reason}: {}", answer.body);
+    assert_eq!(answer.body, "ok");
+    assert_eq!(
+        seen.load(Ordering::SeqCst),
+        2,
+        "{reason}: two tries, no more"
+    );
+    let series = format!("hitless_retries_total{{backend=\"app\",reason=\"{reason}\"}}");
+    assert_eq!(metric_at(app.admin_addr, &series).await, 1.0, "{series}");
+    let requests = "hitless_requests_total{route=\"app\",backend=\"app\",status=\"200\"}";
+    wait_metric(app.admin_addr, requests, 1.0).await;
+    assert_eq!(
+        metric_at(app.admin_addr, requests).await,
+        1.0,
+        "one request, logged once"
+    );
+}
+
+#[tokio::test]
+async fn a_503_on_the_direct_try_is_retried_by_the_general_path() {
+    continued(
+        b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 4\r\n\r\nbusy",
+        "503",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_reset_on_the_direct_try_is_retried_by_the_general_path() {
+    continued(b"", "upstream_reset").await;
 }
