@@ -305,16 +305,27 @@ async fn an_upstream_that_breaks_mid_body_closes_the_client_connection() {
     assert!(response.ends_with("only part"), "{response}");
 }
 
+type Ids = Arc<std::sync::Mutex<Vec<String>>>;
+
 /// One endpoint whose first request gets `first` (then closed), and every later one 200 "ok".
-async fn fails_once(first: &'static [u8]) -> (Server, Arc<AtomicUsize>) {
+/// Also returns the `x-request-id` of each request it read.
+async fn fails_once(first: &'static [u8]) -> (Server, Arc<AtomicUsize>, Ids) {
     let seen = Arc::new(AtomicUsize::new(0));
     let count = Arc::clone(&seen);
+    let ids: Ids = Arc::default();
+    let record = Arc::clone(&ids);
     let server = raw_server(move |mut stream| {
         let count = Arc::clone(&count);
+        let record = Arc::clone(&record);
         async move {
             loop {
-                if read_head(&mut stream).await.is_empty() {
+                let head = read_head(&mut stream).await;
+                if head.is_empty() {
                     return;
+                }
+                let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+                if let Some(id) = head.lines().find_map(|l| l.strip_prefix("x-request-id: ")) {
+                    record.lock().unwrap().push(id.to_string());
                 }
                 if count.fetch_add(1, Ordering::SeqCst) == 0 {
                     if first.is_empty() {
@@ -332,12 +343,12 @@ async fn fails_once(first: &'static [u8]) -> (Server, Arc<AtomicUsize>) {
         }
     })
     .await;
-    (server, seen)
+    (server, seen, ids)
 }
 
 /// The direct path makes the first try; what follows is the general path's, counted once.
 async fn continued(first: &'static [u8], reason: &str) {
-    let (server, seen) = fails_once(first).await;
+    let (server, seen, ids) = fails_once(first).await;
     let app = start_proxy(&simple_config(server.addr)).await;
     let answer = get(&client(), app.traffic_addrs[0], "x", "/").await;
     assert_eq!(answer.status, 200, "{reason}: {}", answer.body);
@@ -347,6 +358,10 @@ async fn continued(first: &'static [u8], reason: &str) {
         2,
         "{reason}: two tries, no more"
     );
+    let ids = ids.lock().unwrap().clone();
+    assert_eq!(ids.len(), 2);
+    assert_eq!(ids[0], ids[1], "both tries carry the request's id");
+    assert_eq!(answer.header("x-request-id"), ids[0]);
     let series = format!("hitless_retries_total{{backend=\"app\",reason=\"{reason}\"}}");
     assert_eq!(metric_at(app.admin_addr, &series).await, 1.0, "{series}");
     let requests = "hitless_requests_total{route=\"app\",backend=\"app\",status=\"200\"}";
@@ -370,4 +385,33 @@ async fn a_503_on_the_direct_try_is_retried_by_the_general_path() {
 #[tokio::test]
 async fn a_reset_on_the_direct_try_is_retried_by_the_general_path() {
     continued(b"", "upstream_reset").await;
+}
+
+#[tokio::test]
+async fn answers_of_the_general_path_are_written_as_hyper_writes_them() {
+    let refused = refused_addr().await;
+    let routes = format!(
+        "backends:\n  gone: {{endpoints: [\"{refused}\"], hold_timeout: 0s}}\nroutes:\n  - {{match: {{path: /fixed}}, respond: {{status: 200, body: \"fixed\\n\", headers: {{x-fixed: yes}}}}}}\n  - {{match: {{path: /none}}, respond: {{status: 204}}}}\n  - {{backend: gone}}\n"
+    );
+    let direct = start_proxy(&routes).await;
+    let general = start_proxy(&format!("runtime: {{direct_path: false}}\n{routes}")).await;
+    for request in [
+        "GET /fixed HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        "HEAD /fixed HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        "GET /none HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        "GET /down HTTP/1.1\r\nHost: a\r\nX-Request-Id: r-1\r\nConnection: close\r\n\r\n",
+    ] {
+        let mut seen = Vec::new();
+        for app in [&direct, &general] {
+            let answer = exchange(app.traffic_addrs[0], request.as_bytes()).await;
+            let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+            let (line, headers) = normalize(head);
+            let headers: Vec<String> = headers
+                .into_iter()
+                .filter(|h| !h.starts_with("date:"))
+                .collect();
+            seen.push((line, headers, body.to_string()));
+        }
+        assert_eq!(seen[0], seen[1], "{request}");
+    }
 }

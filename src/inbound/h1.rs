@@ -116,13 +116,13 @@ pub(super) async fn serve(
             }
         };
         head_started = None;
-        let head = buf.split_to(request.len).freeze();
+        let len = request.len;
         let step = server
             .proxy
             .serve_direct(
                 &mut stream,
                 &mut out,
-                head,
+                &buf[..len],
                 &upstream,
                 request,
                 &activity,
@@ -132,10 +132,8 @@ pub(super) async fn serve(
         if step == Step::Close {
             return;
         }
-        if buf.is_empty() && buf.capacity() < READ_BUF {
-            // Keep the buffer from shrinking to nothing as heads are split off.
-            buf = BytesMut::with_capacity(READ_BUF);
-        }
+        // Once empty, the next `reserve` takes the whole buffer back without allocating.
+        buf.advance(len);
     }
 }
 

@@ -18,7 +18,7 @@
 
 use std::sync::Arc;
 
-use bytes::{Buf, Bytes};
+use bytes::Buf;
 use http::{HeaderValue, Method, Uri};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
@@ -63,7 +63,8 @@ pub struct Request {
     pub route: Option<Arc<Route>>,
     /// Whether `upstream` holds the head to send (the route forwards to a direct backend).
     pub direct: bool,
-    pub request_id: HeaderValue,
+    /// The client's, or one made for the direct try (then also the general path's).
+    pub request_id: Option<HeaderValue>,
     /// For the access log only (when it is on).
     pub host: Option<HeaderValue>,
     pub uri: Uri,
@@ -177,15 +178,17 @@ pub fn parse(proxy: &Proxy, buf: &[u8], conn: &ClientConn, upstream: &mut Vec<u8
     let path = target.split('?').next().unwrap_or(target);
     let router = proxy.router.load();
     let route = router.find(host, path).cloned();
+    let direct = matches!(&route, Some(r) if matches!(&r.action, RouteAction::Forward(b) if direct_backend(b)));
     let request_id = match request_id {
         Some(id) if !id.is_empty() => match HeaderValue::from_bytes(id) {
-            Ok(id) => id,
+            Ok(id) => Some(id),
             Err(_) => return Parsed::HandOff,
         },
-        _ => headers::new_request_id(),
+        // Otherwise `Proxy::answer` makes one.
+        _ if direct => Some(headers::new_request_id()),
+        _ => None,
     };
-    let direct = matches!(&route, Some(r) if matches!(&r.action, RouteAction::Forward(b) if direct_backend(b)));
-    if direct {
+    if let (true, Some(request_id)) = (direct, &request_id) {
         upstream.clear();
         upstream.extend_from_slice(request.method.unwrap_or("GET").as_bytes());
         upstream.push(b' ');
@@ -284,14 +287,14 @@ fn failed(error: ProxyError, race: bool, reused: bool) -> SendError {
 }
 
 impl Proxy {
-    /// Answer the request `parse` returned, whose head is `head` (removed from the client's
+    /// Answer the request `parse` returned, whose head is `head` (the start of the client's
     /// buffer). `upstream`: the head for the backend when `request.direct`.
     #[allow(clippy::too_many_arguments)]
     pub async fn serve_direct<S>(
         &self,
         client: &mut S,
         out: &mut Vec<u8>,
-        head: Bytes,
+        head: &[u8],
         upstream: &[u8],
         request: Request,
         conn: &Arc<ClientConn>,
@@ -316,11 +319,17 @@ impl Proxy {
             _ => None,
         };
         let head_request = request.head_request;
-        let Some(parts) = parts_of(&head) else {
-            // `parse` admitted only what parses; answer rather than panic anyway.
+        let Some(mut parts) = parts_of(head) else {
+            // `parse` admits only what parses; should that ever differ, answer as hyper would.
             conn.request_finished();
+            let bad = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+            let _ = client.write_all(bad).await;
             return Step::Close;
         };
+        if let Some(id) = &request.request_id {
+            // The id the direct try sent is the request's, on every try.
+            parts.headers.insert(&headers::X_REQUEST_ID, id.clone());
+        }
         let response =
             Box::pin(self.answer(parts, RequestBody::empty(), Arc::clone(conn), start, prior))
                 .await;
@@ -344,7 +353,9 @@ impl Proxy {
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        let RouteAction::Forward(backend) = &route.action else {
+        let (RouteAction::Forward(backend), Some(request_id)) =
+            (&route.action, &request.request_id)
+        else {
             return Err(None);
         };
         let Some(admission) = backend.admit() else {
@@ -476,7 +487,7 @@ impl Proxy {
             method: request.method.clone(),
             host: request.host.clone(),
             uri: request.uri.clone(),
-            request_id: Some(request.request_id.clone()),
+            request_id: Some(request_id.clone()),
             route: Some(Arc::clone(route)),
             endpoint: Some(addr),
             attempts: 1,
@@ -501,11 +512,7 @@ impl Proxy {
         if head.framing == Framing::Chunked {
             client_head.extend_from_slice(b"transfer-encoding: chunked\r\n");
         }
-        header_line(
-            &mut client_head,
-            b"x-request-id",
-            request.request_id.as_bytes(),
-        );
+        header_line(&mut client_head, b"x-request-id", request_id.as_bytes());
         if close {
             client_head.extend_from_slice(b"connection: close\r\n");
         }
@@ -694,10 +701,12 @@ where
     status_line(out, status);
     let bodyless = head_request || status == 204 || status == 304;
     let mut chunked = false;
-    if !parts.headers.contains_key(http::header::CONTENT_LENGTH) && !bodyless {
+    let no_content = status == 204 || status == 304;
+    if !parts.headers.contains_key(http::header::CONTENT_LENGTH) && !no_content {
+        // As hyper: the length of a known body, also in the answer to HEAD.
         match body.size_hint().exact() {
             Some(n) => header_line(out, b"content-length", n.to_string().as_bytes()),
-            None => chunked = true,
+            None => chunked = !bodyless,
         }
     }
     for (name, value) in &parts.headers {
