@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::{Buf, Bytes};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -83,22 +84,28 @@ impl Server {
             if self.direct {
                 return super::h1::serve(self, stream, activity, shutdown).await;
             }
-            return self.serve_io(stream, activity, shutdown).await;
+            return self
+                .serve_io(stream, Bytes::new(), activity, shutdown)
+                .await;
         };
         // The handshake is part of reading the first request head: same timeout.
         match tokio::time::timeout(self.header_read, tls.accept(stream)).await {
             Ok(Ok(stream)) => {
                 let activity = Arc::new(ClientConn::new(client, "https"));
-                self.serve_io(stream, activity, shutdown).await
+                self.serve_io(stream, Bytes::new(), activity, shutdown)
+                    .await
             }
             Ok(Err(e)) => tracing::debug!(%client, error = %e, "TLS handshake failed"),
             Err(_) => tracing::debug!(%client, "TLS handshake timed out"),
         }
     }
 
+    /// Serve `stream` with hyper; `prefix`: bytes already read from it (`h1.rs` hands a
+    /// connection over after reading a request it does not take).
     pub(super) async fn serve_io<T>(
         &self,
         stream: T,
+        prefix: Bytes,
         activity: Arc<ClientConn>,
         shutdown: CancellationToken,
     ) where
@@ -107,6 +114,7 @@ impl Server {
         let client = activity.addr;
         let io = TokioIo::new(WatchedIo {
             inner: stream,
+            prefix,
             activity: Arc::clone(&activity),
         });
         let proxy = Arc::clone(&self.proxy);
@@ -196,8 +204,10 @@ impl Server {
 
 /// The client socket, noting when bytes of a new request head start to arrive on an idle
 /// connection. Two relaxed atomic loads per read; the clock is read only on idle connections.
+/// Bytes already read from the socket (`prefix`) are read first.
 struct WatchedIo<T> {
     inner: T,
+    prefix: Bytes,
     activity: Arc<ClientConn>,
 }
 
@@ -207,6 +217,12 @@ impl<T: AsyncRead + Unpin> AsyncRead for WatchedIo<T> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            buf.put_slice(&self.prefix[..n]);
+            self.prefix.advance(n);
+            return Poll::Ready(Ok(()));
+        }
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = polled {

@@ -93,10 +93,13 @@ fn grpc_timeout(headers: &http::HeaderMap) -> Option<Duration> {
     })
 }
 
-fn is_idempotent(request: &Request<RequestBody>, route_idempotent: bool) -> bool {
+/// Whether a request may be sent twice: the route says so, its method is idempotent (RFC 9110
+/// section 9.2.2), or the client sent an `Idempotency-Key`.
+pub fn idempotent(method: &Method, route_idempotent: bool, idempotency_key: bool) -> bool {
     route_idempotent
+        || idempotency_key
         || matches!(
-            *request.method(),
+            *method,
             Method::GET
                 | Method::HEAD
                 | Method::OPTIONS
@@ -104,7 +107,14 @@ fn is_idempotent(request: &Request<RequestBody>, route_idempotent: bool) -> bool
                 | Method::DELETE
                 | Method::TRACE
         )
-        || request.headers().contains_key("idempotency-key")
+}
+
+fn is_idempotent(request: &Request<RequestBody>, route_idempotent: bool) -> bool {
+    idempotent(
+        request.method(),
+        route_idempotent,
+        request.headers().contains_key("idempotency-key"),
+    )
 }
 
 /// Whether the body can be sent again: none, or held in memory.

@@ -225,17 +225,11 @@ pub fn parse(proxy: &Proxy, buf: &[u8], conn: &ClientConn, upstream: &mut Vec<u8
     Parsed::Ready(Request {
         len,
         head_request: method == Method::HEAD,
-        idempotent: idempotency_key
-            || matches!(
-                method,
-                Method::GET
-                    | Method::HEAD
-                    | Method::OPTIONS
-                    | Method::PUT
-                    | Method::DELETE
-                    | Method::TRACE
-            )
-            || route.as_ref().is_some_and(|r| r.retry.idempotent),
+        idempotent: attempt::idempotent(
+            &method,
+            route.as_ref().is_some_and(|r| r.retry.idempotent),
+            idempotency_key,
+        ),
         method,
         close,
         route,
