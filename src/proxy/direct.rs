@@ -772,6 +772,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn targets_the_uri_parser_takes() {
@@ -780,6 +781,56 @@ mod tests {
         assert!(!plain_target(b"http://x/"));
         assert!(!plain_target(b"/a#frag"));
         assert!(!plain_target(b"/a{b}"));
+    }
+
+    #[test]
+    fn mutated_heads_never_panic_and_what_is_taken_parses_both_ways() {
+        let yaml = "backends:\n  app: {endpoints: [\"127.0.0.1:9\"]}\nroutes:\n  - backend: app\n";
+        let config = crate::config::Config::from_yaml(yaml).unwrap();
+        let metrics = crate::runtime::metrics::Metrics::new(&ProxyError::CAUSES);
+        let (router, _backends) = crate::app::build_router(&config, &metrics, 1);
+        let proxy = Proxy::new(router, Arc::new(metrics), false, Duration::from_secs(1));
+        let conn = ClientConn::new(([10, 0, 0, 1], 1234).into(), "http");
+        let seed = b"GET /a/b?c=d HTTP/1.1\r\nHost: example.com\r\nX-Forwarded-For: 1.2.3.4\r\nX-Request-Id: abc\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n";
+        let alphabet = b"\r\n :;,/?#%\t\x00\x7f\xffGETHOSTa0";
+        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move |n: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % n as u64) as usize
+        };
+        let mut upstream = Vec::new();
+        let mut taken = 0;
+        for _ in 0..20_000 {
+            let mut head = seed.to_vec();
+            for _ in 0..1 + next(4) {
+                let at = next(head.len());
+                match next(3) {
+                    0 => head[at] = alphabet[next(alphabet.len())],
+                    1 => head.insert(at, alphabet[next(alphabet.len())]),
+                    _ => {
+                        head.remove(at);
+                    }
+                }
+            }
+            if let Parsed::Ready(request) = parse(&proxy, &head, &conn, &mut upstream) {
+                taken += 1;
+                let parts = parts_of(&head[..request.len]);
+                assert!(parts.is_some(), "{:?}", String::from_utf8_lossy(&head));
+                let mut headers = [httparse::EMPTY_HEADER; 80];
+                let mut sent = httparse::Request::new(&mut headers);
+                assert!(
+                    matches!(sent.parse(&upstream), Ok(httparse::Status::Complete(n)) if n == upstream.len()),
+                    "{:?}",
+                    String::from_utf8_lossy(&upstream)
+                );
+            }
+        }
+        assert!(
+            taken > 1000,
+            "the mutations must leave many requests plain ({taken})"
+        );
     }
 
     #[test]

@@ -445,6 +445,34 @@ mod tests {
     }
 
     #[test]
+    fn arbitrary_bytes_never_panic() {
+        let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = move |n: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % n as u64) as usize
+        };
+        let alphabet = b"0123456789abcdefABCDEF;\r\n \t:xz";
+        for _ in 0..20_000 {
+            let input: Vec<u8> = (0..next(40))
+                .map(|_| alphabet[next(alphabet.len())])
+                .collect();
+            let mut scanner = ChunkedEnd::default();
+            let split = next(input.len() + 1);
+            if let Ok(None) = scanner.scan(&input[..split]) {
+                if let Ok(Some(end)) = scanner.scan(&input[split..]) {
+                    assert!(end <= input.len() - split);
+                }
+            }
+            let mut head = b"HTTP/1.1 200 OK\r\n".to_vec();
+            head.extend_from_slice(&input);
+            let mut buf = BytesMut::from(&head[..]);
+            let _ = parse_response(&mut buf, false, 8192, |_, _| {});
+        }
+    }
+
+    #[test]
     fn chunked_errors() {
         assert!(ends(b"zz\r\n").is_err());
         assert!(ends(b"\r\n").is_err(), "no size digits");
