@@ -415,3 +415,40 @@ async fn answers_of_the_general_path_are_written_as_hyper_writes_them() {
         assert_eq!(seen[0], seen[1], "{request}");
     }
 }
+
+#[tokio::test]
+async fn raw_connections_the_upstream_closed_are_never_an_error() {
+    // Answers as if keeping the connection, then closes it: every pooled raw connection is
+    // stale by the next request, found closed at checkout or met as the keep-alive race.
+    let seen = Arc::new(AtomicUsize::new(0));
+    let count = Arc::clone(&seen);
+    let upstream = raw_server(move |mut stream| {
+        let count = Arc::clone(&count);
+        async move {
+            if read_head(&mut stream).await.is_empty() {
+                return;
+            }
+            count.fetch_add(1, Ordering::SeqCst);
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                .await;
+        }
+    })
+    .await;
+    let app = start_proxy(&simple_config(upstream.addr)).await;
+    let c = client();
+    for i in 0..50 {
+        // Empty POSTs take the direct path, carefully (a request that must not be sent twice).
+        let method = if i % 2 == 0 { "POST" } else { "GET" };
+        let request = http::Request::builder()
+            .method(method)
+            .uri(format!("http://{}/", app.traffic_addrs[0]))
+            .header("host", "x")
+            .header("content-length", "0")
+            .body(full(""))
+            .unwrap();
+        let answer = send(&c, request).await;
+        assert_eq!(answer.status, 200, "request {i}: {}", answer.body);
+    }
+    assert_eq!(seen.load(Ordering::SeqCst), 50, "each reached the app once");
+}
