@@ -54,8 +54,18 @@ async fn both_paths_send_the_same_request_and_relay_the_same_answer() {
     let upstream = raw_server(move |mut stream| {
         let seen = seen_tx.clone();
         async move {
-            let head = read_head(&mut stream).await;
-            let _ = seen.send(String::from_utf8_lossy(&head).into_owned());
+            let head = String::from_utf8_lossy(&read_head(&mut stream).await).into_owned();
+            let length = head
+                .to_ascii_lowercase()
+                .lines()
+                .find_map(|l| {
+                    l.strip_prefix("content-length: ")
+                        .map(|v| v.parse().unwrap())
+                })
+                .unwrap_or(0);
+            let mut body = vec![0u8; length];
+            stream.read_exact(&mut body).await.unwrap();
+            let _ = seen.send(format!("{head}{}", String::from_utf8_lossy(&body)));
             let _ = stream.write_all(CHUNKED).await;
             let _ = stream.shutdown().await;
         }
@@ -67,7 +77,7 @@ async fn both_paths_send_the_same_request_and_relay_the_same_answer() {
         simple_config(upstream.addr)
     ))
     .await;
-    let request = b"GET /a/b?c=d HTTP/1.1\r\nHost: shop.test\r\nUser-Agent: t\r\nX-Forwarded-For: 10.1.2.3\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: evil\r\nAccept: */*\r\nAccept: text/plain\r\nX-Request-Id: given-42\r\nConnection: close\r\n\r\n";
+    let request = b"POST /a/b?c=d HTTP/1.1\r\nContent-Length: 7\r\nHost: shop.test\r\nUser-Agent: t\r\nX-Forwarded-For: 10.1.2.3\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: evil\r\nAccept: */*\r\nAccept: text/plain\r\nX-Request-Id: given-42\r\nConnection: close\r\n\r\npayload";
     let mut heads = Vec::new();
     let mut answers = Vec::new();
     for app in [&direct, &general] {
@@ -75,8 +85,18 @@ async fn both_paths_send_the_same_request_and_relay_the_same_answer() {
         heads.push(seen_rx.recv().await.unwrap());
         answers.push(answer);
     }
+    for head in &heads {
+        assert!(
+            head.ends_with("\r\n\r\npayload"),
+            "the body follows the head: {head}"
+        );
+    }
     let (line, headers) = normalize(&heads[0]);
-    assert_eq!(line, "GET /a/b?c=d HTTP/1.1");
+    assert_eq!(line, "POST /a/b?c=d HTTP/1.1");
+    assert!(
+        headers.contains(&"content-length: 7".to_string()),
+        "{headers:?}"
+    );
     assert!(
         headers.contains(&"x-forwarded-for: 10.1.2.3, 127.0.0.1".to_string()),
         "{headers:?}"
@@ -186,8 +206,8 @@ async fn a_connection_moves_to_hyper_when_a_request_needs_it() {
     let echo = echo_upstream().await;
     let app = start_proxy(&simple_config(echo.addr)).await;
     let mut stream = TcpStream::connect(app.traffic_addrs[0]).await.unwrap();
-    // Two plain requests in one write (pipelined), then one with a body, then a plain one:
-    // the body hands the connection to hyper, which answers it and the one after.
+    // Two plain requests in one write (pipelined), then one with a chunked body, then a plain
+    // one: the chunked body hands the connection to hyper, which answers it and the one after.
     stream
         .write_all(b"GET /one HTTP/1.1\r\nHost: a\r\n\r\nGET /two HTTP/1.1\r\nHost: a\r\n\r\n")
         .await
@@ -198,13 +218,15 @@ async fn a_connection_moves_to_hyper_when_a_request_needs_it() {
         assert!(body.starts_with(&format!("GET {path} HTTP/1.1")), "{body}");
     }
     stream
-        .write_all(b"POST /three HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello")
+        .write_all(
+            b"POST /three HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        )
         .await
         .unwrap();
     let (head, body) = read_response(&mut stream).await;
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     assert!(body.starts_with("POST /three HTTP/1.1"), "{body}");
-    assert!(body.contains("content-length: 5"), "{body}");
+    assert!(body.contains("transfer-encoding: chunked"), "{body}");
     stream
         .write_all(b"GET /four HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
         .await

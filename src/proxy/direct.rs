@@ -1,6 +1,8 @@
-//! The direct HTTP/1.1 path: a plain request (no body, no upgrade, nothing hop-by-hop but
-//! `Connection: keep-alive|close`) to a plain `http` backend is read, rewritten and forwarded
-//! as bytes, and its response relayed as bytes, over the raw connections of `upstream/h1.rs`.
+//! The direct HTTP/1.1 path: a plain request (no upgrade, nothing hop-by-hop but
+//! `Connection: keep-alive|close`, and a body only when its `Content-Length` is within the
+//! route's `retry.max_replay_bytes` and it has arrived with the head) to a plain `http`
+//! backend is read, rewritten and forwarded as bytes, and its response relayed as bytes, over
+//! the raw connections of `upstream/h1.rs`.
 //! It is how hitless reaches nginx's CPU per request (see README, Benchmarks).
 //!
 //! It makes the first try only. Everything else goes to the general path (`Proxy::answer`,
@@ -53,8 +55,10 @@ pub enum Parsed {
 
 /// A request head read by `parse`, with what the rest of the path needs.
 pub struct Request {
-    /// Bytes of the head in the buffer.
+    /// Bytes of the request (head and body) in the buffer.
     pub len: usize,
+    /// Bytes of the head; the body follows it.
+    pub head_len: usize,
     pub method: Method,
     pub head_request: bool,
     /// The client asked for `Connection: close`.
@@ -123,6 +127,7 @@ pub fn parse(proxy: &Proxy, buf: &[u8], conn: &ClientConn, upstream: &mut Vec<u8
     let mut request_id = None;
     let mut forwarded_for = None;
     let mut idempotency_key = false;
+    let mut content_length: Option<usize> = None;
     for h in request.headers.iter() {
         let n = h.name;
         if eq(n, "host") {
@@ -131,9 +136,15 @@ pub fn parse(proxy: &Proxy, buf: &[u8], conn: &ClientConn, upstream: &mut Vec<u8
             }
             host = Some(h.value);
         } else if eq(n, "content-length") {
-            if h.value.iter().any(|&b| b != b'0') || h.value.is_empty() {
+            let digits = !h.value.is_empty() && h.value.len() <= 18;
+            if content_length.is_some() || !digits || !h.value.iter().all(u8::is_ascii_digit) {
                 return Parsed::HandOff;
             }
+            content_length = Some(
+                h.value
+                    .iter()
+                    .fold(0, |n, &d| n * 10 + usize::from(d - b'0')),
+            );
         } else if eq(n, "connection") {
             for token in h.value.split(|&b| b == b',') {
                 let token = token.trim_ascii();
@@ -188,6 +199,18 @@ pub fn parse(proxy: &Proxy, buf: &[u8], conn: &ClientConn, upstream: &mut Vec<u8
         _ if direct => Some(headers::new_request_id()),
         _ => None,
     };
+    // A body goes the direct way when it can be sent again (as the general path would hold
+    // it) and is here already; otherwise hyper reads it.
+    let body_len = content_length.unwrap_or(0);
+    if body_len > 0
+        && !(direct
+            && route
+                .as_ref()
+                .is_some_and(|r| body_len <= r.retry.max_replay_bytes)
+            && buf.len() - len >= body_len)
+    {
+        return Parsed::HandOff;
+    }
     if let (true, Some(request_id)) = (direct, &request_id) {
         upstream.clear();
         upstream.extend_from_slice(request.method.unwrap_or("GET").as_bytes());
@@ -218,12 +241,15 @@ pub fn parse(proxy: &Proxy, buf: &[u8], conn: &ClientConn, upstream: &mut Vec<u8
             b"\r\nx-forwarded-proto: http\r\n"
         });
         header_line(upstream, b"x-forwarded-host", host_bytes);
+        // (The client's Content-Length went through with the other headers.)
         header_line(upstream, b"x-request-id", request_id.as_bytes());
         upstream.extend_from_slice(b"\r\n");
+        upstream.extend_from_slice(&buf[len..len + body_len]);
     }
     let access_log = proxy.access_log;
     Parsed::Ready(Request {
-        len,
+        len: len + body_len,
+        head_len: len,
         head_request: method == Method::HEAD,
         idempotent: attempt::idempotent(
             &method,
@@ -324,9 +350,8 @@ impl Proxy {
             // The id the direct try sent is the request's, on every try.
             parts.headers.insert(&headers::X_REQUEST_ID, id.clone());
         }
-        let response =
-            Box::pin(self.answer(parts, RequestBody::empty(), Arc::clone(conn), start, prior))
-                .await;
+        let body = RequestBody::from(bytes::Bytes::copy_from_slice(&head[request.head_len..]));
+        let response = Box::pin(self.answer(parts, body, Arc::clone(conn), start, prior)).await;
         write_response(client, out, response, head_request, close).await
     }
 
