@@ -1,7 +1,8 @@
 //! The direct HTTP/1.1 connection loop: plain-text client connections start here. Request
 //! heads are read and parsed in place, and plain requests go the direct way
-//! (`proxy/direct.rs`). The first request that is not plain (a body, an upgrade, HTTP/2's
-//! preface, a malformed or oversized head...) hands the connection, with the bytes read so
+//! (`proxy/direct.rs`). The first request that is not plain (a body that is large, chunked
+//! or not read yet, an upgrade, HTTP/2's preface, a malformed or oversized head...) hands the
+//! connection, with the bytes read so
 //! far, to hyper (`Server::serve_io`), which serves it from then on: everything hyper does
 //! stays the answer to anything unusual.
 //!

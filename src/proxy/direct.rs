@@ -127,7 +127,7 @@ pub fn parse(proxy: &Proxy, buf: &[u8], conn: &ClientConn, upstream: &mut Vec<u8
     let mut request_id = None;
     let mut forwarded_for = None;
     let mut idempotency_key = false;
-    let mut content_length: Option<usize> = None;
+    let mut content_length: Option<u64> = None;
     for h in request.headers.iter() {
         let n = h.name;
         if eq(n, "host") {
@@ -140,11 +140,7 @@ pub fn parse(proxy: &Proxy, buf: &[u8], conn: &ClientConn, upstream: &mut Vec<u8
             if content_length.is_some() || !digits || !h.value.iter().all(u8::is_ascii_digit) {
                 return Parsed::HandOff;
             }
-            content_length = Some(
-                h.value
-                    .iter()
-                    .fold(0, |n, &d| n * 10 + usize::from(d - b'0')),
-            );
+            content_length = Some(h.value.iter().fold(0, |n, &d| n * 10 + u64::from(d - b'0')));
         } else if eq(n, "connection") {
             for token in h.value.split(|&b| b == b',') {
                 let token = token.trim_ascii();
@@ -201,7 +197,9 @@ pub fn parse(proxy: &Proxy, buf: &[u8], conn: &ClientConn, upstream: &mut Vec<u8
     };
     // A body goes the direct way when it can be sent again (as the general path would hold
     // it) and is here already; otherwise hyper reads it.
-    let body_len = content_length.unwrap_or(0);
+    let Ok(body_len) = usize::try_from(content_length.unwrap_or(0)) else {
+        return Parsed::HandOff;
+    };
     if body_len > 0
         && !(direct
             && route
@@ -307,14 +305,14 @@ fn failed(error: ProxyError, race: bool, reused: bool) -> SendError {
 }
 
 impl Proxy {
-    /// Answer the request `parse` returned, whose head is `head` (the start of the client's
-    /// buffer). `upstream`: the head for the backend when `request.direct`.
+    /// Answer the request `parse` returned, whose head and body are `message` (the start of
+    /// the client's buffer). `upstream`: what to send the backend when `request.direct`.
     #[allow(clippy::too_many_arguments)]
     pub async fn serve_direct<S>(
         &self,
         client: &mut S,
         out: &mut Vec<u8>,
-        head: &[u8],
+        message: &[u8],
         upstream: &[u8],
         request: Request,
         conn: &Arc<ClientConn>,
@@ -339,7 +337,7 @@ impl Proxy {
             _ => None,
         };
         let head_request = request.head_request;
-        let Some(mut parts) = parts_of(head) else {
+        let Some(mut parts) = parts_of(message) else {
             // `parse` admits only what parses; should that ever differ, answer as hyper would.
             conn.request_finished();
             let bad = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
@@ -350,7 +348,7 @@ impl Proxy {
             // The id the direct try sent is the request's, on every try.
             parts.headers.insert(&headers::X_REQUEST_ID, id.clone());
         }
-        let body = RequestBody::from(bytes::Bytes::copy_from_slice(&head[request.head_len..]));
+        let body = RequestBody::from(bytes::Bytes::copy_from_slice(&message[request.head_len..]));
         let response = Box::pin(self.answer(parts, body, Arc::clone(conn), start, prior)).await;
         write_response(client, out, response, head_request, close).await
     }
