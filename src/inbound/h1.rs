@@ -1,4 +1,5 @@
-//! The direct HTTP/1.1 connection loop: plain-text client connections start here. Request
+//! The direct HTTP/1.1 connection loop: client connections start here (plain text, and TLS
+//! unless ALPN chose HTTP/2). Request
 //! heads are read and parsed in place, and plain requests go the direct way
 //! (`proxy/direct.rs`). The first request that is not plain (a body that is large, chunked
 //! or not read yet, an upgrade, HTTP/2's preface, a malformed or oversized head...) hands the
@@ -17,8 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
-use tokio::io::AsyncReadExt;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -43,12 +43,14 @@ fn due(
     Instant::now() + quiet.saturating_sub(Duration::from_millis(since))
 }
 
-pub(super) async fn serve(
+pub(super) async fn serve<T>(
     server: &Server,
-    mut stream: TcpStream,
+    mut stream: T,
     activity: Arc<ClientConn>,
     shutdown: CancellationToken,
-) {
+) where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let mut buf = BytesMut::with_capacity(READ_BUF);
     let mut out = Vec::with_capacity(4096);
     let mut upstream = Vec::with_capacity(1024);
@@ -135,13 +137,15 @@ pub(super) async fn serve(
     }
 }
 
-async fn hand_off(
+async fn hand_off<T>(
     server: &Server,
-    stream: TcpStream,
+    stream: T,
     buf: BytesMut,
     activity: Arc<ClientConn>,
     shutdown: CancellationToken,
-) {
+) where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     server
         .serve_io(stream, buf.freeze(), activity, shutdown)
         .await

@@ -1,5 +1,5 @@
 //! Client side of the proxy: accepting connections ([1] `listener.rs`), the direct HTTP/1.1
-//! loop plain-text connections start in ([2] `h1.rs`, `proxy/direct.rs`), and hyper speaking
+//! loop HTTP/1.1 connections start in ([2] `h1.rs`, `proxy/direct.rs`), and hyper speaking
 //! HTTP/1.1 and HTTP/2 for everything else ([3] `server.rs`), handing each request to
 //! `proxy::Proxy::handle`.
 

@@ -41,7 +41,7 @@ pub struct Server {
     pub(super) idle: Duration,
     pub(super) header_read: Duration,
     pub(super) max_header_bytes: usize,
-    /// Plain-text connections start in the direct HTTP/1.1 loop (`h1.rs`).
+    /// HTTP/1.1 connections start in the direct HTTP/1.1 loop (`h1.rs`).
     direct: bool,
 }
 
@@ -92,6 +92,10 @@ impl Server {
         match tokio::time::timeout(self.header_read, tls.accept(stream)).await {
             Ok(Ok(stream)) => {
                 let activity = Arc::new(ClientConn::new(client, "https"));
+                let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                if self.direct && !h2 {
+                    return super::h1::serve(self, stream, activity, shutdown).await;
+                }
                 self.serve_io(stream, Bytes::new(), activity, shutdown)
                     .await
             }
