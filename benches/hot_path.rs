@@ -127,14 +127,14 @@ fn bench(c: &mut Criterion) {
             || bytes::BytesMut::from(response_head),
             |buf| {
                 out.clear();
-                hitless::upstream::h1::parse_response(buf, false, 65536, |name, value| {
-                    if !name.eq_ignore_ascii_case("connection")
-                        && !name.eq_ignore_ascii_case("keep-alive")
-                    {
-                        out.extend_from_slice(name.as_bytes());
-                        out.extend_from_slice(b": ");
-                        out.extend_from_slice(value);
-                        out.extend_from_slice(b"\r\n");
+                hitless::upstream::h1::parse_response(buf, false, 65536, |part| {
+                    if let hitless::upstream::h1::Part::Header(name, value) = part {
+                        if !hitless::proxy::headers::is_hop_by_hop(name) {
+                            out.extend_from_slice(name.as_bytes());
+                            out.extend_from_slice(b": ");
+                            out.extend_from_slice(value);
+                            out.extend_from_slice(b"\r\n");
+                        }
                     }
                 })
                 .is_ok()

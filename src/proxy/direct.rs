@@ -33,7 +33,7 @@ use super::route::{Route, RouteAction};
 use super::Proxy;
 use crate::config::Protocol;
 use crate::upstream::body::RequestBody;
-use crate::upstream::h1::{self, ChunkedEnd, Framing, HeadError, RawConn};
+use crate::upstream::h1::{self, ChunkedEnd, Framing, HeadError, Part, RawConn};
 use crate::upstream::pool::Lease;
 use crate::upstream::{Backend, SendError, RACE_WINDOW};
 
@@ -60,7 +60,6 @@ pub struct Request {
     /// Bytes of the head; the body follows it.
     pub head_len: usize,
     pub method: Method,
-    pub head_request: bool,
     /// The client asked for `Connection: close`.
     pub close: bool,
     pub idempotent: bool,
@@ -162,12 +161,8 @@ pub fn parse(proxy: &Proxy, buf: &[u8], conn: &ClientConn, upstream: &mut Vec<u8
             forwarded_for = Some(h.value);
         } else if eq(n, "idempotency-key") {
             idempotency_key = true;
-        } else if eq(n, "transfer-encoding")
-            || eq(n, "upgrade")
+        } else if headers::is_hop_by_hop(n)
             || eq(n, "expect")
-            || eq(n, "te")
-            || eq(n, "keep-alive")
-            || eq(n, "proxy-connection")
             || (eq(n, "content-type") && h.value.starts_with(b"application/grpc"))
         {
             return Parsed::HandOff;
@@ -248,7 +243,6 @@ pub fn parse(proxy: &Proxy, buf: &[u8], conn: &ClientConn, upstream: &mut Vec<u8
     Parsed::Ready(Request {
         len: len + body_len,
         head_len: len,
-        head_request: method == Method::HEAD,
         idempotent: attempt::idempotent(
             &method,
             route.as_ref().is_some_and(|r| r.retry.idempotent),
@@ -336,7 +330,7 @@ impl Proxy {
             }
             _ => None,
         };
-        let head_request = request.head_request;
+        let head_request = request.method == Method::HEAD;
         let Some(mut parts) = parts_of(message) else {
             // `parse` admits only what parses; should that ever differ, answer as hyper would.
             conn.request_finished();
@@ -414,21 +408,24 @@ impl Proxy {
             loop {
                 let parsed = h1::parse_response(
                     &mut up.buf,
-                    request.head_request,
+                    request.method == Method::HEAD,
                     max_head,
-                    |name, value| {
-                        if eq(name, "keep-alive") {
-                            keepalive.announced(value, addr, &backend.metrics);
+                    |part| match part {
+                        Part::Status(status) => status_line(out, status),
+                        Part::Header(name, value) => {
+                            if eq(name, "keep-alive") {
+                                keepalive.announced(value, addr, &backend.metrics);
+                            }
+                            if hop_by_hop_response(name) {
+                                return;
+                            }
+                            has_length |= eq(name, "content-length");
+                            header_line(out, name.as_bytes(), value);
                         }
-                        if hop_by_hop_response(name) {
-                            return;
-                        }
-                        has_length |= eq(name, "content-length");
-                        header_line(out, name.as_bytes(), value);
                     },
                 );
                 match parsed {
-                    Ok(Some(head)) => return Ok((up, head, reused)),
+                    Ok(Some(head)) => return Ok((up, head)),
                     Ok(None) => {}
                     Err(HeadError::TooLarge) => {
                         let error = ProxyError::UpstreamHeaderTooLarge { endpoint: addr };
@@ -468,7 +465,7 @@ impl Proxy {
             }
         };
         let started = start;
-        let (mut up, head, _reused) = match tokio::time::timeout_at(limit, exchange).await {
+        let (mut up, head) = match tokio::time::timeout_at(limit, exchange).await {
             Ok(Ok(exchanged)) => exchanged,
             Ok(Err(failure)) => {
                 drop((lease, admission));
@@ -520,21 +517,18 @@ impl Proxy {
         if head.connection_names || (length_dropped && has_length) {
             // Rare: headers to leave out that the first pass could not know of yet.
             out.clear();
+            status_line(out, status);
             client_headers(&up.buf[..head.len], length_dropped, out);
         }
         let close = close || head.framing == Framing::Close;
-        let mut client_head = Vec::with_capacity(out.len() + 128);
-        status_line(&mut client_head, status);
-        client_head.extend_from_slice(out);
         if head.framing == Framing::Chunked {
-            client_head.extend_from_slice(b"transfer-encoding: chunked\r\n");
+            out.extend_from_slice(b"transfer-encoding: chunked\r\n");
         }
-        header_line(&mut client_head, b"x-request-id", request_id.as_bytes());
+        header_line(out, b"x-request-id", request_id.as_bytes());
         if close {
-            client_head.extend_from_slice(b"connection: close\r\n");
+            out.extend_from_slice(b"connection: close\r\n");
         }
-        client_head.extend_from_slice(b"\r\n");
-        std::mem::swap(out, &mut client_head);
+        out.extend_from_slice(b"\r\n");
         up.buf.advance(head.len);
 
         let relayed = relay(client, out, &mut up, head.framing).await;
@@ -563,13 +557,7 @@ impl Proxy {
 
 /// Response headers that do not cross the proxy (`headers.rs`), and the id hitless sets.
 fn hop_by_hop_response(name: &str) -> bool {
-    eq(name, "connection")
-        || eq(name, "keep-alive")
-        || eq(name, "proxy-connection")
-        || eq(name, "transfer-encoding")
-        || eq(name, "upgrade")
-        || eq(name, "te")
-        || eq(name, "x-request-id")
+    headers::is_hop_by_hop(name) || eq(name, "x-request-id")
 }
 
 /// The client's header lines from a response head: without the hop-by-hop ones, those its
@@ -816,13 +804,7 @@ mod tests {
         let conn = ClientConn::new(([10, 0, 0, 1], 1234).into(), "http");
         let seed = b"GET /a/b?c=d HTTP/1.1\r\nHost: example.com\r\nX-Forwarded-For: 1.2.3.4\r\nX-Request-Id: abc\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n";
         let alphabet = b"\r\n :;,/?#%\t\x00\x7f\xffGETHOSTa0";
-        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
-        let mut next = move |n: usize| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state % n as u64) as usize
-        };
+        let mut next = h1::test_rng(0x9e37_79b9_7f4a_7c15);
         let mut upstream = Vec::new();
         let mut taken = 0;
         for _ in 0..20_000 {

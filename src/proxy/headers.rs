@@ -19,19 +19,27 @@ static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host"
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
+/// The hop-by-hop header names (lowercase), for both paths: hyper's maps here, the direct
+/// path's bytes in `direct.rs`.
+pub const HOP_BY_HOP: [&str; 6] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "upgrade",
+    "te",
+];
+
+/// Whether `name` (any case) is one of `HOP_BY_HOP`.
+pub fn is_hop_by_hop(name: &str) -> bool {
+    HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
+}
+
 /// Remove hop-by-hop headers in place. `TE: trailers` survives when `keep_te_trailers`.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_te_trailers: bool) {
     // Most messages carry none of these (HTTP/1.1 keep-alive is the default). One pass over the
-    // names (no hashing; standard names compare as small integers) finds out, instead of six
-    // hash lookups per message.
-    let any = headers.keys().any(|name| {
-        name == header::CONNECTION
-            || name == KEEP_ALIVE
-            || name == PROXY_CONNECTION
-            || name == header::TRANSFER_ENCODING
-            || name == header::UPGRADE
-            || name == header::TE
-    });
+    // names (no hashing) finds out, instead of six hash lookups per message.
+    let any = headers.keys().any(|name| is_hop_by_hop(name.as_str()));
     if !any {
         return;
     }

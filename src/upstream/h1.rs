@@ -157,11 +157,7 @@ impl Pool {
 /// the runtime already saw (no system call when nothing happened); with it, a `MSG_PEEK`.
 fn closed_while_idle(stream: &TcpStream, careful: bool) -> bool {
     if careful {
-        let mut byte = [MaybeUninit::<u8>::uninit(); 1];
-        return !matches!(
-            socket2::SockRef::from(stream).peek(&mut byte),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
-        );
+        return super::pool::peer_closed(socket2::SockRef::from(stream));
     }
     let mut byte = [0u8; 1];
     !matches!(stream.try_read(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
@@ -307,13 +303,21 @@ pub enum HeadError {
     TooLarge,
 }
 
+/// A piece of a final response head, in order: the status, then each header field.
+pub enum Part<'a> {
+    Status(u16),
+    Header(&'a str, &'a [u8]),
+}
+
 /// Parse the response head at the start of `buf`: `Ok(None)` when it is not complete yet.
 /// Interim (1xx) responses other than 101 are skipped (removed from `buf`) as hyper does.
+/// `on_part` sees the final head's status and fields as they are read (the direct path writes
+/// the client's head from them, without a second pass).
 pub fn parse_response(
     buf: &mut BytesMut,
     head_request: bool,
     max_bytes: usize,
-    mut on_header: impl FnMut(&str, &[u8]),
+    mut on_part: impl FnMut(Part<'_>),
 ) -> Result<Option<ResponseHead>, HeadError> {
     loop {
         let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
@@ -344,6 +348,7 @@ pub fn parse_response(
                 "101 Switching Protocols to a request without Upgrade",
             ));
         }
+        on_part(Part::Status(status));
         let http11 = response.version == Some(1);
         let mut keep_alive = http11;
         let mut length: Option<u64> = None;
@@ -376,7 +381,7 @@ pub fn parse_response(
                     }
                 }
             }
-            on_header(name, h.value);
+            on_part(Part::Header(name, h.value));
         }
         let framing = if head_request || status == 204 || status == 304 {
             Framing::Empty
@@ -413,6 +418,17 @@ fn parse_error(e: httparse::Error) -> &'static str {
     }
 }
 
+/// A seeded xorshift for the parsers' robustness tests: `next(n)` is in `0..n`.
+#[cfg(test)]
+pub(crate) fn test_rng(mut state: u64) -> impl FnMut(usize) -> usize {
+    move |n| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % n as u64) as usize
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -446,13 +462,7 @@ mod tests {
 
     #[test]
     fn arbitrary_bytes_never_panic() {
-        let mut state: u64 = 0x2545_f491_4f6c_dd1d;
-        let mut next = move |n: usize| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state % n as u64) as usize
-        };
+        let mut next = test_rng(0x2545_f491_4f6c_dd1d);
         let alphabet = b"0123456789abcdefABCDEF;\r\n \t:xz";
         for _ in 0..20_000 {
             let input: Vec<u8> = (0..next(40))
@@ -468,7 +478,7 @@ mod tests {
             let mut head = b"HTTP/1.1 200 OK\r\n".to_vec();
             head.extend_from_slice(&input);
             let mut buf = BytesMut::from(&head[..]);
-            let _ = parse_response(&mut buf, false, 8192, |_, _| {});
+            let _ = parse_response(&mut buf, false, 8192, |_| {});
         }
     }
 
@@ -482,7 +492,7 @@ mod tests {
 
     fn head(raw: &[u8], head_request: bool) -> Result<Option<ResponseHead>, HeadError> {
         let mut buf = BytesMut::from(raw);
-        parse_response(&mut buf, head_request, 8192, |_, _| {})
+        parse_response(&mut buf, head_request, 8192, |_| {})
     }
 
     #[test]
@@ -521,7 +531,7 @@ mod tests {
     fn interim_responses_are_skipped() {
         let mut buf =
             BytesMut::from(&b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"[..]);
-        let r = parse_response(&mut buf, false, 8192, |_, _| {})
+        let r = parse_response(&mut buf, false, 8192, |_| {})
             .unwrap()
             .unwrap();
         assert_eq!((r.status, r.len), (200, buf.len()));

@@ -86,14 +86,9 @@ impl Conn {
     /// Whether the upstream already closed (or reset) the connection, or sent bytes nobody
     /// asked for. One non-blocking `recv(MSG_PEEK)`.
     fn peer_closed(&self) -> bool {
-        let Some(socket) = &self.peek else {
-            return false;
-        };
-        let mut byte = [MaybeUninit::<u8>::uninit(); 1];
-        match socket.peek(&mut byte) {
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => false,
-            Ok(_) | Err(_) => true,
-        }
+        self.peek
+            .as_ref()
+            .is_some_and(|socket| peer_closed(socket2::SockRef::from(socket)))
     }
 
     /// The connection was handed to an upgrade (101): it never returns to the pool.
@@ -106,6 +101,16 @@ impl Conn {
         self.idle_mark.store(CLOSED_BY_US, Ordering::Relaxed);
         metrics.conn_closed(reason);
     }
+}
+
+/// Whether the peer closed (or reset) the socket, or sent bytes nobody asked for: one
+/// non-blocking `recv(MSG_PEEK)`, which consumes nothing.
+pub(super) fn peer_closed(socket: socket2::SockRef<'_>) -> bool {
+    let mut byte = [MaybeUninit::<u8>::uninit(); 1];
+    !matches!(
+        socket.peek(&mut byte),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
+    )
 }
 
 struct IdleConn {
@@ -210,7 +215,15 @@ impl Pool {
         if !options.fresh && self.settings.tls.is_none() {
             if let Some(stream) = self.adopt_raw(addr, careful) {
                 let conn = Box::pin(self.connect_with(addr, UpstreamIo::Plain(stream), true));
-                return conn.await.map(|conn| Connection { conn, reused: true });
+                return match conn.await {
+                    Ok(conn) => Ok(Connection { conn, reused: true }),
+                    Err(error) => {
+                        // It was counted open as a raw connection; it is closed now.
+                        self.metrics.conns_open.dec();
+                        self.metrics.conn_closed(CloseReason::Exchange);
+                        Err(error)
+                    }
+                };
             }
         }
         // Boxed: the connect path is cold, and inlined it would make every request's future
