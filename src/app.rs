@@ -63,7 +63,7 @@ pub struct App {
     pub drain: Arc<Drain>,
     /// The live backends (swapped whole on reload), for the reaper and reloads.
     backends: Arc<ArcSwap<Vec<Arc<Backend>>>>,
-    metrics: Arc<Metrics>,
+    pub metrics: Arc<Metrics>,
     workers: usize,
     shutdown: CancellationToken,
     connections: TaskTracker,

@@ -20,8 +20,8 @@ fn two_endpoints(a: std::net::SocketAddr, b: std::net::SocketAddr, extra: &str) 
 async fn connect_failure_goes_to_the_next_endpoint_for_any_method() {
     let dead = refused_addr().await;
     let good = named_upstream("good").await;
-    // Round-robin would send every other first try to the dead endpoint; outlier ejection
-    // takes it out after three refusals, so the default budget is plenty.
+    // Round-robin would send every other first try to the dead endpoint; its first refusal
+    // takes it out of rotation (a certainty, not a guess: no ejection needed).
     let app = start_proxy(&two_endpoints(dead, good.addr, "")).await;
     let c = client();
     for i in 0..20 {
@@ -44,32 +44,63 @@ async fn connect_failure_goes_to_the_next_endpoint_for_any_method() {
         Some(0.0)
     );
     assert_eq!(
-        metric(&page, "hitless_outlier_ejections_total{backend=\"app\"}"),
+        metric(
+            &page,
+            "hitless_backend_endpoints_unreachable{backend=\"app\"}"
+        ),
         Some(1.0),
         "{page}"
     );
-    // Only the tries before the ejection met the dead endpoint.
+    assert_eq!(
+        metric(&page, "hitless_outlier_ejections_total{backend=\"app\"}"),
+        Some(0.0),
+        "{page}"
+    );
+    // Only the first try met the dead endpoint.
     assert_eq!(
         metric(
             &page,
             "hitless_retries_total{backend=\"app\",reason=\"connect_refused\"}"
         ),
-        Some(3.0),
+        Some(1.0),
         "{page}"
     );
 }
 
-/// An upstream that counts the requests it read, then resets the connection.
-async fn counting_resetter() -> (Server, Arc<AtomicUsize>) {
+/// An upstream that reads each request whole (one read, as servers do), counts it, then
+/// closes the connection without answering: it died after reading (a FIN, not an RST).
+async fn counting_dropper() -> (Server, Arc<AtomicUsize>) {
     let seen = Arc::new(AtomicUsize::new(0));
     let counter = Arc::clone(&seen);
     let server = raw_server(move |mut stream| {
         let counter = Arc::clone(&counter);
         async move {
-            if !read_head(&mut stream).await.is_empty() {
-                counter.fetch_add(1, Ordering::SeqCst);
+            use tokio::io::AsyncReadExt;
+            let mut buf = vec![0u8; 16 * 1024];
+            let mut got = Vec::new();
+            // Until the head and its Content-Length body are in.
+            loop {
+                let Ok(n) = stream.read(&mut buf).await else {
+                    return;
+                };
+                if n == 0 {
+                    return;
+                }
+                got.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&got).to_ascii_lowercase();
+                let Some(end) = text.find("\r\n\r\n") else {
+                    continue;
+                };
+                let length: usize = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                if got.len() >= end + 4 + length {
+                    break;
+                }
             }
-            let _ = socket2::SockRef::from(&stream).set_linger(Some(std::time::Duration::ZERO));
+            counter.fetch_add(1, Ordering::SeqCst);
         }
     })
     .await;
@@ -77,8 +108,8 @@ async fn counting_resetter() -> (Server, Arc<AtomicUsize>) {
 }
 
 #[tokio::test]
-async fn reset_is_retried_for_get_but_a_post_is_not_sent_twice() {
-    let (resetter, seen) = counting_resetter().await;
+async fn a_request_read_then_dropped_is_retried_for_get_but_a_post_is_not_sent_twice() {
+    let (resetter, seen) = counting_dropper().await;
     let good = named_upstream("good").await;
     let app = start_proxy(&two_endpoints(resetter.addr, good.addr, "")).await;
     let c = client();
@@ -141,8 +172,8 @@ async fn attempts_1_disables_retries() {
 
 #[tokio::test]
 async fn retry_budget_caps_extra_load_when_everything_is_down() {
-    let (a, seen_a) = counting_resetter().await;
-    let (b, seen_b) = counting_resetter().await;
+    let (a, seen_a) = counting_dropper().await;
+    let (b, seen_b) = counting_dropper().await;
     let budget = "    retry_budget: {ratio: 0.2, min_per_second: 0}\n";
     let app = start_proxy(&two_endpoints(a.addr, b.addr, budget)).await;
     let c = client();

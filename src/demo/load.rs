@@ -1,8 +1,11 @@
-//! A bounded load generator for the demo and the resilience tests: `concurrency` clients, each
-//! with its own keep-alive HTTP/1.1 connection, sending requests one after another (with an
-//! optional idle gap) for `duration`, and counting what a user would see: 2xx answers, other
-//! statuses (with the `Proxy-Status` cause when hitless produced them), and client-side errors
-//! (connection reset or closed before an answer).
+//! A bounded load generator for the demo and the resilience tests: `connections` clients, each
+//! with its own keep-alive HTTP/1.1 connection, sending requests one after another -- paced so
+//! that together they send `rate` requests a second (production load: the promises are
+//! measured there, not at a few requests a second where every policy looks fine), or with an
+//! idle gap between requests -- for `duration`, and counting what a user would see: 2xx
+//! answers, other statuses (with the `Proxy-Status` cause when hitless produced them), and
+//! client-side errors (connection reset or closed before an answer, or no answer within
+//! `CLIENT_TIMEOUT`).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -16,14 +19,45 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+/// What a client waits for an answer before calling it an error.
+pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
+
 #[derive(Clone, Debug)]
 pub struct Load {
     pub target: SocketAddr,
-    pub concurrency: usize,
+    /// Clients, each with its own keep-alive connection.
+    pub connections: usize,
     pub duration: Duration,
     pub method: Method,
+    /// Requests per second, all clients together (0: each client sends its next request as
+    /// soon as the previous one was answered, after `gap`).
+    pub rate: f64,
     /// Idle time between a client's requests (keeps its connection idle that long).
     pub gap: Duration,
+    /// Size of each request body (sent with POST).
+    pub body_bytes: usize,
+}
+
+impl Load {
+    /// `connections` clients sending `rate` requests a second in all to `target` for
+    /// `duration`; POST requests carry a 128-byte body.
+    pub fn paced(
+        target: SocketAddr,
+        method: Method,
+        connections: usize,
+        rate: f64,
+        duration: Duration,
+    ) -> Load {
+        Load {
+            target,
+            connections,
+            duration,
+            method,
+            rate,
+            gap: Duration::ZERO,
+            body_bytes: 128,
+        }
+    }
 }
 
 #[derive(Debug, Default, Clone)]
@@ -54,7 +88,8 @@ impl Report {
         Duration::from_micros(v.get(i).copied().unwrap_or(0))
     }
 
-    fn merge(&mut self, other: Report) {
+    /// Add another run's counts to this one.
+    pub fn merge(&mut self, other: Report) {
         self.ok += other.ok;
         for (k, n) in other.failed {
             *self.failed.entry(k).or_default() += n;
@@ -84,8 +119,17 @@ impl Report {
 impl Load {
     pub async fn run(self) -> Report {
         let end = Instant::now() + self.duration;
-        let workers: Vec<_> = (0..self.concurrency)
-            .map(|_| tokio::spawn(client_loop(self.clone(), end)))
+        // Clients start spread over one pacing interval, not all at once.
+        let interval = if self.rate > 0.0 {
+            Duration::from_secs_f64(self.connections as f64 / self.rate)
+        } else {
+            Duration::ZERO
+        };
+        let workers: Vec<_> = (0..self.connections)
+            .map(|i| {
+                let offset = interval.mul_f64(i as f64 / self.connections.max(1) as f64);
+                tokio::spawn(client_loop(self.clone(), end, interval, offset))
+            })
             .collect();
         let mut report = Report::default();
         for w in workers {
@@ -105,10 +149,27 @@ async fn connect(target: SocketAddr) -> Option<http1::SendRequest<Full<Bytes>>> 
     Some(sender)
 }
 
-async fn client_loop(load: Load, end: Instant) -> Report {
+async fn client_loop(load: Load, end: Instant, interval: Duration, offset: Duration) -> Report {
     let mut report = Report::default();
     let mut sender: Option<http1::SendRequest<Full<Bytes>>> = None;
-    while Instant::now() < end {
+    let body = if load.method == Method::POST {
+        Bytes::from(vec![b'x'; load.body_bytes])
+    } else {
+        Bytes::new()
+    };
+    let mut next = Instant::now() + offset;
+    loop {
+        if !interval.is_zero() {
+            // The next slot; a client that fell behind does not catch up in a burst.
+            let now = Instant::now();
+            if next > now {
+                tokio::time::sleep_until(next).await;
+            }
+            next = next.max(now) + interval;
+        }
+        if Instant::now() >= end {
+            break;
+        }
         if sender.as_ref().is_none_or(|s| s.is_closed()) {
             sender = connect(load.target).await;
         }
@@ -117,16 +178,11 @@ async fn client_loop(load: Load, end: Instant) -> Report {
             tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
         };
-        let body = if load.method == Method::POST {
-            Bytes::from_static(b"order=42")
-        } else {
-            Bytes::new()
-        };
         let request = Request::builder()
             .method(load.method.clone())
             .uri("/")
             .header("host", "demo.local")
-            .body(Full::new(body));
+            .body(Full::new(body.clone()));
         let Ok(request) = request else { break };
         let started = Instant::now();
         let answer = async {
@@ -136,7 +192,7 @@ async fn client_loop(load: Load, end: Instant) -> Report {
             body.collect().await?;
             Ok::<_, hyper::Error>(head)
         };
-        match tokio::time::timeout(Duration::from_secs(30), answer).await {
+        match tokio::time::timeout(CLIENT_TIMEOUT, answer).await {
             Ok(Ok(head)) if head.status.is_success() => {
                 report.ok += 1;
                 report

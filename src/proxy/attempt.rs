@@ -9,8 +9,8 @@
 //!   `Idempotency-Key` header, or a route marked `idempotent`, *and* a body that can be sent
 //!   again: none, or one of known length up to `retry.max_replay_bytes` (64 KiB), which is
 //!   read whole before the first try and kept until a response head arrives;
-//! - the keep-alive race (`upstream::is_keepalive_race`: a reused connection the upstream
-//!   had already closed): any method, the application never read the request;
+//! - the request provably never read (`upstream::proven_unread`: the keep-alive race on a
+//!   reused connection, or a new connection reset with the request unread): any method;
 //! - never after a response was passed on to the client (the loop ends there).
 //!
 //! Plain async code rather than `tower::retry`, which fights endpoint exclusion and streaming
@@ -40,7 +40,8 @@ use crate::upstream::hold::Woken;
 use crate::upstream::{Backend, Exchange, SendError, SendOptions};
 use std::sync::Arc;
 
-/// At most this many tries are remembered for exclusion (`retry.attempts` is at most 10).
+/// At most this many tries per request, and remembered for exclusion (`retry.attempts` is at
+/// most 10; tries that sent nothing are not counted there, but here).
 const MAX_TRIED: usize = 10;
 
 pub struct Outcome {
@@ -202,6 +203,8 @@ fn holds(backend: &Backend) -> bool {
 /// The answer when no endpoint took the request: the last failure itself without a hold;
 /// with one, `no_healthy_endpoints` (503: the backend is unavailable, not misbehaving).
 fn give_up(backend: &Backend, last: Option<ProxyError>) -> ProxyError {
+    // A request that found every endpoint out of rotation tried none: name why they are out.
+    let last = last.or_else(|| backend.why_unavailable());
     match last {
         None => ProxyError::NoEndpoints {
             backend: backend.name.clone(),
@@ -214,19 +217,26 @@ fn give_up(backend: &Backend, last: Option<ProxyError>) -> ProxyError {
     }
 }
 
-/// Wait in the backend's hold for a reason to try again. `true`: try now (a probe, paid
-/// from the retry budget, or an endpoint answered); `false`: the hold expired.
-async fn hold(backend: &Backend, until: Instant) -> bool {
+/// Whether endpoints this request already tried may take it again (every usable one was
+/// tried): after an answer or a reset (within the attempts), or a refused HTTP/2 stream (a
+/// new connection may take it). Not after a failed TLS handshake: the same endpoint would
+/// fail the same way, so the request waits for a change (the hold) or gets the error.
+fn reusable(last: &Option<ProxyError>, unsent: bool) -> bool {
+    !unsent || matches!(last, Some(ProxyError::RefusedStream { .. }))
+}
+
+/// Wait in the backend's hold until an endpoint can take the request, or `until` passes
+/// (`None`). Waiting costs the backend nothing: endpoints come back through probes, checks
+/// or discovery, which release the hold (`upstream/hold.rs`). `Some(true)`: released, and
+/// an endpoint can take it (one this request tried may have come back); `Some(false)`: an
+/// endpoint it has not tried can take it.
+async fn hold(backend: &Backend, until: Instant, tried: &[SocketAddr]) -> Option<bool> {
     loop {
         match backend.hold.wait(until).await {
-            Woken::Expired => return false,
-            Woken::Released => return true,
-            Woken::Probe => {
-                if backend.budget.withdraw() {
-                    return true;
-                }
-                backend.metrics.budget_exhausted.inc();
-            }
+            Woken::Expired => return None,
+            Woken::Released if backend.any_usable() => return Some(true),
+            _ if backend.any_usable_except(tried) => return Some(false),
+            _ => {}
         }
     }
 }
@@ -321,12 +331,18 @@ pub async fn run(
     let mut tried = [SocketAddr::from(([0, 0, 0, 0], 0)); MAX_TRIED];
     let mut n_tried = 0;
     let mut next = Some(request);
+    // Tries made, and those of them that may have reached an application (`retry.attempts`
+    // bounds the latter; a try that sent nothing is bounded by `MAX_TRIED`, the hold and the
+    // deadline).
     let mut attempt = 0;
+    let mut counted = 0;
     let mut failed: Vec<FailedTry> = Vec::new();
-    // The last failure, while every failure so far proves nothing was sent (so holding and
-    // trying again is safe for any request).
-    let mut unsent: Option<ProxyError> = None;
+    // The last failure, and whether it proved that nothing was sent.
+    let mut last_error: Option<ProxyError> = None;
+    let mut unsent = false;
     let mut held = false;
+    // The hold was released: endpoints this request tried may have come back.
+    let mut came_back = false;
     let mut raced = false;
     // The next try goes on a new connection (after a stale pooled one failed).
     let mut fresh = false;
@@ -340,6 +356,7 @@ pub async fn run(
             tried[0] = endpoint;
             n_tried = 1;
             attempt = 1;
+            counted = 1;
             failed.push(FailedTry {
                 endpoint,
                 outcome: TryOutcome::Status(status),
@@ -379,40 +396,53 @@ pub async fn run(
         };
         let endpoint = match picked {
             Some(e) => e,
-            None if attempt == 0 || unsent.is_some() => {
-                // Nothing was sent anywhere: no endpoint can take the request right now.
-                if holds(backend) {
-                    held = true;
-                    if Box::pin(hold(backend, hold_until)).await {
-                        n_tried = 0;
-                        next = Some(request);
-                        continue;
+            None if n_tried > 0
+                && (std::mem::take(&mut came_back) || reusable(&last_error, unsent))
+                && backend.any_usable() =>
+            {
+                // Every endpoint that can take it was tried already. After an answer that may
+                // have reached the application, pause briefly (jittered) before reusing one.
+                if !unsent {
+                    let pause = Duration::from_millis(10 + random_below(40) as u64);
+                    if Instant::now() + pause >= deadline {
+                        let last = tried.get(n_tried - 1).copied();
+                        return end(Err(ProxyError::RequestTimeout), attempt, last, failed, held);
                     }
+                    tokio::time::sleep(pause).await;
                 }
-                let error = give_up(backend, unsent);
-                let endpoint = error.endpoint();
-                return end(Err(error), attempt, endpoint, failed, held);
-            }
-            None => {
-                // Every endpoint was tried: pause briefly (jittered) before reusing one.
-                let pause = Duration::from_millis(10 + random_below(40) as u64);
-                let last = n_tried.checked_sub(1).map(|i| tried[i]);
-                if Instant::now() + pause >= deadline {
-                    return end(Err(ProxyError::RequestTimeout), attempt, last, failed, held);
-                }
-                tokio::time::sleep(pause).await;
                 n_tried = 0;
                 next = Some(request);
                 continue;
             }
+            None => {
+                // No endpoint can take the request right now: wait for one (the hold), with
+                // the endpoints already tried still excluded when it ends.
+                if holds(backend) {
+                    held = true;
+                    if let Some(released) =
+                        Box::pin(hold(backend, hold_until, &tried[..n_tried])).await
+                    {
+                        came_back = released;
+                        next = Some(request);
+                        continue;
+                    }
+                }
+                if last_error.is_some() {
+                    failed.pop(); // the last try is reported as the outcome itself
+                }
+                let error = give_up(backend, last_error);
+                let endpoint = error.endpoint();
+                return end(Err(error), attempt, endpoint, failed, held);
+            }
         };
         attempt += 1;
-        let last = attempt >= policy.attempts;
         let addr = endpoint.addr;
         if n_tried < MAX_TRIED && !tried[..n_tried].contains(&addr) {
             tried[n_tried] = addr;
             n_tried += 1;
         }
+        // Whether this try is the last one that may reach an application.
+        let last = counted + 1 >= policy.attempts;
         let (copy, result, now) = match first {
             // The request itself was not sent by that try (the direct path sends its own
             // copy of the head): it is the copy to send again.
@@ -461,14 +491,16 @@ pub async fn run(
                     s => s,
                 };
                 backend.report(&endpoint, Ok(status));
-                if retry_on_status(route, backend, status, replayable, attempt) {
+                counted += 1;
+                if retry_on_status(route, backend, status, replayable, counted) {
                     tracing::debug!(route = %route.name, endpoint = %addr, status, attempt, "retrying after status");
                     failed.push(FailedTry {
                         endpoint: addr,
                         outcome: TryOutcome::Status(status),
                         elapsed: now.elapsed(),
                     });
-                    unsent = None;
+                    unsent = false;
+                    last_error = None;
                     next = copy;
                     continue;
                 }
@@ -477,58 +509,64 @@ pub async fn run(
             Err(failure) => {
                 backend.report(&endpoint, Err(&failure.error));
                 let class = failure.error.retry_class();
+                if class != RetryClass::NotSent {
+                    counted += 1;
+                }
                 let again = match class {
                     RetryClass::NotSent => failure.request.or(copy),
-                    RetryClass::MaybeSent if replayable || failure.race => copy,
+                    RetryClass::MaybeSent if replayable || failure.unread => copy,
                     RetryClass::MaybeSent => None,
                     RetryClass::Never => None,
                 };
-                let retry = again.is_some() && wanted(&policy.on, &failure.error);
+                let retry = again.is_some()
+                    && policy.attempts > 1
+                    && wanted(&policy.on, &failure.error)
+                    && (attempt as usize) < MAX_TRIED
+                    && (class == RetryClass::NotSent || !last);
                 failed.push(FailedTry {
                     endpoint: addr,
                     outcome: TryOutcome::Cause(failure.error.cause()),
                     elapsed: now.elapsed(),
                 });
-                let mut out_of_budget = false;
-                if retry && !last && failure.race && !raced {
-                    // A stale pooled connection says nothing about the backend's health, and
-                    // each one can fail one request only: the first such retry of a request
-                    // is not charged to the budget (a burst of them after an app's keep-alive
-                    // timeout must not exhaust it).
-                    raced = true;
-                    fresh = true;
-                    backend.metrics.retry("stale_connection");
-                    unsent = None;
+                if retry && class == RetryClass::NotSent {
+                    // Nothing reached anyone: free (the budget bounds what reaches an
+                    // application), and the endpoint is out of rotation already if it refused.
+                    backend.metrics.retry(failure.error.cause());
+                    unsent = true;
+                    last_error = Some(failure.error);
                     next = again;
                     continue;
                 }
-                if retry && !last {
+                if retry && failure.unread && !(failure.reused && raced) {
+                    // Provably unread: free, as nothing reached an application. A stale pooled
+                    // connection says nothing about the backend's health and can fail one
+                    // request only, so the first one of a request is free (a burst of them
+                    // after an app's keep-alive timeout must not exhaust the budget), and the
+                    // next try takes a new connection. A new connection closed unread is an
+                    // app stopping (it is penalised by `report`).
+                    let reason = if failure.reused {
+                        raced = true;
+                        fresh = true;
+                        "stale_connection"
+                    } else {
+                        "unread"
+                    };
+                    backend.metrics.retry(reason);
+                    unsent = false;
+                    last_error = Some(failure.error);
+                    next = again;
+                    continue;
+                }
+                if retry {
                     if backend.budget.withdraw() {
                         tracing::debug!(route = %route.name, endpoint = %addr, cause = failure.error.cause(), attempt, "retrying");
                         backend.metrics.retry(failure.error.cause());
-                        unsent = (class == RetryClass::NotSent).then_some(failure.error);
+                        unsent = false;
+                        last_error = Some(failure.error);
                         next = again;
                         continue;
                     }
                     backend.metrics.budget_exhausted.inc();
-                    out_of_budget = true;
-                }
-                if retry
-                    && class == RetryClass::NotSent
-                    && holds(backend)
-                    && (out_of_budget || backend.pick_excluding(&tried[..n_tried]).is_none())
-                {
-                    // Nothing was sent, and no endpoint can take it now (all tried, or no
-                    // budget to try another): hold.
-                    held = true;
-                    if Box::pin(hold(backend, hold_until)).await {
-                        unsent = Some(failure.error);
-                        n_tried = 0;
-                        next = again;
-                        continue;
-                    }
-                    let error = give_up(backend, Some(failure.error));
-                    return end(Err(error), attempt, Some(addr), failed, held);
                 }
                 failed.pop(); // the last try is reported as the outcome itself
                 return end(Err(failure.error), attempt, Some(addr), failed, held);

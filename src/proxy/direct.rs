@@ -35,7 +35,7 @@ use crate::config::Protocol;
 use crate::upstream::body::RequestBody;
 use crate::upstream::h1::{self, ChunkedEnd, Framing, HeadError, Part, RawConn};
 use crate::upstream::pool::Lease;
-use crate::upstream::{Backend, SendError, RACE_WINDOW};
+use crate::upstream::{proven_unread, Backend, Failure, SendError};
 
 /// At most this many request header fields on the direct path (more: the general path).
 const MAX_HEADERS: usize = 64;
@@ -289,12 +289,12 @@ fn parts_of(head: &[u8]) -> Option<http::request::Parts> {
 }
 
 /// A failure of the direct try, as `Backend::send` would have reported it.
-fn failed(error: ProxyError, race: bool, reused: bool) -> SendError {
+fn failed(error: ProxyError, unread: bool, reused: bool) -> SendError {
     SendError {
         error,
         reused,
         request: None,
-        race,
+        unread,
     }
 }
 
@@ -400,9 +400,16 @@ impl Proxy {
             };
             let sent_at = Instant::now();
             if up.stream.write_all(upstream).await.is_err() {
-                // On a reused connection: the upstream had closed it (the keep-alive race).
+                // The upstream had reset the connection before the request went out.
+                let unread = proven_unread(Failure {
+                    reused,
+                    nothing_back: true,
+                    reset: true,
+                    since_send: sent_at.elapsed(),
+                    one_write: Some(upstream.len()),
+                });
                 let error = ProxyError::UpstreamReset { endpoint: addr };
-                return Err(failed(error, reused, reused));
+                return Err(failed(error, unread, reused));
             }
             up.buf.clear();
             loop {
@@ -457,11 +464,16 @@ impl Proxy {
                         std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
                     ),
                 };
-                // Closed (or reset) before a whole head: the keep-alive race when the
-                // connection was reused and nothing came back (`is_keepalive_race`).
-                let race = reused && had == 0 && (reset || sent_at.elapsed() <= RACE_WINDOW);
+                // Closed (or reset) before a whole head: was the request read?
+                let unread = proven_unread(Failure {
+                    reused,
+                    nothing_back: had == 0,
+                    reset,
+                    since_send: sent_at.elapsed(),
+                    one_write: Some(upstream.len()),
+                });
                 let error = ProxyError::UpstreamReset { endpoint: addr };
-                return Err(failed(error, race, reused));
+                return Err(failed(error, unread, reused));
             }
         };
         let started = start;

@@ -37,7 +37,7 @@ pub async fn forward(
             error: on_timeout,
             reused: false,
             request: None,
-            race: false,
+            unread: false,
         }),
     }
 }

@@ -168,6 +168,12 @@ pub struct ResultLabels {
     pub result: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultBackendLabels {
+    pub backend: String,
+    pub result: String,
+}
+
 /// Families of the per-backend resilience metrics (retries, ejections, hold, overload).
 struct BackendFamilies {
     conns_closed: Family<ReasonLabels, Counter>,
@@ -176,6 +182,8 @@ struct BackendFamilies {
     endpoints: Family<BackendLabels, Gauge>,
     ejected: Family<BackendLabels, Gauge>,
     unready: Family<BackendLabels, Gauge>,
+    unreachable: Family<BackendLabels, Gauge>,
+    probes: Family<ResultBackendLabels, Counter>,
     ejections: Family<BackendLabels, Counter>,
     panics: Family<BackendLabels, Counter>,
     retries: Family<ReasonLabels, Counter>,
@@ -232,6 +240,18 @@ impl BackendFamilies {
                 registry,
                 "backend_endpoints_unready",
                 "Endpoints not (yet) passing their active health checks",
+                Family::default(),
+            ),
+            unreachable: reg(
+                registry,
+                "backend_endpoints_unreachable",
+                "Endpoints out of rotation because a connect was refused or unanswered, until a probe connects",
+                Family::default(),
+            ),
+            probes: reg(
+                registry,
+                "endpoint_probes",
+                "Out-of-band connects to unreachable endpoints, by result (ok, failed)",
                 Family::default(),
             ),
             ejections: reg(
@@ -432,6 +452,14 @@ impl Metrics {
                 })
                 .clone()
         };
+        let result = |family: &Family<ResultBackendLabels, Counter>, result: &str| {
+            family
+                .get_or_create(&ResultBackendLabels {
+                    backend: backend.to_string(),
+                    result: result.to_string(),
+                })
+                .clone()
+        };
         BackendMetrics {
             conns_open: self.conns_open.get_or_create(&labels).clone(),
             conns_idle: self.conns_idle.get_or_create(&labels).clone(),
@@ -442,6 +470,9 @@ impl Metrics {
             endpoints: f.endpoints.get_or_create(&labels).clone(),
             ejected: f.ejected.get_or_create(&labels).clone(),
             unready: f.unready.get_or_create(&labels).clone(),
+            unreachable: f.unreachable.get_or_create(&labels).clone(),
+            probes_ok: result(&f.probes, "ok"),
+            probes_failed: result(&f.probes, "failed"),
             ejections: f.ejections.get_or_create(&labels).clone(),
             panics: f.panics.get_or_create(&labels).clone(),
             budget_exhausted: f.budget_exhausted.get_or_create(&labels).clone(),
@@ -525,6 +556,9 @@ pub struct BackendMetrics {
     pub endpoints: Gauge,
     pub ejected: Gauge,
     pub unready: Gauge,
+    pub unreachable: Gauge,
+    probes_ok: Counter,
+    probes_failed: Counter,
     pub ejections: Counter,
     pub panics: Counter,
     pub budget_exhausted: Counter,
@@ -538,6 +572,15 @@ pub struct BackendMetrics {
 }
 
 impl BackendMetrics {
+    /// An out-of-band probe of an unreachable endpoint connected (`ok`) or not.
+    pub fn probe(&self, ok: bool) {
+        if ok {
+            self.probes_ok.inc();
+        } else {
+            self.probes_failed.inc();
+        }
+    }
+
     pub fn conn_closed(&self, reason: CloseReason) {
         self.conns_closed[reason as usize].inc();
     }

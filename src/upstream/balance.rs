@@ -1,5 +1,11 @@
-//! Picking an endpoint from a snapshot: power of two random choices on outstanding requests
-//! (the default: avoids a slow or stuck endpoint without global coordination), or round-robin.
+//! Picking an endpoint from a snapshot: power of two random choices (the default: avoids a
+//! slow or stuck endpoint without global coordination), or round-robin.
+//!
+//! P2C compares a *cost*: requests in flight, multiplied by the endpoint's recent-failure
+//! penalty (`Health::penalty`). On requests in flight alone an endpoint that fails at once
+//! (a 503 while it starts, a reset) would look idle, hence best, and draw the traffic it
+//! fails; with the penalty it draws almost none until the penalty has decayed (about two
+//! seconds), and then a trickle that renews the penalty while it still fails.
 //!
 //! Randomness is a thread-local xorshift: statistical quality is enough for P2C and it costs a
 //! few instructions, with no lock and no shared cache line.
@@ -37,32 +43,45 @@ pub fn random_below(n: usize) -> usize {
     })
 }
 
-/// Pick an endpoint, or `None` when the set is empty.
-pub fn pick(set: &EndpointSet, policy: Balance, rr: &AtomicUsize) -> Option<Arc<Endpoint>> {
+/// What P2C minimises: requests in flight (plus one, so that the penalty weighs on an idle
+/// endpoint too), times one plus the recent-failure penalty.
+pub fn cost(e: &Endpoint) -> u64 {
+    let in_flight = e.in_flight.load(Ordering::Relaxed) as u64;
+    (in_flight + 1).saturating_mul(1 + e.health.penalty())
+}
+
+/// The common case, O(1): the better of two random endpoints of the set (P2C), or the next
+/// one in turn (round-robin), when `keep` accepts both (that one). `None` otherwise: the
+/// caller then scans with `pick_where`. (Taking the one acceptable endpoint of a pair would
+/// skip the comparison: paired with an ejected endpoint, a penalised one would win.)
+pub fn pick(
+    set: &EndpointSet,
+    policy: Balance,
+    rr: &AtomicUsize,
+    keep: impl Fn(&Endpoint) -> bool,
+) -> Option<Arc<Endpoint>> {
     let endpoints = &set.endpoints;
-    match endpoints.len() {
-        0 => None,
-        1 => Some(Arc::clone(&endpoints[0])),
-        n => {
-            let chosen = match policy {
-                Balance::RoundRobin => rr.fetch_add(1, Ordering::Relaxed) % n,
-                Balance::P2c => {
-                    let a = random_below(n);
-                    let mut b = random_below(n - 1);
-                    if b >= a {
-                        b += 1;
-                    }
-                    let load = |i: usize| endpoints[i].in_flight.load(Ordering::Relaxed);
-                    if load(b) < load(a) {
-                        b
-                    } else {
-                        a
-                    }
+    let chosen = match endpoints.len() {
+        0 => return None,
+        1 => endpoints.first(),
+        n => match policy {
+            Balance::RoundRobin => endpoints.get(rr.fetch_add(1, Ordering::Relaxed) % n),
+            Balance::P2c => {
+                let a = random_below(n);
+                let mut b = random_below(n - 1);
+                if b >= a {
+                    b += 1;
                 }
-            };
-            Some(Arc::clone(&endpoints[chosen]))
-        }
-    }
+                match (endpoints.get(a), endpoints.get(b)) {
+                    (Some(x), Some(y)) if keep(x) && keep(y) => {
+                        Some(if cost(y) < cost(x) { y } else { x })
+                    }
+                    _ => None,
+                }
+            }
+        },
+    }?;
+    keep(chosen).then(|| Arc::clone(chosen))
 }
 
 /// Pick among the endpoints that `keep` accepts (not yet tried, not ejected...), or `None`
@@ -90,10 +109,7 @@ pub fn pick_where(
                 b += 1;
             }
             match (nth(a), nth(b)) {
-                (Some(x), Some(y)) => {
-                    let load = |e: &Arc<Endpoint>| e.in_flight.load(Ordering::Relaxed);
-                    Some(if load(y) < load(x) { y } else { x })
-                }
+                (Some(x), Some(y)) => Some(if cost(y) < cost(x) { y } else { x }),
                 (x, y) => x.or(y),
             }
         }

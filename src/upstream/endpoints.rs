@@ -14,8 +14,10 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 use super::health::Health;
+use super::hold::Hold;
 use super::pool::{PoolSettings, Pools};
 use super::probe::Readiness;
+use super::reach::Reach;
 use crate::runtime::metrics::BackendMetrics;
 
 pub struct Endpoint {
@@ -26,6 +28,8 @@ pub struct Endpoint {
     pub health: Health,
     /// Active checks and slow start.
     pub readiness: Readiness,
+    /// Whether it accepts connections (refused or unanswered connects take it out).
+    pub reach: Reach,
 }
 
 #[derive(Default)]
@@ -40,6 +44,8 @@ pub struct Endpoints {
     /// Whether new endpoints must pass a health check before taking traffic.
     checked: bool,
     slow_start: std::time::Duration,
+    /// Released when a set is published: requests waiting for an endpoint look again.
+    hold: Arc<Hold>,
 }
 
 impl Endpoints {
@@ -48,6 +54,7 @@ impl Endpoints {
         metrics: BackendMetrics,
         checked: bool,
         slow_start: std::time::Duration,
+        hold: Arc<Hold>,
     ) -> Endpoints {
         Endpoints {
             current: ArcSwap::from_pointee(EndpointSet::default()),
@@ -55,6 +62,7 @@ impl Endpoints {
             metrics,
             checked,
             slow_start,
+            hold,
         }
     }
 
@@ -87,6 +95,7 @@ impl Endpoints {
                         pool: Pools::new(Arc::clone(&self.settings), self.metrics.clone()),
                         health: Health::default(),
                         readiness: Readiness::new(self.checked, self.slow_start),
+                        reach: Reach::default(),
                     })
                 }
             })
@@ -96,9 +105,11 @@ impl Endpoints {
         for gone in old.endpoints.iter().filter(|e| !addrs.contains(&e.addr)) {
             gone.pool.close_idle();
             gone.health.forget(&self.metrics);
+            gone.reach.forget(&self.metrics);
             if !gone.readiness.is_ready() {
                 self.metrics.unready.dec();
             }
         }
+        self.hold.release();
     }
 }

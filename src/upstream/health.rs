@@ -8,8 +8,18 @@
 //! ejection in a row (capped at `max_ejection`); when it expires the endpoint is on probation:
 //! one more failure ejects it again, one success clears its record.
 //!
-//! Everything is an atomic on the endpoint; the request path reads one `AtomicU64` (and the
-//! clock only while an ejection is pending) and writes nothing while the endpoint is healthy.
+//! Ejection is a *guess* from answers (a 503 may be one bad request), so it is capped
+//! (`max_ejected_percent`) and ignored in panic mode. A refused or unanswered connect is a
+//! certainty and is handled elsewhere (`reach.rs`: out of rotation until a probe connects).
+//!
+//! Every failure also adds a *penalty* that the balancer weighs (`balance.rs`), decaying by
+//! half every `PENALTY_HALF_LIFE` (PeakEWMA's idea: a failure counts as a large cost, not as a
+//! fast answer). Without it, P2C on requests in flight prefers an endpoint that fails at once,
+//! because it never has anything in flight.
+//!
+//! Everything is an atomic on the endpoint; the request path reads two `AtomicU64`s (and the
+//! clock only while an ejection or a penalty is pending) and writes nothing while the endpoint
+//! is healthy.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
@@ -24,6 +34,25 @@ pub struct Health {
     ejected_until: AtomicU64,
     /// Ejections since the last success: the exponent of the next ejection's length.
     streak: AtomicU32,
+    /// `penalty << 48 | now_ms()` of the last failure (0: none). One word, so that a reader
+    /// never pairs one failure's penalty with another's time.
+    penalty: AtomicU64,
+}
+
+/// A failure weighs as this many requests in flight, at first...
+pub const PENALTY: u64 = 1024;
+/// ...halving every this many milliseconds (so it is gone after about two seconds).
+pub const PENALTY_HALF_LIFE_MS: u64 = 200;
+const PENALTY_SHIFT: u32 = 48;
+const PENALTY_TIME_MASK: u64 = (1 << PENALTY_SHIFT) - 1;
+
+/// The penalty recorded in `word` (see `Health::penalty`), as of `now` (ms).
+fn decayed(word: u64, now: u64) -> u64 {
+    let halvings = now.saturating_sub(word & PENALTY_TIME_MASK) / PENALTY_HALF_LIFE_MS;
+    if word == 0 || halvings >= 16 {
+        return 0;
+    }
+    (word >> PENALTY_SHIFT) >> halvings
 }
 
 impl Health {
@@ -48,6 +77,40 @@ impl Health {
             metrics.ejected.dec();
         }
         false
+    }
+
+    /// The balancer's extra cost for recent failures: `PENALTY` just after one, halving every
+    /// `PENALTY_HALF_LIFE_MS`; 0 (and no clock read) when there was none.
+    pub fn penalty(&self) -> u64 {
+        let word = self.penalty.load(Ordering::Relaxed);
+        if word == 0 {
+            return 0;
+        }
+        let penalty = decayed(word, now_ms());
+        if penalty == 0 {
+            // Long gone: clear it so that later picks read no clock.
+            let _ = self
+                .penalty
+                .compare_exchange(word, 0, Ordering::Relaxed, Ordering::Relaxed);
+        }
+        penalty
+    }
+
+    /// Weigh a failure now (any kind: an answer, a reset, a timeout, a refused connect).
+    pub fn penalize(&self) {
+        let now = now_ms() & PENALTY_TIME_MASK;
+        self.penalty
+            .store((PENALTY << PENALTY_SHIFT) | now.max(1), Ordering::Relaxed);
+    }
+
+    /// The endpoint is a new process (it refused connects, and accepts again): forget its
+    /// record, ejection included, so that it returns at once rather than after a doubled
+    /// ejection that outlasts its restart.
+    pub fn recovered(&self, metrics: &BackendMetrics) {
+        self.forget(metrics);
+        self.failures.store(0, Ordering::Relaxed);
+        self.streak.store(0, Ordering::Relaxed);
+        self.penalty.store(0, Ordering::Relaxed);
     }
 
     /// Whether an ejection is recorded (expired or not); for bookkeeping, not for picking.
@@ -159,6 +222,34 @@ mod tests {
             h.failure(&o, 3),
             "an unanswered connect weighs the whole threshold"
         );
+        assert_eq!(h.eject(&o, &m), Some(Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn penalty_decays_and_recovery_forgets_everything() {
+        let (o, m) = (outlier(), BackendMetrics::default());
+        let h = Health::default();
+        assert_eq!(h.penalty(), 0);
+        h.penalize();
+        assert_eq!(h.penalty(), PENALTY);
+        let word = (PENALTY << PENALTY_SHIFT) | 1_000;
+        assert_eq!(decayed(word, 1_000), PENALTY);
+        assert_eq!(decayed(word, 1_000 + PENALTY_HALF_LIFE_MS - 1), PENALTY);
+        assert_eq!(
+            decayed(word, 1_000 + 3 * PENALTY_HALF_LIFE_MS),
+            PENALTY >> 3
+        );
+        assert_eq!(decayed(word, 1_000 + 16 * PENALTY_HALF_LIFE_MS), 0);
+        assert_eq!(decayed(0, 5), 0);
+        assert!(h.failure(&o, 3));
+        assert!(h.eject(&o, &m).is_some());
+        assert_eq!(m.ejected.get(), 1);
+        h.recovered(&m);
+        assert_eq!(m.ejected.get(), 0);
+        assert!(!h.is_ejected(&o, &m));
+        assert_eq!(h.penalty(), 0);
+        // The next ejection is a first one again (not doubled).
+        assert!(h.failure(&o, 3));
         assert_eq!(h.eject(&o, &m), Some(Duration::from_secs(1)));
     }
 }

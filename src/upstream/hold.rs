@@ -1,37 +1,36 @@
-//! Hold instead of fail: when no endpoint of a backend can take a request (all refusing or
-//! ejected, or none at all -- a single replica restarting, a sidecar's app restarting), the
-//! request waits up to the backend's `hold_timeout` and goes as soon as an endpoint is back.
+//! Hold instead of fail: when no endpoint of a backend can take a request (all refusing,
+//! black-holed or failing their checks, or none at all -- a single replica restarting, a
+//! sidecar's app restarting), the request waits up to the backend's `hold_timeout` and goes as
+//! soon as an endpoint is back.
 //!
-//! Waiting requests must not poll the dead backend themselves, or a restart would be met by a
-//! connect storm. Per backend, one *probe* slot opens every `PROBE_INTERVAL`: the one waiting
-//! request that claims it tries for real (a connect failure returns the request untouched, so
-//! any method may probe); any success on the backend releases every waiter at once. So while
-//! the backend is down it receives the new requests' first tries plus at most ten probes a
-//! second, whatever the number of waiting requests (and probes also draw on the retry budget).
+//! Waiting requests never poll the backend themselves, so a restart is not met by a connect
+//! storm: endpoints come back through out-of-band probes (`reach.rs`), active health checks
+//! (`probe.rs`) or discovery, and each of those *releases* every waiting request at once, as
+//! does any successful answer. A waiter also looks again every `RECHECK` in case it
+//! registered just after a release. So while a backend is down it receives no request at
+//! all, only its probes: one connect per endpoint every `reach::PROBE_INTERVAL`.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::runtime::clock::now_ms;
-
-pub const PROBE_INTERVAL: Duration = Duration::from_millis(100);
+/// A waiting request looks for an endpoint again at least this often.
+pub const RECHECK: Duration = Duration::from_millis(100);
 
 #[derive(Default)]
 pub struct Hold {
     released: Notify,
     waiting: AtomicUsize,
-    next_probe_ms: AtomicU64,
 }
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Woken {
-    /// This request holds the probe slot: try now.
-    Probe,
-    /// A request to the backend succeeded: try now.
+    /// An endpoint came back, or a request to the backend succeeded: look now.
     Released,
+    /// Nothing happened for `RECHECK`: look again anyway.
+    Recheck,
     /// `until` passed.
     Expired,
 }
@@ -45,43 +44,26 @@ impl Drop for Waiting<'_> {
 }
 
 impl Hold {
-    /// Wait for a reason to try again, or until `until`.
+    /// Wait for a reason to look for an endpoint again, or until `until`.
     pub async fn wait(&self, until: Instant) -> Woken {
         self.waiting.fetch_add(1, Ordering::Relaxed);
         let _waiting = Waiting(&self.waiting);
-        loop {
-            // Registered before the checks, so a release between them is not missed.
-            let released = self.released.notified();
-            tokio::pin!(released);
-            released.as_mut().enable();
-            let now = Instant::now();
-            if now >= until {
-                return Woken::Expired;
-            }
-            let now_ms = now_ms();
-            let next = self.next_probe_ms.load(Ordering::Relaxed);
-            if now_ms >= next
-                && self
-                    .next_probe_ms
-                    .compare_exchange(
-                        next,
-                        now_ms + PROBE_INTERVAL.as_millis() as u64,
-                        Ordering::Relaxed,
-                        Ordering::Relaxed,
-                    )
-                    .is_ok()
-            {
-                return Woken::Probe;
-            }
-            let wake = (now + Duration::from_millis(next.saturating_sub(now_ms).max(1))).min(until);
-            tokio::select! {
-                _ = released.as_mut() => return Woken::Released,
-                _ = tokio::time::sleep_until(wake) => {}
+        // Created first: a release from here on wakes it, even before it is polled.
+        let released = self.released.notified();
+        let now = Instant::now();
+        if now >= until {
+            return Woken::Expired;
+        }
+        let recheck = now + RECHECK;
+        tokio::select! {
+            _ = released => Woken::Released,
+            _ = tokio::time::sleep_until(recheck.min(until)) => {
+                if recheck < until { Woken::Recheck } else { Woken::Expired }
             }
         }
     }
 
-    /// A request to the backend succeeded: let every waiting request go.
+    /// An endpoint may take requests again: let every waiting request look.
     pub fn release(&self) {
         if self.waiting.load(Ordering::Relaxed) > 0 {
             self.released.notify_waiters();
@@ -99,11 +81,9 @@ mod tests {
     use std::sync::Arc;
 
     #[tokio::test]
-    async fn one_probe_per_interval_and_release_wakes_all() {
+    async fn release_wakes_every_waiter() {
         let hold = Arc::new(Hold::default());
         let until = Instant::now() + Duration::from_secs(10);
-        assert_eq!(hold.wait(until).await, Woken::Probe);
-        // The slot is taken for the interval: the next waiters wait, then are released.
         let waiters: Vec<_> = (0..3)
             .map(|_| {
                 let hold = Arc::clone(&hold);
@@ -114,24 +94,17 @@ mod tests {
             tokio::task::yield_now().await;
         }
         hold.release();
-        let mut woken = Vec::new();
         for w in waiters {
-            woken.push(w.await.ok());
+            assert_eq!(w.await.ok(), Some(Woken::Released));
         }
-        // At most one of them may have taken the next probe slot instead.
-        let released = woken
-            .iter()
-            .filter(|w| **w == Some(Woken::Released))
-            .count();
-        assert!(released >= 2, "{woken:?}");
         assert_eq!(hold.waiting(), 0);
     }
 
     #[tokio::test]
-    async fn expires_at_until() {
+    async fn rechecks_then_expires_at_until() {
         let hold = Hold::default();
-        hold.next_probe_ms.store(u64::MAX, Ordering::Relaxed);
-        let until = Instant::now() + Duration::from_millis(50);
+        let until = Instant::now() + RECHECK + Duration::from_millis(50);
+        assert_eq!(hold.wait(until).await, Woken::Recheck);
         assert_eq!(hold.wait(until).await, Woken::Expired);
         assert!(Instant::now() >= until);
     }

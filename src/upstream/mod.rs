@@ -14,6 +14,7 @@ pub mod hold;
 pub mod keepalive;
 pub mod pool;
 pub mod probe;
+pub mod reach;
 pub mod sniff;
 
 use std::error::Error as _;
@@ -39,7 +40,7 @@ pub struct Backend {
     pub endpoints: Endpoints,
     pub budget: budget::RetryBudget,
     rr: AtomicUsize,
-    pub hold: hold::Hold,
+    pub hold: Arc<hold::Hold>,
     pub metrics: BackendMetrics,
     /// Its endpoints are known: always for a static list; for a discovered backend, once the
     /// first full answer (DNS) or list (EndpointSlices) arrived. Never goes back to false.
@@ -72,9 +73,9 @@ pub struct SendError {
     pub error: ProxyError,
     pub reused: bool,
     pub request: Option<Request<RequestBody>>,
-    /// The failure has the shape of the keep-alive race (`is_keepalive_race`): the request
-    /// was written, but onto a connection the upstream had already given up.
-    pub race: bool,
+    /// The request was written, but provably not read by the application (`proven_unread`):
+    /// it may be sent again whatever its method.
+    pub unread: bool,
 }
 
 impl SendError {
@@ -84,26 +85,60 @@ impl SendError {
             error,
             reused: false,
             request: Some(request),
-            race: false,
+            unread: false,
         }
     }
 }
 
-/// The keep-alive race, told apart from an application that read the request and died. On a
-/// reused connection, without a byte of response, either
-/// - the upstream reset it (RST): a kernel resets a connection closed with unread data in its
-///   receive buffer, so the application did not read all of our request (an application that
-///   read it and died closes with a FIN); or
-/// - it closed it within `RACE_WINDOW` of the request going out: an upstream that gives up a
-///   connection (idle timeout, a limit of requests per connection, a graceful stop) does so
-///   regardless of what we send, its close already on the way; an application that reads a
-///   request works on it before it could die of it.
+/// See `proven_unread`.
+pub const RACE_WINDOW: Duration = Duration::from_millis(10);
+
+/// A request this small, written in one write on a new connection, is read whole by an
+/// application's first read (gunicorn reads 8 KiB, Go 4 KiB, Node.js 64 KiB) or not at all.
+pub const UNREAD_MAX_BYTES: usize = 4096;
+
+/// How a connection failed before a whole response head came back.
+#[derive(Clone, Copy, Debug)]
+pub struct Failure {
+    /// It carried an earlier request.
+    pub reused: bool,
+    /// Not a byte of response arrived.
+    pub nothing_back: bool,
+    /// It was reset (RST, or our write failed), not closed (FIN).
+    pub reset: bool,
+    /// From the request going out to the failure.
+    pub since_send: Duration,
+    /// The whole request went out in one write of this many bytes (`None`: not known).
+    pub one_write: Option<usize>,
+}
+
+/// Whether a failure proves that the application did not read the request, so that any
+/// method may be sent again (the one rule for both engines). With nothing of a response
+/// back, either
+/// - the connection was reset: a kernel resets a connection closed with unread data in its
+///   receive buffer (an application that read the request and died closes with a FIN) -- so on
+///   a *reused* connection the application (an idle close crossing our request) did not read
+///   all of it, and on a *new* one whose whole request was one small write (`UNREAD_MAX_BYTES`)
+///   it read none of it: a listener closed with our connection still in its accept queue (an
+///   app stopping: gunicorn, Node.js), or an app that accepted and closed without reading;
+/// - or a reused connection closed within `RACE_WINDOW` of the request going out: an upstream
+///   that gives up a connection (idle timeout, a limit of requests per connection, a graceful
+///   stop) does so regardless of what we send, its close already on the way; an application
+///   that reads a request works on it before it could die of it.
 ///
 /// The price of the rule: an application that dies within 10 ms of reading a request, or
 /// aborts connections with SO_LINGER 0, may see it again (documented in the README).
-pub const RACE_WINDOW: Duration = Duration::from_millis(10);
+pub fn proven_unread(f: Failure) -> bool {
+    if !f.nothing_back {
+        return false;
+    }
+    let small_single_write = f.one_write.is_some_and(|n| n <= UNREAD_MAX_BYTES);
+    (f.reset && (f.reused || small_single_write)) || (f.reused && f.since_send <= RACE_WINDOW)
+}
 
-fn is_keepalive_race(e: &hyper::Error, reused: bool, since_send: Duration) -> bool {
+/// `proven_unread` for a failure hyper reported. hyper may write a request in several
+/// writes, so on a new connection only the reused-connection rules apply.
+fn hyper_unread(e: &hyper::Error, reused: bool, since_send: Duration) -> bool {
     let io_kind = e
         .source()
         .and_then(|s| s.downcast_ref::<std::io::Error>())
@@ -116,7 +151,14 @@ fn is_keepalive_race(e: &hyper::Error, reused: bool, since_send: Duration) -> bo
         || e.is_incomplete_message()
         || e.is_canceled()
         || io_kind == Some(std::io::ErrorKind::ConnectionAborted);
-    reused && (reset || (closed && since_send <= RACE_WINDOW))
+    closed
+        && proven_unread(Failure {
+            reused,
+            nothing_back: true,
+            reset,
+            since_send,
+            one_write: None,
+        })
 }
 
 /// How to send one request.
@@ -149,12 +191,15 @@ impl Backend {
             max_idle: config.max_idle_per_endpoint,
             max_response_header_bytes,
             tls: config.tls.clone(),
+            connect_time: Arc::new(reach::ConnectTime::new()),
         });
+        let hold = Arc::new(hold::Hold::default());
         let endpoints = Endpoints::new(
             settings,
             metrics.clone(),
             config.health_check.is_some(),
             config.slow_start,
+            Arc::clone(&hold),
         );
         endpoints.publish(&config.endpoints);
         metrics
@@ -169,7 +214,7 @@ impl Backend {
             endpoints,
             budget: budget::RetryBudget::new(config.retry_budget),
             rr: AtomicUsize::new(0),
-            hold: hold::Hold::default(),
+            hold,
             metrics,
             synced: std::sync::atomic::AtomicBool::new(config.discovery.is_none()),
             tasks: tokio_util::sync::CancellationToken::new(),
@@ -185,38 +230,65 @@ impl Backend {
         (before < self.config.max_concurrent_requests as i64).then_some(admission)
     }
 
-    /// Pick an endpoint that is neither in `tried` (retries go elsewhere) nor ejected. When
-    /// every untried endpoint is ejected, pick among them anyway (panic mode: an ejection is a
-    /// guess, a 503 is certain), and count it. `None` when every endpoint was tried.
+    /// Pick an endpoint that can take a request and is not in `tried` (a retry goes to an
+    /// endpoint that has not failed this request). Taking requests: ready (active checks),
+    /// reachable (`reach.rs`: not refusing or black-holing connects), not ejected. When every
+    /// such endpoint is ejected, pick among them anyway (panic mode: an ejection is a guess, a
+    /// 503 is certain), and count it. `None` when no untried endpoint can take it.
     pub fn pick_excluding(&self, tried: &[SocketAddr]) -> Option<Arc<Endpoint>> {
         let set = self.endpoints.load();
         let ejected = |e: &Endpoint| e.health.is_ejected(&self.config.outlier, &self.metrics);
+        let usable =
+            |e: &Endpoint| e.readiness.is_ready() && !e.reach.is_down() && !tried.contains(&e.addr);
         let mut ramping = None;
         if tried.is_empty() {
-            let first = balance::pick(&set, self.config.balance, &self.rr)?;
-            if first.readiness.is_ready() && !ejected(&first) {
+            if let Some(first) = balance::pick(&set, self.config.balance, &self.rr, |e| {
+                usable(e) && !ejected(e)
+            }) {
                 if first.readiness.admits(self.config.slow_start) {
                     return Some(first);
                 }
                 ramping = Some(first.addr);
             }
         }
-        // Endpoints failing active checks are never used (as if not in the set); ejection is
-        // only a guess from passive signs, so when it leaves nothing, panic mode ignores it.
-        let usable = |e: &Endpoint| !tried.contains(&e.addr) && e.readiness.is_ready();
         if let Some(e) = balance::pick_where(&set, self.config.balance, &self.rr, |e| {
             usable(e) && !ejected(e) && Some(e.addr) != ramping
         }) {
             return Some(e);
         }
         let e = balance::pick_where(&set, self.config.balance, &self.rr, usable)?;
-        self.metrics.panics.inc();
+        if ejected(&e) {
+            self.metrics.panics.inc();
+        }
         Some(e)
     }
 
+    /// Why no endpoint can take a request: the failure that took one out of rotation.
+    pub fn why_unavailable(&self) -> Option<ProxyError> {
+        let set = self.endpoints.load();
+        set.endpoints.iter().find_map(|e| e.reach.why_down(e.addr))
+    }
+
+    /// Whether any endpoint could take a request now, tried or not.
+    pub fn any_usable(&self) -> bool {
+        self.any_usable_except(&[])
+    }
+
+    /// Whether any endpoint not in `tried` could take a request now (ejected ones included:
+    /// panic mode would pick them).
+    pub fn any_usable_except(&self, tried: &[SocketAddr]) -> bool {
+        self.endpoints
+            .load()
+            .endpoints
+            .iter()
+            .any(|e| e.readiness.is_ready() && !e.reach.is_down() && !tried.contains(&e.addr))
+    }
+
     /// Record the outcome of an exchange for the endpoint's passive health: a response
-    /// (`Ok(status)`) or a failure.
-    pub fn report(&self, endpoint: &Endpoint, outcome: Result<u16, &ProxyError>) {
+    /// (`Ok(status)`) or a failure. A refused or unanswered connect takes the endpoint out of
+    /// rotation until a probe connects (`reach.rs`); other failures count towards ejection;
+    /// every failure weighs on the balancer for a while (`Health::penalty`).
+    pub fn report(&self, endpoint: &Arc<Endpoint>, outcome: Result<u16, &ProxyError>) {
         let weight = match outcome {
             Ok(502..=504) => 1,
             Ok(_) => {
@@ -224,11 +296,27 @@ impl Backend {
                 self.hold.release();
                 return;
             }
-            Err(ProxyError::ConnectTimeout { .. }) => self.config.outlier.consecutive_failures,
             Err(
-                ProxyError::ConnectRefused { .. }
-                | ProxyError::ConnectFailed { .. }
-                | ProxyError::UpstreamReset { .. }
+                e @ (ProxyError::ConnectRefused { .. }
+                | ProxyError::ConnectTimeout { .. }
+                | ProxyError::ConnectFailed { .. }),
+            ) => {
+                endpoint.health.penalize();
+                reach::mark_down(
+                    endpoint,
+                    e,
+                    reach::ProbeContext {
+                        connect_timeout: self.config.connect_timeout,
+                        connect_time: Arc::clone(&endpoint.pool.local().settings().connect_time),
+                        hold: Arc::clone(&self.hold),
+                        metrics: self.metrics.clone(),
+                        backend: Arc::from(self.name.as_str()),
+                    },
+                );
+                return;
+            }
+            Err(
+                ProxyError::UpstreamReset { .. }
                 | ProxyError::RefusedStream { .. }
                 | ProxyError::ProtocolMismatch { .. }
                 | ProxyError::TlsError { .. }
@@ -238,6 +326,7 @@ impl Backend {
             // Not the endpoint's doing (the client, the whole request's deadline...).
             Err(_) => return,
         };
+        endpoint.health.penalize();
         if !endpoint.health.failure(&self.config.outlier, weight) {
             return;
         }
@@ -341,7 +430,7 @@ impl Backend {
                 Err(mut e) => match e.take_message() {
                     Some(unsent) if reused => request = unsent,
                     unsent => {
-                        let race = is_keepalive_race(e.error(), reused, sent_at.elapsed());
+                        let unread = hyper_unread(e.error(), reused, sent_at.elapsed());
                         let error = diagnose(
                             classify(e.error(), addr),
                             self.config.protocol,
@@ -352,7 +441,7 @@ impl Backend {
                             error,
                             reused,
                             request: unsent,
-                            race,
+                            unread,
                         });
                     }
                 },
@@ -362,7 +451,7 @@ impl Backend {
             error: ProxyError::UpstreamReset { endpoint: addr },
             reused: true,
             request: Some(request),
-            race: false,
+            unread: false,
         })
     }
 
@@ -396,7 +485,7 @@ impl Backend {
                 error: diagnose(classify_h2(&e, addr), self.config.protocol, &first, !reused),
                 reused,
                 request: None,
-                race: false,
+                unread: false,
             }),
         }
     }
@@ -513,4 +602,43 @@ fn classify(e: &hyper::Error, endpoint: SocketAddr) -> ProxyError {
     // Incomplete message, canceled (closed before the request was written), reset, EOF: the
     // connection went away before a whole response head arrived.
     ProxyError::UpstreamReset { endpoint }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_proves_a_request_unread() {
+        let f = |reused, nothing_back, reset, ms, one_write| Failure {
+            reused,
+            nothing_back,
+            reset,
+            since_send: Duration::from_millis(ms),
+            one_write,
+        };
+        // reused connection: any reset, or a close within the race window
+        assert!(proven_unread(f(true, true, true, 500, None)));
+        assert!(proven_unread(f(true, true, false, 5, None)));
+        assert!(!proven_unread(f(true, true, false, 50, None)));
+        // new connection: a reset with a small request in one write
+        assert!(proven_unread(f(false, true, true, 500, Some(300))));
+        assert!(!proven_unread(f(
+            false,
+            true,
+            true,
+            1,
+            Some(UNREAD_MAX_BYTES + 1)
+        )));
+        assert!(
+            !proven_unread(f(false, true, true, 1, None)),
+            "written in pieces"
+        );
+        assert!(
+            !proven_unread(f(false, true, false, 1, Some(300))),
+            "a FIN: read, then died"
+        );
+        // anything of a response came back: it was read
+        assert!(!proven_unread(f(true, false, true, 1, Some(300))));
+    }
 }

@@ -35,6 +35,7 @@ use tokio::time::Instant;
 use super::body::RequestBody;
 use super::endpoints::Endpoint;
 use super::keepalive::KeepAlive;
+use super::reach::ConnectTime;
 use super::sniff::{FirstBytes, Sniffed, UpstreamIo};
 use crate::proxy::error::ProxyError;
 use crate::runtime::clock::now_ms;
@@ -60,6 +61,8 @@ pub struct PoolSettings {
     pub max_response_header_bytes: usize,
     /// `https` and `grpcs` backends.
     pub tls: Option<crate::config::tls::BackendTls>,
+    /// How long connects to this backend take (a request's patience with one).
+    pub connect_time: Arc<ConnectTime>,
 }
 
 /// `Conn::idle_mark` while the connection is in use.
@@ -328,14 +331,28 @@ impl Pool {
         }
     }
 
-    /// A connection to `addr`: TCP, then TLS for `https`/`grpcs` backends, both within the
-    /// connect timeout.
+    /// A connection to `addr` for a request: TCP (given up after the backend's connect
+    /// patience, `reach.rs`), then TLS for `https`/`grpcs` backends, both within the connect
+    /// timeout.
     pub async fn open(&self, addr: SocketAddr) -> Result<UpstreamIo, ProxyError> {
+        self.open_within(addr, self.patience()).await
+    }
+
+    /// As `open`, with the whole connect timeout (an active health check: out of band).
+    pub async fn open_for_check(&self, addr: SocketAddr) -> Result<UpstreamIo, ProxyError> {
+        self.open_within(addr, self.settings.connect_timeout).await
+    }
+
+    async fn open_within(
+        &self,
+        addr: SocketAddr,
+        tcp_limit: Duration,
+    ) -> Result<UpstreamIo, ProxyError> {
         let Some(tls) = &self.settings.tls else {
-            return Ok(UpstreamIo::Plain(self.tcp(addr).await?));
+            return Ok(UpstreamIo::Plain(self.tcp_within(addr, tcp_limit).await?));
         };
         let started = Instant::now();
-        let tcp = self.tcp(addr).await?;
+        let tcp = self.tcp_within(addr, tcp_limit).await?;
         let name = match &tls.server_name {
             Some(name) => rustls_pki_types::ServerName::try_from(name.clone()),
             None => Ok(rustls_pki_types::ServerName::IpAddress(addr.ip().into())),
@@ -374,24 +391,35 @@ impl Pool {
         }
     }
 
-    /// A TCP connection to `addr` within the connect timeout, the failure named.
+    /// How long a request waits for a TCP connect before trying another endpoint.
+    pub fn patience(&self) -> Duration {
+        self.settings
+            .connect_time
+            .patience(self.settings.connect_timeout)
+    }
+
+    /// A TCP connection to `addr` for a request, within the connect patience.
     pub(super) async fn tcp(&self, addr: SocketAddr) -> Result<TcpStream, ProxyError> {
-        let stream =
-            match tokio::time::timeout(self.settings.connect_timeout, TcpStream::connect(addr))
-                .await
-            {
-                Err(_) => return Err(ProxyError::ConnectTimeout { endpoint: addr }),
-                Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-                    return Err(ProxyError::ConnectRefused { endpoint: addr })
-                }
-                Ok(Err(e)) => {
-                    return Err(ProxyError::ConnectFailed {
-                        endpoint: addr,
-                        reason: e.to_string(),
-                    })
-                }
-                Ok(Ok(stream)) => stream,
-            };
+        self.tcp_within(addr, self.patience()).await
+    }
+
+    /// A TCP connection to `addr` within `limit`, the failure named; its time is learnt.
+    async fn tcp_within(&self, addr: SocketAddr, limit: Duration) -> Result<TcpStream, ProxyError> {
+        let started = Instant::now();
+        let stream = match tokio::time::timeout(limit, TcpStream::connect(addr)).await {
+            Err(_) => return Err(ProxyError::ConnectTimeout { endpoint: addr }),
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                return Err(ProxyError::ConnectRefused { endpoint: addr })
+            }
+            Ok(Err(e)) => {
+                return Err(ProxyError::ConnectFailed {
+                    endpoint: addr,
+                    reason: e.to_string(),
+                })
+            }
+            Ok(Ok(stream)) => stream,
+        };
+        self.settings.connect_time.observe(started.elapsed());
         // Small request/response exchanges must not wait for Nagle.
         let _ = stream.set_nodelay(true);
         Ok(stream)

@@ -166,7 +166,12 @@ fn record(b: &Backend, e: &Endpoint, result: Result<(), String>, config: &Health
 async fn check(e: &Endpoint, protocol: Protocol, config: &HealthCheckConfig) -> Result<(), String> {
     let addr = e.addr;
     let exchange = async {
-        let io = e.pool.local().open(addr).await.map_err(|e| e.to_string())?;
+        let io = e
+            .pool
+            .local()
+            .open_for_check(addr)
+            .await
+            .map_err(|e| e.to_string())?;
         // An `https` backend may have chosen HTTP/2 by ALPN.
         let h2 = protocol.is_h2()
             || matches!(&io, UpstreamIo::Tls(t) if t.get_ref().1.alpn_protocol() == Some(b"h2"));
