@@ -18,6 +18,7 @@ pub mod config;
 pub mod demo;
 pub mod discovery;
 pub mod inbound;
+pub mod lint;
 pub mod proxy;
 pub mod runtime;
 pub mod upstream;

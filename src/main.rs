@@ -22,6 +22,7 @@ fn main() -> ExitCode {
         Ok(None) => {
             return match &cli.command {
                 Command::Drain { socket } => drain(socket),
+                Command::Lint { paths, format } => cli::lint(paths, format),
                 _ => demo(),
             }
         }

@@ -242,3 +242,67 @@ fn version_and_help() {
         "missing --upstream is a usage error"
     );
 }
+
+/// `hitless lint`: the project's own manifests have no finding (exit 0); the bad fixtures
+/// exit 1 with rule ids; JSON on request; stdin as kustomize output; unreadable input is 64.
+#[test]
+fn lint_reports_findings_with_exit_codes() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let ok = hitless_bin()
+        .args(["lint"])
+        .arg(root.join("k8s"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.stdout)
+    );
+    assert_eq!(String::from_utf8_lossy(&ok.stdout).trim(), "no findings");
+
+    let bad = hitless_bin()
+        .args(["lint", "--format", "json"])
+        .arg(root.join("tests/fixtures/lint/bad"))
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(1));
+    let findings: serde_json::Value = serde_json::from_slice(&bad.stdout).unwrap();
+    let rules: Vec<&str> = findings
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f["rule"].as_str())
+        .collect();
+    for rule in [
+        "readiness-missing",
+        "nginx-keepalive",
+        "hitless-drain-grace",
+        "httproute-timeouts",
+    ] {
+        assert!(rules.contains(&rule), "{rule} in {rules:?}");
+    }
+
+    let mut piped = hitless_bin()
+        .args(["lint", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let text =
+        std::fs::read_to_string(root.join("tests/fixtures/lint/bad/httproute.yaml")).unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = piped.stdin.take().unwrap();
+        stdin.write_all(text.as_bytes()).unwrap();
+    }
+    let out = piped.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("error[httproute-timeouts]"));
+
+    let missing = hitless_bin()
+        .args(["lint", "/nonexistent/manifests"])
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(64));
+}

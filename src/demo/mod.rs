@@ -23,7 +23,7 @@ use tokio::net::TcpListener;
 use crate::app::{App, Listeners};
 use crate::config::Config;
 use load::{Load, Report};
-use replica::{Behaviour, Replica, Seen};
+use replica::{Behaviour, BlackHole, Replica, Seen};
 
 /// Production load: at least 1,000 requests a second over tens of connections.
 pub const CONNECTIONS: usize = 64;
@@ -34,7 +34,8 @@ pub const APP_DELAY: Duration = Duration::from_millis(5);
 /// How the proxy in front of the replicas is configured.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
-    /// One attempt, no hold, no ejection, a 60 s pool idle timeout: a plain reverse proxy.
+    /// One attempt, round-robin, no hold, no passive health (no ejection, refusing endpoints
+    /// stay in rotation), a 60 s pool idle timeout: a plain reverse proxy.
     Naive,
     /// hitless's defaults.
     Hitless,
@@ -58,7 +59,7 @@ pub fn proxy_config(mode: Mode, endpoints: &[SocketAddr]) -> String {
         .join(", ");
     match mode {
         Mode::Naive => format!(
-            "retry: {{attempts: 1}}\nbackends:\n  app:\n    endpoints: [{list}]\n    hold_timeout: 0s\n    outlier: {{consecutive_failures: 0}}\n    pool: {{idle_timeout: 60s}}\nroutes:\n  - backend: app\n"
+            "retry: {{attempts: 1}}\nbackends:\n  app:\n    endpoints: [{list}]\n    balance: round_robin\n    hold_timeout: 0s\n    outlier: {{consecutive_failures: 0}}\n    pool: {{idle_timeout: 60s}}\nroutes:\n  - backend: app\n"
         ),
         Mode::Hitless => {
             format!("backends:\n  app:\n    endpoints: [{list}]\nroutes:\n  - backend: app\n")
@@ -286,6 +287,28 @@ pub async fn crash(mode: Mode) -> io::Result<Run> {
     .await
 }
 
+/// Black hole: one of three replicas stops and its address then drops SYNs (a deleted pod's
+/// IP before discovery catches up). The slowest answer shows what live traffic paid.
+pub async fn black_hole(mode: Mode) -> io::Result<Run> {
+    let replicas = Replicas::start(&[app_replica("a"), app_replica("b"), app_replica("c")]).await?;
+    under_load(
+        mode,
+        replicas,
+        Method::GET,
+        Duration::from_millis(3500),
+        |c| c,
+        |mut r| async move {
+            tokio::time::sleep(Duration::from_millis(1000)).await;
+            r.stop(2).await;
+            let hole = BlackHole::at(r.addrs[2]).await?;
+            tokio::time::sleep(Duration::from_millis(2500)).await;
+            drop(hole);
+            Ok(r)
+        },
+    )
+    .await
+}
+
 /// Keep-alive race: replicas that close connections idle for `app_keepalive` (gunicorn's
 /// 2 s, Node's 5 s, or shorter), and clients whose requests come with idle gaps of about that
 /// length, so that pooled connections are reused just as the app closes them.
@@ -318,7 +341,7 @@ pub async fn run() -> io::Result<()> {
         "Real servers and clients on 127.0.0.1, at {RATE} requests/s over {CONNECTIONS} keep-alive connections; about 90 seconds.\n"
     );
     type Scenario = (&'static str, fn(Mode) -> ScenarioFuture);
-    let scenarios: [Scenario; 6] = [
+    let scenarios: [Scenario; 7] = [
         (
             "1a. rolling restart, GET (3 replicas, graceful stop)",
             |m| Box::pin(async move { rolling_restart(m, Method::GET).await.map(|r| r.report) }),
@@ -332,8 +355,11 @@ pub async fn run() -> io::Result<()> {
         ("3. crash (connections reset mid-response)", |m| {
             Box::pin(async move { crash(m).await.map(|r| r.report) })
         }),
+        ("4. black hole (a replica's address drops SYNs)", |m| {
+            Box::pin(async move { black_hole(m).await.map(|r| r.report) })
+        }),
         (
-            "4a. keep-alive race, app closes idle after 200 ms (GET)",
+            "5a. keep-alive race, app closes idle after 200 ms (GET)",
             |m| {
                 Box::pin(keepalive_race(
                     m,
@@ -344,7 +370,7 @@ pub async fn run() -> io::Result<()> {
             },
         ),
         (
-            "4b. keep-alive race, app closes idle after 200 ms (POST)",
+            "5b. keep-alive race, app closes idle after 200 ms (POST)",
             |m| {
                 Box::pin(keepalive_race(
                     m,
@@ -361,15 +387,27 @@ pub async fn run() -> io::Result<()> {
         let mut row = vec![name.to_string()];
         for mode in [Mode::Naive, Mode::Hitless] {
             let report = scenario(mode).await?;
-            println!("  {:<12} {}", mode.label(), report.summary());
+            let slowest = report.latency(1.0).as_secs_f64() * 1000.0;
+            println!(
+                "  {:<12} {}, slowest answer {slowest:.0} ms",
+                mode.label(),
+                report.summary()
+            );
             row.push(format!("{} / {}", report.errors(), report.requests()));
+            row.push(format!("{slowest:.0} ms"));
         }
         rows.push(row);
     }
-    println!("\nerrors seen by clients (errors / requests):");
-    println!("{:<60} {:>16} {:>16}", "scenario", "plain proxy", "hitless");
+    println!("\nerrors seen by clients (errors / requests) and the slowest answer:");
+    println!(
+        "{:<58} {:>13} {:>8} {:>13} {:>8}",
+        "scenario", "plain proxy", "", "hitless", ""
+    );
     for row in rows {
-        println!("{:<60} {:>16} {:>16}", row[0], row[1], row[2]);
+        println!(
+            "{:<58} {:>13} {:>8} {:>13} {:>8}",
+            row[0], row[1], row[2], row[3], row[4]
+        );
     }
     println!("\nWhat hitless did: took refusing endpoints out of rotation at once and probed them");
     println!("back, retried on another endpoint (never one that already failed the request),");

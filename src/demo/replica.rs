@@ -254,3 +254,34 @@ async fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Reque
     buf.drain(..head_end + length);
     Some(RequestHead { post })
 }
+
+/// An address that stops answering SYNs, as a deleted pod's IP does: a listener that never
+/// accepts, with its accept queue (backlog 0) filled, so that the kernel drops new SYNs.
+/// Dropping it frees the address.
+pub struct BlackHole {
+    _listener: socket2::Socket,
+    _fillers: Vec<std::net::TcpStream>,
+}
+
+impl BlackHole {
+    pub async fn at(addr: SocketAddr) -> std::io::Result<BlackHole> {
+        use socket2::{Domain, Socket, Type};
+        let listener = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+        listener.set_reuse_address(true)?;
+        listener.bind(&addr.into())?;
+        listener.listen(0)?;
+        let mut fillers = Vec::new();
+        for _ in 0..8 {
+            let s = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+            s.set_nonblocking(true)?;
+            let _ = s.connect(&addr.into());
+            fillers.push(std::net::TcpStream::from(s));
+        }
+        // The kernel completes the handshakes the queue admits (one or two) at once.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        Ok(BlackHole {
+            _listener: listener,
+            _fillers: fillers,
+        })
+    }
+}

@@ -323,6 +323,8 @@ pub async fn run(
     let replayable = resendable && idempotent;
     // Requests that must not be sent twice are also sent more carefully (`Pool::checkout`).
     let careful = !idempotent;
+    // A connect is given up after its patience only when another endpoint may take over.
+    let patient = policy.attempts <= 1 || !policy.on.connect_failure;
     if prior.is_none() {
         // Otherwise the first try's path paid it.
         backend.budget.deposit();
@@ -469,6 +471,7 @@ pub async fn run(
                     SendOptions {
                         careful,
                         fresh: std::mem::take(&mut fresh),
+                        patient,
                     },
                     route.backend_request_timeout,
                     deadline,

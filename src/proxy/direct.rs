@@ -389,12 +389,13 @@ impl Proxy {
         let max_head = pool.settings().max_response_header_bytes;
         let keepalive = &endpoint.pool.keepalive;
         let careful = !request.idempotent;
+        let patient = route.retry.attempts <= 1 || !route.retry.on.connect_failure;
 
         out.clear();
         // Whether `out` holds a Content-Length line.
         let mut has_length = false;
         let exchange = async {
-            let (mut up, reused) = match pool.checkout_raw(addr, careful).await {
+            let (mut up, reused) = match pool.checkout_raw(addr, careful, patient).await {
                 Ok(found) => found,
                 Err(error) => return Err(failed(error, false, false)),
             };

@@ -62,12 +62,13 @@ impl Pool {
         &self,
         addr: SocketAddr,
         careful: bool,
+        patient: bool,
     ) -> Result<(RawConn, bool), ProxyError> {
         let idle_timeout = self.idle_timeout();
         if let Some(conn) = self.pop_raw(addr, careful, idle_timeout) {
             return Ok((conn, true));
         }
-        let stream = Box::pin(self.tcp(addr)).await?;
+        let stream = Box::pin(self.tcp(addr, patient)).await?;
         self.metrics.conns_open.inc();
         self.metrics.conns_opened.inc();
         let conn = RawConn {

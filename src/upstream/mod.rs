@@ -168,6 +168,9 @@ pub struct SendOptions {
     pub careful: bool,
     /// Use a new connection, not a pooled one.
     pub fresh: bool,
+    /// Wait for a connect up to `connect_timeout`: no other endpoint could take the request
+    /// (no retries), so giving up after the connect patience would only fail it sooner.
+    pub patient: bool,
 }
 
 /// A response head from an endpoint, with what the exchange tells the caller.
@@ -287,8 +290,10 @@ impl Backend {
     /// Record the outcome of an exchange for the endpoint's passive health: a response
     /// (`Ok(status)`) or a failure. A refused or unanswered connect takes the endpoint out of
     /// rotation until a probe connects (`reach.rs`); other failures count towards ejection;
-    /// every failure weighs on the balancer for a while (`Health::penalty`).
+    /// every failure weighs on the balancer for a while (`Health::penalty`). With
+    /// `outlier.consecutive_failures: 0` passive health is off: none of this (a plain proxy).
     pub fn report(&self, endpoint: &Arc<Endpoint>, outcome: Result<u16, &ProxyError>) {
+        let passive = self.config.outlier.consecutive_failures > 0;
         let weight = match outcome {
             Ok(502..=504) => 1,
             Ok(_) => {
@@ -301,6 +306,9 @@ impl Backend {
                 | ProxyError::ConnectTimeout { .. }
                 | ProxyError::ConnectFailed { .. }),
             ) => {
+                if !passive {
+                    return;
+                }
                 endpoint.health.penalize();
                 reach::mark_down(
                     endpoint,
@@ -326,6 +334,9 @@ impl Backend {
             // Not the endpoint's doing (the client, the whole request's deadline...).
             Err(_) => return,
         };
+        if !passive {
+            return;
+        }
         endpoint.health.penalize();
         if !endpoint.health.failure(&self.config.outlier, weight) {
             return;
@@ -381,15 +392,21 @@ impl Backend {
         // branch, and every HTTP/1.1 request would otherwise copy their state around (the
         // futures of a request are moved, memcpy, as each level awaits the next).
         match (self.config.protocol, pool.speaks_h2()) {
-            (p, _) if p.is_h2() => return Box::pin(self.send_h2(endpoint, request)).await,
-            (Protocol::Https, Some(true)) => {
-                return Box::pin(self.send_h2(endpoint, request)).await
+            (p, _) if p.is_h2() => {
+                return Box::pin(self.send_h2(endpoint, request, options.patient)).await
             }
-            (Protocol::Https, None) => match Box::pin(pool.negotiate(addr)).await {
-                Ok(pool::Negotiated::H2) => return Box::pin(self.send_h2(endpoint, request)).await,
-                Ok(pool::Negotiated::H1(conn)) => negotiated = Some(conn),
-                Err(error) => return Err(SendError::unsent(error, request)),
-            },
+            (Protocol::Https, Some(true)) => {
+                return Box::pin(self.send_h2(endpoint, request, options.patient)).await
+            }
+            (Protocol::Https, None) => {
+                match Box::pin(pool.negotiate(addr, options.patient)).await {
+                    Ok(pool::Negotiated::H2) => {
+                        return Box::pin(self.send_h2(endpoint, request, options.patient)).await
+                    }
+                    Ok(pool::Negotiated::H1(conn)) => negotiated = Some(conn),
+                    Err(error) => return Err(SendError::unsent(error, request)),
+                }
+            }
             _ => {}
         }
         let mut lease = Lease::new(Arc::clone(endpoint));
@@ -460,13 +477,15 @@ impl Backend {
         &self,
         endpoint: &Arc<Endpoint>,
         mut request: Request<RequestBody>,
+        patient: bool,
     ) -> Result<Exchange, SendError> {
         let addr = endpoint.addr;
         let lease = Lease::new(Arc::clone(endpoint));
-        let (mut sender, first, reused) = match lease.endpoint().pool.local().h2(addr).await {
-            Ok(found) => found,
-            Err(error) => return Err(SendError::unsent(error, request)),
-        };
+        let (mut sender, first, reused) =
+            match lease.endpoint().pool.local().h2(addr, patient).await {
+                Ok(found) => found,
+                Err(error) => return Err(SendError::unsent(error, request)),
+            };
         absolute_form(&mut request, addr, self.config.protocol.is_tls());
         if sender.ready().await.is_err() {
             // The connection went away before this stream was opened: nothing was sent.

@@ -231,10 +231,12 @@ impl Pool {
         }
         // Boxed: the connect path is cold, and inlined it would make every request's future
         // (which embeds this one) several times larger, to be moved on every request.
-        Box::pin(self.connect(addr)).await.map(|conn| Connection {
-            conn,
-            reused: false,
-        })
+        Box::pin(self.connect(addr, options.patient))
+            .await
+            .map(|conn| Connection {
+                conn,
+                reused: false,
+            })
     }
 
     /// The endpoint's HTTP/2 connection, ready for a new stream (opened when there is none or
@@ -242,12 +244,13 @@ impl Pool {
     pub async fn h2(
         &self,
         addr: SocketAddr,
+        patient: bool,
     ) -> Result<(http2::SendRequest<RequestBody>, FirstBytes, bool), ProxyError> {
         let mut slot = self.h2.lock().await;
         if let Some((sender, first)) = slot.as_ref().filter(|(s, _)| !s.is_closed()) {
             return Ok((sender.clone(), Arc::clone(first), true));
         }
-        let (sender, first) = Box::pin(self.connect_h2(addr)).await?;
+        let (sender, first) = Box::pin(self.connect_h2(addr, patient)).await?;
         *slot = Some((sender.clone(), Arc::clone(&first)));
         Ok((sender, first, false))
     }
@@ -255,8 +258,9 @@ impl Pool {
     async fn connect_h2(
         &self,
         addr: SocketAddr,
+        patient: bool,
     ) -> Result<(http2::SendRequest<RequestBody>, FirstBytes), ProxyError> {
-        let io = self.open(addr).await?;
+        let io = self.open(addr, patient).await?;
         self.connect_h2_with(addr, io).await
     }
 
@@ -332,10 +336,10 @@ impl Pool {
     }
 
     /// A connection to `addr` for a request: TCP (given up after the backend's connect
-    /// patience, `reach.rs`), then TLS for `https`/`grpcs` backends, both within the connect
-    /// timeout.
-    pub async fn open(&self, addr: SocketAddr) -> Result<UpstreamIo, ProxyError> {
-        self.open_within(addr, self.patience()).await
+    /// patience, `reach.rs`, unless `patient`), then TLS for `https`/`grpcs` backends, both
+    /// within the connect timeout.
+    pub async fn open(&self, addr: SocketAddr, patient: bool) -> Result<UpstreamIo, ProxyError> {
+        self.open_within(addr, self.tcp_limit(patient)).await
     }
 
     /// As `open`, with the whole connect timeout (an active health check: out of band).
@@ -391,16 +395,24 @@ impl Pool {
         }
     }
 
-    /// How long a request waits for a TCP connect before trying another endpoint.
-    pub fn patience(&self) -> Duration {
+    /// How long a request waits for a TCP connect: the connect patience when another
+    /// endpoint could take it, else the whole connect timeout.
+    fn tcp_limit(&self, patient: bool) -> Duration {
+        if patient {
+            return self.settings.connect_timeout;
+        }
         self.settings
             .connect_time
             .patience(self.settings.connect_timeout)
     }
 
-    /// A TCP connection to `addr` for a request, within the connect patience.
-    pub(super) async fn tcp(&self, addr: SocketAddr) -> Result<TcpStream, ProxyError> {
-        self.tcp_within(addr, self.patience()).await
+    /// A TCP connection to `addr` for a request (see `tcp_limit`).
+    pub(super) async fn tcp(
+        &self,
+        addr: SocketAddr,
+        patient: bool,
+    ) -> Result<TcpStream, ProxyError> {
+        self.tcp_within(addr, self.tcp_limit(patient)).await
     }
 
     /// A TCP connection to `addr` within `limit`, the failure named; its time is learnt.
@@ -425,16 +437,20 @@ impl Pool {
         Ok(stream)
     }
 
-    async fn connect(&self, addr: SocketAddr) -> Result<Conn, ProxyError> {
-        let stream = self.open(addr).await?;
+    async fn connect(&self, addr: SocketAddr, patient: bool) -> Result<Conn, ProxyError> {
+        let stream = self.open(addr, patient).await?;
         self.connect_with(addr, stream, false).await
     }
 
     /// `https` backends whose protocol is not known yet: open a connection, and let ALPN
     /// decide. HTTP/2 (the endpoint's connection slot is filled) or an HTTP/1.1 connection
     /// for this request.
-    pub async fn negotiate(&self, addr: SocketAddr) -> Result<Negotiated, ProxyError> {
-        let io = self.open(addr).await?;
+    pub async fn negotiate(
+        &self,
+        addr: SocketAddr,
+        patient: bool,
+    ) -> Result<Negotiated, ProxyError> {
+        let io = self.open(addr, patient).await?;
         let h2 =
             matches!(&io, UpstreamIo::Tls(tls) if tls.get_ref().1.alpn_protocol() == Some(b"h2"));
         self.alpn
