@@ -80,7 +80,7 @@ impl Report {
         self.failed.values().sum::<usize>() + self.client_errors
     }
 
-    /// Latency quantile of the answered requests (`q` in 0..=1).
+    /// Latency quantile of the answered requests, error answers included (`q` in 0..=1).
     pub fn latency(&self, q: f64) -> Duration {
         let mut v = self.latencies_us.clone();
         v.sort_unstable();
@@ -200,6 +200,9 @@ async fn client_loop(load: Load, end: Instant, interval: Duration, offset: Durat
                     .push(started.elapsed().as_micros() as u64);
             }
             Ok(Ok(head)) => {
+                report
+                    .latencies_us
+                    .push(started.elapsed().as_micros() as u64);
                 let cause = head
                     .headers
                     .get("proxy-status")

@@ -287,26 +287,36 @@ pub async fn crash(mode: Mode) -> io::Result<Run> {
     .await
 }
 
-/// Black hole: one of three replicas stops and its address then drops SYNs (a deleted pod's
-/// IP before discovery catches up). The slowest answer shows what live traffic paid.
+/// Black hole: a fourth endpoint joins whose address drops SYNs (a pod on a node that just
+/// died: no RST, connects time out). The slowest answer shows what live traffic paid for it.
 pub async fn black_hole(mode: Mode) -> io::Result<Run> {
     let replicas = Replicas::start(&[app_replica("a"), app_replica("b"), app_replica("c")]).await?;
-    under_load(
-        mode,
-        replicas,
+    let app = start_proxy(&proxy_config(mode, &replicas.addrs)).await?;
+    let traffic = production_load(
+        app.traffic_addrs[0],
         Method::GET,
         Duration::from_millis(3500),
-        |c| c,
-        |mut r| async move {
-            tokio::time::sleep(Duration::from_millis(1000)).await;
-            r.stop(2).await;
-            let hole = BlackHole::at(r.addrs[2]).await?;
-            tokio::time::sleep(Duration::from_millis(2500)).await;
-            drop(hole);
-            Ok(r)
-        },
-    )
-    .await
+    );
+    let running = tokio::spawn(traffic.run());
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let hole_addr = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0")?;
+        probe.local_addr()?
+    };
+    let hole = BlackHole::at(hole_addr).await?;
+    let mut addrs = replicas.addrs.clone();
+    addrs.push(hole_addr);
+    let config = Config::from_yaml(&proxy_config(mode, &addrs))
+        .map_err(|e| io::Error::other(e.to_string()))?;
+    app.reload(&config);
+    let report = running.await.unwrap_or_default();
+    app.stop(Duration::from_secs(1)).await;
+    drop(hole);
+    Ok(Run {
+        report,
+        reached: replicas.reached(),
+        posts: replicas.posts(),
+    })
 }
 
 /// Keep-alive race: replicas that close connections idle for `app_keepalive` (gunicorn's
@@ -355,7 +365,7 @@ pub async fn run() -> io::Result<()> {
         ("3. crash (connections reset mid-response)", |m| {
             Box::pin(async move { crash(m).await.map(|r| r.report) })
         }),
-        ("4. black hole (a replica's address drops SYNs)", |m| {
+        ("4. black hole (a new endpoint's address drops SYNs)", |m| {
             Box::pin(async move { black_hole(m).await.map(|r| r.report) })
         }),
         (
