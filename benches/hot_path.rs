@@ -11,7 +11,7 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 
 use hitless::app::build_router;
 use hitless::config::Config;
-use hitless::proxy::error::ProxyError;
+use hitless::error::ProxyError;
 use hitless::proxy::headers;
 use hitless::runtime::metrics::Metrics;
 

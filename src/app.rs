@@ -20,9 +20,9 @@ use tokio_util::task::TaskTracker;
 
 use crate::admin::{self, AdminState};
 use crate::config::Config;
+use crate::error::ProxyError;
 use crate::inbound::listener::accept_loop;
 use crate::inbound::server::Server;
-use crate::proxy::error::ProxyError;
 use crate::proxy::route::{Route, Router};
 use crate::proxy::Proxy;
 use crate::runtime::drain::{Control, Drain};
@@ -382,7 +382,7 @@ fn start_checks(backends: &[Arc<Backend>], shutdown: &CancellationToken) {
     for backend in backends {
         crate::discovery::start(backend, shutdown.child_token());
         if let Some(checks) = &backend.config.health_check {
-            tokio::spawn(crate::upstream::probe::run(
+            tokio::spawn(crate::upstream::checks::run(
                 Arc::downgrade(backend),
                 checks.clone(),
                 shutdown.child_token(),

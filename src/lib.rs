@@ -5,7 +5,8 @@
 //! `proxy::Proxy::handle` -> `proxy::route` (host + path) -> `proxy::headers` (rewrite) ->
 //! `proxy::forward` (one attempt, timeouts) -> `upstream::Backend` (pick endpoint, pooled
 //! connection) -> back through `proxy::body::ResponseBody` (streams, logs, counts).
-//! Errors become responses in exactly one place: `proxy::error::ProxyError`.
+//! Errors become responses in exactly one place: `error::ProxyError`, a leaf that every
+//! layer converts into.
 //! `config` is loaded and validated before anything runs; `app` composes the pieces;
 //! `admin` serves health, readiness and metrics; `runtime` holds metrics, logging, shutdown.
 
@@ -17,6 +18,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod discovery;
+pub mod error;
 pub mod inbound;
 pub mod lint;
 pub mod proxy;

@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::errors::{dur, Errors};
 use super::raw::{RawDiscovery, RawPortRef};
-use super::validate::{dur, Errors};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Discovery {

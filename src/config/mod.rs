@@ -3,6 +3,7 @@
 //! nothing reads configuration from a global: each task is handed the `Arc` it needs.
 
 pub mod discovery;
+mod errors;
 mod raw;
 pub mod tls;
 mod validate;

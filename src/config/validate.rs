@@ -11,7 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, StatusCode};
 
-use super::raw::{HumanDuration, RawConfig, RawHealthCheck, RawOutlier, RawRetry, RawRoute};
+use super::raw::{RawConfig, RawHealthCheck, RawOutlier, RawRetry, RawRoute};
 
 /// Every default in one place.
 pub struct Defaults;
@@ -343,55 +343,8 @@ pub struct RouteConfig {
     pub retry: RetryPolicy,
 }
 
-/// One problem, with the YAML path of the field it is about.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    pub path: String,
-    pub message: String,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.path.is_empty() {
-            f.write_str(&self.message)
-        } else {
-            write!(f, "{}: {}", self.path, self.message)
-        }
-    }
-}
-
-/// Every problem found in one file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigErrors(pub Vec<ConfigError>);
-
-impl fmt::Display for ConfigErrors {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, e) in self.0.iter().enumerate() {
-            if i > 0 {
-                f.write_str("\n")?;
-            }
-            write!(f, "{e}")?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for ConfigErrors {}
-
-pub(super) struct Errors(Vec<ConfigError>);
-
-impl Errors {
-    pub(super) fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.0.push(ConfigError {
-            path: path.into(),
-            message: message.into(),
-        });
-    }
-}
-
-pub(super) fn dur(v: Option<HumanDuration>, default: Duration) -> Duration {
-    v.map(|d| d.0).unwrap_or(default)
-}
+use super::errors::{dur, Errors};
+pub use super::errors::{ConfigError, ConfigErrors};
 
 fn parse_health_check(errors: &mut Errors, base: &str, raw: &RawHealthCheck) -> HealthCheckConfig {
     let path = raw.path.clone().unwrap_or_else(|| "/healthz".to_string());

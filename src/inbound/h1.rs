@@ -7,41 +7,26 @@
 //! far, to hyper (`Server::serve_io`), which serves it from then on: everything hyper does
 //! stays the answer to anything unusual.
 //!
-//! Timeouts and drain behave as `server.rs` describes for hyper's connections: the idle
-//! timeout runs while no request is in flight, the header-read timeout from the first byte of
-//! an incomplete head, and while draining an idle connection closes after `CLOSING_IDLE` of
-//! silence, a busy one after its response (`Connection: close`). One timer per connection,
-//! re-armed only when it fires early or a head arrives in pieces.
+//! Timeouts and drain follow the one timer model of `server.rs` (`Server::due`), as hyper's
+//! connections do: the idle timeout runs while no request is in flight, the header-read
+//! timeout from the first byte of an incomplete head, and while draining an idle connection
+//! closes after `CLOSING_IDLE` of silence, a busy one after its response (`Connection:
+//! close`). One timer per connection, re-armed only when it fires early or a head arrives in
+//! pieces.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::server::{Server, CLOSING_IDLE};
+use super::server::{Due, Server};
 use crate::proxy::body::{now_ms, ClientConn};
 use crate::proxy::direct::{self, Parsed, Step};
 
 const READ_BUF: usize = 8 * 1024;
-
-/// When a connection waiting for a request must be closed.
-fn due(
-    server: &Server,
-    activity: &ClientConn,
-    head_started: Option<Instant>,
-    closing: bool,
-) -> Instant {
-    if let Some(started) = head_started {
-        return started + server.header_read;
-    }
-    let quiet = if closing { CLOSING_IDLE } else { server.idle };
-    let since = now_ms().saturating_sub(activity.last_active_ms.load(Ordering::Relaxed));
-    Instant::now() + quiet.saturating_sub(Duration::from_millis(since))
-}
 
 pub(super) async fn serve<T>(
     server: &Server,
@@ -57,7 +42,6 @@ pub(super) async fn serve<T>(
     let timer = tokio::time::sleep(server.idle);
     tokio::pin!(timer);
     let mut closing = false;
-    let mut head_started: Option<Instant> = None;
     loop {
         let request = loop {
             if !buf.is_empty() {
@@ -77,12 +61,14 @@ pub(super) async fn serve<T>(
                         return hand_off(server, stream, buf, activity, shutdown).await;
                     }
                     Parsed::Partial => {
-                        if head_started.is_none() {
-                            let started = Instant::now();
-                            head_started = Some(started);
-                            let deadline = started + server.header_read;
-                            if deadline < timer.deadline() {
-                                timer.as_mut().reset(deadline);
+                        if activity.head_started_ms.load(Ordering::Relaxed) == 0 {
+                            activity
+                                .head_started_ms
+                                .store(now_ms() + 1, Ordering::Relaxed);
+                            if let Some((at, _)) = server.due(&activity, closing) {
+                                if at < timer.deadline() {
+                                    timer.as_mut().reset(at);
+                                }
                             }
                         }
                     }
@@ -98,24 +84,27 @@ pub(super) async fn serve<T>(
                     Ok(_) => {}
                 },
                 _ = &mut timer => {
-                    let due = due(server, &activity, head_started, closing);
-                    if due <= Instant::now() {
-                        if head_started.is_some() {
+                    let Some((at, why)) = server.due(&activity, closing) else {
+                        // Not reached: nothing is in flight while a head is awaited.
+                        return;
+                    };
+                    if at <= Instant::now() {
+                        if why == Due::HeaderRead {
                             tracing::debug!(client = %activity.addr, "header read timeout: closing connection");
                         }
                         return;
                     }
-                    timer.as_mut().reset(due);
+                    timer.as_mut().reset(at);
                 }
                 _ = shutdown.cancelled(), if !closing => {
                     closing = true;
                     activity.closing.store(true, Ordering::Relaxed);
-                    let due = due(server, &activity, head_started, closing);
-                    timer.as_mut().reset(due);
+                    if let Some((at, _)) = server.due(&activity, closing) {
+                        timer.as_mut().reset(at);
+                    }
                 }
             }
         };
-        head_started = None;
         let len = request.len;
         let step = server
             .proxy

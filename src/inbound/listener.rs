@@ -1,4 +1,6 @@
-//! The accept loop: take connections from a bound listener and serve each on its own task.
+//! The accept loop: take connections from a bound listener and serve each on its own task,
+//! with the engine that fits it: the direct HTTP/1.1 loop (`h1.rs`; it hands anything
+//! unusual to hyper) or hyper (`hyper.rs`: HTTP/2, or everything when `direct_path` is off).
 //!
 //! Listeners are bound by the composition root (`app.rs`) before anything is served, so a
 //! config error or a taken port is reported before the process claims to be ready, and tests
@@ -12,7 +14,14 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use prometheus_client::metrics::gauge::Gauge;
+use tokio::net::TcpStream;
+
 use super::server::Server;
+use crate::proxy::body::ClientConn;
 use crate::runtime::metrics::Metrics;
 
 pub async fn accept_loop(
@@ -37,9 +46,9 @@ pub async fn accept_loop(
                 let gauge = metrics.downstream_connections().clone();
                 let tls = tls.clone();
                 tracker.spawn(async move {
-                    gauge.inc();
-                    server.serve(stream, client, shutdown, tls.as_deref()).await;
-                    gauge.dec();
+                    // Counted down when the task ends however it ends (a panic included).
+                    let _open = Open::count(gauge);
+                    serve(&server, stream, client, shutdown, tls.as_deref()).await;
                 });
             }
             Err(e) => {
@@ -48,5 +57,55 @@ pub async fn accept_loop(
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
+    }
+}
+
+/// Serve one accepted connection until it closes, times out, or `shutdown` fires.
+async fn serve(
+    server: &Server,
+    stream: TcpStream,
+    client: SocketAddr,
+    shutdown: CancellationToken,
+    tls: Option<&TlsAcceptor>,
+) {
+    let Some(tls) = tls else {
+        let activity = Arc::new(ClientConn::new(client, "http"));
+        if server.direct {
+            return super::h1::serve(server, stream, activity, shutdown).await;
+        }
+        return server
+            .serve_io(stream, Bytes::new(), activity, shutdown)
+            .await;
+    };
+    // The handshake is part of reading the first request head: same timeout.
+    match tokio::time::timeout(server.header_read, tls.accept(stream)).await {
+        Ok(Ok(stream)) => {
+            let activity = Arc::new(ClientConn::new(client, "https"));
+            let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+            if server.direct && !h2 {
+                return super::h1::serve(server, stream, activity, shutdown).await;
+            }
+            server
+                .serve_io(stream, Bytes::new(), activity, shutdown)
+                .await
+        }
+        Ok(Err(e)) => tracing::debug!(%client, error = %e, "TLS handshake failed"),
+        Err(_) => tracing::debug!(%client, "TLS handshake timed out"),
+    }
+}
+
+/// An open client connection, counted in `hitless_downstream_connections_open` until dropped.
+struct Open(Gauge);
+
+impl Open {
+    fn count(gauge: Gauge) -> Open {
+        gauge.inc();
+        Open(gauge)
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }

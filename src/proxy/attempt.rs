@@ -29,11 +29,11 @@ use std::time::Duration;
 use http::{Method, Request};
 use tokio::time::Instant;
 
-use super::error::{ProxyError, RetryClass};
 use super::forward::forward;
 use super::route::Route;
 use crate::config::RetryOn;
-use crate::upstream::balance::random_below;
+use crate::error::{ProxyError, RetryClass};
+use crate::runtime::random::random_below;
 use crate::upstream::body::RequestBody;
 use crate::upstream::endpoints::Endpoint;
 use crate::upstream::hold::Woken;

@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use super::attempt::FailedTry;
 use super::route::Route;
 pub use crate::runtime::clock::now_ms;
-use crate::upstream::body::UpstreamBody;
+use crate::upstream::lease::UpstreamBody;
 use crate::upstream::Admission;
 
 /// One client connection, shared by its requests and its connection task: who the client is

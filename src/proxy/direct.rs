@@ -27,14 +27,14 @@ use tokio::time::Instant;
 
 use super::attempt::{self, Prior};
 use super::body::{ClientConn, RequestLog, ResponseBody};
-use super::error::ProxyError;
 use super::headers;
 use super::route::{Route, RouteAction};
 use super::Proxy;
 use crate::config::Protocol;
+use crate::error::ProxyError;
 use crate::upstream::body::RequestBody;
 use crate::upstream::h1::{self, ChunkedEnd, Framing, HeadError, Part, RawConn};
-use crate::upstream::pool::Lease;
+use crate::upstream::lease::Lease;
 use crate::upstream::{proven_unread, Backend, Failure, SendError};
 
 /// At most this many request header fields on the direct path (more: the general path).

@@ -10,7 +10,7 @@ use std::time::Duration;
 use http::Request;
 use tokio::time::Instant;
 
-use crate::proxy::error::ProxyError;
+use crate::error::ProxyError;
 use crate::upstream::body::RequestBody;
 use crate::upstream::endpoints::Endpoint;
 use crate::upstream::{Backend, Exchange, SendError, SendOptions};

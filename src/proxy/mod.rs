@@ -9,7 +9,6 @@
 pub mod attempt;
 pub mod body;
 pub mod direct;
-pub mod error;
 pub mod forward;
 pub mod headers;
 pub mod route;
@@ -22,10 +21,10 @@ use http::{header, HeaderValue, Request, Response, Uri, Version};
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
+use crate::error::ProxyError;
 use crate::runtime::metrics::Metrics;
 use crate::upstream::body::RequestBody;
 use body::{ClientConn, RequestLog, ResponseBody};
-use error::ProxyError;
 use route::{RouteAction, Router};
 
 pub struct Proxy {

@@ -3,6 +3,7 @@
 pub mod clock;
 pub mod drain;
 pub mod metrics;
+pub mod random;
 pub mod shutdown;
 pub mod telemetry;
 pub mod watch;

@@ -6,42 +6,13 @@
 //! (a 503 while it starts, a reset) would look idle, hence best, and draw the traffic it
 //! fails; with the penalty it draws almost none until the penalty has decayed (about two
 //! seconds), and then a trickle that renews the penalty while it still fails.
-//!
-//! Randomness is a thread-local xorshift: statistical quality is enough for P2C and it costs a
-//! few instructions, with no lock and no shared cache line.
 
-use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use super::endpoints::{Endpoint, EndpointSet};
 use crate::config::Balance;
-
-thread_local! {
-    static RNG: Cell<u64> = Cell::new(seed());
-}
-
-fn seed() -> u64 {
-    let local = 0u8;
-    let addr = &local as *const u8 as u64;
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos() as u64)
-        .unwrap_or(0);
-    (addr ^ (nanos << 32) ^ 0x9E37_79B9_7F4A_7C15) | 1
-}
-
-/// A random number below `n` (n > 0).
-pub fn random_below(n: usize) -> usize {
-    RNG.with(|r| {
-        let mut x = r.get();
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        r.set(x);
-        ((x >> 32) as usize * n) >> 32
-    })
-}
+use crate::runtime::random::random_below;
 
 /// What P2C minimises: requests in flight (plus one, so that the penalty weighs on an idle
 /// endpoint too), times one plus the recent-failure penalty.
@@ -115,20 +86,4 @@ pub fn pick_where(
         }
     };
     chosen.map(Arc::clone)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn random_below_stays_in_range_and_spreads() {
-        let mut seen = [0usize; 5];
-        for _ in 0..10_000 {
-            let v = random_below(5);
-            assert!(v < 5);
-            seen[v] += 1;
-        }
-        assert!(seen.iter().all(|&c| c > 1_000), "{seen:?}");
-    }
 }

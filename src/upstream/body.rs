@@ -1,6 +1,6 @@
-//! Bodies that cross the boundary to an endpoint: `RequestBody` (what a pooled connection
-//! sends; one concrete type so that `SendRequest<RequestBody>` can be pooled) and `UpstreamBody`
-//! (an endpoint's response body, which hands its connection back to the pool when it ends).
+//! The request body that crosses the boundary to an endpoint: `RequestBody` (what a pooled
+//! connection sends; one concrete type so that `SendRequest<RequestBody>` can be pooled). The
+//! response body, which hands its connection back to the pool, is `lease::UpstreamBody`.
 //!
 //! Bodies stream: a frame is forwarded when it arrives and the next one is read only when the
 //! other side accepted it, so memory per request is a few hyper buffers, whatever the size.
@@ -11,8 +11,6 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
-
-use super::pool::Lease;
 
 /// A request body on its way to a backend.
 #[derive(Debug)]
@@ -66,59 +64,5 @@ impl Body for RequestBody {
             RequestBody::Full(Some(d)) => SizeHint::with_exact(d.len() as u64),
             RequestBody::Full(None) => SizeHint::with_exact(0),
         }
-    }
-}
-
-/// An endpoint's response body. When it has been read to the end, its connection goes back to
-/// the endpoint's pool; when it is dropped early, the connection is dropped with it (hyper
-/// cannot reuse an HTTP/1.1 connection with an unread body). Either way the endpoint's
-/// outstanding-request count is released here, so load balancing sees streaming responses as
-/// outstanding until they finish.
-pub struct UpstreamBody {
-    inner: Incoming,
-    lease: Option<Lease>,
-    ended: bool,
-}
-
-impl UpstreamBody {
-    pub(super) fn new(inner: Incoming, lease: Lease) -> UpstreamBody {
-        UpstreamBody {
-            inner,
-            lease: Some(lease),
-            ended: false,
-        }
-    }
-}
-
-impl Drop for UpstreamBody {
-    fn drop(&mut self) {
-        if let Some(lease) = self.lease.take() {
-            lease.release(self.ended || self.inner.is_end_stream());
-        }
-    }
-}
-
-impl Body for UpstreamBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let this = &mut *self;
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        if let Poll::Ready(None) = polled {
-            this.ended = true;
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.ended || self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
     }
 }

@@ -16,8 +16,8 @@ use arc_swap::ArcSwap;
 use super::health::Health;
 use super::hold::Hold;
 use super::pool::{PoolSettings, Pools};
-use super::probe::Readiness;
 use super::reach::Reach;
+use super::readiness::Readiness;
 use crate::runtime::metrics::BackendMetrics;
 
 pub struct Endpoint {

@@ -13,15 +13,11 @@
 //! `proxy/direct.rs` recognises as `Backend::send` does.
 
 use std::mem::MaybeUninit;
-use std::net::SocketAddr;
-use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use super::pool::Pool;
-use crate::proxy::error::ProxyError;
 use crate::runtime::metrics::{BackendMetrics, CloseReason};
 
 /// Read buffer of a raw connection (grown for larger response heads, up to the limit).
@@ -34,14 +30,14 @@ pub struct RawConn {
     pub stream: TcpStream,
     /// Bytes read and not consumed yet.
     pub buf: BytesMut,
-    idle_since: Instant,
+    pub(super) idle_since: Instant,
     pub counted: Counted,
 }
 
 /// A connection counted open: dropping it counts the close, and why (`reason`).
 pub struct Counted {
     pub reason: CloseReason,
-    metrics: Option<BackendMetrics>,
+    pub(super) metrics: Option<BackendMetrics>,
 }
 
 impl Drop for Counted {
@@ -51,117 +47,6 @@ impl Drop for Counted {
             metrics.conn_closed(self.reason);
         }
     }
-}
-
-impl Pool {
-    /// A raw connection to `addr`: a pooled one that is fresh and still open, or a new one.
-    /// `careful`: the request must not reach the application twice, so a pooled connection is
-    /// also checked with a system call for a close the runtime has not seen yet.
-    /// Returns whether it is reused.
-    pub async fn checkout_raw(
-        &self,
-        addr: SocketAddr,
-        careful: bool,
-        patient: bool,
-    ) -> Result<(RawConn, bool), ProxyError> {
-        let idle_timeout = self.idle_timeout();
-        if let Some(conn) = self.pop_raw(addr, careful, idle_timeout) {
-            return Ok((conn, true));
-        }
-        let stream = Box::pin(self.tcp(addr, patient)).await?;
-        self.metrics.conns_open.inc();
-        self.metrics.conns_opened.inc();
-        let conn = RawConn {
-            stream,
-            buf: BytesMut::with_capacity(READ_BUF),
-            idle_since: Instant::now(),
-            counted: Counted {
-                reason: CloseReason::Exchange,
-                metrics: Some(self.metrics.clone()),
-            },
-        };
-        Ok((conn, false))
-    }
-
-    /// A pooled raw connection still fresh and open, if any.
-    fn pop_raw(&self, addr: SocketAddr, careful: bool, idle_timeout: Duration) -> Option<RawConn> {
-        while let Some(mut conn) = self.raw.pop() {
-            self.metrics.conns_idle.dec();
-            let idle = conn.idle_since.elapsed();
-            if idle >= idle_timeout {
-                conn.counted.reason = CloseReason::IdleTimeout;
-                continue;
-            }
-            if closed_while_idle(&conn.stream, careful) {
-                conn.counted.reason = CloseReason::UpstreamClose;
-                self.keepalive.observed_close(idle, addr, &self.metrics);
-                continue;
-            }
-            conn.counted.reason = CloseReason::Exchange;
-            return Some(conn);
-        }
-        None
-    }
-
-    /// An idle raw connection for hyper's path (`Pool::checkout`), which counts it from
-    /// then on: a mix of plain requests and others shares one set of connections.
-    pub(super) fn adopt_raw(&self, addr: SocketAddr, careful: bool) -> Option<TcpStream> {
-        let mut conn = self.pop_raw(addr, careful, self.idle_timeout())?;
-        conn.counted.metrics = None;
-        Some(conn.stream)
-    }
-
-    /// Give a raw connection back after an exchange that read its response to the end.
-    pub fn checkin_raw(&self, mut conn: RawConn) {
-        if !conn.buf.is_empty() {
-            // Bytes nobody asked for: the connection is out of step (dropped: `Exchange`).
-            return;
-        }
-        conn.idle_since = Instant::now();
-        // Should the pool be dropped with it inside (its endpoint left the set).
-        conn.counted.reason = CloseReason::Discarded;
-        if self.raw.push(conn).is_ok() {
-            self.metrics.conns_idle.inc();
-        }
-    }
-
-    /// The reaper's part for raw connections: close those idle too long or closed upstream.
-    pub(super) fn reap_raw(&self) {
-        let idle_timeout = self.idle_timeout();
-        for _ in 0..self.raw.len() {
-            let Some(mut conn) = self.raw.pop() else {
-                break;
-            };
-            self.metrics.conns_idle.dec();
-            if conn.idle_since.elapsed() >= idle_timeout {
-                conn.counted.reason = CloseReason::IdleTimeout;
-                continue;
-            }
-            if closed_while_idle(&conn.stream, true) {
-                conn.counted.reason = CloseReason::UpstreamClose;
-                continue;
-            }
-            if self.raw.push(conn).is_ok() {
-                self.metrics.conns_idle.inc();
-            }
-        }
-    }
-
-    pub(super) fn close_idle_raw(&self) {
-        while self.raw.pop().is_some() {
-            self.metrics.conns_idle.dec();
-        }
-    }
-}
-
-/// Whether the upstream closed (or wrote on) an idle connection. Without `careful`, only what
-/// the runtime already saw (no system call when nothing happened); with it, a `MSG_PEEK`.
-fn closed_while_idle(stream: &TcpStream, careful: bool) -> bool {
-    if careful {
-        return super::pool::peer_closed(socket2::SockRef::from(stream));
-    }
-    let mut byte = [0u8; 1];
-    !matches!(stream.try_read(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
 }
 
 /// How a response body is delimited (RFC 9112 section 6.3).

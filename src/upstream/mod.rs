@@ -7,14 +7,17 @@
 pub mod balance;
 pub mod body;
 pub mod budget;
+pub mod checks;
 pub mod endpoints;
 pub mod h1;
 pub mod health;
 pub mod hold;
 pub mod keepalive;
+pub mod lease;
 pub mod pool;
 pub mod probe;
 pub mod reach;
+pub mod readiness;
 pub mod sniff;
 
 use std::error::Error as _;
@@ -26,11 +29,12 @@ use std::time::Duration;
 use http::{Request, Response};
 
 use crate::config::{BackendConfig, Protocol};
-use crate::proxy::error::ProxyError;
+use crate::error::ProxyError;
 use crate::runtime::metrics::BackendMetrics;
-use body::{RequestBody, UpstreamBody};
+use body::RequestBody;
 use endpoints::{Endpoint, Endpoints};
-use pool::{Lease, PoolSettings};
+use lease::{Lease, UpstreamBody};
+use pool::PoolSettings;
 
 pub struct Backend {
     pub name: String,
@@ -310,10 +314,10 @@ impl Backend {
                     return;
                 }
                 endpoint.health.penalize();
-                reach::mark_down(
+                probe::mark_down(
                     endpoint,
                     e,
-                    reach::ProbeContext {
+                    probe::ProbeContext {
                         connect_timeout: self.config.connect_timeout,
                         connect_time: Arc::clone(&endpoint.pool.local().settings().connect_time),
                         hold: Arc::clone(&self.hold),

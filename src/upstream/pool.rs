@@ -25,6 +25,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::BytesMut;
 use crossbeam_queue::ArrayQueue;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::TokioExecutor;
@@ -33,11 +34,11 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::body::RequestBody;
-use super::endpoints::Endpoint;
+use super::h1::{Counted, RawConn, READ_BUF};
 use super::keepalive::KeepAlive;
 use super::reach::ConnectTime;
 use super::sniff::{FirstBytes, Sniffed, UpstreamIo};
-use crate::proxy::error::ProxyError;
+use crate::error::ProxyError;
 use crate::runtime::clock::now_ms;
 use crate::runtime::metrics::{BackendMetrics, CloseReason};
 
@@ -529,6 +530,118 @@ impl Pool {
     }
 }
 
+/// Raw connections of the direct path (`h1.rs`): pooled beside hyper's.
+impl Pool {
+    /// A raw connection to `addr`: a pooled one that is fresh and still open, or a new one.
+    /// `careful`: the request must not reach the application twice, so a pooled connection is
+    /// also checked with a system call for a close the runtime has not seen yet.
+    /// Returns whether it is reused.
+    pub async fn checkout_raw(
+        &self,
+        addr: SocketAddr,
+        careful: bool,
+        patient: bool,
+    ) -> Result<(RawConn, bool), ProxyError> {
+        let idle_timeout = self.idle_timeout();
+        if let Some(conn) = self.pop_raw(addr, careful, idle_timeout) {
+            return Ok((conn, true));
+        }
+        let stream = Box::pin(self.tcp(addr, patient)).await?;
+        self.metrics.conns_open.inc();
+        self.metrics.conns_opened.inc();
+        let conn = RawConn {
+            stream,
+            buf: BytesMut::with_capacity(READ_BUF),
+            idle_since: Instant::now(),
+            counted: Counted {
+                reason: CloseReason::Exchange,
+                metrics: Some(self.metrics.clone()),
+            },
+        };
+        Ok((conn, false))
+    }
+
+    /// A pooled raw connection still fresh and open, if any.
+    fn pop_raw(&self, addr: SocketAddr, careful: bool, idle_timeout: Duration) -> Option<RawConn> {
+        while let Some(mut conn) = self.raw.pop() {
+            self.metrics.conns_idle.dec();
+            let idle = conn.idle_since.elapsed();
+            if idle >= idle_timeout {
+                conn.counted.reason = CloseReason::IdleTimeout;
+                continue;
+            }
+            if closed_while_idle(&conn.stream, careful) {
+                conn.counted.reason = CloseReason::UpstreamClose;
+                self.keepalive.observed_close(idle, addr, &self.metrics);
+                continue;
+            }
+            conn.counted.reason = CloseReason::Exchange;
+            return Some(conn);
+        }
+        None
+    }
+
+    /// An idle raw connection for hyper's path (`Pool::checkout`), which counts it from
+    /// then on: a mix of plain requests and others shares one set of connections.
+    pub(super) fn adopt_raw(&self, addr: SocketAddr, careful: bool) -> Option<TcpStream> {
+        let mut conn = self.pop_raw(addr, careful, self.idle_timeout())?;
+        conn.counted.metrics = None;
+        Some(conn.stream)
+    }
+
+    /// Give a raw connection back after an exchange that read its response to the end.
+    pub fn checkin_raw(&self, mut conn: RawConn) {
+        if !conn.buf.is_empty() {
+            // Bytes nobody asked for: the connection is out of step (dropped: `Exchange`).
+            return;
+        }
+        conn.idle_since = Instant::now();
+        // Should the pool be dropped with it inside (its endpoint left the set).
+        conn.counted.reason = CloseReason::Discarded;
+        if self.raw.push(conn).is_ok() {
+            self.metrics.conns_idle.inc();
+        }
+    }
+
+    /// The reaper's part for raw connections: close those idle too long or closed upstream.
+    pub(super) fn reap_raw(&self) {
+        let idle_timeout = self.idle_timeout();
+        for _ in 0..self.raw.len() {
+            let Some(mut conn) = self.raw.pop() else {
+                break;
+            };
+            self.metrics.conns_idle.dec();
+            if conn.idle_since.elapsed() >= idle_timeout {
+                conn.counted.reason = CloseReason::IdleTimeout;
+                continue;
+            }
+            if closed_while_idle(&conn.stream, true) {
+                conn.counted.reason = CloseReason::UpstreamClose;
+                continue;
+            }
+            if self.raw.push(conn).is_ok() {
+                self.metrics.conns_idle.inc();
+            }
+        }
+    }
+
+    pub(super) fn close_idle_raw(&self) {
+        while self.raw.pop().is_some() {
+            self.metrics.conns_idle.dec();
+        }
+    }
+}
+
+/// Whether the upstream closed (or wrote on) an idle connection. Without `careful`, only what
+/// the runtime already saw (no system call when nothing happened); with it, a `MSG_PEEK`.
+fn closed_while_idle(stream: &TcpStream, careful: bool) -> bool {
+    if careful {
+        return super::pool::peer_closed(socket2::SockRef::from(stream));
+    }
+    let mut byte = [0u8; 1];
+    !matches!(stream.try_read(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+}
+
 /// The HTTP handshake (HTTP/1.1 or HTTP/2) on a new connection failed.
 fn handshake_failed(endpoint: SocketAddr, e: hyper::Error) -> ProxyError {
     ProxyError::ConnectFailed {
@@ -573,45 +686,5 @@ impl Pools {
 
     pub fn close_idle(&self) {
         self.per_worker.iter().for_each(Pool::close_idle);
-    }
-}
-
-/// The right to one outstanding request on an endpoint, and the connection carrying it.
-/// Dropping it releases the outstanding count; `release(true)` also pools the connection.
-pub struct Lease {
-    endpoint: Arc<Endpoint>,
-    conn: Option<Conn>,
-}
-
-impl Lease {
-    pub fn new(endpoint: Arc<Endpoint>) -> Lease {
-        endpoint.in_flight.fetch_add(1, Ordering::Relaxed);
-        Lease {
-            endpoint,
-            conn: None,
-        }
-    }
-
-    pub fn endpoint(&self) -> &Arc<Endpoint> {
-        &self.endpoint
-    }
-
-    pub fn attach(&mut self, conn: Conn) {
-        self.conn = Some(conn);
-    }
-
-    /// End of the exchange: pool the connection when its response was read to the end.
-    pub fn release(mut self, reusable: bool) {
-        if let Some(conn) = self.conn.take() {
-            if reusable {
-                self.endpoint.pool.local().checkin(conn);
-            }
-        }
-    }
-}
-
-impl Drop for Lease {
-    fn drop(&mut self) {
-        self.endpoint.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }

@@ -1,15 +1,12 @@
-//! Active health checks (optional per backend): an HTTP GET of a path on every endpoint, every
-//! `interval`, each on a new connection (as a kubelet probe does, so a check never borrows or
-//! poisons a pooled connection). With checks on, an endpoint takes traffic only once it has
-//! passed `healthy_threshold` checks -- a new pod that listens before it is ready (the guide's
-//! "502 on first request, app slow to start") gets nothing until it answers its health path --
-//! and stops after `unhealthy_threshold` failures in a row. Passing is a 2xx or 3xx, as for
-//! Kubernetes probes.
+//! Out-of-band probes of an endpoint, never a client's request: the reachability probe (a
+//! refused or unanswered connect took the endpoint out of rotation, `reach.rs`; one TCP
+//! connect every `PROBE_INTERVAL` brings it back the moment it accepts again, its passive
+//! record forgotten) and one active health check (`check`, for `checks.rs`).
 //!
-//! Optional slow start: an endpoint that just became ready gets a share of the requests that
-//! ramps from 10% to 100% over `slow_start` (JIT warm-up, cold caches, connection pools).
+//! Who writes: `Backend::report` calls `mark_down` (the first failure starts the one probe
+//! task of the endpoint); the probe marks it up; `Endpoints::publish` forgets an endpoint that
+//! left the set (its probe then ends).
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -18,144 +15,71 @@ use http::Request;
 use http_body_util::Full;
 use hyper_util::rt::TokioExecutor;
 use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
 
-use super::balance::random_below;
 use super::endpoints::Endpoint;
+use super::hold::Hold;
+use super::reach::{Cause, ConnectTime};
 use super::sniff::UpstreamIo;
-use super::Backend;
 use crate::config::{HealthCheckConfig, Protocol};
-use crate::runtime::clock::now_ms;
+use crate::error::ProxyError;
+use crate::runtime::metrics::BackendMetrics;
 
-/// The active-check and slow-start state of one endpoint.
-pub struct Readiness {
-    ready: AtomicBool,
-    passes: AtomicU32,
-    failures: AtomicU32,
-    /// `now_ms()` at which slow start ends; 0 when not ramping.
-    ramp_until_ms: AtomicU64,
+/// How often a down endpoint is probed: a restarted pod is back in rotation within this.
+pub const PROBE_INTERVAL: Duration = Duration::from_millis(100);
+
+/// What a probe needs from its backend.
+pub struct ProbeContext {
+    pub connect_timeout: Duration,
+    pub connect_time: Arc<ConnectTime>,
+    pub hold: Arc<Hold>,
+    pub metrics: BackendMetrics,
+    pub backend: Arc<str>,
 }
 
-impl Readiness {
-    /// Ready at once without checks; with them, after the first passes.
-    pub fn new(checked: bool, slow_start: Duration) -> Readiness {
-        let r = Readiness {
-            ready: AtomicBool::new(!checked),
-            passes: AtomicU32::new(0),
-            failures: AtomicU32::new(0),
-            ramp_until_ms: AtomicU64::new(0),
-        };
-        if !checked {
-            r.start_ramp(slow_start);
-        }
-        r
+/// A connect to `endpoint` was refused or went unanswered: out of rotation now, and probed
+/// until it accepts. Only the first caller starts the probe.
+pub fn mark_down(endpoint: &Arc<Endpoint>, why: &ProxyError, context: ProbeContext) {
+    let cause = Cause::of(why);
+    if !endpoint.reach.set_down(cause) {
+        return;
     }
-
-    pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed)
-    }
-
-    fn start_ramp(&self, slow_start: Duration) {
-        if !slow_start.is_zero() {
-            self.ramp_until_ms
-                .store(now_ms() + slow_start.as_millis() as u64, Ordering::Relaxed);
-        }
-    }
-
-    /// During slow start, whether to give this request to the endpoint: with a probability
-    /// rising from 10% to 100% over the window. No clock read once the window is over.
-    pub fn admits(&self, slow_start: Duration) -> bool {
-        let until = self.ramp_until_ms.load(Ordering::Relaxed);
-        if until == 0 {
-            return true;
-        }
-        let now = now_ms();
-        if now >= until {
-            self.ramp_until_ms.store(0, Ordering::Relaxed);
-            return true;
-        }
-        let window = slow_start.as_millis().max(1) as u64;
-        let elapsed = window.saturating_sub(until - now);
-        let per_mille = (100 + 900 * elapsed / window) as usize;
-        random_below(1000) < per_mille
-    }
-
-    /// Record a check; returns `Some(now_ready)` when the endpoint changed state.
-    fn record(
-        &self,
-        passed: bool,
-        config: &HealthCheckConfig,
-        slow_start: Duration,
-    ) -> Option<bool> {
-        if passed {
-            self.failures.store(0, Ordering::Relaxed);
-            let passes = self.passes.fetch_add(1, Ordering::Relaxed) + 1;
-            if !self.is_ready() && passes >= config.healthy_threshold {
-                self.ready.store(true, Ordering::Relaxed);
-                self.start_ramp(slow_start);
-                return Some(true);
-            }
-        } else {
-            self.passes.store(0, Ordering::Relaxed);
-            let failures = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
-            if self.is_ready() && failures >= config.unhealthy_threshold {
-                self.ready.store(false, Ordering::Relaxed);
-                return Some(false);
-            }
-        }
-        None
-    }
+    context.metrics.unreachable.inc();
+    tracing::warn!(backend = %context.backend, endpoint = %endpoint.addr, cause = why.cause(), "endpoint does not accept connections: out of rotation until a probe connects");
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        // No runtime (not on a request path): nothing could probe; leave it in rotation.
+        endpoint.reach.forget(&context.metrics);
+        return;
+    };
+    runtime.spawn(probe(Arc::downgrade(endpoint), context));
 }
 
-/// Check every endpoint of `backend` every interval, until the backend is dropped or
-/// `stop` fires.
-pub async fn run(
-    backend: Weak<Backend>,
-    config: HealthCheckConfig,
-    stop: tokio_util::sync::CancellationToken,
-) {
-    let mut tick = tokio::time::interval(config.interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+/// Connect every `PROBE_INTERVAL` until one succeeds (the endpoint is back) or the endpoint
+/// left the set.
+async fn probe(endpoint: Weak<Endpoint>, context: ProbeContext) {
     loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tick.tick() => {}
+        tokio::time::sleep(PROBE_INTERVAL).await;
+        let Some(e) = endpoint.upgrade() else { return };
+        if !e.reach.is_down() {
+            return; // forgotten: it left the set
         }
-        let Some(b) = backend.upgrade() else { return };
-        let set = b.endpoints.snapshot();
-        let mut checks = tokio::task::JoinSet::new();
-        for e in &set.endpoints {
-            let (e, config, protocol) = (Arc::clone(e), config.clone(), b.config.protocol);
-            checks.spawn(async move {
-                let passed = check(&e, protocol, &config).await;
-                (e, passed)
-            });
+        let addr = e.addr;
+        let started = Instant::now();
+        let connected = tokio::time::timeout(context.connect_timeout, TcpStream::connect(addr));
+        let ok = matches!(connected.await, Ok(Ok(_)));
+        context.metrics.probe(ok);
+        if !ok {
+            continue;
         }
-        drop(b);
-        while let Some(done) = checks.join_next().await {
-            let Ok((endpoint, result)) = done else {
-                continue;
-            };
-            let Some(b) = backend.upgrade() else { return };
-            record(&b, &endpoint, result, &config);
+        context.connect_time.observe(started.elapsed());
+        e.health.recovered(&context.metrics);
+        if e.reach.set_up() {
+            context.metrics.unreachable.dec();
         }
-    }
-}
-
-fn record(b: &Backend, e: &Endpoint, result: Result<(), String>, config: &HealthCheckConfig) {
-    let changed = e
-        .readiness
-        .record(result.is_ok(), config, b.config.slow_start);
-    match (changed, result) {
-        (Some(true), _) => {
-            tracing::info!(backend = %b.name, endpoint = %e.addr, "endpoint passed its health check: taking traffic");
-            b.metrics.unready.dec();
-            b.hold.release();
-        }
-        (Some(false), Err(why)) => {
-            tracing::warn!(backend = %b.name, endpoint = %e.addr, reason = %why, "endpoint failed its health checks: no new requests");
-            b.metrics.unready.inc();
-        }
-        _ => {}
+        tracing::info!(backend = %context.backend, endpoint = %addr, "endpoint accepts connections again: back in rotation");
+        context.hold.release();
+        return;
     }
 }
 
@@ -163,7 +87,11 @@ fn record(b: &Backend, e: &Endpoint, result: Result<(), String>, config: &Health
 /// `https`/`grpcs`): an HTTP GET of `path` (2xx/3xx passes; over HTTP/2 for `h2c`), or for
 /// `grpc`/`grpcs` backends the gRPC health protocol (`grpc.health.v1.Health/Check` of
 /// `grpc_service`: SERVING passes).
-async fn check(e: &Endpoint, protocol: Protocol, config: &HealthCheckConfig) -> Result<(), String> {
+pub(super) async fn check(
+    e: &Endpoint,
+    protocol: Protocol,
+    config: &HealthCheckConfig,
+) -> Result<(), String> {
     let addr = e.addr;
     let exchange = async {
         let io = e
@@ -253,45 +181,4 @@ async fn check(e: &Endpoint, protocol: Protocol, config: &HealthCheckConfig) -> 
                 humantime::format_duration(config.timeout)
             ))
         })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn slow_start_admits_a_tenth_at_first_then_everything() {
-        let r = Readiness::new(false, Duration::from_secs(60));
-        let admitted = (0..10_000)
-            .filter(|_| r.admits(Duration::from_secs(60)))
-            .count();
-        assert!((500..2000).contains(&admitted), "{admitted}");
-        let done = Readiness::new(false, Duration::ZERO);
-        assert!((0..1000).all(|_| done.admits(Duration::ZERO)));
-    }
-
-    #[test]
-    fn thresholds_decide_transitions() {
-        let config = HealthCheckConfig {
-            path: "/healthz".into(),
-            grpc_service: String::new(),
-            interval: Duration::from_secs(1),
-            timeout: Duration::from_millis(500),
-            healthy_threshold: 2,
-            unhealthy_threshold: 2,
-        };
-        let r = Readiness::new(true, Duration::ZERO);
-        assert!(!r.is_ready(), "checked endpoints start unready");
-        assert_eq!(r.record(true, &config, Duration::ZERO), None);
-        assert_eq!(r.record(true, &config, Duration::ZERO), Some(true));
-        assert_eq!(r.record(false, &config, Duration::ZERO), None);
-        assert_eq!(
-            r.record(true, &config, Duration::ZERO),
-            None,
-            "a pass resets"
-        );
-        assert_eq!(r.record(false, &config, Duration::ZERO), None);
-        assert_eq!(r.record(false, &config, Duration::ZERO), Some(false));
-        assert!(!r.is_ready());
-    }
 }

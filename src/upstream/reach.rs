@@ -2,50 +2,64 @@
 //! guessed. A refused connect (nothing listens: a pod stopping or restarting) and an unanswered
 //! one (a black hole: a deleted pod's address) take the endpoint out of rotation *at once*,
 //! whatever `outlier.max_ejected_percent` says: the cap exists for guesses from answers, and a
-//! refused SYN is not a guess. An out-of-band probe -- one TCP connect every `PROBE_INTERVAL`,
-//! never a client's request -- brings it back the moment it accepts again, with its passive
-//! record forgotten (a restarted process does not inherit its predecessor's ejections).
+//! refused SYN is not a guess. The out-of-band probe that brings it back is `probe.rs`'s.
 //!
 //! Live traffic never pays a full connect timeout either: a request's connect is abandoned
 //! after `ConnectTime::patience` (a multiple of the connects seen on this backend, 50 ms to
-//! `connect_timeout`; 100 ms before any was seen), the endpoint goes to the probe, and the
-//! request to another endpoint, like a refused one. `connect_timeout` stays the bound of
-//! every connect, the probe's included.
+//! `connect_timeout`; 100 ms before any was seen) when another endpoint could take the
+//! request; the endpoint then goes to the probe, and the request elsewhere, as for a refused
+//! one. `connect_timeout` stays the bound of every connect, the probe's included.
 //!
-//! Who writes: `Backend::report` marks an endpoint down (once: the first failure starts the
-//! one probe task); the probe marks it up; `Endpoints::publish` forgets an endpoint that left
-//! the set (its probe then ends). Readers (the balancer) load one atomic.
+//! Readers (the balancer) load one atomic.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use tokio::net::TcpStream;
-use tokio::time::Instant;
-
-use super::endpoints::Endpoint;
-use super::hold::Hold;
-use crate::proxy::error::ProxyError;
+use crate::error::ProxyError;
 use crate::runtime::metrics::BackendMetrics;
-
-/// How often a down endpoint is probed: a restarted pod is back in rotation within this.
-pub const PROBE_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Whether an endpoint accepts connections.
 #[derive(Default)]
 pub struct Reach {
     down: AtomicBool,
-    /// Why it went down (`CAUSE_*`), for the answer to requests that found no endpoint.
+    /// Why it went down (a `Cause`), for the answer to requests that found no endpoint.
     cause: AtomicU8,
 }
 
-const CAUSE_REFUSED: u8 = 1;
-const CAUSE_TIMEOUT: u8 = 2;
-const CAUSE_OTHER: u8 = 3;
+/// Why an endpoint is out of rotation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Cause {
+    Refused = 1,
+    Timeout = 2,
+    Other = 3,
+}
+
+impl Cause {
+    pub fn of(error: &ProxyError) -> Cause {
+        match error {
+            ProxyError::ConnectRefused { .. } => Cause::Refused,
+            ProxyError::ConnectTimeout { .. } => Cause::Timeout,
+            _ => Cause::Other,
+        }
+    }
+}
 
 impl Reach {
     pub fn is_down(&self) -> bool {
         self.down.load(Ordering::Relaxed)
+    }
+
+    /// Out of rotation for `cause`; `true` when it was in rotation until now (the caller
+    /// starts the probe).
+    pub fn set_down(&self, cause: Cause) -> bool {
+        self.cause.store(cause as u8, Ordering::Relaxed);
+        !self.down.swap(true, Ordering::Relaxed)
+    }
+
+    /// Back in rotation; `true` when it was out until now.
+    pub fn set_up(&self) -> bool {
+        self.down.swap(false, Ordering::Relaxed)
     }
 
     /// The failure that took the endpoint at `addr` out of rotation, while it is out.
@@ -53,13 +67,16 @@ impl Reach {
         if !self.is_down() {
             return None;
         }
-        Some(match self.cause.load(Ordering::Relaxed) {
-            CAUSE_REFUSED => ProxyError::ConnectRefused { endpoint: addr },
-            CAUSE_TIMEOUT => ProxyError::ConnectTimeout { endpoint: addr },
-            _ => ProxyError::ConnectFailed {
+        let cause = self.cause.load(Ordering::Relaxed);
+        Some(if cause == Cause::Refused as u8 {
+            ProxyError::ConnectRefused { endpoint: addr }
+        } else if cause == Cause::Timeout as u8 {
+            ProxyError::ConnectTimeout { endpoint: addr }
+        } else {
+            ProxyError::ConnectFailed {
                 endpoint: addr,
                 reason: "connect failed".into(),
-            },
+            }
         })
     }
 
@@ -68,65 +85,6 @@ impl Reach {
         if self.down.swap(false, Ordering::Relaxed) {
             metrics.unreachable.dec();
         }
-    }
-}
-
-/// What a probe needs from its backend.
-pub struct ProbeContext {
-    pub connect_timeout: Duration,
-    pub connect_time: Arc<ConnectTime>,
-    pub hold: Arc<Hold>,
-    pub metrics: BackendMetrics,
-    pub backend: Arc<str>,
-}
-
-/// A connect to `endpoint` was refused or went unanswered: out of rotation now, and probed
-/// until it accepts. Only the first caller starts the probe.
-pub fn mark_down(endpoint: &Arc<Endpoint>, why: &ProxyError, context: ProbeContext) {
-    let cause = match why {
-        ProxyError::ConnectRefused { .. } => CAUSE_REFUSED,
-        ProxyError::ConnectTimeout { .. } => CAUSE_TIMEOUT,
-        _ => CAUSE_OTHER,
-    };
-    endpoint.reach.cause.store(cause, Ordering::Relaxed);
-    if endpoint.reach.down.swap(true, Ordering::Relaxed) {
-        return;
-    }
-    context.metrics.unreachable.inc();
-    tracing::warn!(backend = %context.backend, endpoint = %endpoint.addr, cause = why.cause(), "endpoint does not accept connections: out of rotation until a probe connects");
-    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-        // No runtime (not on a request path): nothing could probe; leave it in rotation.
-        endpoint.reach.forget(&context.metrics);
-        return;
-    };
-    runtime.spawn(probe(Arc::downgrade(endpoint), context));
-}
-
-/// Connect every `PROBE_INTERVAL` until one succeeds (the endpoint is back) or the endpoint
-/// left the set.
-async fn probe(endpoint: Weak<Endpoint>, context: ProbeContext) {
-    loop {
-        tokio::time::sleep(PROBE_INTERVAL).await;
-        let Some(e) = endpoint.upgrade() else { return };
-        if !e.reach.is_down() {
-            return; // forgotten: it left the set
-        }
-        let addr = e.addr;
-        let started = Instant::now();
-        let connected = tokio::time::timeout(context.connect_timeout, TcpStream::connect(addr));
-        let ok = matches!(connected.await, Ok(Ok(_)));
-        context.metrics.probe(ok);
-        if !ok {
-            continue;
-        }
-        context.connect_time.observe(started.elapsed());
-        e.health.recovered(&context.metrics);
-        if e.reach.down.swap(false, Ordering::Relaxed) {
-            context.metrics.unreachable.dec();
-        }
-        tracing::info!(backend = %context.backend, endpoint = %addr, "endpoint accepts connections again: back in rotation");
-        context.hold.release();
-        return;
     }
 }
 

@@ -1,0 +1,178 @@
+//! hyper serving one client connection: HTTP/1.1 and HTTP/2 (h2c prior knowledge, or ALPN
+//! h2 over TLS) through hyper-util's auto builder, for everything the direct loop (`h1.rs`)
+//! does not take, with the client-side timer model of `server.rs` checked by a watchdog
+//! (hyper reads the socket itself; `WatchedIo` notes when a request head starts) and the drain:
+//! HTTP/2 GOAWAY at once, HTTP/1.1 `Connection: close` on the next answer.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes};
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio_util::sync::CancellationToken;
+
+use super::server::{Due, Server, CLOSING_TICK};
+use crate::proxy::body::{now_ms, ClientConn};
+
+impl Server {
+    /// Serve `stream` with hyper; `prefix`: bytes already read from it (`h1.rs` hands a
+    /// connection over after reading a request it does not take).
+    pub(super) async fn serve_io<T>(
+        &self,
+        stream: T,
+        prefix: Bytes,
+        activity: Arc<ClientConn>,
+        shutdown: CancellationToken,
+    ) where
+        T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let client = activity.addr;
+        let io = TokioIo::new(WatchedIo {
+            inner: stream,
+            prefix,
+            activity: Arc::clone(&activity),
+        });
+        let proxy = Arc::clone(&self.proxy);
+        let service_activity = Arc::clone(&activity);
+        let service = service_fn(move |request: http::Request<hyper::body::Incoming>| {
+            let proxy = Arc::clone(&proxy);
+            let activity = Arc::clone(&service_activity);
+            let h2 = request.version() == http::Version::HTTP_2;
+            if h2 {
+                activity.h2.store(true, Ordering::Relaxed);
+            }
+            async move {
+                let mut response = proxy.handle(request, Arc::clone(&activity)).await;
+                if !h2 && activity.closing.load(Ordering::Relaxed) {
+                    // Draining: this answer is the connection's last (the client reconnects
+                    // elsewhere); hyper closes the connection after writing it.
+                    response.headers_mut().insert(
+                        http::header::CONNECTION,
+                        http::HeaderValue::from_static("close"),
+                    );
+                }
+                Ok::<_, std::convert::Infallible>(response)
+            }
+        });
+        let conn = self.builder.serve_connection_with_upgrades(io, service);
+        tokio::pin!(conn);
+
+        let tick = (self.idle.min(self.header_read) / 4).max(Duration::from_millis(25));
+        let mut watchdog = tokio::time::interval(tick);
+        watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        watchdog.tick().await; // the first tick is immediate
+                               // `graceful_shutdown` was called (the connection ends after what is in flight).
+        let mut closing = false;
+        loop {
+            tokio::select! {
+                // The connection is what wakes this task nearly every time: poll it first.
+                biased;
+                result = conn.as_mut() => {
+                    if let Err(e) = result {
+                        tracing::debug!(%client, error = %e, "client connection ended with an error");
+                    }
+                    return;
+                }
+                _ = shutdown.cancelled(), if !activity.closing.load(Ordering::Relaxed) => {
+                    // Drain, closing phase. HTTP/2: GOAWAY now, in-flight streams finish.
+                    // HTTP/1.1: the next response says `Connection: close`; an idle connection
+                    // is closed only after `CLOSING_IDLE` of silence, because closing it the
+                    // moment a client writes a request on it would fail that request.
+                    activity.closing.store(true, Ordering::Relaxed);
+                    if activity.h2.load(Ordering::Relaxed) && !closing {
+                        closing = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
+                    watchdog = tokio::time::interval(CLOSING_TICK);
+                }
+                _ = watchdog.tick() => {
+                    let draining = activity.closing.load(Ordering::Relaxed);
+                    let Some((at, why)) = self.due(&activity, draining) else {
+                        continue;
+                    };
+                    if at > tokio::time::Instant::now() || (closing && why != Due::HeaderRead) {
+                        continue;
+                    }
+                    if why == Due::HeaderRead {
+                        tracing::debug!(%client, "header read timeout: closing connection");
+                        return;
+                    }
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
+        }
+    }
+}
+
+/// The client socket, noting when bytes of a new request head start to arrive on an idle
+/// connection. Two relaxed atomic loads per read; the clock is read only on idle connections.
+/// Bytes already read from the socket (`prefix`) are read first.
+struct WatchedIo<T> {
+    inner: T,
+    prefix: Bytes,
+    activity: Arc<ClientConn>,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for WatchedIo<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            buf.put_slice(&self.prefix[..n]);
+            self.prefix.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = polled {
+            let a = &self.activity;
+            if buf.filled().len() > before
+                && a.in_flight.load(Ordering::Relaxed) == 0
+                && a.head_started_ms.load(Ordering::Relaxed) == 0
+            {
+                a.head_started_ms.store(now_ms() + 1, Ordering::Relaxed);
+            }
+        }
+        polled
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for WatchedIo<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
