@@ -72,7 +72,18 @@ fn bench(c: &mut Criterion) {
     c.bench_function("rewrite_request_headers", |b| {
         b.iter_batched_ref(
             || template.clone(),
-            |h| headers::rewrite_request(h, &ip, "http", None),
+            |h| {
+                headers::rewrite_request(
+                    h,
+                    &headers::Forwarding {
+                        client_ip: ip.as_bytes(),
+                        https: false,
+                        authority: None,
+                        keep_underscores: false,
+                    },
+                    headers::new_request_id,
+                )
+            },
             criterion::BatchSize::SmallInput,
         )
     });
@@ -86,7 +97,7 @@ fn bench(c: &mut Criterion) {
     c.bench_function("rewrite_response_headers", |b| {
         b.iter_batched_ref(
             || response.clone(),
-            |h| headers::rewrite_response(h, id.clone()),
+            |h| headers::rewrite_response(h, &id),
             criterion::BatchSize::SmallInput,
         )
     });
@@ -100,7 +111,7 @@ fn bench(c: &mut Criterion) {
         direct_router,
         std::sync::Arc::new(Metrics::new(&ProxyError::CAUSES)),
         false,
-        std::time::Duration::from_secs(60),
+        &config.downstream,
     );
     let conn = hitless::proxy::body::ClientConn::new(([10, 1, 2, 3], 40000).into(), "http");
     let mut head = b"GET /v1/orders/42?page=2 HTTP/1.1\r\n".to_vec();
@@ -115,7 +126,13 @@ fn bench(c: &mut Criterion) {
     c.bench_function("direct_parse_route_rewrite_request", |b| {
         b.iter(|| {
             matches!(
-                hitless::proxy::direct::parse(&proxy, black_box(&head), &conn, &mut upstream),
+                hitless::proxy::direct::parse(
+                    &proxy,
+                    black_box(&head),
+                    &conn,
+                    &mut upstream,
+                    65536
+                ),
                 hitless::proxy::direct::Parsed::Ready(_)
             )
         })
@@ -127,15 +144,11 @@ fn bench(c: &mut Criterion) {
             || bytes::BytesMut::from(response_head),
             |buf| {
                 out.clear();
-                hitless::upstream::h1::parse_response(buf, false, 65536, |part| {
-                    if let hitless::upstream::h1::Part::Header(name, value) = part {
-                        if !hitless::proxy::headers::is_hop_by_hop(name) {
-                            out.extend_from_slice(name.as_bytes());
-                            out.extend_from_slice(b": ");
-                            out.extend_from_slice(value);
-                            out.extend_from_slice(b"\r\n");
-                        }
-                    }
+                let id = &id;
+                hitless::upstream::h1::parse_response(buf, false, 65536, |_, _, fields| {
+                    let mut head = hitless::proxy::direct::ByteHead::new(fields, &mut out);
+                    headers::rewrite_response(&mut head, id);
+                    head.finish();
                 })
                 .is_ok()
             },

@@ -90,7 +90,7 @@ impl App {
             router,
             Arc::clone(&metrics),
             config.access_log,
-            config.downstream.tunnel_idle,
+            &config.downstream,
         ));
         let server = Arc::new(Server::new(
             Arc::clone(&proxy),

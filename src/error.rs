@@ -68,6 +68,17 @@ pub enum ProxyError {
     },
     /// The backend is at `max_concurrent_requests`: shed at once (with `Retry-After`).
     Overloaded { backend: String },
+    /// The client's request head is malformed or ambiguous (no `Host`, two `Host`s, invalid
+    /// framing...): answered 400 before any backend sees it.
+    BadRequest { reason: &'static str },
+    /// The request target alone is longer than `max_request_header_bytes` allows.
+    UriTooLong,
+    /// The request head is longer than `max_request_header_bytes`.
+    RequestHeaderTooLarge,
+    /// A method hitless does not proxy (CONNECT: hitless is a reverse proxy, not a tunnel).
+    MethodNotAllowed { method: &'static str },
+    /// A request body in a transfer coding other than `chunked` (RFC 9112 6.1: 501).
+    UnsupportedTransferCoding,
 }
 
 /// What a failed attempt proves about whether the backend application saw the request.
@@ -102,11 +113,16 @@ impl ProxyError {
             ProxyError::RefusedStream { .. } => "refused_stream",
             ProxyError::ProtocolMismatch { .. } => "protocol_mismatch",
             ProxyError::TlsError { .. } => "tls_error",
+            ProxyError::BadRequest { .. } => "bad_request",
+            ProxyError::UriTooLong => "uri_too_long",
+            ProxyError::RequestHeaderTooLarge => "request_header_too_large",
+            ProxyError::MethodNotAllowed { .. } => "method_not_allowed",
+            ProxyError::UnsupportedTransferCoding => "unsupported_transfer_coding",
         }
     }
 
     /// Every cause, in a fixed order: metric handles are resolved for all of them at start.
-    pub const CAUSES: [&'static str; 16] = [
+    pub const CAUSES: [&'static str; 21] = [
         "no_route",
         "no_endpoints",
         "connect_refused",
@@ -123,6 +139,11 @@ impl ProxyError {
         "refused_stream",
         "protocol_mismatch",
         "tls_error",
+        "bad_request",
+        "uri_too_long",
+        "request_header_too_large",
+        "method_not_allowed",
+        "unsupported_transfer_coding",
     ];
 
     /// Index of `cause()` in `CAUSES`.
@@ -144,6 +165,11 @@ impl ProxyError {
             ProxyError::RefusedStream { .. } => 13,
             ProxyError::ProtocolMismatch { .. } => 14,
             ProxyError::TlsError { .. } => 15,
+            ProxyError::BadRequest { .. } => 16,
+            ProxyError::UriTooLong => 17,
+            ProxyError::RequestHeaderTooLarge => 18,
+            ProxyError::MethodNotAllowed { .. } => 19,
+            ProxyError::UnsupportedTransferCoding => 20,
         }
     }
 
@@ -165,6 +191,11 @@ impl ProxyError {
             ProxyError::RefusedStream { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::ProtocolMismatch { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::TlsError { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            ProxyError::UriTooLong => StatusCode::URI_TOO_LONG,
+            ProxyError::RequestHeaderTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ProxyError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ProxyError::UnsupportedTransferCoding => StatusCode::NOT_IMPLEMENTED,
         }
     }
 
@@ -187,6 +218,11 @@ impl ProxyError {
             ProxyError::RefusedStream { .. } => "connection_terminated",
             ProxyError::ProtocolMismatch { .. } => "http_protocol_error",
             ProxyError::TlsError { .. } => "tls_protocol_error",
+            ProxyError::BadRequest { .. } => "http_request_error",
+            ProxyError::UriTooLong => "http_request_error",
+            ProxyError::RequestHeaderTooLarge => "http_request_error",
+            ProxyError::MethodNotAllowed { .. } => "http_request_denied",
+            ProxyError::UnsupportedTransferCoding => "http_request_error",
         }
     }
 
@@ -198,6 +234,7 @@ impl ProxyError {
         const UNIMPLEMENTED: u8 = 12;
         const CANCELLED: u8 = 1;
         const RESOURCE_EXHAUSTED: u8 = 8;
+        const INVALID_ARGUMENT: u8 = 3;
         match self {
             ProxyError::NoRoute => UNIMPLEMENTED,
             ProxyError::NoEndpoints { .. } => UNAVAILABLE,
@@ -215,6 +252,11 @@ impl ProxyError {
             ProxyError::RefusedStream { .. } => UNAVAILABLE,
             ProxyError::ProtocolMismatch { .. } => INTERNAL,
             ProxyError::TlsError { .. } => UNAVAILABLE,
+            ProxyError::BadRequest { .. } => INVALID_ARGUMENT,
+            ProxyError::UriTooLong => INVALID_ARGUMENT,
+            ProxyError::RequestHeaderTooLarge => RESOURCE_EXHAUSTED,
+            ProxyError::MethodNotAllowed { .. } => UNIMPLEMENTED,
+            ProxyError::UnsupportedTransferCoding => UNIMPLEMENTED,
         }
     }
 
@@ -237,6 +279,11 @@ impl ProxyError {
             ProxyError::ProtocolMismatch { .. } => RetryClass::Never,
             // The handshake failed: no request byte was sent.
             ProxyError::TlsError { .. } => RetryClass::NotSent,
+            ProxyError::BadRequest { .. } => RetryClass::Never,
+            ProxyError::UriTooLong => RetryClass::Never,
+            ProxyError::RequestHeaderTooLarge => RetryClass::Never,
+            ProxyError::MethodNotAllowed { .. } => RetryClass::Never,
+            ProxyError::UnsupportedTransferCoding => RetryClass::Never,
         }
     }
 
@@ -260,6 +307,13 @@ impl ProxyError {
             ProxyError::RefusedStream { .. } => false,
             ProxyError::ProtocolMismatch { .. } => false,
             ProxyError::TlsError { .. } => false,
+            // The head could not be read as one message: what follows cannot be trusted.
+            ProxyError::BadRequest { .. } => true,
+            ProxyError::UriTooLong => true,
+            ProxyError::RequestHeaderTooLarge => true,
+            ProxyError::MethodNotAllowed { .. } => false,
+            // The body's framing is unknown.
+            ProxyError::UnsupportedTransferCoding => true,
         }
     }
 
@@ -270,6 +324,11 @@ impl ProxyError {
             ProxyError::RequestTimeout | ProxyError::ClientBody { .. } => None,
             ProxyError::NoHealthyEndpoints { last, .. } => last.endpoint(),
             ProxyError::Overloaded { .. } => None,
+            ProxyError::BadRequest { .. }
+            | ProxyError::UriTooLong
+            | ProxyError::RequestHeaderTooLarge
+            | ProxyError::MethodNotAllowed { .. }
+            | ProxyError::UnsupportedTransferCoding => None,
             ProxyError::ConnectRefused { endpoint }
             | ProxyError::ConnectTimeout { endpoint }
             | ProxyError::ConnectFailed { endpoint, .. }
@@ -344,7 +403,13 @@ impl fmt::Display for ProxyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let cause = self.cause();
         match self {
-            ProxyError::NoRoute | ProxyError::RequestTimeout => f.write_str(cause),
+            ProxyError::NoRoute
+            | ProxyError::RequestTimeout
+            | ProxyError::UriTooLong
+            | ProxyError::RequestHeaderTooLarge
+            | ProxyError::UnsupportedTransferCoding => f.write_str(cause),
+            ProxyError::BadRequest { reason } => write!(f, "{cause}: {reason}"),
+            ProxyError::MethodNotAllowed { method } => write!(f, "{cause}: {method}"),
             ProxyError::NoEndpoints { backend } => write!(f, "{cause} backend={backend}"),
             ProxyError::ConnectRefused { endpoint }
             | ProxyError::ConnectTimeout { endpoint }
@@ -405,6 +470,11 @@ mod tests {
             (ProxyError::RefusedStream { endpoint: ep() }, "refused_stream", 502, "connection_terminated", 14, RetryClass::NotSent, false),
             (ProxyError::ProtocolMismatch { endpoint: ep(), speaks: "TLS", fix: "protocol: https" }, "protocol_mismatch", 502, "http_protocol_error", 13, RetryClass::Never, false),
             (ProxyError::TlsError { endpoint: ep(), reason: "unknown issuer".into() }, "tls_error", 502, "tls_protocol_error", 14, RetryClass::NotSent, false),
+            (ProxyError::BadRequest { reason: "no Host" }, "bad_request", 400, "http_request_error", 3, RetryClass::Never, true),
+            (ProxyError::UriTooLong, "uri_too_long", 414, "http_request_error", 3, RetryClass::Never, true),
+            (ProxyError::RequestHeaderTooLarge, "request_header_too_large", 431, "http_request_error", 8, RetryClass::Never, true),
+            (ProxyError::MethodNotAllowed { method: "CONNECT" }, "method_not_allowed", 405, "http_request_denied", 12, RetryClass::Never, false),
+            (ProxyError::UnsupportedTransferCoding, "unsupported_transfer_coding", 501, "http_request_error", 12, RetryClass::Never, true),
         ];
         assert_eq!(rows.len(), ProxyError::CAUSES.len());
         for (err, cause, status, ps, grpc, retry, close) in rows {

@@ -328,6 +328,7 @@ pub fn effective_yaml(config: &Config) -> String {
         "limits": {
             "max_request_header_bytes": config.downstream.max_request_header_bytes,
             "max_response_header_bytes": config.max_response_header_bytes,
+            "keep_underscore_headers": config.downstream.keep_underscore_headers,
         },
         "access_log": config.access_log,
         "backends": backends,

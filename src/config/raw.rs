@@ -104,6 +104,8 @@ pub struct RawTimeouts {
 pub struct RawLimits {
     pub max_request_header_bytes: Option<u64>,
     pub max_response_header_bytes: Option<u64>,
+    /// Forward request header names that contain `_` (dropped by default, as nginx does).
+    pub keep_underscore_headers: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -203,6 +203,9 @@ pub struct Downstream {
     pub header_read: Duration,
     pub max_request_header_bytes: usize,
     pub tunnel_idle: Duration,
+    /// Forward request header names with `_` (many backends read `Content_Length` as
+    /// `Content-Length`: dropped by default).
+    pub keep_underscore_headers: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -681,6 +684,11 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
             "timeouts.tunnel_idle",
             dur(t.tunnel_idle, Defaults::TUNNEL_IDLE),
         ),
+        keep_underscore_headers: raw
+            .limits
+            .as_ref()
+            .and_then(|l| l.keep_underscore_headers)
+            .unwrap_or(false),
     };
     let mut config_limits = (downstream, Defaults::MAX_RESPONSE_HEADER_BYTES);
     if let Some(limits) = &raw.limits {

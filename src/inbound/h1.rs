@@ -18,7 +18,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -45,29 +45,55 @@ pub(super) async fn serve<T>(
     loop {
         let request = loop {
             if !buf.is_empty() {
-                if buf.starts_with(b"PRI ")
-                    || b"PRI ".starts_with(&buf[..buf.len().min(4)]) && buf.len() < 4
-                {
-                    // HTTP/2 prior knowledge (or the start of it): hyper's.
-                    return hand_off(server, stream, buf, activity, shutdown).await;
-                }
-                match direct::parse(&server.proxy, &buf, &activity, &mut upstream) {
-                    Parsed::Ready(request) => break request,
-                    Parsed::HandOff => {
-                        return hand_off(server, stream, buf, activity, shutdown).await
+                if buf.len() < 4 && b"PRI ".starts_with(&buf) {
+                    // Too short to tell HTTP/2's preface from a request: read on.
+                } else if buf.starts_with(b"PRI ") {
+                    // HTTP/2 prior knowledge (or the start of it): hyper's, when the whole
+                    // preface is right; otherwise a GOAWAY (PROTOCOL_ERROR) and a close, as
+                    // an HTTP/2 server would answer (RFC 9113 3.4), not an HTTP/1.1 400.
+                    match h2_preface(&buf) {
+                        Some(true) => {
+                            return hand_off(server, stream, buf, activity, shutdown).await
+                        }
+                        Some(false) => {
+                            let _ = stream.write_all(&GOAWAY_PROTOCOL_ERROR).await;
+                            return;
+                        }
+                        None => {}
                     }
-                    Parsed::Partial if buf.len() >= server.max_header_bytes => {
-                        // hyper answers 431.
-                        return hand_off(server, stream, buf, activity, shutdown).await;
-                    }
-                    Parsed::Partial => {
-                        if activity.head_started_ms.load(Ordering::Relaxed) == 0 {
-                            activity
-                                .head_started_ms
-                                .store(now_ms() + 1, Ordering::Relaxed);
-                            if let Some((at, _)) = server.due(&activity, closing) {
-                                if at < timer.deadline() {
-                                    timer.as_mut().reset(at);
+                } else {
+                    match direct::parse(
+                        &server.proxy,
+                        &buf,
+                        &activity,
+                        &mut upstream,
+                        server.max_header_bytes,
+                    ) {
+                        // `runtime.direct_path: false`: every request through hyper (a head
+                        // refused above is still answered here, with its cause).
+                        Parsed::Ready(_) | Parsed::HandOff if !server.direct => {
+                            return hand_off(server, stream, buf, activity, shutdown).await
+                        }
+                        Parsed::Ready(request) => break request,
+                        Parsed::HandOff => {
+                            return hand_off(server, stream, buf, activity, shutdown).await
+                        }
+                        Parsed::Refused(error) => {
+                            server
+                                .proxy
+                                .refuse_direct(&mut stream, &mut out, error, &activity)
+                                .await;
+                            return;
+                        }
+                        Parsed::Partial => {
+                            if activity.head_started_ms.load(Ordering::Relaxed) == 0 {
+                                activity
+                                    .head_started_ms
+                                    .store(now_ms() + 1, Ordering::Relaxed);
+                                if let Some((at, _)) = server.due(&activity, closing) {
+                                    if at < timer.deadline() {
+                                        timer.as_mut().reset(at);
+                                    }
                                 }
                             }
                         }
@@ -111,7 +137,6 @@ pub(super) async fn serve<T>(
             .serve_direct(
                 &mut stream,
                 &mut out,
-                &buf[..len],
                 &upstream,
                 request,
                 &activity,
@@ -124,6 +149,21 @@ pub(super) async fn serve<T>(
         // Once empty, the next `reserve` takes the whole buffer back without allocating.
         buf.advance(len);
     }
+}
+
+/// The HTTP/2 connection preface (RFC 9113 3.4).
+const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// A GOAWAY frame: last stream 0, PROTOCOL_ERROR.
+const GOAWAY_PROTOCOL_ERROR: [u8; 17] = [0, 0, 8, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+
+/// Whether `buf` (starting like the preface) is the HTTP/2 preface: `None` until it can tell.
+fn h2_preface(buf: &[u8]) -> Option<bool> {
+    let n = buf.len().min(PREFACE.len());
+    if buf[..n] != PREFACE[..n] {
+        return Some(false);
+    }
+    (n == PREFACE.len()).then_some(true)
 }
 
 async fn hand_off<T>(

@@ -14,6 +14,7 @@ use std::time::Duration;
 use bytes::{Buf, Bytes};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use hyper_util::server::graceful::GracefulConnection;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_util::sync::CancellationToken;
 
@@ -21,10 +22,37 @@ use super::server::{Due, Server, CLOSING_TICK};
 use crate::proxy::body::{now_ms, ClientConn};
 
 impl Server {
+    /// Serve a TLS connection whose ALPN chose HTTP/2 with hyper's HTTP/2 server only.
+    pub(super) async fn serve_h2<T>(
+        &self,
+        stream: T,
+        activity: Arc<ClientConn>,
+        shutdown: CancellationToken,
+    ) where
+        T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        self.serve_with(true, stream, Bytes::new(), activity, shutdown)
+            .await
+    }
+
     /// Serve `stream` with hyper; `prefix`: bytes already read from it (`h1.rs` hands a
     /// connection over after reading a request it does not take).
     pub(super) async fn serve_io<T>(
         &self,
+        stream: T,
+        prefix: Bytes,
+        activity: Arc<ClientConn>,
+        shutdown: CancellationToken,
+    ) where
+        T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        self.serve_with(false, stream, prefix, activity, shutdown)
+            .await
+    }
+
+    async fn serve_with<T>(
+        &self,
+        h2_only: bool,
         stream: T,
         prefix: Bytes,
         activity: Arc<ClientConn>,
@@ -60,8 +88,17 @@ impl Server {
                 Ok::<_, std::convert::Infallible>(response)
             }
         });
-        let conn = self.builder.serve_connection_with_upgrades(io, service);
-        tokio::pin!(conn);
+        // HTTP/2 only (ALPN h2): `serve_connection`, as hyper-util's HTTP/2-only mode does not
+        // apply to `serve_connection_with_upgrades` (HTTP/2's own upgrades, RFC 8441's
+        // extended CONNECT, work without it).
+        type Error = Box<dyn std::error::Error + Send + Sync>;
+        let mut conn: Pin<
+            Box<dyn GracefulConnection<Error = Error, Output = Result<(), Error>> + Send + '_>,
+        > = if h2_only {
+            Box::pin(self.h2_builder.serve_connection(io, service))
+        } else {
+            Box::pin(self.builder.serve_connection_with_upgrades(io, service))
+        };
 
         let tick = (self.idle.min(self.header_read) / 4).max(Duration::from_millis(25));
         let mut watchdog = tokio::time::interval(tick);

@@ -16,7 +16,6 @@ use tokio_util::task::TaskTracker;
 
 use std::net::SocketAddr;
 
-use bytes::Bytes;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::net::TcpStream;
 
@@ -69,25 +68,21 @@ async fn serve(
     tls: Option<&TlsAcceptor>,
 ) {
     let Some(tls) = tls else {
+        // The direct loop reads the first bytes either way (it tells HTTP/2's preface from a
+        // broken one), and hands everything to hyper when `direct_path` is off.
         let activity = Arc::new(ClientConn::new(client, "http"));
-        if server.direct {
-            return super::h1::serve(server, stream, activity, shutdown).await;
-        }
-        return server
-            .serve_io(stream, Bytes::new(), activity, shutdown)
-            .await;
+        return super::h1::serve(server, stream, activity, shutdown).await;
     };
     // The handshake is part of reading the first request head: same timeout.
     match tokio::time::timeout(server.header_read, tls.accept(stream)).await {
         Ok(Ok(stream)) => {
             let activity = Arc::new(ClientConn::new(client, "https"));
-            let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-            if server.direct && !h2 {
-                return super::h1::serve(server, stream, activity, shutdown).await;
+            if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                // ALPN chose HTTP/2: hyper's HTTP/2 server only (a broken preface is an
+                // HTTP/2 error, never an HTTP/1.1 answer).
+                return server.serve_h2(stream, activity, shutdown).await;
             }
-            server
-                .serve_io(stream, Bytes::new(), activity, shutdown)
-                .await
+            super::h1::serve(server, stream, activity, shutdown).await
         }
         Ok(Err(e)) => tracing::debug!(%client, error = %e, "TLS handshake failed"),
         Err(_) => tracing::debug!(%client, "TLS handshake timed out"),

@@ -30,6 +30,8 @@ pub(super) const CLOSING_TICK: Duration = Duration::from_millis(50);
 /// Settings and shared state for serving client connections.
 pub struct Server {
     pub(super) builder: auto::Builder<TokioExecutor>,
+    /// The same, HTTP/2 only: for connections whose ALPN chose h2.
+    pub(super) h2_builder: auto::Builder<TokioExecutor>,
     pub(super) proxy: Arc<Proxy>,
     pub(super) idle: Duration,
     pub(super) header_read: Duration,
@@ -54,8 +56,10 @@ impl Server {
             // WebSocket over HTTP/2 (RFC 8441): see proxy/tunnel.rs.
             .enable_connect_protocol()
             .max_header_list_size(downstream.max_request_header_bytes as u32);
+        let h2_builder = builder.clone().http2_only();
         Server {
             builder,
+            h2_builder,
             proxy,
             idle: downstream.idle,
             header_read: downstream.header_read,

@@ -1,51 +1,112 @@
-//! The retry loop: try an endpoint, and when the failure is one the route retries on, try a
-//! *different* endpoint, within the attempts, the request deadline and the backend's retry budget.
+//! The attempt loop: every try of every request, the first included, whatever engine carries
+//! it. Try an endpoint, and when the failure is one the route retries on, try a *different*
+//! endpoint, within the attempts, the request deadline and the backend's retry budget.
+//!
+//! The engine is a `Transport` below the loop, not a second proxy beside it: `forward::HyperTry`
+//! carries a try with hyper's client (every backend protocol, streaming bodies, upgrades),
+//! `direct::RawTry` writes the request's bytes on a raw pooled HTTP/1.1 connection. Picking,
+//! timeouts, budgets, holds, exclusion, passive health and the record of failed tries are
+//! here, once.
 //!
 //! What may be retried follows from what the failure proves (`ProxyError::retry_class`):
-//! - nothing was sent (connect refused / timed out / failed): always, whatever the method and
-//!   body, because the request comes back untouched from `Backend::send`;
-//! - the request may have reached the application (reset, timeout, a 502/503 answer): only when
-//!   it is replayable: an idempotent method (GET, HEAD, OPTIONS, PUT, DELETE, TRACE), an
-//!   `Idempotency-Key` header, or a route marked `idempotent`, *and* a body that can be sent
-//!   again: none, or one of known length up to `retry.max_replay_bytes` (64 KiB), which is
-//!   read whole before the first try and kept until a response head arrives;
+//! - nothing was sent (connect refused / timed out / failed, TLS handshake, REFUSED_STREAM):
+//!   always, whatever the method and body, and free: no budget, not counted in `attempts`;
 //! - the request provably never read (`upstream::proven_unread`: the keep-alive race on a
 //!   reused connection, or a new connection reset with the request unread): any method;
+//! - the request may have reached the application (reset, timeout, a 502/503 answer): only
+//!   when it is replayable -- an idempotent method (GET, HEAD, OPTIONS, PUT, DELETE, TRACE), an
+//!   `Idempotency-Key` header, or a route marked `idempotent`, *and* a body the transport can
+//!   send again -- and paid from the budget;
 //! - never after a response was passed on to the client (the loop ends there).
 //!
 //! Plain async code rather than `tower::retry`, which fights endpoint exclusion and streaming
-//! bodies. When every endpoint was tried, the next try reuses one after a short jittered pause.
-//!
-//! When nothing could be sent anywhere (every endpoint refused or is ejected, or the backend
-//! has none), the request is *held* (`upstream/hold.rs`) up to the backend's `hold_timeout`
-//! and goes as soon as an endpoint is back; when the hold expires the answer is 503
-//! `no_healthy_endpoints` naming the last failure. Every outcome feeds the endpoint's passive
-//! health (`Backend::report`), and every failed try is kept for the access log.
+//! bodies. When every endpoint that can take the request was tried, the next try reuses one
+//! after a short jittered pause. When no endpoint can take it (all refusing, black-holed,
+//! failing their checks, or none at all), the request is *held* (`upstream/hold.rs`) up to the
+//! backend's `hold_timeout`, the endpoints it tried still excluded, and goes as soon as one is
+//! back; when the hold expires the answer is 503 `no_healthy_endpoints` naming the last
+//! failure.
 
 use std::fmt;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
-use http::{Method, Request};
+use http::Method;
 use tokio::time::Instant;
 
-use super::forward::forward;
 use super::route::Route;
 use crate::config::RetryOn;
 use crate::error::{ProxyError, RetryClass};
 use crate::runtime::random::random_below;
-use crate::upstream::body::RequestBody;
 use crate::upstream::endpoints::Endpoint;
 use crate::upstream::hold::Woken;
-use crate::upstream::{Backend, Exchange, SendError, SendOptions};
-use std::sync::Arc;
+use crate::upstream::{Backend, SendError, SendOptions};
 
 /// At most this many tries per request, and remembered for exclusion (`retry.attempts` is at
 /// most 10; tries that sent nothing are not counted there, but here).
 const MAX_TRIED: usize = 10;
 
-pub struct Outcome {
-    pub result: Result<Exchange, ProxyError>,
+/// One way of carrying a request's tries to endpoints.
+pub trait Transport {
+    /// What a try that got a response head yields.
+    type Answer;
+
+    /// One exchange with `endpoint`, up to the response head. `keep_copy`: another try may
+    /// follow, so keep what is needed to send the request again.
+    fn send(
+        &mut self,
+        backend: &Backend,
+        endpoint: &Arc<Endpoint>,
+        options: SendOptions,
+        keep_copy: bool,
+    ) -> impl Future<Output = Result<Self::Answer, SendError>>;
+
+    /// The status the retry policy and passive health see.
+    fn status(answer: &Self::Answer) -> u16;
+
+    /// Whether the request could be sent again after a try that may have reached an
+    /// application (its body is in memory, or it has none).
+    fn resendable(&self) -> bool;
+
+    /// Whether there is a request to send (after a failure that took it away, none).
+    fn has_request(&self) -> bool;
+}
+
+/// What the loop needs to know about a request, decided by its engine before the first try.
+pub struct Plan {
+    /// The request's whole deadline (`timeouts.request`, or a shorter `grpc-timeout`).
+    pub deadline: Instant,
+    /// Until when a request that no endpoint can take waits for one.
+    pub hold_until: Instant,
+    /// It may be sent twice (method, `Idempotency-Key`, or the route says so).
+    pub idempotent: bool,
+}
+
+impl Plan {
+    pub fn new(
+        route: &Route,
+        backend: &Backend,
+        start: Instant,
+        client_deadline: Option<Duration>,
+        idempotent: bool,
+    ) -> Plan {
+        let timeout = match client_deadline {
+            Some(t) => t.min(route.request_timeout),
+            None => route.request_timeout,
+        };
+        let deadline = start + timeout;
+        Plan {
+            deadline,
+            hold_until: (start + backend.config.hold_timeout).min(deadline),
+            idempotent,
+        }
+    }
+}
+
+pub struct Outcome<A> {
+    pub result: Result<A, ProxyError>,
     pub attempts: u32,
     pub endpoint: Option<SocketAddr>,
     /// The tries that failed before the last one (empty in the common case: no allocation).
@@ -76,7 +137,7 @@ impl fmt::Display for FailedTry {
 }
 
 /// `grpc-timeout` (gRPC over HTTP/2: up to 8 digits and a unit: H, M, S, m, u, n).
-fn grpc_timeout(headers: &http::HeaderMap) -> Option<Duration> {
+pub fn grpc_timeout(headers: &http::HeaderMap) -> Option<Duration> {
     let v = headers.get("grpc-timeout")?.to_str().ok()?;
     if v.len() < 2 || v.len() > 9 {
         return None;
@@ -110,71 +171,6 @@ pub fn idempotent(method: &Method, route_idempotent: bool, idempotency_key: bool
         )
 }
 
-fn is_idempotent(request: &Request<RequestBody>, route_idempotent: bool) -> bool {
-    idempotent(
-        request.method(),
-        route_idempotent,
-        request.headers().contains_key("idempotency-key"),
-    )
-}
-
-/// Whether the body can be sent again: none, or held in memory.
-fn resendable_body(request: &Request<RequestBody>) -> bool {
-    use http_body::Body;
-    matches!(request.body(), RequestBody::Full(_)) || request.body().is_end_stream()
-}
-
-/// A streaming body with a known length of 1 to `max` bytes: `hold_body` reads it whole.
-fn body_to_hold(request: &Request<RequestBody>, max: usize) -> bool {
-    let length = request
-        .headers()
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    matches!(request.body(), RequestBody::Streaming(_))
-        && length.is_some_and(|n| n > 0 && n <= max as u64)
-}
-
-/// Read a body that `body_to_hold` chose (known length, at most `max`) whole, so that it can
-/// be sent again. Bodies without a length, or longer, keep streaming (and are not re-sent once
-/// sent): the caller does not hand them here.
-async fn hold_body(
-    request: Request<RequestBody>,
-    max: usize,
-    deadline: Instant,
-) -> Result<Request<RequestBody>, ProxyError> {
-    use http_body_util::BodyExt;
-    let (parts, body) = request.into_parts();
-    let RequestBody::Streaming(incoming) = body else {
-        return Ok(Request::from_parts(parts, body));
-    };
-    let limited = http_body_util::Limited::new(incoming, max);
-    match tokio::time::timeout_at(deadline, limited.collect()).await {
-        Err(_) => Err(ProxyError::RequestTimeout),
-        Ok(Err(e)) => Err(ProxyError::ClientBody {
-            reason: e.to_string(),
-        }),
-        Ok(Ok(collected)) => Ok(Request::from_parts(
-            parts,
-            RequestBody::from(collected.to_bytes()),
-        )),
-    }
-}
-
-/// A copy to send again: same head, same body (held in memory, or none).
-fn copy_of(request: &Request<RequestBody>) -> Request<RequestBody> {
-    let body = match request.body() {
-        RequestBody::Full(data) => RequestBody::Full(data.clone()),
-        RequestBody::Streaming(_) => RequestBody::empty(),
-    };
-    let mut copy = Request::new(body);
-    *copy.method_mut() = request.method().clone();
-    *copy.uri_mut() = request.uri().clone();
-    *copy.version_mut() = request.version();
-    *copy.headers_mut() = request.headers().clone();
-    copy
-}
-
 fn wanted(on: &RetryOn, error: &ProxyError) -> bool {
     match error {
         ProxyError::ConnectRefused { .. }
@@ -192,389 +188,12 @@ fn wanted(on: &RetryOn, error: &ProxyError) -> bool {
         | ProxyError::ProtocolMismatch { .. }
         | ProxyError::UpstreamHeaderTooLarge { .. }
         | ProxyError::RequestTimeout
-        | ProxyError::ClientBody { .. } => false,
-    }
-}
-
-fn holds(backend: &Backend) -> bool {
-    !backend.config.hold_timeout.is_zero()
-}
-
-/// The answer when no endpoint took the request: the last failure itself without a hold;
-/// with one, `no_healthy_endpoints` (503: the backend is unavailable, not misbehaving).
-fn give_up(backend: &Backend, last: Option<ProxyError>) -> ProxyError {
-    // A request that found every endpoint out of rotation tried none: name why they are out.
-    let last = last.or_else(|| backend.why_unavailable());
-    match last {
-        None => ProxyError::NoEndpoints {
-            backend: backend.name.clone(),
-        },
-        Some(last) if !holds(backend) => last,
-        Some(last) => ProxyError::NoHealthyEndpoints {
-            backend: backend.name.clone(),
-            last: Box::new(last),
-        },
-    }
-}
-
-/// Whether endpoints this request already tried may take it again (every usable one was
-/// tried): after an answer or a reset (within the attempts), or a refused HTTP/2 stream (a
-/// new connection may take it). Not after a failed TLS handshake: the same endpoint would
-/// fail the same way, so the request waits for a change (the hold) or gets the error.
-fn reusable(last: &Option<ProxyError>, unsent: bool) -> bool {
-    !unsent || matches!(last, Some(ProxyError::RefusedStream { .. }))
-}
-
-/// Wait in the backend's hold until an endpoint can take the request, or `until` passes
-/// (`None`). Waiting costs the backend nothing: endpoints come back through probes, checks
-/// or discovery, which release the hold (`upstream/hold.rs`). `Some(true)`: released, and
-/// an endpoint can take it (one this request tried may have come back); `Some(false)`: an
-/// endpoint it has not tried can take it.
-async fn hold(backend: &Backend, until: Instant, tried: &[SocketAddr]) -> Option<bool> {
-    loop {
-        match backend.hold.wait(until).await {
-            Woken::Expired => return None,
-            Woken::Released if backend.any_usable() => return Some(true),
-            _ if backend.any_usable_except(tried) => return Some(false),
-            _ => {}
-        }
-    }
-}
-
-/// A first try made by the direct HTTP/1.1 path (`proxy/direct.rs`) that did not produce the
-/// answer: the loop below continues from it under the same policy, as if it had made it.
-pub enum Prior {
-    /// It failed (not yet reported to the endpoint's health); it started at `started`.
-    Failed {
-        endpoint: Arc<Endpoint>,
-        failure: Box<SendError>,
-        started: Instant,
-    },
-    /// The endpoint answered `status`, one the route retries on: already reported, and the
-    /// retry already paid from the budget and counted (`retry_on_status`).
-    Retried {
-        endpoint: SocketAddr,
-        status: u16,
-        elapsed: Duration,
-    },
-}
-
-/// Whether an answer with `status` is retried: the route retries on it, the request can be
-/// sent again, a try is left, and the budget pays for it (counted either way).
-pub fn retry_on_status(
-    route: &Route,
-    backend: &Backend,
-    status: u16,
-    replayable: bool,
-    attempt: u32,
-) -> bool {
-    if attempt >= route.retry.attempts || !replayable || !route.retry.on.status(status) {
-        return false;
-    }
-    if backend.budget.withdraw() {
-        backend.metrics.retry(status_label(status));
-        return true;
-    }
-    backend.metrics.budget_exhausted.inc();
-    false
-}
-
-/// Forward `request` to `backend` under `route`'s retry policy. `grpc`: the request is a gRPC
-/// call (its `grpc-timeout` is looked for only then). `prior`: a first try already made.
-pub async fn run(
-    route: &Route,
-    backend: &Backend,
-    request: Request<RequestBody>,
-    start: Instant,
-    grpc: bool,
-    prior: Option<Prior>,
-) -> Outcome {
-    let policy = route.retry;
-    // A gRPC client's own deadline, when shorter, is the request's.
-    let grpc_deadline = if grpc {
-        grpc_timeout(request.headers())
-    } else {
-        None
-    };
-    let deadline = match grpc_deadline {
-        Some(t) => start + t.min(route.request_timeout),
-        None => start + route.request_timeout,
-    };
-    let hold_until = (start + backend.config.hold_timeout).min(deadline);
-    let idempotent = is_idempotent(&request, policy.idempotent);
-    // Boxed, like the hold below: rarely needed, and inline they would make every request's
-    // future (moved, memcpy, at each await) larger.
-    let request = if policy.attempts > 1 && body_to_hold(&request, policy.max_replay_bytes) {
-        match Box::pin(hold_body(request, policy.max_replay_bytes, deadline)).await {
-            Ok(request) => request,
-            Err(error) => {
-                return Outcome {
-                    result: Err(error),
-                    attempts: 0,
-                    endpoint: None,
-                    failed: Vec::new(),
-                }
-            }
-        }
-    } else {
-        request
-    };
-    let resendable = policy.attempts > 1 && resendable_body(&request);
-    let replayable = resendable && idempotent;
-    // Requests that must not be sent twice are also sent more carefully (`Pool::checkout`).
-    let careful = !idempotent;
-    // A connect is given up after its patience only when another endpoint may take over.
-    let patient = policy.attempts <= 1 || !policy.on.connect_failure;
-    if prior.is_none() {
-        // Otherwise the first try's path paid it.
-        backend.budget.deposit();
-    }
-
-    let mut tried = [SocketAddr::from(([0, 0, 0, 0], 0)); MAX_TRIED];
-    let mut n_tried = 0;
-    let mut next = Some(request);
-    // Tries made, and those of them that may have reached an application (`retry.attempts`
-    // bounds the latter; a try that sent nothing is bounded by `MAX_TRIED`, the hold and the
-    // deadline).
-    let mut attempt = 0;
-    let mut counted = 0;
-    let mut failed: Vec<FailedTry> = Vec::new();
-    // The last failure, and whether it proved that nothing was sent.
-    let mut last_error: Option<ProxyError> = None;
-    let mut unsent = false;
-    let mut held = false;
-    // The hold was released: endpoints this request tried may have come back.
-    let mut came_back = false;
-    let mut raced = false;
-    // The next try goes on a new connection (after a stale pooled one failed).
-    let mut fresh = false;
-    let mut prior_failed = None;
-    match prior {
-        Some(Prior::Retried {
-            endpoint,
-            status,
-            elapsed,
-        }) => {
-            tried[0] = endpoint;
-            n_tried = 1;
-            attempt = 1;
-            counted = 1;
-            failed.push(FailedTry {
-                endpoint,
-                outcome: TryOutcome::Status(status),
-                elapsed,
-            });
-        }
-        Some(Prior::Failed {
-            endpoint,
-            failure,
-            started,
-        }) => prior_failed = Some((endpoint, *failure, started)),
-        None => {}
-    }
-    let end = |result, attempt, endpoint, failed, held: bool| {
-        if held {
-            match &result {
-                Ok(_) => backend.metrics.held_served.inc(),
-                Err(_) => backend.metrics.held_expired.inc(),
-            };
-        }
-        Outcome {
-            result,
-            attempts: attempt,
-            endpoint,
-            failed,
-        }
-    };
-    loop {
-        let Some(request) = next.take() else {
-            // Unreachable: every `continue` below sets `next`.
-            return end(Err(ProxyError::RequestTimeout), attempt, None, failed, held);
-        };
-        let first = prior_failed.take();
-        let picked = match &first {
-            Some((endpoint, _, _)) => Some(Arc::clone(endpoint)),
-            None => backend.pick_excluding(&tried[..n_tried]),
-        };
-        let endpoint = match picked {
-            Some(e) => e,
-            None if n_tried > 0
-                && (std::mem::take(&mut came_back) || reusable(&last_error, unsent))
-                && backend.any_usable() =>
-            {
-                // Every endpoint that can take it was tried already. After an answer that may
-                // have reached the application, pause briefly (jittered) before reusing one.
-                if !unsent {
-                    let pause = Duration::from_millis(10 + random_below(40) as u64);
-                    if Instant::now() + pause >= deadline {
-                        let last = tried.get(n_tried - 1).copied();
-                        return end(Err(ProxyError::RequestTimeout), attempt, last, failed, held);
-                    }
-                    tokio::time::sleep(pause).await;
-                }
-                n_tried = 0;
-                next = Some(request);
-                continue;
-            }
-            None => {
-                // No endpoint can take the request right now: wait for one (the hold), with
-                // the endpoints already tried still excluded when it ends.
-                if holds(backend) {
-                    held = true;
-                    if let Some(released) =
-                        Box::pin(hold(backend, hold_until, &tried[..n_tried])).await
-                    {
-                        came_back = released;
-                        next = Some(request);
-                        continue;
-                    }
-                }
-                if last_error.is_some() {
-                    failed.pop(); // the last try is reported as the outcome itself
-                }
-                let error = give_up(backend, last_error);
-                let endpoint = error.endpoint();
-                return end(Err(error), attempt, endpoint, failed, held);
-            }
-        };
-        attempt += 1;
-        let addr = endpoint.addr;
-        if n_tried < MAX_TRIED && !tried[..n_tried].contains(&addr) {
-            tried[n_tried] = addr;
-            n_tried += 1;
-        }
-        // Whether this try is the last one that may reach an application.
-        let last = counted + 1 >= policy.attempts;
-        let (copy, result, now) = match first {
-            // The request itself was not sent by that try (the direct path sends its own
-            // copy of the head): it is the copy to send again.
-            Some((_, mut failure, started)) => {
-                if failure.error.retry_class() == RetryClass::NotSent {
-                    // As `Backend::send` hands back a request it could not send.
-                    failure.request = Some(request);
-                    (None, Err(failure), started)
-                } else {
-                    (
-                        (!last && resendable).then_some(request),
-                        Err(failure),
-                        started,
-                    )
-                }
-            }
-            None => {
-                let copy = (!last && resendable).then(|| copy_of(&request));
-                let now = Instant::now();
-                let result = forward(
-                    backend,
-                    &endpoint,
-                    request,
-                    SendOptions {
-                        careful,
-                        fresh: std::mem::take(&mut fresh),
-                        patient,
-                    },
-                    route.backend_request_timeout,
-                    deadline,
-                    now,
-                )
-                .await;
-                (copy, result, now)
-            }
-        };
-        match result {
-            Ok(exchange) => {
-                // A gRPC trailers-only UNAVAILABLE is the gRPC way of saying 503.
-                let grpc_unavailable = exchange
-                    .response
-                    .headers()
-                    .get("grpc-status")
-                    .is_some_and(|v| v == "14");
-                let status = match exchange.response.status().as_u16() {
-                    200 if grpc_unavailable => 503,
-                    s => s,
-                };
-                backend.report(&endpoint, Ok(status));
-                counted += 1;
-                if retry_on_status(route, backend, status, replayable, counted) {
-                    tracing::debug!(route = %route.name, endpoint = %addr, status, attempt, "retrying after status");
-                    failed.push(FailedTry {
-                        endpoint: addr,
-                        outcome: TryOutcome::Status(status),
-                        elapsed: now.elapsed(),
-                    });
-                    unsent = false;
-                    last_error = None;
-                    next = copy;
-                    continue;
-                }
-                return end(Ok(exchange), attempt, Some(addr), failed, held);
-            }
-            Err(failure) => {
-                backend.report(&endpoint, Err(&failure.error));
-                let class = failure.error.retry_class();
-                if class != RetryClass::NotSent {
-                    counted += 1;
-                }
-                let again = match class {
-                    RetryClass::NotSent => failure.request.or(copy),
-                    RetryClass::MaybeSent if replayable || failure.unread => copy,
-                    RetryClass::MaybeSent => None,
-                    RetryClass::Never => None,
-                };
-                let retry = again.is_some()
-                    && policy.attempts > 1
-                    && wanted(&policy.on, &failure.error)
-                    && (attempt as usize) < MAX_TRIED
-                    && (class == RetryClass::NotSent || !last);
-                failed.push(FailedTry {
-                    endpoint: addr,
-                    outcome: TryOutcome::Cause(failure.error.cause()),
-                    elapsed: now.elapsed(),
-                });
-                if retry && class == RetryClass::NotSent {
-                    // Nothing reached anyone: free (the budget bounds what reaches an
-                    // application), and the endpoint is out of rotation already if it refused.
-                    backend.metrics.retry(failure.error.cause());
-                    unsent = true;
-                    last_error = Some(failure.error);
-                    next = again;
-                    continue;
-                }
-                if retry && failure.unread && !(failure.reused && raced) {
-                    // Provably unread: free, as nothing reached an application. A stale pooled
-                    // connection says nothing about the backend's health and can fail one
-                    // request only, so the first one of a request is free (a burst of them
-                    // after an app's keep-alive timeout must not exhaust the budget), and the
-                    // next try takes a new connection. A new connection closed unread is an
-                    // app stopping (it is penalised by `report`).
-                    let reason = if failure.reused {
-                        raced = true;
-                        fresh = true;
-                        "stale_connection"
-                    } else {
-                        "unread"
-                    };
-                    backend.metrics.retry(reason);
-                    unsent = false;
-                    last_error = Some(failure.error);
-                    next = again;
-                    continue;
-                }
-                if retry {
-                    if backend.budget.withdraw() {
-                        tracing::debug!(route = %route.name, endpoint = %addr, cause = failure.error.cause(), attempt, "retrying");
-                        backend.metrics.retry(failure.error.cause());
-                        unsent = false;
-                        last_error = Some(failure.error);
-                        next = again;
-                        continue;
-                    }
-                    backend.metrics.budget_exhausted.inc();
-                }
-                failed.pop(); // the last try is reported as the outcome itself
-                return end(Err(failure.error), attempt, Some(addr), failed, held);
-            }
-        }
+        | ProxyError::ClientBody { .. }
+        | ProxyError::BadRequest { .. }
+        | ProxyError::UriTooLong
+        | ProxyError::RequestHeaderTooLarge
+        | ProxyError::MethodNotAllowed { .. }
+        | ProxyError::UnsupportedTransferCoding => false,
     }
 }
 
@@ -584,6 +203,344 @@ fn status_label(status: u16) -> &'static str {
         503 => "503",
         504 => "504",
         _ => "status",
+    }
+}
+
+/// Forward a request to `backend` under `route`'s retry policy, each try carried by
+/// `transport`.
+pub async fn run<T: Transport>(
+    route: &Route,
+    backend: &Backend,
+    transport: &mut T,
+    plan: &Plan,
+) -> Outcome<T::Answer> {
+    backend.budget.deposit();
+    let mut tries = Tries::new(route, backend, plan, transport.resendable());
+    loop {
+        let endpoint = match tries.next_endpoint().await {
+            Ok(endpoint) => endpoint,
+            Err(error) => return tries.end(Err(error)),
+        };
+        let now = Instant::now();
+        let (options, keep_copy) = tries.start(&endpoint);
+        let sent = tries
+            .bounded(now, transport.send(backend, &endpoint, options, keep_copy))
+            .await;
+        match sent {
+            Ok(answer) => {
+                if tries.retries_answer(&endpoint, T::status(&answer), now) {
+                    continue;
+                }
+                return tries.end(Ok(answer));
+            }
+            Err(failure) => {
+                if let Err(error) = tries.after_failure(&endpoint, failure, transport, now) {
+                    return tries.end(Err(error));
+                }
+            }
+        }
+    }
+}
+
+/// The state of one request's tries, and the named steps of the loop.
+struct Tries<'a> {
+    route: &'a Route,
+    backend: &'a Backend,
+    plan: &'a Plan,
+    replayable: bool,
+    tried: [SocketAddr; MAX_TRIED],
+    n_tried: usize,
+    /// Tries made.
+    attempt: u32,
+    /// Tries that may have reached an application (`retry.attempts` bounds them).
+    counted: u32,
+    failed: Vec<FailedTry>,
+    /// The last failure, and whether it proved that nothing was sent.
+    last_error: Option<ProxyError>,
+    unsent: bool,
+    held: bool,
+    /// The hold was released: endpoints this request tried may have come back.
+    came_back: bool,
+    /// A stale pooled connection was retried already (the first one is free).
+    raced: bool,
+    /// The next try goes on a new connection (after a stale pooled one failed).
+    fresh: bool,
+    /// Where the last try went.
+    last_endpoint: Option<SocketAddr>,
+}
+
+impl<'a> Tries<'a> {
+    fn new(route: &'a Route, backend: &'a Backend, plan: &'a Plan, resendable: bool) -> Self {
+        let resendable = resendable && route.retry.attempts > 1;
+        Tries {
+            route,
+            backend,
+            plan,
+            replayable: resendable && plan.idempotent,
+            tried: [SocketAddr::from(([0, 0, 0, 0], 0)); MAX_TRIED],
+            n_tried: 0,
+            attempt: 0,
+            counted: 0,
+            failed: Vec::new(),
+            last_error: None,
+            unsent: false,
+            held: false,
+            came_back: false,
+            raced: false,
+            fresh: false,
+            last_endpoint: None,
+        }
+    }
+
+    /// The endpoint of the next try: one this request has not tried; else, when every
+    /// endpoint that can take it was tried, one of those again (after a short jittered pause
+    /// when the last try may have reached an application); else wait in the hold.
+    async fn next_endpoint(&mut self) -> Result<Arc<Endpoint>, ProxyError> {
+        loop {
+            if let Some(e) = self.backend.pick_excluding(&self.tried[..self.n_tried]) {
+                return Ok(e);
+            }
+            let reuse = self.n_tried > 0
+                && (std::mem::take(&mut self.came_back) || self.reusable())
+                && self.backend.any_usable();
+            if reuse {
+                if !self.unsent {
+                    let pause = Duration::from_millis(10 + random_below(40) as u64);
+                    if Instant::now() + pause >= self.plan.deadline {
+                        return Err(ProxyError::RequestTimeout);
+                    }
+                    tokio::time::sleep(pause).await;
+                }
+                self.n_tried = 0;
+                continue;
+            }
+            // No endpoint can take the request right now: wait for one, with the endpoints
+            // already tried still excluded when it ends.
+            if self.holds() {
+                self.held = true;
+                if let Some(released) = Box::pin(self.hold()).await {
+                    self.came_back = released;
+                    continue;
+                }
+            }
+            if self.last_error.is_some() {
+                self.failed.pop(); // the last try is reported as the outcome itself
+            }
+            return Err(self.give_up());
+        }
+    }
+
+    /// Whether endpoints this request already tried may take it again (every usable one was
+    /// tried): after an answer or a reset (within the attempts), or a refused HTTP/2 stream (a
+    /// new connection may take it). Not after a failed TLS handshake: the same endpoint would
+    /// fail the same way, so the request waits for a change (the hold) or gets the error.
+    fn reusable(&self) -> bool {
+        !self.unsent || matches!(self.last_error, Some(ProxyError::RefusedStream { .. }))
+    }
+
+    fn holds(&self) -> bool {
+        !self.backend.config.hold_timeout.is_zero()
+    }
+
+    /// Wait in the backend's hold until an endpoint can take the request, or the hold ends
+    /// (`None`). Waiting costs the backend nothing: endpoints come back through probes, checks
+    /// or discovery, which release the hold (`upstream/hold.rs`). `Some(true)`: released, and
+    /// an endpoint can take it (one this request tried may have come back); `Some(false)`: an
+    /// endpoint it has not tried can take it.
+    async fn hold(&self) -> Option<bool> {
+        let tried = &self.tried[..self.n_tried];
+        loop {
+            match self.backend.hold.wait(self.plan.hold_until).await {
+                Woken::Expired => return None,
+                Woken::Released if self.backend.any_usable() => return Some(true),
+                _ if self.backend.any_usable_except(tried) => return Some(false),
+                _ => {}
+            }
+        }
+    }
+
+    /// The answer when no endpoint took the request: without a hold, the last failure itself;
+    /// with one, `no_healthy_endpoints` (503: the backend is unavailable, not misbehaving),
+    /// naming the last failure or, for a request that tried none, why the endpoints are out.
+    fn give_up(&mut self) -> ProxyError {
+        let backend = self.backend;
+        let last = self.last_error.take().or_else(|| backend.why_unavailable());
+        match last {
+            None => ProxyError::NoEndpoints {
+                backend: backend.name.clone(),
+            },
+            Some(last) if !self.holds() => last,
+            Some(last) => ProxyError::NoHealthyEndpoints {
+                backend: backend.name.clone(),
+                last: Box::new(last),
+            },
+        }
+    }
+
+    /// Record a try to `endpoint`; how to send it, and whether to keep a copy of the request.
+    fn start(&mut self, endpoint: &Arc<Endpoint>) -> (SendOptions, bool) {
+        self.attempt += 1;
+        let addr = endpoint.addr;
+        self.last_endpoint = Some(addr);
+        if self.n_tried < MAX_TRIED && !self.tried[..self.n_tried].contains(&addr) {
+            self.tried[self.n_tried] = addr;
+            self.n_tried += 1;
+        }
+        let policy = &self.route.retry;
+        let options = SendOptions {
+            // Requests that must not be sent twice are sent more carefully (`Pool::checkout`).
+            careful: !self.plan.idempotent,
+            fresh: std::mem::take(&mut self.fresh),
+            // A connect is given up after its patience only when another endpoint may take
+            // over.
+            patient: policy.attempts <= 1 || !policy.on.connect_failure,
+        };
+        // A try that sent nothing hands its request back: a copy is for the tries after one
+        // that may have reached an application, which the last counted try has none of.
+        let last = self.counted + 1 >= policy.attempts;
+        (options, policy.attempts > 1 && !last)
+    }
+
+    /// One try, bounded by the per-try timeout (`backend_request`) and the request's
+    /// deadline; which one fired decides the cause, so the log names the setting to change.
+    async fn bounded<A>(
+        &self,
+        now: Instant,
+        send: impl Future<Output = Result<A, SendError>>,
+    ) -> Result<A, SendError> {
+        let try_deadline = now + self.route.backend_request_timeout;
+        let (limit, on_timeout) = match self.last_endpoint {
+            Some(endpoint) if try_deadline < self.plan.deadline => {
+                (try_deadline, ProxyError::BackendTimeout { endpoint })
+            }
+            _ => (self.plan.deadline, ProxyError::RequestTimeout),
+        };
+        match tokio::time::timeout_at(limit, send).await {
+            Ok(result) => result,
+            Err(_) => Err(SendError {
+                error: on_timeout,
+                reused: false,
+                request: None,
+                unread: false,
+            }),
+        }
+    }
+
+    /// An answer came back: record it for passive health; `true` when it is retried (the
+    /// route retries on its status, the request can be sent again, a try is left, and the
+    /// budget pays).
+    fn retries_answer(&mut self, endpoint: &Arc<Endpoint>, status: u16, now: Instant) -> bool {
+        self.backend.report(endpoint, Ok(status));
+        self.counted += 1;
+        let policy = &self.route.retry;
+        if self.counted >= policy.attempts || !self.replayable || !policy.on.status(status) {
+            return false;
+        }
+        if !self.backend.budget.withdraw() {
+            self.backend.metrics.budget_exhausted.inc();
+            return false;
+        }
+        self.backend.metrics.retry(status_label(status));
+        tracing::debug!(route = %self.route.name, endpoint = %endpoint.addr, status, attempt = self.attempt, "retrying after status");
+        self.failed.push(FailedTry {
+            endpoint: endpoint.addr,
+            outcome: TryOutcome::Status(status),
+            elapsed: now.elapsed(),
+        });
+        self.unsent = false;
+        self.last_error = None;
+        true
+    }
+
+    /// A try failed: record it; `Ok(())` to try again, or the error to answer with.
+    fn after_failure<T: Transport>(
+        &mut self,
+        endpoint: &Arc<Endpoint>,
+        failure: SendError,
+        transport: &T,
+        now: Instant,
+    ) -> Result<(), ProxyError> {
+        self.backend.report(endpoint, Err(&failure.error));
+        let class = failure.error.retry_class();
+        if class != RetryClass::NotSent {
+            self.counted += 1;
+        }
+        let last = self.counted >= self.route.retry.attempts;
+        let again = transport.has_request()
+            && match class {
+                RetryClass::NotSent => true,
+                RetryClass::MaybeSent => self.replayable || failure.unread,
+                RetryClass::Never => false,
+            };
+        let retry = again
+            && self.route.retry.attempts > 1
+            && wanted(&self.route.retry.on, &failure.error)
+            && (self.attempt as usize) < MAX_TRIED
+            && (class == RetryClass::NotSent || !last);
+        self.failed.push(FailedTry {
+            endpoint: endpoint.addr,
+            outcome: TryOutcome::Cause(failure.error.cause()),
+            elapsed: now.elapsed(),
+        });
+        let metrics = &self.backend.metrics;
+        if retry && class == RetryClass::NotSent {
+            // Nothing reached anyone: free (the budget bounds what reaches an application),
+            // and the endpoint is out of rotation already if it refused.
+            metrics.retry(failure.error.cause());
+            self.unsent = true;
+            self.last_error = Some(failure.error);
+            return Ok(());
+        }
+        if retry && failure.unread && !(failure.reused && self.raced) {
+            // Provably unread: free, as nothing reached an application. A stale pooled
+            // connection says nothing about the backend's health and can fail one request
+            // only, so the first one of a request is free (a burst of them after an app's
+            // keep-alive timeout must not exhaust the budget), and the next try takes a new
+            // connection. A new connection closed unread is an app stopping (penalised by
+            // `report`).
+            let reason = if failure.reused {
+                self.raced = true;
+                self.fresh = true;
+                "stale_connection"
+            } else {
+                "unread"
+            };
+            metrics.retry(reason);
+            self.unsent = false;
+            self.last_error = Some(failure.error);
+            return Ok(());
+        }
+        if retry {
+            if self.backend.budget.withdraw() {
+                tracing::debug!(route = %self.route.name, endpoint = %endpoint.addr, cause = failure.error.cause(), attempt = self.attempt, "retrying");
+                metrics.retry(failure.error.cause());
+                self.unsent = false;
+                self.last_error = Some(failure.error);
+                return Ok(());
+            }
+            metrics.budget_exhausted.inc();
+        }
+        self.failed.pop(); // the last try is reported as the outcome itself
+        Err(failure.error)
+    }
+
+    fn end<A>(self, result: Result<A, ProxyError>) -> Outcome<A> {
+        if self.held {
+            match &result {
+                Ok(_) => self.backend.metrics.held_served.inc(),
+                Err(_) => self.backend.metrics.held_expired.inc(),
+            };
+        }
+        let endpoint = match &result {
+            Ok(_) => self.last_endpoint,
+            Err(e) => e.endpoint().or(self.last_endpoint),
+        };
+        Outcome {
+            result,
+            attempts: self.attempt,
+            endpoint,
+            failed: self.failed,
+        }
     }
 }
 

@@ -28,19 +28,53 @@ use body::{ClientConn, RequestLog, ResponseBody};
 use route::{RouteAction, Router};
 
 pub struct Proxy {
-    router: ArcSwap<Router>,
+    pub(crate) router: ArcSwap<Router>,
     metrics: Arc<Metrics>,
-    access_log: bool,
+    pub(crate) access_log: bool,
     /// Upgraded connections being spliced (a drain waits for them too).
     pub tunnels: tokio_util::task::TaskTracker,
     tunnel_idle: std::time::Duration,
+    /// Forward request header names with `_` (`limits.keep_underscore_headers`).
+    pub(crate) keep_underscores: bool,
 }
 
-fn is_grpc(headers: &http::HeaderMap) -> bool {
+/// Whether a request is a gRPC call (its errors are then gRPC-shaped answers).
+pub fn is_grpc(headers: &http::HeaderMap) -> bool {
     headers
         .get(header::CONTENT_TYPE)
         .map(|v| v.as_bytes().starts_with(b"application/grpc"))
         .unwrap_or(false)
+}
+
+/// What a request head must not be, whatever engine read it (RFC 9112 3.2, 6.1; hitless is a
+/// reverse proxy, not a tunnel): answered before routing.
+fn refuse(parts: &http::request::Parts, h2_websocket: bool) -> Option<ProxyError> {
+    let hosts = parts.headers.get_all(header::HOST).iter().count();
+    if hosts > 1 {
+        return Some(ProxyError::BadRequest {
+            reason: "more than one Host header",
+        });
+    }
+    if hosts == 0 && parts.version == Version::HTTP_11 && parts.uri.authority().is_none() {
+        return Some(ProxyError::BadRequest {
+            reason: "no Host header",
+        });
+    }
+    if parts.method == http::Method::CONNECT && !h2_websocket {
+        return Some(ProxyError::MethodNotAllowed { method: "CONNECT" });
+    }
+    for te in parts.headers.get_all(header::TRANSFER_ENCODING) {
+        let only_chunked = te
+            .as_bytes()
+            .split(|&b| b == b',')
+            .map(|t| t.trim_ascii())
+            .filter(|t| !t.is_empty())
+            .all(|t| t.eq_ignore_ascii_case(b"chunked"));
+        if !only_chunked {
+            return Some(ProxyError::UnsupportedTransferCoding);
+        }
+    }
+    None
 }
 
 impl Proxy {
@@ -48,14 +82,15 @@ impl Proxy {
         router: Router,
         metrics: Arc<Metrics>,
         access_log: bool,
-        tunnel_idle: std::time::Duration,
+        downstream: &crate::config::Downstream,
     ) -> Proxy {
         Proxy {
             router: ArcSwap::from_pointee(router),
             metrics,
             access_log,
             tunnels: tokio_util::task::TaskTracker::new(),
-            tunnel_idle,
+            tunnel_idle: downstream.tunnel_idle,
+            keep_underscores: downstream.keep_underscore_headers,
         }
     }
 
@@ -68,7 +103,11 @@ impl Proxy {
         self.router.load_full()
     }
 
-    /// Answer one client request that arrived on `conn`.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Answer one client request that arrived on `conn` (hyper's engine).
     pub async fn handle(
         &self,
         request: Request<Incoming>,
@@ -77,27 +116,32 @@ impl Proxy {
         conn.request_started();
         let start = Instant::now();
         let (parts, body) = request.into_parts();
-        self.answer(parts, RequestBody::Streaming(body), conn, start, None)
+        self.answer(parts, RequestBody::Streaming(body), conn, start)
             .await
     }
 
     /// Answer a request whose handling started at `start` (`conn.request_started()` was
-    /// called); `prior`: a first try the direct HTTP/1.1 path made (`direct.rs`).
-    pub async fn answer(
+    /// called).
+    async fn answer(
         &self,
         mut parts: http::request::Parts,
         body: RequestBody,
         conn: Arc<ClientConn>,
         start: Instant,
-        prior: Option<attempt::Prior>,
     ) -> Response<ResponseBody> {
         let grpc = is_grpc(&parts.headers);
         let router = self.router.load();
+        // The target's authority (absolute form, HTTP/2's `:authority`) wins over `Host`.
         let host = parts
-            .headers
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .or_else(|| parts.uri.authority().map(|a| a.as_str()))
+            .uri
+            .authority()
+            .map(|a| a.as_str())
+            .or_else(|| {
+                parts
+                    .headers
+                    .get(header::HOST)
+                    .and_then(|h| h.to_str().ok())
+            })
             .unwrap_or("");
         let route = router.find(host, parts.uri.path()).cloned();
         let mut log = RequestLog {
@@ -125,6 +169,15 @@ impl Proxy {
             failed: Vec::new(),
             admission: None,
         };
+        let upgrade = tunnel::requested(&parts);
+        if let Some(error) = refuse(
+            &parts,
+            matches!(upgrade, Some(tunnel::Upgrade::H2WebSocket)),
+        ) {
+            log.route = None;
+            let id = request_id_of(&parts.headers);
+            return self.error(error, grpc, id, log);
+        }
 
         let Some(route) = route else {
             let id = request_id_of(&parts.headers);
@@ -161,14 +214,18 @@ impl Proxy {
         let authority = parts
             .uri
             .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok());
-        let upgrade = tunnel::requested(&parts);
+            .map(|a| a.as_str().as_bytes().to_vec());
         let request_id = headers::rewrite_request(
             &mut parts.headers,
-            &log.conn.ip_header,
-            log.conn.scheme,
-            authority.as_ref(),
-        );
+            &headers::Forwarding {
+                client_ip: log.conn.ip_header.as_bytes(),
+                https: log.conn.scheme == "https",
+                authority: authority.as_deref(),
+                keep_underscores: self.keep_underscores,
+            },
+            headers::new_request_id,
+        )
+        .value;
         let client_upgrade = match &upgrade {
             Some(tunnel::Upgrade::Http1(token)) => {
                 tunnel::restore_headers(&mut parts.headers, token.clone());
@@ -189,9 +246,25 @@ impl Proxy {
                 .unwrap_or_else(|| Uri::from_static("/"));
         }
         parts.version = Version::HTTP_11;
+        let idempotent = attempt::idempotent(
+            &parts.method,
+            route.retry.idempotent,
+            parts.headers.contains_key("idempotency-key"),
+        );
+        // A gRPC client's own deadline, when shorter, is the request's.
+        let client_deadline = if grpc {
+            attempt::grpc_timeout(&parts.headers)
+        } else {
+            None
+        };
+        let plan = attempt::Plan::new(&route, backend, start, client_deadline, idempotent);
         let upstream_request = Request::from_parts(parts, body);
-
-        let outcome = attempt::run(&route, backend, upstream_request, start, grpc, prior).await;
+        let mut transport =
+            match forward::HyperTry::new(upstream_request, &route, plan.deadline).await {
+                Ok(t) => t,
+                Err(error) => return self.error(error, grpc, request_id, log),
+            };
+        let outcome = attempt::run(&route, backend, &mut transport, &plan).await;
         log.attempts = outcome.attempts;
         log.endpoint = outcome.endpoint;
         log.failed = outcome.failed;
@@ -216,7 +289,7 @@ impl Proxy {
                     }
                 }
                 let upstream_token = head.headers.get(header::UPGRADE).cloned();
-                headers::rewrite_response(&mut head.headers, request_id.clone());
+                headers::rewrite_response(&mut head.headers, &request_id);
                 if switching {
                     // A refused upgrade is an ordinary answer, passed through as such.
                     let upstream_upgrade = head.extensions.remove::<hyper::upgrade::OnUpgrade>();

@@ -92,7 +92,7 @@ impl Endpoints {
                     Arc::new(Endpoint {
                         addr: *addr,
                         in_flight: AtomicUsize::new(0),
-                        pool: Pools::new(Arc::clone(&self.settings), self.metrics.clone()),
+                        pool: Pools::new(Arc::clone(&self.settings), self.metrics.clone(), *addr),
                         health: Health::default(),
                         readiness: Readiness::new(self.checked, self.slow_start),
                         reach: Reach::default(),
@@ -103,7 +103,7 @@ impl Endpoints {
         self.metrics.endpoints.set(endpoints.len() as i64);
         self.current.store(Arc::new(EndpointSet { endpoints }));
         for gone in old.endpoints.iter().filter(|e| !addrs.contains(&e.addr)) {
-            gone.pool.close_idle();
+            gone.pool.retire();
             gone.health.forget(&self.metrics);
             gone.reach.forget(&self.metrics);
             if !gone.readiness.is_ready() {

@@ -16,7 +16,6 @@ use std::mem::MaybeUninit;
 
 use bytes::BytesMut;
 use tokio::net::TcpStream;
-use tokio::time::Instant;
 
 use crate::runtime::metrics::{BackendMetrics, CloseReason};
 
@@ -30,7 +29,6 @@ pub struct RawConn {
     pub stream: TcpStream,
     /// Bytes read and not consumed yet.
     pub buf: BytesMut,
-    pub(super) idle_since: Instant,
     pub counted: Counted,
 }
 
@@ -60,12 +58,19 @@ pub enum Framing {
     Close,
 }
 
-/// Finds the end of a chunked body in the bytes that pass through, without changing them.
+/// Finds the end of a chunked body in the bytes that pass through, without changing them, and
+/// rejects what RFC 9112 7.1 does not allow (so that what is relayed is framed exactly one
+/// way): a size line of hex digits (leading zeros allowed) and optional extensions of visible
+/// characters, every line ended by CRLF (no bare CR or LF), each chunk's data followed by
+/// CRLF, trailer lines `name: value`.
 #[derive(Debug, Default)]
 pub struct ChunkedEnd {
     state: ChunkState,
     size: u64,
+    /// Significant hex digits of the size (leading zeros do not count).
     digits: u8,
+    /// Whether the size line has a digit at all.
+    sized: bool,
     /// Payload bytes seen (for the access log).
     pub data: u64,
 }
@@ -74,76 +79,173 @@ pub struct ChunkedEnd {
 enum ChunkState {
     #[default]
     Size,
-    /// Chunk extensions, up to the end of the size line.
-    Extension,
+    /// After the size: whitespace, then `;` or the CR.
+    AfterSize,
+    /// After a `;`: whitespace, then an extension's name.
+    ExtStart,
+    ExtName,
+    /// After an extension's name: whitespace, then `=`, `;` or the CR.
+    ExtAfterName,
+    /// After `=`: whitespace, then a token or a quoted string.
+    ExtValStart,
+    ExtValToken,
+    ExtQuoted,
+    /// After a backslash in a quoted string.
+    ExtQuotedEscape,
+    /// After a value: whitespace, then `;` or the CR.
+    ExtAfterVal,
+    /// After the CR of a size line.
+    SizeLf,
     Data,
-    /// The CRLF after a chunk's data.
-    DataEnd,
+    /// The CR after a chunk's data.
+    DataCr,
+    /// The LF after a chunk's data.
+    DataLf,
     /// At the start of a trailer line (or the final empty line).
     TrailerStart,
+    /// In a trailer field's name.
+    TrailerName,
     Trailer,
+    /// After the CR of a trailer line.
+    TrailerLf,
     /// After the CR of the final empty line.
     LastLf,
     Done,
+}
+
+/// A byte allowed in chunk extensions and trailer values: visible, space, tab, obs-text.
+fn text(b: u8) -> bool {
+    b == b'\t' || (0x20..0x7f).contains(&b) || b >= 0x80
+}
+
+/// A byte of a token (a field name).
+fn token(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 impl ChunkedEnd {
     /// Scan `bytes`; `Ok(Some(n))`: the body ends after the first `n` of them.
     pub fn scan(&mut self, bytes: &[u8]) -> Result<Option<usize>, &'static str> {
         let mut i = 0;
-        while i < bytes.len() {
-            let b = bytes[i];
+        while let Some(&b) = bytes.get(i) {
             match self.state {
                 ChunkState::Size => match b {
                     b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F' => {
-                        self.digits += 1;
+                        let d = u64::from((b as char).to_digit(16).unwrap_or(0));
+                        if self.digits > 0 || d > 0 {
+                            self.digits += 1;
+                        }
                         if self.digits > 15 {
                             return Err("chunk size too large");
                         }
-                        let d = (b as char).to_digit(16).unwrap_or(0) as u64;
-                        self.size = self.size * 16 + d;
+                        self.sized = true;
+                        self.size = (self.size << 4) | d;
                     }
-                    b';' | b' ' | b'\t' | b'\r' if self.digits > 0 => {
-                        self.state = ChunkState::Extension
-                    }
-                    b'\n' if self.digits > 0 => self.end_size_line(),
+                    b';' if self.sized => self.state = ChunkState::ExtStart,
+                    b' ' | b'\t' if self.sized => self.state = ChunkState::AfterSize,
+                    b'\r' if self.sized => self.state = ChunkState::SizeLf,
                     _ => return Err("invalid chunk size line"),
                 },
-                ChunkState::Extension => {
-                    if b == b'\n' {
-                        self.end_size_line();
+                // chunk-ext = *( BWS ";" BWS name [ BWS "=" BWS ( token / quoted-string ) ] )
+                ChunkState::AfterSize | ChunkState::ExtAfterVal => match b {
+                    b' ' | b'\t' => {}
+                    b';' => self.state = ChunkState::ExtStart,
+                    b'\r' => self.state = ChunkState::SizeLf,
+                    _ => return Err("invalid chunk extension"),
+                },
+                ChunkState::ExtStart => match b {
+                    b' ' | b'\t' => {}
+                    b if token(b) => self.state = ChunkState::ExtName,
+                    _ => return Err("invalid chunk extension"),
+                },
+                ChunkState::ExtName | ChunkState::ExtAfterName => match b {
+                    b if token(b) && self.state == ChunkState::ExtName => {}
+                    b' ' | b'\t' => self.state = ChunkState::ExtAfterName,
+                    b'=' => self.state = ChunkState::ExtValStart,
+                    b';' => self.state = ChunkState::ExtStart,
+                    b'\r' => self.state = ChunkState::SizeLf,
+                    _ => return Err("invalid chunk extension"),
+                },
+                ChunkState::ExtValStart => match b {
+                    b' ' | b'\t' => {}
+                    b'"' => self.state = ChunkState::ExtQuoted,
+                    b if token(b) => self.state = ChunkState::ExtValToken,
+                    _ => return Err("invalid chunk extension"),
+                },
+                ChunkState::ExtValToken => match b {
+                    b if token(b) => {}
+                    b' ' | b'\t' => self.state = ChunkState::ExtAfterVal,
+                    b';' => self.state = ChunkState::ExtStart,
+                    b'\r' => self.state = ChunkState::SizeLf,
+                    _ => return Err("invalid chunk extension"),
+                },
+                ChunkState::ExtQuoted => match b {
+                    b'"' => self.state = ChunkState::ExtAfterVal,
+                    b'\\' => self.state = ChunkState::ExtQuotedEscape,
+                    b if text(b) => {}
+                    _ => return Err("invalid chunk extension"),
+                },
+                ChunkState::ExtQuotedEscape => {
+                    if !text(b) {
+                        return Err("invalid chunk extension");
                     }
+                    self.state = ChunkState::ExtQuoted;
+                }
+                ChunkState::SizeLf => {
+                    if b != b'\n' {
+                        return Err("bare CR in a chunk size line");
+                    }
+                    self.state = if self.size == 0 {
+                        ChunkState::TrailerStart
+                    } else {
+                        ChunkState::Data
+                    };
                 }
                 ChunkState::Data => {
-                    let take = (bytes.len() - i).min(self.size as usize);
+                    let left = bytes.len() - i;
+                    let take = usize::try_from(self.size).map_or(left, |s| s.min(left));
                     self.size -= take as u64;
                     self.data += take as u64;
                     i += take;
                     if self.size == 0 {
-                        self.state = ChunkState::DataEnd;
+                        self.state = ChunkState::DataCr;
                     }
                     continue;
                 }
-                ChunkState::DataEnd => match b {
-                    b'\r' => {}
-                    b'\n' => {
-                        self.state = ChunkState::Size;
-                        self.digits = 0;
+                ChunkState::DataCr => {
+                    if b != b'\r' {
+                        return Err("chunk data longer than its size");
                     }
-                    _ => return Err("chunk data longer than its size"),
-                },
+                    self.state = ChunkState::DataLf;
+                }
+                ChunkState::DataLf => {
+                    if b != b'\n' {
+                        return Err("chunk data not ended by CRLF");
+                    }
+                    self.state = ChunkState::Size;
+                    self.digits = 0;
+                    self.sized = false;
+                }
                 ChunkState::TrailerStart => match b {
                     b'\r' => self.state = ChunkState::LastLf,
-                    b'\n' => {
-                        self.state = ChunkState::Done;
-                        return Ok(Some(i + 1));
-                    }
-                    _ => self.state = ChunkState::Trailer,
+                    b if token(b) => self.state = ChunkState::TrailerName,
+                    _ => return Err("invalid trailer line"),
                 },
-                ChunkState::Trailer => {
-                    if b == b'\n' {
-                        self.state = ChunkState::TrailerStart;
+                ChunkState::TrailerName => match b {
+                    b':' => self.state = ChunkState::Trailer,
+                    b if token(b) => {}
+                    _ => return Err("invalid trailer field name"),
+                },
+                ChunkState::Trailer => match b {
+                    b'\r' => self.state = ChunkState::TrailerLf,
+                    b if text(b) => {}
+                    _ => return Err("invalid trailer field value"),
+                },
+                ChunkState::TrailerLf => {
+                    if b != b'\n' {
+                        return Err("bare CR in a trailer");
                     }
+                    self.state = ChunkState::TrailerStart;
                 }
                 ChunkState::LastLf => {
                     if b != b'\n' {
@@ -158,14 +260,6 @@ impl ChunkedEnd {
         }
         Ok(None)
     }
-
-    fn end_size_line(&mut self) {
-        self.state = if self.size == 0 {
-            ChunkState::TrailerStart
-        } else {
-            ChunkState::Data
-        };
-    }
 }
 
 /// What the direct path needs from a response head; the head itself stays in the buffer.
@@ -175,35 +269,56 @@ pub struct ResponseHead {
     /// Bytes of the head (status line to the empty line).
     pub len: usize,
     pub framing: Framing,
-    /// The upstream keeps the connection open after this response.
+    /// The upstream keeps the connection open after this response (and its framing leaves
+    /// no doubt where the next one starts).
     pub keep_alive: bool,
-    /// `Connection` names other headers (to be removed as hop-by-hop).
-    pub connection_names: bool,
 }
 
 /// Why a response head could not be read.
 #[derive(Debug, PartialEq, Eq)]
 pub enum HeadError {
-    /// Not HTTP/1.x (or a malformed head).
+    /// Not HTTP/1.x (or a malformed or ambiguous head).
     Invalid(&'static str),
     TooLarge,
 }
 
-/// A piece of a final response head, in order: the status, then each header field.
-pub enum Part<'a> {
-    Status(u16),
-    Header(&'a str, &'a [u8]),
+/// A `Content-Length` value: digits only (RFC 9110 8.6: no sign, no spaces inside), or a list
+/// of identical such values.
+fn content_length(value: &[u8]) -> Option<u64> {
+    let mut found: Option<u64> = None;
+    for part in value.split(|&b| b == b',') {
+        let digits = part.trim_ascii();
+        if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        let n = digits
+            .iter()
+            .fold(0u64, |n, &d| n * 10 + u64::from(d - b'0'));
+        if found.is_some_and(|f| f != n) {
+            return None;
+        }
+        found = Some(n);
+    }
+    found
 }
 
 /// Parse the response head at the start of `buf`: `Ok(None)` when it is not complete yet.
 /// Interim (1xx) responses other than 101 are skipped (removed from `buf`) as hyper does.
-/// `on_part` sees the final head's status and fields as they are read (the direct path writes
-/// the client's head from them, without a second pass).
+/// `on_head` sees the final head's status, framing and fields, once (the direct path writes the
+/// client's head from them, without a second pass).
+///
+/// Framing follows RFC 9112 6.3, strictly: a response to HEAD, a 204 or a 304 has no body; a
+/// `Transfer-Encoding` whose last coding is chunked is chunked (and overrides a
+/// `Content-Length`, but the connection is not reused after such a message); any other
+/// transfer coding is read until the close, and one in an HTTP/1.0 response is faulty
+/// framing (an error); otherwise a valid
+/// `Content-Length` (digits only; several must agree), else until the close. A status below
+/// 100 is not HTTP.
 pub fn parse_response(
     buf: &mut BytesMut,
     head_request: bool,
     max_bytes: usize,
-    mut on_part: impl FnMut(Part<'_>),
+    on_head: impl FnOnce(u16, Framing, &[httparse::Header<'_>]),
 ) -> Result<Option<ResponseHead>, HeadError> {
     loop {
         let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
@@ -225,6 +340,9 @@ pub fn parse_response(
             return Err(HeadError::TooLarge);
         }
         let status = response.code.unwrap_or(0);
+        if status < 100 {
+            return Err(HeadError::Invalid("response status below 100"));
+        }
         if (100..200).contains(&status) && status != 101 {
             let _ = buf.split_to(parsed);
             continue;
@@ -234,19 +352,15 @@ pub fn parse_response(
                 "101 Switching Protocols to a request without Upgrade",
             ));
         }
-        on_part(Part::Status(status));
         let http11 = response.version == Some(1);
         let mut keep_alive = http11;
         let mut length: Option<u64> = None;
         let mut chunked = None;
-        let mut connection_names = false;
         for h in response.headers.iter() {
             let name = h.name;
             if name.eq_ignore_ascii_case("content-length") {
-                let n = std::str::from_utf8(h.value)
-                    .ok()
-                    .and_then(|v| v.trim().parse::<u64>().ok())
-                    .ok_or(HeadError::Invalid("invalid Content-Length"))?;
+                let n =
+                    content_length(h.value).ok_or(HeadError::Invalid("invalid Content-Length"))?;
                 if length.is_some_and(|l| l != n) {
                     return Err(HeadError::Invalid("conflicting Content-Length values"));
                 }
@@ -262,32 +376,37 @@ pub fn parse_response(
                         keep_alive = false;
                     } else if token.eq_ignore_ascii_case(b"keep-alive") {
                         keep_alive |= !http11;
-                    } else if !token.is_empty() {
-                        connection_names = true;
                     }
                 }
             }
-            on_part(Part::Header(name, h.value));
         }
         let framing = if head_request || status == 204 || status == 304 {
             Framing::Empty
         } else {
             match (chunked, length) {
+                (Some(_), _) if !http11 => {
+                    // RFC 9112 6.1: faulty framing; until the close would hang on a server
+                    // that keeps the connection.
+                    return Err(HeadError::Invalid(
+                        "Transfer-Encoding in an HTTP/1.0 response",
+                    ));
+                }
                 (Some(true), _) => Framing::Chunked,
                 (Some(false), _) => Framing::Close,
                 (None, Some(n)) => Framing::Length(n),
                 (None, None) => Framing::Close,
             }
         };
-        if framing == Framing::Close {
+        if framing == Framing::Close || (chunked.is_some() && length.is_some()) {
+            // Read until the close, or framing a smuggler would have chosen: never reused.
             keep_alive = false;
         }
+        on_head(status, framing, response.headers);
         return Ok(Some(ResponseHead {
             status,
             len: parsed,
             framing,
             keep_alive,
-            connection_names,
         }));
     }
 }
@@ -342,8 +461,13 @@ mod tests {
             assert_eq!(scanner.data, 11, "split at {split}");
         }
         assert_eq!(ends(b"0\r\n\r\n"), Ok(Some(5)));
-        assert_eq!(ends(b"0\n\n"), Ok(Some(3)), "bare LF tolerated");
+        assert!(ends(b"0\n\n").is_err(), "bare LF refused");
         assert_eq!(ends(b"5\r\nhel"), Ok(None));
+        assert_eq!(
+            ends(b"0000000000000000000005\r\nhello\r\n0\r\n\r\n"),
+            Ok(Some(36)),
+            "leading zeros are not digits of the size"
+        );
     }
 
     #[test]
@@ -364,7 +488,7 @@ mod tests {
             let mut head = b"HTTP/1.1 200 OK\r\n".to_vec();
             head.extend_from_slice(&input);
             let mut buf = BytesMut::from(&head[..]);
-            let _ = parse_response(&mut buf, false, 8192, |_| {});
+            let _ = parse_response(&mut buf, false, 8192, |_, _, _| {});
         }
     }
 
@@ -374,11 +498,24 @@ mod tests {
         assert!(ends(b"\r\n").is_err(), "no size digits");
         assert!(ends(b"1\r\nab\r\n").is_err(), "data longer than its size");
         assert!(ends(b"ffffffffffffffffff\r\n").is_err(), "size overflow");
+        assert!(ends(b"5\rhello\r\n").is_err(), "bare CR");
+        assert!(ends(b"5;a\x00b\r\n").is_err(), "NUL in an extension");
+        assert!(ends(b"5;e=<x>\r\n").is_err(), "not a token");
+        assert_eq!(
+            ends(b"5 ; a=1 ;b; c=\"x;\\\"y\"\r\nhello\r\n0\r\n\r\n").map(|e| e.is_some()),
+            Ok(true)
+        );
+        assert!(ends(b"5;a\nhello").is_err(), "bare LF ends an extension");
+        assert!(
+            ends(b"0\r\nbad trailer\r\n\r\n").is_err(),
+            "a trailer without a colon"
+        );
+        assert!(ends(b"0\r\nx: 1\n\r\n").is_err(), "bare LF in a trailer");
     }
 
     fn head(raw: &[u8], head_request: bool) -> Result<Option<ResponseHead>, HeadError> {
         let mut buf = BytesMut::from(raw);
-        parse_response(&mut buf, head_request, 8192, |_| {})
+        parse_response(&mut buf, head_request, 8192, |_, _, _| {})
     }
 
     #[test]
@@ -400,9 +537,14 @@ mod tests {
         assert_eq!((r.framing, r.keep_alive), (Framing::Empty, true));
         let r = h(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
         assert_eq!((r.framing, r.keep_alive), (Framing::Length(0), false));
-        assert!(!r.connection_names);
-        let r = h(b"HTTP/1.1 200 OK\r\nConnection: x-a, close\r\nContent-Length: 0\r\n\r\n");
-        assert!(r.connection_names);
+        let r = h(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n");
+        assert_eq!(
+            (r.framing, r.keep_alive),
+            (Framing::Chunked, false),
+            "never reused"
+        );
+        let r = h(b"HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\n");
+        assert_eq!(r.framing, Framing::Length(5));
         let r = h(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n");
         assert!(!r.keep_alive, "HTTP/1.0 closes by default");
         let r = h(b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n");
@@ -417,7 +559,7 @@ mod tests {
     fn interim_responses_are_skipped() {
         let mut buf =
             BytesMut::from(&b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"[..]);
-        let r = parse_response(&mut buf, false, 8192, |_| {})
+        let r = parse_response(&mut buf, false, 8192, |_, _, _| {})
             .unwrap()
             .unwrap();
         assert_eq!((r.status, r.len), (200, buf.len()));
@@ -433,10 +575,20 @@ mod tests {
             .unwrap_err(),
             HeadError::Invalid("conflicting Content-Length values")
         );
-        assert!(matches!(
-            head(b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n", false),
-            Err(HeadError::Invalid(_))
-        ));
+        for bad in [
+            &b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5, 6\r\n\r\n",
+            b"HTTP/1.1 000 Zero\r\nContent-Length: 0\r\n\r\n",
+            b"HTTP/1.1 099 Low\r\nContent-Length: 0\r\n\r\n",
+            b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+        ] {
+            assert!(
+                matches!(head(bad, false), Err(HeadError::Invalid(_))),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
         assert!(matches!(
             head(b"SSH-2.0-OpenSSH\r\n\r\n", false),
             Err(HeadError::Invalid(_))

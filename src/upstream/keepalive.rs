@@ -45,7 +45,8 @@ impl KeepAlive {
             return;
         };
         self.lower_to(
-            Duration::from_secs(secs) * 3 / 4,
+            // Capped (a day): a hostile `timeout=18446744073709551615` must not overflow.
+            Duration::from_secs(secs.min(86_400)) * 3 / 4,
             endpoint,
             metrics,
             "Keep-Alive header",
@@ -69,7 +70,7 @@ impl KeepAlive {
         self.candidate_ms.store(shortest, Ordering::Relaxed);
         if self.hits.fetch_add(1, Ordering::Relaxed) + 1 >= CONSISTENT_CLOSES {
             self.lower_to(
-                Duration::from_millis(shortest) * 3 / 4,
+                Duration::from_millis(shortest.min(86_400_000)) * 3 / 4,
                 endpoint,
                 metrics,
                 "idle closes observed",
@@ -119,6 +120,15 @@ mod tests {
 
     fn ep() -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], 1))
+    }
+
+    #[test]
+    fn absurd_timeouts_do_not_overflow() {
+        let k = KeepAlive::default();
+        let m = BackendMetrics::default();
+        k.announced(b"timeout=18446744073709551615", ep(), &m);
+        k.announced(b"timeout=99999999999999999999999", ep(), &m);
+        assert!(k.learned().is_none_or(|d| d <= Duration::from_secs(86_400)));
     }
 
     #[test]

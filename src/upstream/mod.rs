@@ -12,6 +12,7 @@ pub mod endpoints;
 pub mod h1;
 pub mod health;
 pub mod hold;
+pub mod idle;
 pub mod keepalive;
 pub mod lease;
 pub mod pool;

@@ -21,12 +21,11 @@
 use std::cell::Cell;
 use std::mem::MaybeUninit;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use crossbeam_queue::ArrayQueue;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::TokioExecutor;
 use hyper_util::rt::TokioIo;
@@ -35,6 +34,7 @@ use tokio::time::Instant;
 
 use super::body::RequestBody;
 use super::h1::{Counted, RawConn, READ_BUF};
+use super::idle::{IdleQueue, Pooled};
 use super::keepalive::KeepAlive;
 use super::reach::ConnectTime;
 use super::sniff::{FirstBytes, Sniffed, UpstreamIo};
@@ -117,11 +117,6 @@ pub(super) fn peer_closed(socket: socket2::SockRef<'_>) -> bool {
     )
 }
 
-struct IdleConn {
-    conn: Conn,
-    idle_since: Instant,
-}
-
 /// What ALPN chose on an `https` endpoint (`Pool::alpn`).
 const ALPN_UNKNOWN: u8 = 0;
 const ALPN_H1: u8 = 1;
@@ -136,9 +131,11 @@ pub enum Negotiated {
 }
 
 pub struct Pool {
-    idle: ArrayQueue<IdleConn>,
+    idle: IdleQueue<Conn>,
     /// Idle raw connections of the direct path (`h1.rs`).
-    pub(super) raw: ArrayQueue<super::h1::RawConn>,
+    raw: IdleQueue<RawConn>,
+    /// The endpoint left the set: connections handed back are closed, not pooled.
+    retired: Arc<AtomicBool>,
     alpn: std::sync::atomic::AtomicU8,
     /// HTTP/2 backends: one multiplexed connection per endpoint and worker. An async mutex,
     /// held while a connection is being opened, so that a burst of first requests opens one
@@ -148,6 +145,8 @@ pub struct Pool {
     pub(super) keepalive: Arc<KeepAlive>,
     settings: Arc<PoolSettings>,
     pub(super) metrics: BackendMetrics,
+    /// The endpoint's address (for keep-alive learning from raw connections' closes).
+    addr: Option<SocketAddr>,
 }
 
 /// A connection checked out for one request.
@@ -162,15 +161,18 @@ impl Pool {
         settings: Arc<PoolSettings>,
         metrics: BackendMetrics,
         keepalive: Arc<KeepAlive>,
+        retired: Arc<AtomicBool>,
     ) -> Pool {
         Pool {
-            idle: ArrayQueue::new(settings.max_idle.max(1)),
-            raw: ArrayQueue::new(settings.max_idle.max(1)),
+            idle: IdleQueue::new(settings.max_idle),
+            raw: IdleQueue::new(settings.max_idle),
+            retired,
             h2: tokio::sync::Mutex::new(None),
             alpn: std::sync::atomic::AtomicU8::new(ALPN_UNKNOWN),
             keepalive,
             settings,
             metrics,
+            addr: None,
         }
     }
 
@@ -197,17 +199,11 @@ impl Pool {
     ) -> Result<Connection, ProxyError> {
         let idle_timeout = self.idle_timeout();
         let careful = options.careful;
-        while let Some(idle) = (!options.fresh).then(|| self.idle.pop()).flatten() {
-            self.metrics.conns_idle.dec();
-            if idle.idle_since.elapsed() >= idle_timeout {
-                idle.conn.close(CloseReason::IdleTimeout, &self.metrics);
-                continue;
-            }
-            // A closed one was counted (and learned from) by its connection task.
-            if idle.conn.sender.is_closed() || (careful && idle.conn.peer_closed()) {
-                continue;
-            }
-            let mut conn = idle.conn;
+        let learn = |_: Duration| {}; // hyper's connections learn in their connection task
+        while let Some(mut conn) = (!options.fresh)
+            .then(|| self.idle.pop(idle_timeout, careful, &self.metrics, &learn))
+            .flatten()
+        {
             // Usually ready at once; after a response that just ended, the connection task may
             // still be finishing it. An error here means the upstream closed it while idle:
             // found before anything was written, so the next one is tried.
@@ -217,7 +213,7 @@ impl Pool {
             }
         }
         if !options.fresh && self.settings.tls.is_none() {
-            if let Some(stream) = self.adopt_raw(addr, careful) {
+            if let Some(stream) = self.adopt_raw(careful) {
                 let conn = Box::pin(self.connect_with(addr, UpstreamIo::Plain(stream), true));
                 return match conn.await {
                     Ok(conn) => Ok(Connection { conn, reused: true }),
@@ -292,47 +288,33 @@ impl Pool {
         if conn.sender.is_closed() {
             return;
         }
-        conn.idle_mark.store(now_ms() + 1, Ordering::Relaxed);
-        let idle = IdleConn {
-            conn,
-            idle_since: Instant::now(),
-        };
-        match self.idle.push(idle) {
-            Ok(()) => {
-                self.metrics.conns_idle.inc();
-            }
-            Err(full) => full.conn.close(CloseReason::Discarded, &self.metrics),
+        if self.retired.load(Ordering::Relaxed) {
+            conn.close(CloseReason::Discarded, &self.metrics);
+            return;
         }
+        conn.idle_mark.store(now_ms() + 1, Ordering::Relaxed);
+        self.idle.push(conn, &self.metrics);
     }
 
     /// Close idle connections past the idle timeout, and forget those the upstream closed.
     pub fn reap(&self) {
-        self.reap_raw();
         let idle_timeout = self.idle_timeout();
-        for _ in 0..self.idle.len() {
-            let Some(idle) = self.idle.pop() else { break };
-            if idle.idle_since.elapsed() >= idle_timeout {
-                self.metrics.conns_idle.dec();
-                idle.conn.close(CloseReason::IdleTimeout, &self.metrics);
-                continue;
-            }
-            if idle.conn.sender.is_closed() {
-                self.metrics.conns_idle.dec();
-                continue;
-            }
-            if let Err(full) = self.idle.push(idle) {
-                self.metrics.conns_idle.dec();
-                full.conn.close(CloseReason::Discarded, &self.metrics);
-            }
-        }
+        let learn = |_: Duration| {};
+        self.idle.reap(idle_timeout, &self.metrics, &learn);
+        self.raw
+            .reap(idle_timeout, &self.metrics, &|age| self.learn_close(age));
     }
 
     /// Close every idle connection (the endpoint left the set).
     pub fn close_idle(&self) {
-        self.close_idle_raw();
-        while let Some(idle) = self.idle.pop() {
-            self.metrics.conns_idle.dec();
-            idle.conn.close(CloseReason::Discarded, &self.metrics);
+        self.idle.close_all(&self.metrics);
+        self.raw.close_all(&self.metrics);
+    }
+
+    /// An idle raw connection the upstream closed after `age`: what its keep-alive is.
+    fn learn_close(&self, age: Duration) {
+        if let Some(addr) = self.addr {
+            self.keepalive.observed_close(age, addr, &self.metrics);
         }
     }
 
@@ -539,20 +521,19 @@ impl Pool {
     pub async fn checkout_raw(
         &self,
         addr: SocketAddr,
-        careful: bool,
-        patient: bool,
+        options: super::SendOptions,
     ) -> Result<(RawConn, bool), ProxyError> {
-        let idle_timeout = self.idle_timeout();
-        if let Some(conn) = self.pop_raw(addr, careful, idle_timeout) {
-            return Ok((conn, true));
+        if !options.fresh {
+            if let Some(conn) = self.pop_raw(options.careful) {
+                return Ok((conn, true));
+            }
         }
-        let stream = Box::pin(self.tcp(addr, patient)).await?;
+        let stream = Box::pin(self.tcp(addr, options.patient)).await?;
         self.metrics.conns_open.inc();
         self.metrics.conns_opened.inc();
         let conn = RawConn {
             stream,
             buf: BytesMut::with_capacity(READ_BUF),
-            idle_since: Instant::now(),
             counted: Counted {
                 reason: CloseReason::Exchange,
                 metrics: Some(self.metrics.clone()),
@@ -562,29 +543,20 @@ impl Pool {
     }
 
     /// A pooled raw connection still fresh and open, if any.
-    fn pop_raw(&self, addr: SocketAddr, careful: bool, idle_timeout: Duration) -> Option<RawConn> {
-        while let Some(mut conn) = self.raw.pop() {
-            self.metrics.conns_idle.dec();
-            let idle = conn.idle_since.elapsed();
-            if idle >= idle_timeout {
-                conn.counted.reason = CloseReason::IdleTimeout;
-                continue;
-            }
-            if closed_while_idle(&conn.stream, careful) {
-                conn.counted.reason = CloseReason::UpstreamClose;
-                self.keepalive.observed_close(idle, addr, &self.metrics);
-                continue;
-            }
-            conn.counted.reason = CloseReason::Exchange;
-            return Some(conn);
-        }
-        None
+    fn pop_raw(&self, careful: bool) -> Option<RawConn> {
+        let mut conn = self
+            .raw
+            .pop(self.idle_timeout(), careful, &self.metrics, &|age| {
+                self.learn_close(age)
+            })?;
+        conn.counted.reason = CloseReason::Exchange;
+        Some(conn)
     }
 
     /// An idle raw connection for hyper's path (`Pool::checkout`), which counts it from
     /// then on: a mix of plain requests and others shares one set of connections.
-    pub(super) fn adopt_raw(&self, addr: SocketAddr, careful: bool) -> Option<TcpStream> {
-        let mut conn = self.pop_raw(addr, careful, self.idle_timeout())?;
+    pub(super) fn adopt_raw(&self, careful: bool) -> Option<TcpStream> {
+        let mut conn = self.pop_raw(careful)?;
         conn.counted.metrics = None;
         Some(conn.stream)
     }
@@ -595,40 +567,47 @@ impl Pool {
             // Bytes nobody asked for: the connection is out of step (dropped: `Exchange`).
             return;
         }
-        conn.idle_since = Instant::now();
-        // Should the pool be dropped with it inside (its endpoint left the set).
-        conn.counted.reason = CloseReason::Discarded;
-        if self.raw.push(conn).is_ok() {
-            self.metrics.conns_idle.inc();
+        if self.retired.load(Ordering::Relaxed) {
+            conn.counted.reason = CloseReason::Discarded;
+            return;
         }
+        self.raw.push(conn, &self.metrics);
+    }
+}
+
+impl Pooled for RawConn {
+    fn closed(&self, careful: bool) -> bool {
+        closed_while_idle(&self.stream, careful)
     }
 
-    /// The reaper's part for raw connections: close those idle too long or closed upstream.
-    pub(super) fn reap_raw(&self) {
-        let idle_timeout = self.idle_timeout();
-        for _ in 0..self.raw.len() {
-            let Some(mut conn) = self.raw.pop() else {
-                break;
-            };
-            self.metrics.conns_idle.dec();
-            if conn.idle_since.elapsed() >= idle_timeout {
-                conn.counted.reason = CloseReason::IdleTimeout;
-                continue;
-            }
-            if closed_while_idle(&conn.stream, true) {
-                conn.counted.reason = CloseReason::UpstreamClose;
-                continue;
-            }
-            if self.raw.push(conn).is_ok() {
-                self.metrics.conns_idle.inc();
-            }
-        }
+    fn close(mut self, reason: CloseReason, _metrics: &BackendMetrics) {
+        self.counted.reason = reason; // counted when dropped
     }
 
-    pub(super) fn close_idle_raw(&self) {
-        while self.raw.pop().is_some() {
-            self.metrics.conns_idle.dec();
-        }
+    fn closed_by_upstream(mut self, idle: Duration, learn: &dyn Fn(Duration)) {
+        self.counted.reason = CloseReason::UpstreamClose;
+        learn(idle);
+    }
+}
+
+impl Pooled for Conn {
+    fn closed(&self, careful: bool) -> bool {
+        self.sender.is_closed() || (careful && self.peer_closed())
+    }
+
+    fn close(self, reason: CloseReason, metrics: &BackendMetrics) {
+        Conn::close(self, reason, metrics);
+    }
+
+    fn closed_by_upstream(self, _idle: Duration, _learn: &dyn Fn(Duration)) {
+        // Its connection task counts the close, and learns from its age.
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        // Idle connections of an endpoint that is gone: counted out of the gauges.
+        self.close_idle();
     }
 }
 
@@ -654,24 +633,37 @@ fn handshake_failed(endpoint: SocketAddr, e: hyper::Error) -> ProxyError {
 pub struct Pools {
     per_worker: Box<[Pool]>,
     pub keepalive: Arc<KeepAlive>,
+    retired: Arc<AtomicBool>,
 }
 
 impl Pools {
-    pub fn new(settings: Arc<PoolSettings>, metrics: BackendMetrics) -> Pools {
+    pub fn new(settings: Arc<PoolSettings>, metrics: BackendMetrics, addr: SocketAddr) -> Pools {
         let n = settings.workers.max(1);
         let keepalive = Arc::new(KeepAlive::default());
+        let retired = Arc::new(AtomicBool::new(false));
         Pools {
             per_worker: (0..n)
                 .map(|_| {
-                    Pool::new(
+                    let mut pool = Pool::new(
                         Arc::clone(&settings),
                         metrics.clone(),
                         Arc::clone(&keepalive),
-                    )
+                        Arc::clone(&retired),
+                    );
+                    pool.addr = Some(addr);
+                    pool
                 })
                 .collect(),
             keepalive,
+            retired,
         }
+    }
+
+    /// The endpoint left the set: idle connections close now, and those its in-flight
+    /// requests hand back close then (they are not pooled, and the gauges go back down).
+    pub fn retire(&self) {
+        self.retired.store(true, Ordering::Relaxed);
+        self.close_idle();
     }
 
     /// The pool of the worker this thread belongs to.
