@@ -3,6 +3,7 @@
 #
 #   bash benches/vs_nginx.sh            # 3 alternating rounds of 8 s each
 #   ROUNDS=5 SECS=10 CONNS=50 bash benches/vs_nginx.sh
+#   BASELINE=/path/to/older/hitless bash benches/vs_nginx.sh   # A/B: an older build too
 #
 # Layout on a 2-core machine: both proxies pinned to core 0 (one worker each: nginx
 # `worker_processes 1`, hitless `runtime.worker_threads: 1`); the upstream (nginx `return 200`)
@@ -30,7 +31,7 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -r
 trap cleanup EXIT
 
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-UP=$(port); NGX=$(port); HL=$(port); HLA=$(port)
+UP=$(port); NGX=$(port); HL=$(port); HLA=$(port); HLB=$(port); HLBA=$(port)
 
 cat > "$dir/upstream.conf" <<CONF
 worker_processes 1; daemon off; pid $dir/up.pid; error_log $dir/up.err;
@@ -60,6 +61,10 @@ CONF
 taskset -c 1 "$NGINX" -c "$dir/upstream.conf" -e "$dir/up.err" & pids+=($!)
 taskset -c 0 "$NGINX" -c "$dir/proxy.conf" -e "$dir/px.err" & pids+=($!)
 taskset -c 0 "$BIN" run --config "$dir/hitless.yaml" 2>"$dir/hitless.err" & HPID=$!; pids+=($HPID)
+if [ -n "${BASELINE:-}" ]; then
+  sed -e "s/127.0.0.1:$HL\"/127.0.0.1:$HLB\"/" -e "s/127.0.0.1:$HLA\"/127.0.0.1:$HLBA\"/" "$dir/hitless.yaml" > "$dir/baseline.yaml"
+  taskset -c 0 "$BASELINE" run --config "$dir/baseline.yaml" 2>"$dir/baseline.err" & BPID=$!; pids+=($BPID)
+fi
 sleep 1
 # nginx's worker is the child of its master
 NPID=$(pgrep -P "${pids[1]}" | head -1)
@@ -88,10 +93,12 @@ PY
 # warm up
 taskset -c 1 wrk -t1 -c"$CONNS" -d2s "http://127.0.0.1:$NGX/" >/dev/null
 taskset -c 1 wrk -t1 -c"$CONNS" -d2s "http://127.0.0.1:$HL/" >/dev/null
+[ -n "${BASELINE:-}" ] && taskset -c 1 wrk -t1 -c"$CONNS" -d2s "http://127.0.0.1:$HLB/" >/dev/null
 results=$dir/results
 for i in $(seq "$ROUNDS"); do
   run nginx "$NGX" "$NPID" >> "$results"
   run hitless "$HL" "$HPID" >> "$results"
+  if [ -n "${BASELINE:-}" ]; then run baseline "$HLB" "$BPID" >> "$results"; fi
 done
 python3 - "$results" "$ROUNDS" "$SECS" "$CONNS" <<'PY'
 import sys, statistics as st
@@ -103,7 +110,7 @@ print(f"hitless vs nginx, reverse proxy, 1 core each, wrk 1 thread {sys.argv[4]}
       f"median of {sys.argv[2]} rounds x {sys.argv[3]} s")
 print(f"{'proxy':<8} {'requests/s':>11} {'p50 us':>8} {'p99 us':>8} {'CPU us/req':>11} {'(user':>7} {'sys)':>6} {'non-2xx':>8}")
 med = {}
-for name in ['nginx', 'hitless']:
+for name in [n for n in ['nginx', 'hitless', 'baseline'] if n in by]:
     cols = list(zip(*by[name]))
     m = [st.median(c) for c in cols]
     med[name] = m
@@ -111,4 +118,8 @@ for name in ['nginx', 'hitless']:
 n, h = med['nginx'], med['hitless']
 print(f"ratio hitless/nginx: requests/s {h[0]/n[0]:.2f}x, p50 {h[1]/n[1]:.2f}x, p99 {h[2]/n[2]:.2f}x, "
       f"CPU per request {(h[3]+h[4])/(n[3]+n[4]):.2f}x")
+if 'baseline' in med:
+    b = med['baseline']
+    print(f"ratio hitless/baseline: requests/s {h[0]/b[0]:.2f}x, CPU per request {(h[3]+h[4])/(b[3]+b[4]):.2f}x, "
+          f"user {h[3]/b[3]:.2f}x")
 PY

@@ -559,13 +559,22 @@ impl Proxy {
         let start = Instant::now();
         let close = closing || request.close;
         let head_request = request.method == Method::HEAD;
+        let Request {
+            method,
+            host,
+            uri,
+            route,
+            request_id,
+            idempotent,
+            ..
+        } = request;
         let mut log = RequestLog {
             start,
-            method: request.method.clone(),
-            host: request.host.clone(),
-            uri: request.uri.clone(),
-            request_id: Some(request.request_id.clone()),
-            route: request.route.clone(),
+            method,
+            host,
+            uri,
+            request_id: Some(request_id.clone()),
+            route: route.clone(),
             endpoint: None,
             attempts: 0,
             cause: None,
@@ -576,7 +585,7 @@ impl Proxy {
             failed: Vec::new(),
             admission: None,
         };
-        let Some(route) = request.route.as_ref() else {
+        let Some(route) = route.as_ref() else {
             return self
                 .write_error(client, out, ProxyError::NoRoute, log, head_request, close)
                 .await;
@@ -592,7 +601,7 @@ impl Proxy {
                 return write_generated(
                     client,
                     out,
-                    &request.request_id,
+                    &request_id,
                     &fixed.body,
                     fixed.status.as_u16(),
                     head_request,
@@ -611,12 +620,12 @@ impl Proxy {
                 .await;
         };
         log.admission = Some(admission);
-        let plan = Plan::new(route, backend, start, None, request.idempotent);
+        let plan = Plan::new(route, backend, start, None, idempotent);
         let mut transport = RawTry {
             bytes: upstream,
             head_request,
             out,
-            request_id: &request.request_id,
+            request_id: &request_id,
             close,
         };
         let outcome = attempt::run(route, backend, &mut transport, &plan).await;

@@ -78,66 +78,171 @@ impl Head for HeaderMap {
     }
 }
 
-/// Fields that a `Connection` header may never remove: the message's framing (an attacker's
-/// `Connection: content-length` would leave the body unframed) and what identifies it.
-fn protected(name: &str) -> bool {
-    ["content-length", "host", "x-request-id"]
-        .iter()
-        .any(|p| name.eq_ignore_ascii_case(p))
+/// The fields the rules act on, told apart in one pass over a head (by length first: one
+/// case-insensitive comparison per field at most).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+enum Kind {
+    Other,
+    Connection,
+    KeepAlive,
+    ProxyConnection,
+    TransferEncoding,
+    Upgrade,
+    Te,
+    Host,
+    ContentLength,
+    XForwardedFor,
+    XForwardedProto,
+    XForwardedHost,
+    XRequestId,
+    Date,
 }
 
-/// At most this many `Connection` fields are honoured (their named fields removed).
-const MAX_CONNECTION_FIELDS: usize = 4;
+/// The lowercase name of each kind (`Other` has none).
+const NAMES: [&str; 14] = [
+    "",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "upgrade",
+    "te",
+    "host",
+    "content-length",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-request-id",
+    "date",
+];
 
-/// Remove the hop-by-hop fields of `head` and those its `Connection` fields name (never the
-/// `protected` ones). `TE: trailers` survives when `keep_te_trailers` (gRPC needs it end to
-/// end); returns whether it did (the caller adds it back, after its other removals).
-fn remove_hop_by_hop<H: Head>(head: &mut H, keep_te_trailers: bool) -> bool {
-    // Most messages carry none of these (HTTP/1.1 keep-alive is the default): one pass over
-    // the names finds out, instead of six lookups per message.
-    let mut any = false;
-    let mut connection: [Option<H::Value>; MAX_CONNECTION_FIELDS] = Default::default();
-    let mut n = 0;
-    let mut trailers = false;
-    let mut transfer_encoding = false;
-    head.for_each(|name, value| {
-        if !is_hop_by_hop(name) {
-            return;
-        }
-        any = true;
-        transfer_encoding |= name.eq_ignore_ascii_case("transfer-encoding");
-        if name.eq_ignore_ascii_case("connection") && n < MAX_CONNECTION_FIELDS {
-            connection[n] = Some(value.clone());
-            n += 1;
-        } else if name.eq_ignore_ascii_case("te") {
-            trailers |= value
-                .as_ref()
-                .split(|&b| b == b',')
-                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"trailers"));
-        }
-    });
-    if !any {
-        return false;
+const HOP_KINDS: [Kind; 6] = [
+    Kind::Connection,
+    Kind::KeepAlive,
+    Kind::ProxyConnection,
+    Kind::TransferEncoding,
+    Kind::Upgrade,
+    Kind::Te,
+];
+
+fn kind(name: &str) -> Kind {
+    let candidates: &[Kind] = match name.len() {
+        2 => &[Kind::Te],
+        4 => &[Kind::Host, Kind::Date],
+        7 => &[Kind::Upgrade],
+        10 => &[Kind::Connection, Kind::KeepAlive],
+        12 => &[Kind::XRequestId],
+        14 => &[Kind::ContentLength],
+        15 => &[Kind::XForwardedFor],
+        16 => &[Kind::ProxyConnection, Kind::XForwardedHost],
+        17 => &[Kind::TransferEncoding, Kind::XForwardedProto],
+        _ => return Kind::Other,
+    };
+    candidates
+        .iter()
+        .copied()
+        .find(|k| name.eq_ignore_ascii_case(NAMES[*k as usize]))
+        .unwrap_or(Kind::Other)
+}
+
+/// At most this many `Connection` fields, and `X-Forwarded-For` fields, are read.
+const MAX_LIST_FIELDS: usize = 4;
+
+/// What one pass over a head found.
+struct Scan<V> {
+    /// Bit `k`: a field of kind `k` is present.
+    seen: u16,
+    connection: [Option<V>; MAX_LIST_FIELDS],
+    forwarded_for: [Option<V>; MAX_LIST_FIELDS],
+    host: Option<V>,
+    request_id: Option<V>,
+    te_trailers: bool,
+    underscores: bool,
+}
+
+impl<V: AsRef<[u8]> + Clone> Scan<V> {
+    fn of<H: Head<Value = V>>(head: &H) -> Scan<V> {
+        let mut scan = Scan {
+            seen: 0,
+            connection: Default::default(),
+            forwarded_for: Default::default(),
+            host: None,
+            request_id: None,
+            te_trailers: false,
+            underscores: false,
+        };
+        let (mut n_connection, mut n_forwarded) = (0, 0);
+        head.for_each(|name, value| {
+            let k = kind(name);
+            scan.seen |= 1 << k as u16;
+            match k {
+                Kind::Connection => {
+                    if let Some(slot) = scan.connection.get_mut(n_connection) {
+                        *slot = Some(value.clone());
+                        n_connection += 1;
+                    }
+                }
+                Kind::XForwardedFor => {
+                    if let Some(slot) = scan.forwarded_for.get_mut(n_forwarded) {
+                        *slot = Some(value.clone());
+                        n_forwarded += 1;
+                    }
+                }
+                Kind::Host => {
+                    scan.host.get_or_insert_with(|| value.clone());
+                }
+                Kind::XRequestId if !value.as_ref().is_empty() => {
+                    scan.request_id.get_or_insert_with(|| value.clone());
+                }
+                Kind::Te => {
+                    scan.te_trailers |= value
+                        .as_ref()
+                        .split(|&b| b == b',')
+                        .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"trailers"));
+                }
+                Kind::Other => scan.underscores |= name.contains('_'),
+                _ => {}
+            }
+        });
+        scan
     }
-    for value in connection.iter().flatten() {
+
+    fn has(&self, k: Kind) -> bool {
+        self.seen & (1 << k as u16) != 0
+    }
+}
+
+/// Remove the fields of the kinds in `kinds` that `scan` saw.
+fn remove_seen<H: Head>(head: &mut H, scan: &Scan<H::Value>, kinds: &[Kind]) {
+    for &k in kinds {
+        if scan.has(k) {
+            head.remove(NAMES[k as usize]);
+        }
+    }
+}
+
+/// Remove the hop-by-hop fields and those `Connection` names, never the message's framing or
+/// identity (an attacker's `Connection: content-length` would leave a body unframed), and
+/// `Content-Length` when a transfer coding framed the body (RFC 9112 6.3: it overrides the
+/// length, and the body is framed anew on the other side).
+fn remove_hop_by_hop<H: Head>(head: &mut H, scan: &Scan<H::Value>) {
+    for value in scan.connection.iter().flatten() {
         for token in value.as_ref().split(|&b| b == b',') {
             let Ok(token) = std::str::from_utf8(token.trim_ascii()) else {
                 continue;
             };
-            if !token.is_empty() && !protected(token) {
+            let k = kind(token);
+            let known = k != Kind::Other || token.is_empty() || token.eq_ignore_ascii_case("close");
+            if !known {
                 head.remove(token);
             }
         }
     }
-    for name in HOP_BY_HOP {
-        head.remove(name);
+    remove_seen(head, scan, &HOP_KINDS);
+    if scan.has(Kind::TransferEncoding) {
+        remove_seen(head, scan, &[Kind::ContentLength]);
     }
-    if transfer_encoding {
-        // The body was framed by its transfer coding, which overrides a `Content-Length`
-        // (RFC 9112 6.3); it is framed anew on the other side, so the length must not cross.
-        head.remove("content-length");
-    }
-    trailers && keep_te_trailers
 }
 
 /// How a request reached hitless, for the `X-Forwarded-*` fields.
@@ -168,29 +273,9 @@ pub fn rewrite_request<H: Head>(
     fwd: &Forwarding<'_>,
     new_id: impl FnOnce() -> HeaderValue,
 ) -> RequestId {
-    let te_trailers = remove_hop_by_hop(head, true);
-    let mut forwarded_for: [Option<H::Value>; 4] = Default::default();
-    let mut n_forwarded = 0;
-    let mut host: Option<H::Value> = None;
-    let mut id: Option<H::Value> = None;
-    let mut underscores = false;
-    head.for_each(|name, value| {
-        if name.eq_ignore_ascii_case("x-forwarded-for") {
-            if let Some(slot) = forwarded_for.get_mut(n_forwarded) {
-                *slot = Some(value.clone());
-                n_forwarded += 1;
-            }
-        } else if name.eq_ignore_ascii_case("host") {
-            host.get_or_insert_with(|| value.clone());
-        } else if name.eq_ignore_ascii_case("x-request-id") {
-            if !value.as_ref().is_empty() {
-                id.get_or_insert_with(|| value.clone());
-            }
-        } else if !underscores && name.contains('_') {
-            underscores = true;
-        }
-    });
-    if underscores && !fwd.keep_underscores {
+    let scan = Scan::of(head);
+    remove_hop_by_hop(head, &scan);
+    if scan.underscores && !fwd.keep_underscores {
         let mut names: Vec<String> = Vec::new();
         head.for_each(|name, _| {
             if name.contains('_') {
@@ -201,18 +286,24 @@ pub fn rewrite_request<H: Head>(
             head.remove(name);
         }
     }
-    for name in [
-        "x-forwarded-for",
-        "x-forwarded-proto",
-        "x-forwarded-host",
-        "x-request-id",
-    ] {
-        head.remove(name);
-    }
+    remove_seen(
+        head,
+        &scan,
+        &[
+            Kind::XForwardedFor,
+            Kind::XForwardedProto,
+            Kind::XForwardedHost,
+            Kind::XRequestId,
+        ],
+    );
     if fwd.authority.is_some() {
-        head.remove("host");
+        remove_seen(head, &scan, &[Kind::Host]);
     }
-    let request_id = match id.as_ref().map(|v| HeaderValue::from_bytes(v.as_ref())) {
+    let request_id = match scan
+        .request_id
+        .as_ref()
+        .map(|v| HeaderValue::from_bytes(v.as_ref()))
+    {
         Some(Ok(value)) => RequestId {
             value,
             fresh: false,
@@ -223,15 +314,15 @@ pub fn rewrite_request<H: Head>(
         },
     };
     // Adds, after every removal.
-    if te_trailers {
+    if scan.te_trailers {
         head.add(&header::TE, &[b"trailers"]);
     }
     if let Some(authority) = fwd.authority {
         head.add(&header::HOST, &[authority]);
     }
-    let mut xff: [&[u8]; 9] = [b""; 9];
+    let mut xff: [&[u8]; 2 * MAX_LIST_FIELDS + 1] = [b""; 2 * MAX_LIST_FIELDS + 1];
     let mut parts = 0;
-    for prev in forwarded_for.iter().flatten() {
+    for prev in scan.forwarded_for.iter().flatten() {
         xff[parts] = prev.as_ref();
         xff[parts + 1] = b", ";
         parts += 2;
@@ -242,7 +333,7 @@ pub fn rewrite_request<H: Head>(
         &X_FORWARDED_PROTO,
         &[if fwd.https { b"https" } else { b"http" }],
     );
-    match (fwd.authority, &host) {
+    match (fwd.authority, &scan.host) {
         (Some(authority), _) => head.add(&X_FORWARDED_HOST, &[authority]),
         (None, Some(host)) => head.add(&X_FORWARDED_HOST, &[host.as_ref()]),
         (None, None) => {}
@@ -255,11 +346,10 @@ pub fn rewrite_request<H: Head>(
 /// hop-by-hop fields out, the request's id set, and `Date` added when the backend sent none
 /// (RFC 9110 6.6.1: a forwarding recipient with a clock must).
 pub fn rewrite_response<H: Head>(head: &mut H, request_id: &HeaderValue) {
-    remove_hop_by_hop(head, false);
-    let mut date = false;
-    head.for_each(|name, _| date |= name.eq_ignore_ascii_case("date"));
-    head.remove("x-request-id");
-    if !date {
+    let scan = Scan::of(head);
+    remove_hop_by_hop(head, &scan);
+    remove_seen(head, &scan, &[Kind::XRequestId]);
+    if !scan.has(Kind::Date) {
         head.add(&header::DATE, &[http_date().as_bytes()]);
     }
     head.add(&X_REQUEST_ID, &[request_id.as_bytes()]);
