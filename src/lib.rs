@@ -7,7 +7,8 @@
 //! connection) -> back through `proxy::body::ResponseBody` (streams, logs, counts).
 //! Errors become responses in exactly one place: `proxy::error::ProxyError`.
 //! `config` is loaded and validated before anything runs; `app` composes the pieces;
-//! `admin` serves health, readiness and metrics; `runtime` holds metrics, logging, shutdown.
+//! `admin` serves health, readiness and metrics; `runtime` holds metrics, logging, shutdown;
+//! `lint` (manifests) and `doctor` (live endpoints) look for 502 causes outside the data path.
 
 #![forbid(unsafe_code)]
 
@@ -17,6 +18,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod discovery;
+pub mod doctor;
 pub mod inbound;
 pub mod lint;
 pub mod proxy;
