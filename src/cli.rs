@@ -98,6 +98,12 @@ pub enum Command {
         #[arg(long, default_value = "text", value_parser = ["text", "json"])]
         format: String,
     },
+    /// Probe a backend's endpoints for what causes 502s: refused or black-holed connects, the
+    /// protocol spoken, TLS certificates, the health path, the measured keep-alive against the
+    /// pool, connection reuse, response head size, WebSocket upgrades. One line per check with
+    /// the setting that fixes it. Exit 0: nothing fails; 1: a finding would cause 502s; 64: a
+    /// bad URL or config.
+    Doctor(crate::doctor::DoctorArgs),
 }
 
 fn report(errors: &ConfigErrors, source: &str) -> ExitCode {
@@ -112,7 +118,9 @@ fn report(errors: &ConfigErrors, source: &str) -> ExitCode {
 /// leave with.
 pub fn load(command: &Command) -> Result<Option<Config>, ExitCode> {
     let config = match command {
-        Command::Demo | Command::Drain { .. } | Command::Lint { .. } => return Ok(None),
+        Command::Demo | Command::Drain { .. } | Command::Lint { .. } | Command::Doctor(_) => {
+            return Ok(None)
+        }
         Command::Run { config } | Command::Check { config, .. } => {
             Config::load(config).map_err(|e| report(&e, &config.display().to_string()))
         }

@@ -1,14 +1,22 @@
 //! hitless: a reverse proxy for Kubernetes that removes 502 Bad Gateway errors in code.
 //!
 //! The data path, in the order a request meets it:
-//! `inbound::listener` (accept) -> `inbound::server` (HTTP/1.1 + h2c, timeouts) ->
-//! `proxy::Proxy::handle` -> `proxy::route` (host + path) -> `proxy::headers` (rewrite) ->
-//! `proxy::forward` (one attempt, timeouts) -> `upstream::Backend` (pick endpoint, pooled
-//! connection) -> back through `proxy::body::ResponseBody` (streams, logs, counts).
+//! `inbound::listener` (accept, choose the engine) -> `inbound::h1` (the direct HTTP/1.1
+//! engine's connection loop; `proxy::direct` parses, routes and rewrites plain requests as
+//! bytes) or `inbound::hyper` (hyper's engine: HTTP/2, and what the direct engine hands over;
+//! `proxy::Proxy::handle`) -> `proxy::route` (host + path) -> `proxy::headers` (the one rewrite
+//! rule, over hyper's maps or heads parsed in place) -> `proxy::attempt` (the one attempt loop:
+//! pick, retry, hold, budget, over a transport: `proxy::forward::HyperTry` or
+//! `proxy::direct::RawTry`) -> `upstream::Backend` (endpoints, reachability, passive health,
+//! pooled connections) -> back through `proxy::body::ResponseBody` or `proxy::direct`'s relay
+//! (streams, logs, counts). The client-side timer model of both engines is
+//! `inbound::server::Server::due`.
 //! Errors become responses in exactly one place: `error::ProxyError`, a leaf that every
 //! layer converts into.
 //! `config` is loaded and validated before anything runs; `app` composes the pieces;
-//! `admin` serves health, readiness and metrics; `runtime` holds metrics, logging, shutdown.
+//! `admin` serves health, readiness and metrics; `runtime` holds metrics, logging, shutdown;
+//! `lint` (manifests) and `doctor` (live endpoints) look for 502 causes outside the data path;
+//! `demo` reproduces the guide's failures at production load.
 
 #![forbid(unsafe_code)]
 
@@ -18,6 +26,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod discovery;
+pub mod doctor;
 pub mod error;
 pub mod inbound;
 pub mod lint;

@@ -23,6 +23,7 @@ fn main() -> ExitCode {
             return match &cli.command {
                 Command::Drain { socket } => drain(socket),
                 Command::Lint { paths, format } => cli::lint(paths, format),
+                Command::Doctor(args) => doctor(args.clone()),
                 _ => demo(),
             }
         }
@@ -51,6 +52,19 @@ fn demo() -> ExitCode {
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.worker_threads(2);
     block_on("hitless demo", builder, hitless::demo::run())
+}
+
+/// `hitless doctor`: probes on a small runtime; the report's exit status.
+fn doctor(args: hitless::doctor::DoctorArgs) -> ExitCode {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.worker_threads(2);
+    match builder.enable_all().build() {
+        Ok(runtime) => ExitCode::from(runtime.block_on(hitless::doctor::command::main(args))),
+        Err(e) => {
+            eprintln!("hitless doctor: cannot start the runtime: {e}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 /// `hitless drain`: ask the running instance to drain; print its answer.

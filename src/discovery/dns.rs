@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use super::{pause, Publisher};
 use crate::config::discovery::DnsDiscovery;
 
-fn resolver(config: &DnsDiscovery) -> Result<TokioResolver, String> {
+pub(crate) fn resolver(config: &DnsDiscovery) -> Result<TokioResolver, String> {
     let mut builder = if config.nameservers.is_empty() {
         TokioResolver::builder_tokio().map_err(|e| format!("reading /etc/resolv.conf: {e}"))?
     } else {

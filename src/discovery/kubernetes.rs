@@ -81,7 +81,7 @@ fn slice_port(slice: &EndpointSlice, wanted: Option<&PortRef>) -> Option<u16> {
     port.port.and_then(|p| u16::try_from(p).ok())
 }
 
-async fn client(config: &KubernetesDiscovery) -> Result<(Client, String), String> {
+pub(crate) async fn client(config: &KubernetesDiscovery) -> Result<(Client, String), String> {
     let kube_config = match &config.kubeconfig {
         Some(path) => {
             let file = kube::config::Kubeconfig::read_from(path)

@@ -1,0 +1,233 @@
+//! The doctor's TLS client: a handshake that completes whatever certificate the endpoint shows
+//! (handshake signatures are still checked), so that the certificate can be read and judged
+//! after it, by the same verifier hitless uses (rustls's webpki verifier with the backend's
+//! `ca_file`, or the public roots) in `certificate.rs`. A handshake refused outright would only
+//! say "bad certificate"; the doctor wants to say which name and which expiry.
+//!
+//! The backend's own client config is cloned when there is one (its client certificate for
+//! mTLS), with this verifier and the ALPN list of the probe; session resumption is off so that
+//! every probe sees a full handshake. ring is the only provider.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls_pki_types::pem::PemObject;
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+
+use super::exchange::ANSWER_TIMEOUT;
+use super::targets::Settings;
+
+/// What a completed handshake showed.
+pub(crate) struct Seen {
+    pub version: &'static str,
+    pub alpn: Option<Vec<u8>>,
+    /// End entity first.
+    pub chain: Vec<CertificateDer<'static>>,
+}
+
+impl Seen {
+    pub fn alpn_name(&self) -> String {
+        match &self.alpn {
+            Some(p) => format!("ALPN {}", String::from_utf8_lossy(p)),
+            None => "no ALPN".into(),
+        }
+    }
+}
+
+/// Why a handshake did not complete.
+pub(crate) enum Refused {
+    /// The endpoint answered with something that is not TLS.
+    Plaintext,
+    /// It closed the connection, or said nothing in time.
+    Closed(String),
+    /// It speaks TLS and wants a client certificate we do not have.
+    ClientCert,
+    /// It speaks TLS and refused: an alert, or an error of ours, as rustls says it.
+    Failed(String),
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refused::Plaintext => f.write_str("the endpoint answered in plaintext"),
+            Refused::Closed(how) | Refused::Failed(how) => f.write_str(how),
+            Refused::ClientCert => f.write_str("the endpoint requires a client certificate"),
+        }
+    }
+}
+
+/// The trusted roots: a CA file (PEM), or the public web PKI.
+pub(crate) fn roots(ca_file: Option<&Path>) -> Result<RootCertStore, String> {
+    let mut roots = RootCertStore::empty();
+    let Some(path) = ca_file else {
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        return Ok(roots);
+    };
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+    for cert in certs {
+        let cert = cert.map_err(|e| format!("{}: not a PEM certificate: {e}", path.display()))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    if roots.is_empty() {
+        return Err(format!("{}: no certificate in the file", path.display()));
+    }
+    Ok(roots)
+}
+
+/// The name sent as SNI and verified: the configured one, else the endpoint's IP address.
+pub(crate) fn server_name(settings: &Settings, addr: SocketAddr) -> ServerName<'static> {
+    settings
+        .server_name
+        .as_ref()
+        .and_then(|name| ServerName::try_from(name.clone()).ok())
+        .unwrap_or_else(|| ServerName::IpAddress(addr.ip().into()))
+}
+
+pub(crate) fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn client_config(settings: &Settings, alpn: &[&[u8]]) -> Result<Arc<ClientConfig>, String> {
+    let provider = provider();
+    let verifier = Arc::new(Inspect(Arc::clone(&provider)));
+    let mut config = match &settings.client {
+        Some(base) => {
+            let mut config = (**base).clone();
+            config.dangerous().set_certificate_verifier(verifier);
+            config
+        }
+        None => ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .map_err(|e| e.to_string())?
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
+            .with_no_client_auth(),
+    };
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    config.resumption = rustls::client::Resumption::disabled();
+    Ok(Arc::new(config))
+}
+
+/// A TLS handshake on `tcp`, offering `alpn`, within [`ANSWER_TIMEOUT`].
+pub(crate) async fn handshake(
+    settings: &Settings,
+    addr: SocketAddr,
+    tcp: TcpStream,
+    alpn: &[&[u8]],
+) -> Result<(TlsStream<TcpStream>, Seen), Refused> {
+    let config = client_config(settings, alpn).map_err(Refused::Failed)?;
+    let connector = tokio_rustls::TlsConnector::from(config);
+    let stream = match tokio::time::timeout(
+        ANSWER_TIMEOUT,
+        connector.connect(server_name(settings, addr), tcp),
+    )
+    .await
+    {
+        Err(_) => {
+            return Err(Refused::Closed(format!(
+                "no handshake answer within {}",
+                super::human(ANSWER_TIMEOUT)
+            )))
+        }
+        Ok(Err(e)) => return Err(refused(&e)),
+        Ok(Ok(stream)) => stream,
+    };
+    let connection = stream.get_ref().1;
+    let version = match connection.protocol_version() {
+        Some(rustls::ProtocolVersion::TLSv1_3) => "TLS 1.3",
+        Some(rustls::ProtocolVersion::TLSv1_2) => "TLS 1.2",
+        _ => "TLS",
+    };
+    let seen = Seen {
+        version,
+        alpn: connection.alpn_protocol().map(<[u8]>::to_vec),
+        chain: connection
+            .peer_certificates()
+            .map(<[CertificateDer<'static>]>::to_vec)
+            .unwrap_or_default(),
+    };
+    Ok((stream, seen))
+}
+
+fn refused(e: &std::io::Error) -> Refused {
+    let tls = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>());
+    match tls {
+        // Bytes that are not TLS records: most likely an HTTP answer to our ClientHello.
+        Some(rustls::Error::InvalidMessage(_)) => Refused::Plaintext,
+        Some(rustls::Error::AlertReceived(rustls::AlertDescription::CertificateRequired)) => {
+            Refused::ClientCert
+        }
+        Some(rustls::Error::AlertReceived(alert)) => {
+            let hint = match alert {
+                rustls::AlertDescription::NoApplicationProtocol => " (no ALPN protocol in common)",
+                _ => "",
+            };
+            Refused::Failed(format!(
+                "the endpoint refused the handshake: {alert:?}{hint}"
+            ))
+        }
+        Some(other) => Refused::Failed(other.to_string()),
+        None => Refused::Closed(format!("closed during the handshake ({e})")),
+    }
+}
+
+/// Accepts any certificate (checked afterwards, see the module comment); handshake
+/// signatures are verified with the provider's algorithms.
+#[derive(Debug)]
+struct Inspect(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for Inspect {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
