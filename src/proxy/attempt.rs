@@ -223,9 +223,21 @@ pub async fn run<T: Transport>(
         };
         let now = Instant::now();
         let (options, keep_copy) = tries.start(&endpoint);
-        let sent = tries
-            .bounded(now, transport.send(backend, &endpoint, options, keep_copy))
-            .await;
+        let (limit, on_timeout) = tries.limit(now);
+        let sent = match tokio::time::timeout_at(
+            limit,
+            transport.send(backend, &endpoint, options, keep_copy),
+        )
+        .await
+        {
+            Ok(result) => result,
+            Err(_) => Err(SendError {
+                error: on_timeout,
+                reused: false,
+                request: None,
+                unread: false,
+            }),
+        };
         match sent {
             Ok(answer) => {
                 if tries.retries_answer(&endpoint, T::status(&answer), now) {
@@ -248,7 +260,8 @@ struct Tries<'a> {
     backend: &'a Backend,
     plan: &'a Plan,
     replayable: bool,
-    tried: [SocketAddr; MAX_TRIED],
+    /// `Endpoint::id` of each endpoint tried.
+    tried: [usize; MAX_TRIED],
     n_tried: usize,
     /// Tries made.
     attempt: u32,
@@ -277,7 +290,7 @@ impl<'a> Tries<'a> {
             backend,
             plan,
             replayable: resendable && plan.idempotent,
-            tried: [SocketAddr::from(([0, 0, 0, 0], 0)); MAX_TRIED],
+            tried: [0; MAX_TRIED],
             n_tried: 0,
             attempt: 0,
             counted: 0,
@@ -296,6 +309,15 @@ impl<'a> Tries<'a> {
     /// endpoint that can take it was tried, one of those again (after a short jittered pause
     /// when the last try may have reached an application); else wait in the hold.
     async fn next_endpoint(&mut self) -> Result<Arc<Endpoint>, ProxyError> {
+        if let Some(e) = self.backend.pick_excluding(&self.tried[..self.n_tried]) {
+            return Ok(e);
+        }
+        // Boxed: rarely taken, and its sleeps would make every request's future larger.
+        Box::pin(self.wait_for_endpoint()).await
+    }
+
+    /// `next_endpoint` when no untried endpoint can take the request now.
+    async fn wait_for_endpoint(&mut self) -> Result<Arc<Endpoint>, ProxyError> {
         loop {
             if let Some(e) = self.backend.pick_excluding(&self.tried[..self.n_tried]) {
                 return Ok(e);
@@ -318,7 +340,7 @@ impl<'a> Tries<'a> {
             // already tried still excluded when it ends.
             if self.holds() {
                 self.held = true;
-                if let Some(released) = Box::pin(self.hold()).await {
+                if let Some(released) = self.hold().await {
                     self.came_back = released;
                     continue;
                 }
@@ -380,10 +402,10 @@ impl<'a> Tries<'a> {
     /// Record a try to `endpoint`; how to send it, and whether to keep a copy of the request.
     fn start(&mut self, endpoint: &Arc<Endpoint>) -> (SendOptions, bool) {
         self.attempt += 1;
-        let addr = endpoint.addr;
-        self.last_endpoint = Some(addr);
-        if self.n_tried < MAX_TRIED && !self.tried[..self.n_tried].contains(&addr) {
-            self.tried[self.n_tried] = addr;
+        self.last_endpoint = Some(endpoint.addr);
+        let id = endpoint.id();
+        if self.n_tried < MAX_TRIED && !self.tried[..self.n_tried].contains(&id) {
+            self.tried[self.n_tried] = id;
             self.n_tried += 1;
         }
         let policy = &self.route.retry;
@@ -401,28 +423,16 @@ impl<'a> Tries<'a> {
         (options, policy.attempts > 1 && !last)
     }
 
-    /// One try, bounded by the per-try timeout (`backend_request`) and the request's
-    /// deadline; which one fired decides the cause, so the log names the setting to change.
-    async fn bounded<A>(
-        &self,
-        now: Instant,
-        send: impl Future<Output = Result<A, SendError>>,
-    ) -> Result<A, SendError> {
+    /// When a try started at `now` gives up: the per-try timeout (`backend_request`) or the
+    /// request's deadline, whichever comes first; which one decides the cause, so the log
+    /// names the setting to change.
+    fn limit(&self, now: Instant) -> (Instant, ProxyError) {
         let try_deadline = now + self.route.backend_request_timeout;
-        let (limit, on_timeout) = match self.last_endpoint {
+        match self.last_endpoint {
             Some(endpoint) if try_deadline < self.plan.deadline => {
                 (try_deadline, ProxyError::BackendTimeout { endpoint })
             }
             _ => (self.plan.deadline, ProxyError::RequestTimeout),
-        };
-        match tokio::time::timeout_at(limit, send).await {
-            Ok(result) => result,
-            Err(_) => Err(SendError {
-                error: on_timeout,
-                reused: false,
-                request: None,
-                unread: false,
-            }),
         }
     }
 

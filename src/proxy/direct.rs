@@ -28,7 +28,7 @@ use tokio::time::Instant;
 
 use super::attempt::{self, Plan, Transport};
 use super::body::{ClientConn, RequestLog};
-use super::headers::{self, Forwarding, Head};
+use super::headers::{self, Forwarding, Head, Kind};
 use super::route::RouteAction;
 use super::Proxy;
 use crate::config::Protocol;
@@ -108,15 +108,23 @@ pub struct ByteHead<'h, 'b> {
     fields: &'h [httparse::Header<'b>],
     /// Bit `i`: `fields[i]` is removed.
     removed: u128,
+    /// The kind of each field (`headers::kind`), told once.
+    kinds: [Kind; 128],
     out: &'h mut Vec<u8>,
     flushed: bool,
 }
 
 impl<'h, 'b> ByteHead<'h, 'b> {
     pub fn new(fields: &'h [httparse::Header<'b>], out: &'h mut Vec<u8>) -> Self {
+        let fields = &fields[..fields.len().min(128)];
+        let mut kinds = [Kind::Other; 128];
+        for (k, f) in kinds.iter_mut().zip(fields) {
+            *k = headers::kind(f.name);
+        }
         ByteHead {
             fields,
             removed: 0,
+            kinds,
             out,
             flushed: false,
         }
@@ -128,7 +136,7 @@ impl<'h, 'b> ByteHead<'h, 'b> {
         }
         self.flushed = true;
         for (i, h) in self.fields.iter().enumerate() {
-            if i < 128 && self.removed & (1 << i) != 0 {
+            if self.removed & (1 << i) != 0 {
                 continue;
             }
             header_line(self.out, h.name.as_bytes(), h.value);
@@ -146,7 +154,7 @@ impl<'b> Head for ByteHead<'_, 'b> {
 
     fn for_each(&self, mut f: impl FnMut(&str, &&'b [u8])) {
         for (i, h) in self.fields.iter().enumerate() {
-            if i < 128 && self.removed & (1 << i) != 0 {
+            if self.removed & (1 << i) != 0 {
                 continue;
             }
             f(h.name, &h.value);
@@ -154,16 +162,31 @@ impl<'b> Head for ByteHead<'_, 'b> {
     }
 
     fn remove(&mut self, name: &str) {
-        for (i, h) in self.fields.iter().enumerate().take(128) {
+        for (i, h) in self.fields.iter().enumerate() {
             if h.name.eq_ignore_ascii_case(name) {
                 self.removed |= 1 << i;
             }
         }
     }
 
+    fn remove_kind(&mut self, k: Kind) {
+        for (i, kind) in self.kinds[..self.fields.len()].iter().enumerate() {
+            if *kind == k {
+                self.removed |= 1 << i;
+            }
+        }
+    }
+
+    fn kinds(&self) -> Option<&[Kind]> {
+        Some(&self.kinds[..self.fields.len()])
+    }
+
     fn add(&mut self, name: &HeaderName, parts: &[&[u8]]) {
         self.flush();
-        self.out.extend_from_slice(name.as_str().as_bytes());
+        let name = name.as_str().as_bytes();
+        let len = name.len() + 4 + parts.iter().map(|p| p.len()).sum::<usize>();
+        self.out.reserve(len);
+        self.out.extend_from_slice(name);
         self.out.extend_from_slice(b": ");
         for part in parts {
             self.out.extend_from_slice(part);
@@ -373,6 +396,7 @@ pub fn parse(
 }
 
 fn header_line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.reserve(name.len() + value.len() + 4);
     out.extend_from_slice(name);
     out.extend_from_slice(b": ");
     out.extend_from_slice(value);
@@ -586,9 +610,17 @@ impl Proxy {
             admission: None,
         };
         let Some(route) = route.as_ref() else {
-            return self
-                .write_error(client, out, ProxyError::NoRoute, log, head_request, close)
-                .await;
+            // Boxed, as every answer hitless writes itself: rare on this path, and inline its
+            // future would make every request's larger.
+            return Box::pin(self.write_error(
+                client,
+                out,
+                ProxyError::NoRoute,
+                log,
+                head_request,
+                close,
+            ))
+            .await;
         };
         let backend = match &route.action {
             RouteAction::Respond(fixed) => {
@@ -598,7 +630,7 @@ impl Proxy {
                     header_line(out, name.as_str().as_bytes(), value.as_bytes());
                 }
                 log.status = fixed.status.as_u16();
-                return write_generated(
+                return Box::pin(write_generated(
                     client,
                     out,
                     &request_id,
@@ -606,7 +638,7 @@ impl Proxy {
                     fixed.status.as_u16(),
                     head_request,
                     close,
-                )
+                ))
                 .await;
             }
             RouteAction::Forward(backend) => backend,
@@ -615,9 +647,7 @@ impl Proxy {
             let error = ProxyError::Overloaded {
                 backend: backend.name.clone(),
             };
-            return self
-                .write_error(client, out, error, log, head_request, close)
-                .await;
+            return Box::pin(self.write_error(client, out, error, log, head_request, close)).await;
         };
         log.admission = Some(admission);
         let plan = Plan::new(route, backend, start, None, idempotent);
@@ -636,8 +666,7 @@ impl Proxy {
         let answer = match outcome.result {
             Ok(answer) => answer,
             Err(error) => {
-                return self
-                    .write_error(client, out, error, log, head_request, close)
+                return Box::pin(self.write_error(client, out, error, log, head_request, close))
                     .await
             }
         };

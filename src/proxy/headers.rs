@@ -42,6 +42,14 @@ pub trait Head {
     fn for_each(&self, f: impl FnMut(&str, &Self::Value));
     /// Remove every field called `name` (any case).
     fn remove(&mut self, name: &str);
+    /// Remove every field of kind `k` (not `Kind::Other`).
+    fn remove_kind(&mut self, k: Kind) {
+        self.remove(NAMES[k as usize]);
+    }
+    /// The kind of each field, in `for_each`'s order, when the head knows them already.
+    fn kinds(&self) -> Option<&[Kind]> {
+        None
+    }
     /// Add a field whose value is `parts` joined. Every `remove` of a rule comes before its
     /// first `add` (a byte head writes the fields it keeps at the first add).
     fn add(&mut self, name: &HeaderName, parts: &[&[u8]]);
@@ -82,7 +90,7 @@ impl Head for HeaderMap {
 /// case-insensitive comparison per field at most).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
-enum Kind {
+pub enum Kind {
     Other,
     Connection,
     KeepAlive,
@@ -126,7 +134,8 @@ const HOP_KINDS: [Kind; 6] = [
     Kind::Te,
 ];
 
-fn kind(name: &str) -> Kind {
+/// The kind of a field called `name` (any case).
+pub fn kind(name: &str) -> Kind {
     let candidates: &[Kind] = match name.len() {
         2 => &[Kind::Te],
         4 => &[Kind::Host, Kind::Date],
@@ -162,7 +171,8 @@ struct Scan<V> {
 }
 
 impl<V: AsRef<[u8]> + Clone> Scan<V> {
-    fn of<H: Head<Value = V>>(head: &H) -> Scan<V> {
+    /// `request`: also look for names with `_` (they are dropped from requests only).
+    fn of<H: Head<Value = V>>(head: &H, request: bool) -> Scan<V> {
         let mut scan = Scan {
             seen: 0,
             connection: Default::default(),
@@ -173,8 +183,14 @@ impl<V: AsRef<[u8]> + Clone> Scan<V> {
             underscores: false,
         };
         let (mut n_connection, mut n_forwarded) = (0, 0);
+        let known = head.kinds();
+        let mut i = 0;
         head.for_each(|name, value| {
-            let k = kind(name);
+            let k = match known.and_then(|kinds| kinds.get(i)) {
+                Some(&k) => k,
+                None => kind(name),
+            };
+            i += 1;
             scan.seen |= 1 << k as u16;
             match k {
                 Kind::Connection => {
@@ -201,7 +217,9 @@ impl<V: AsRef<[u8]> + Clone> Scan<V> {
                         .split(|&b| b == b',')
                         .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"trailers"));
                 }
-                Kind::Other => scan.underscores |= name.contains('_'),
+                Kind::Other if request => {
+                    scan.underscores |= name.bytes().any(|b| b == b'_');
+                }
                 _ => {}
             }
         });
@@ -217,7 +235,7 @@ impl<V: AsRef<[u8]> + Clone> Scan<V> {
 fn remove_seen<H: Head>(head: &mut H, scan: &Scan<H::Value>, kinds: &[Kind]) {
     for &k in kinds {
         if scan.has(k) {
-            head.remove(NAMES[k as usize]);
+            head.remove_kind(k);
         }
     }
 }
@@ -273,7 +291,7 @@ pub fn rewrite_request<H: Head>(
     fwd: &Forwarding<'_>,
     new_id: impl FnOnce() -> HeaderValue,
 ) -> RequestId {
-    let scan = Scan::of(head);
+    let scan = Scan::of(head, true);
     remove_hop_by_hop(head, &scan);
     if scan.underscores && !fwd.keep_underscores {
         let mut names: Vec<String> = Vec::new();
@@ -346,7 +364,7 @@ pub fn rewrite_request<H: Head>(
 /// hop-by-hop fields out, the request's id set, and `Date` added when the backend sent none
 /// (RFC 9110 6.6.1: a forwarding recipient with a clock must).
 pub fn rewrite_response<H: Head>(head: &mut H, request_id: &HeaderValue) {
-    let scan = Scan::of(head);
+    let scan = Scan::of(head, false);
     remove_hop_by_hop(head, &scan);
     remove_seen(head, &scan, &[Kind::XRequestId]);
     if !scan.has(Kind::Date) {

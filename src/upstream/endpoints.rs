@@ -32,6 +32,14 @@ pub struct Endpoint {
     pub reach: Reach,
 }
 
+impl Endpoint {
+    /// This endpoint, as long as it is in the set (its address may come back later as a new
+    /// `Endpoint`, with a new identity): what a request remembers of the endpoints it tried.
+    pub fn id(&self) -> usize {
+        self as *const Endpoint as usize
+    }
+}
+
 #[derive(Default)]
 pub struct EndpointSet {
     pub endpoints: Vec<Arc<Endpoint>>,

@@ -238,16 +238,17 @@ impl Backend {
         (before < self.config.max_concurrent_requests as i64).then_some(admission)
     }
 
-    /// Pick an endpoint that can take a request and is not in `tried` (a retry goes to an
+    /// Pick an endpoint that can take a request and is not in `tried` (`Endpoint::id`s: a
+    /// retry goes to an
     /// endpoint that has not failed this request). Taking requests: ready (active checks),
     /// reachable (`reach.rs`: not refusing or black-holing connects), not ejected. When every
     /// such endpoint is ejected, pick among them anyway (panic mode: an ejection is a guess, a
     /// 503 is certain), and count it. `None` when no untried endpoint can take it.
-    pub fn pick_excluding(&self, tried: &[SocketAddr]) -> Option<Arc<Endpoint>> {
+    pub fn pick_excluding(&self, tried: &[usize]) -> Option<Arc<Endpoint>> {
         let set = self.endpoints.load();
         let ejected = |e: &Endpoint| e.health.is_ejected(&self.config.outlier, &self.metrics);
         let usable =
-            |e: &Endpoint| e.readiness.is_ready() && !e.reach.is_down() && !tried.contains(&e.addr);
+            |e: &Endpoint| e.readiness.is_ready() && !e.reach.is_down() && !tried.contains(&e.id());
         let mut ramping = None;
         if tried.is_empty() {
             if let Some(first) = balance::pick(&set, self.config.balance, &self.rr, |e| {
@@ -284,12 +285,12 @@ impl Backend {
 
     /// Whether any endpoint not in `tried` could take a request now (ejected ones included:
     /// panic mode would pick them).
-    pub fn any_usable_except(&self, tried: &[SocketAddr]) -> bool {
+    pub fn any_usable_except(&self, tried: &[usize]) -> bool {
         self.endpoints
             .load()
             .endpoints
             .iter()
-            .any(|e| e.readiness.is_ready() && !e.reach.is_down() && !tried.contains(&e.addr))
+            .any(|e| e.readiness.is_ready() && !e.reach.is_down() && !tried.contains(&e.id()))
     }
 
     /// Record the outcome of an exchange for the endpoint's passive health: a response
