@@ -6,6 +6,7 @@
 //! connections, each sending requests back to back). On a 2-core machine the three share the
 //! cores, so compare the two rows of one run, not runs across machines.
 //! Run: `cargo bench --bench end_to_end` (env: BENCH_SECS, default 5; BENCH_CONNS, default 32).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests: failing is the point
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

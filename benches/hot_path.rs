@@ -3,6 +3,7 @@
 //! metric update; and the direct HTTP/1.1 path's equivalents on bytes (request head parsed,
 //! routed and rewritten; response head parsed and rewritten).
 //! Run: `cargo bench --bench hot_path`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests: failing is the point
 
 use std::hint::black_box;
 

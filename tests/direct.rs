@@ -2,6 +2,7 @@
 //! on either side is the same as through hyper (`runtime.direct_path: false`); one connection
 //! moves to hyper when a request needs it; every response framing an upstream may use is
 //! relayed intact.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests: failing is the point
 
 mod support;
 

@@ -1,6 +1,7 @@
 //! DNS discovery against a real DNS server on 127.0.0.1 (a small UDP responder written here,
 //! answering A queries for `api.test.` with the addresses the test sets), and real upstreams
 //! sharing one port on 127.0.0.1/.2/.3 like a headless Service's pods.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests: failing is the point
 
 mod support;
 

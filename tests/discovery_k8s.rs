@@ -6,6 +6,7 @@
 //!
 //! The endpoint rule is checked on an EndpointSliceList shaped like the API server's answer in
 //! the middle of a rollout (tests/fixtures/endpointslices-rollout.json).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests: failing is the point
 
 mod support;
 

@@ -7,6 +7,7 @@
 //! each endpoint, in order: a finding appears where it should and nowhere else. Runs go through
 //! the library API (`hitless::doctor::run`); the last test runs the real binary for the exit
 //! status, the text and `--json`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests: failing is the point
 
 mod support;
 

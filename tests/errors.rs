@@ -1,5 +1,6 @@
 //! Every proxy-generated error, each produced by a real condition: the status, the
 //! `Proxy-Status` header (RFC 9209 type + hitless cause), and the cause counted in /metrics.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests: failing is the point
 
 mod support;
 

@@ -2,6 +2,7 @@
 //! the answer with a time limit; upstreams are raw servers that record exactly what reached
 //! them. Each case runs on both HTTP/1.1 engines (the direct path, and hyper's with
 //! `runtime.direct_path: false`): a fix must hold on both.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests: failing is the point
 
 mod support;
 

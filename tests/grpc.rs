@@ -1,6 +1,7 @@
 //! A real gRPC server and client (tonic, with tonic-health's generated service) through
 //! hitless over h2c: unary calls, a server stream, status codes passing through unchanged,
 //! and the client library seeing UNAVAILABLE (not an HTTP error) when no backend is up.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests: failing is the point
 
 mod support;
 

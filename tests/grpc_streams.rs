@@ -6,6 +6,7 @@
 //!
 //! The service is written by hand (no protoc here): a `Tally` service whose messages are one
 //! prost-encoded integer.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests: failing is the point
 
 mod support;
 

@@ -1,5 +1,6 @@
 //! h2c and gRPC backends: HTTP/2 prior knowledge to the backend, one multiplexed connection
 //! per endpoint, request and response trailers passed end to end.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests: failing is the point
 
 mod support;
 

@@ -1,6 +1,7 @@
 //! What the backend and the client see of each other's headers: hop-by-hop headers removed,
 //! X-Forwarded-* set, Host kept, x-request-id generated and returned; HTTP/2 clients reach
 //! HTTP/1.1 backends.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests: failing is the point
 
 mod support;
 

@@ -4,6 +4,7 @@
 //! without a warning, the sidecar's app outlives hitless's drain, RBAC is exactly what
 //! discovery needs, alert expressions name metrics hitless exports, and the Dockerfile exposes
 //! the ports the manifests use. (Schema validation of the same files runs in .ci/run.)
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests: failing is the point
 
 mod support;
 

@@ -1,5 +1,6 @@
 //! Upstream connection pooling: connections are reused, idle ones are closed before the
 //! configured idle timeout lets them meet an upstream's own close, and load is spread.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests: failing is the point
 
 mod support;
 

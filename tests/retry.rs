@@ -1,6 +1,7 @@
 //! Retries to the next endpoint: connect failures never reach the client while another endpoint
 //! answers; a reset or a 503 is retried for idempotent requests only; the retry budget caps the
 //! extra load when everything is down.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests: failing is the point
 
 mod support;
 

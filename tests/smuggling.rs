@@ -79,6 +79,7 @@
 //!
 //! Set `SMUGGLING_VERBOSE=1` to print what each engine did with each case, and
 //! `SMUGGLING_CASE=text` to run only the cases whose name contains `text`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests: failing is the point
 
 mod support;
 

@@ -1,5 +1,6 @@
 //! Bodies stream with backpressure: 1 GiB down and 1 GiB up through the real `hitless`
 //! binary, with the child process's peak memory checked.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests: failing is the point
 
 mod support;
 

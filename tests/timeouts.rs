@@ -1,6 +1,7 @@
 //! Client-side limits: idle keep-alive connections are closed after `timeouts.idle`, a
 //! request head that trickles in is cut after `timeouts.header_read`, oversized request
 //! headers get 431.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests: failing is the point
 
 mod support;
 

@@ -1,6 +1,7 @@
 //! TLS termination on a listener: certificates generated in the test (rcgen), a client that
 //! trusts only the test CA, the certificate chosen by SNI, ALPN h2 and http/1.1, and
 //! certificate errors named with their field at load.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests: failing is the point
 
 mod support;
 

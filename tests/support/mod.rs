@@ -1,6 +1,7 @@
 //! Test harness: real upstream servers on 127.0.0.1:0 (well-behaved and misbehaving), hitless
 //! in-process on listeners bound here, hitless as a child process, and plain HTTP clients.
 #![allow(dead_code)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests: failing is the point
 
 use std::convert::Infallible;
 use std::future::Future;
