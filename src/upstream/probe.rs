@@ -86,7 +86,7 @@ async fn probe(endpoint: Weak<Endpoint>, context: ProbeContext) {
 /// One check over a new connection made the way requests make them (TCP, or TLS for
 /// `https`/`grpcs`): an HTTP GET of `path` (2xx/3xx passes; over HTTP/2 for `h2c`), or for
 /// `grpc`/`grpcs` backends the gRPC health protocol (`grpc.health.v1.Health/Check` of
-/// `grpc_service`: SERVING passes).
+/// `grpc_service`, with tonic-health's client: SERVING passes).
 pub(super) async fn check(
     e: &Endpoint,
     protocol: Protocol,
@@ -104,33 +104,19 @@ pub(super) async fn check(
         let h2 = protocol.is_h2()
             || matches!(&io, UpstreamIo::Tls(t) if t.get_ref().1.alpn_protocol() == Some(b"h2"));
         let io = TokioIo::new(io);
-        let grpc = matches!(protocol, Protocol::Grpc | Protocol::Grpcs);
         let scheme = if protocol.is_tls() { "https" } else { "http" };
-        let request = if grpc {
-            let service = config.grpc_service.as_bytes();
-            let mut body = vec![0u8; 5];
-            if !service.is_empty() {
-                body.push(0x0a);
-                body.push(service.len() as u8);
-                body.extend_from_slice(service);
-            }
-            let len = (body.len() - 5) as u32;
-            body[1..5].copy_from_slice(&len.to_be_bytes());
-            Request::post(format!("{scheme}://{addr}/grpc.health.v1.Health/Check"))
-                .header(http::header::CONTENT_TYPE, "application/grpc")
-                .header(http::header::TE, "trailers")
-                .body(Full::new(Bytes::from(body)))
-        } else {
-            let uri = if h2 {
-                format!("{scheme}://{addr}{}", config.path)
-            } else {
-                config.path.clone()
-            };
-            Request::get(uri)
-                .header(http::header::HOST, addr.to_string())
-                .body(Full::new(Bytes::new()))
+        if matches!(protocol, Protocol::Grpc | Protocol::Grpcs) {
+            return grpc_check(io, scheme, addr, &config.grpc_service).await;
         }
-        .map_err(|e| e.to_string())?;
+        let uri = if h2 {
+            format!("{scheme}://{addr}{}", config.path)
+        } else {
+            config.path.clone()
+        };
+        let request = Request::get(uri)
+            .header(http::header::HOST, addr.to_string())
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| e.to_string())?;
         let response = if h2 {
             let (mut sender, conn) =
                 hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
@@ -147,30 +133,10 @@ pub(super) async fn check(
         }
         .map_err(|e| e.to_string())?;
         let status = response.status();
-        if !grpc {
-            return if status.is_success() || status.is_redirection() {
-                Ok(())
-            } else {
-                Err(format!("status {}", status.as_u16()))
-            };
-        }
-        let head_status = response.headers().get("grpc-status").cloned();
-        let collected = http_body_util::BodyExt::collect(response.into_body())
-            .await
-            .map_err(|e| e.to_string())?;
-        let grpc_status = collected
-            .trailers()
-            .and_then(|t| t.get("grpc-status").cloned())
-            .or(head_status);
-        if grpc_status.as_ref().is_none_or(|v| v != "0") {
-            return Err(format!("grpc-status {grpc_status:?}"));
-        }
-        // HealthCheckResponse { status: SERVING (1) } is `08 01` after the 5-byte prefix.
-        let message = collected.to_bytes();
-        if message.get(5..) == Some(&[0x08, 0x01][..]) {
+        if status.is_success() || status.is_redirection() {
             Ok(())
         } else {
-            Err("not SERVING".into())
+            Err(format!("status {}", status.as_u16()))
         }
     };
     tokio::time::timeout(config.timeout, exchange)
@@ -181,4 +147,59 @@ pub(super) async fn check(
                 humantime::format_duration(config.timeout)
             ))
         })
+}
+
+/// `grpc.health.v1.Health/Check` of `service` over a new HTTP/2 connection, with
+/// tonic-health's generated client: SERVING passes.
+async fn grpc_check(
+    io: TokioIo<UpstreamIo>,
+    scheme: &str,
+    addr: std::net::SocketAddr,
+    service: &str,
+) -> Result<(), String> {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
+    let (sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    let origin: http::Uri = format!("{scheme}://{addr}")
+        .parse()
+        .map_err(|e: http::uri::InvalidUri| e.to_string())?;
+    let mut client = HealthClient::with_origin(H2Channel(sender), origin);
+    let answer = client
+        .check(HealthCheckRequest {
+            service: service.to_string(),
+        })
+        .await
+        .map_err(|status| format!("grpc-status {} {}", status.code() as i32, status.message()))?;
+    let status = answer.into_inner().status;
+    if status == ServingStatus::Serving as i32 {
+        Ok(())
+    } else {
+        Err(format!("not SERVING ({status})"))
+    }
+}
+
+/// A hyper HTTP/2 connection as the service tonic's generated clients call.
+#[derive(Clone)]
+struct H2Channel(hyper::client::conn::http2::SendRequest<tonic::body::Body>);
+
+type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
+
+impl tower_service::Service<http::Request<tonic::body::Body>> for H2Channel {
+    type Response = http::Response<hyper::body::Incoming>;
+    type Error = hyper::Error;
+    type Future = BoxFuture<Result<Self::Response, hyper::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), hyper::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+        Box::pin(self.0.send_request(request))
+    }
 }
