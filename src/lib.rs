@@ -28,6 +28,8 @@ pub mod demo;
 pub mod discovery;
 pub mod doctor;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod inbound;
 pub mod lint;
 pub mod proxy;

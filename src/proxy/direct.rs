@@ -177,8 +177,13 @@ impl<'b> Head for ByteHead<'_, 'b> {
         }
     }
 
-    fn kinds(&self) -> Option<&[Kind]> {
-        Some(&self.kinds[..self.fields.len()])
+    fn for_each_kind(&self, mut f: impl FnMut(Kind, &str, &&'b [u8])) {
+        for (i, (h, k)) in self.fields.iter().zip(self.kinds).enumerate() {
+            if self.removed & (1 << i) != 0 {
+                continue;
+            }
+            f(k, h.name, &h.value);
+        }
     }
 
     fn add(&mut self, name: &HeaderName, parts: &[&[u8]]) {

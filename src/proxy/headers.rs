@@ -46,9 +46,9 @@ pub trait Head {
     fn remove_kind(&mut self, k: Kind) {
         self.remove(NAMES[k as usize]);
     }
-    /// The kind of each field, in `for_each`'s order, when the head knows them already.
-    fn kinds(&self) -> Option<&[Kind]> {
-        None
+    /// Each field with its kind (`kind`), in order; a head that knows them already says so.
+    fn for_each_kind(&self, mut f: impl FnMut(Kind, &str, &Self::Value)) {
+        self.for_each(|name, value| f(kind(name), name, value));
     }
     /// Add a field whose value is `parts` joined. Every `remove` of a rule comes before its
     /// first `add` (a byte head writes the fields it keeps at the first add).
@@ -166,6 +166,9 @@ struct Scan<V> {
     forwarded_for: [Option<V>; MAX_LIST_FIELDS],
     host: Option<V>,
     request_id: Option<V>,
+    /// The first `Content-Length`, and how many there are.
+    content_length: Option<V>,
+    content_lengths: u8,
     te_trailers: bool,
     underscores: bool,
 }
@@ -179,18 +182,13 @@ impl<V: AsRef<[u8]> + Clone> Scan<V> {
             forwarded_for: Default::default(),
             host: None,
             request_id: None,
+            content_length: None,
+            content_lengths: 0,
             te_trailers: false,
             underscores: false,
         };
         let (mut n_connection, mut n_forwarded) = (0, 0);
-        let known = head.kinds();
-        let mut i = 0;
-        head.for_each(|name, value| {
-            let k = match known.and_then(|kinds| kinds.get(i)) {
-                Some(&k) => k,
-                None => kind(name),
-            };
-            i += 1;
+        head.for_each_kind(|k, name, value| {
             scan.seen |= 1 << k as u16;
             match k {
                 Kind::Connection => {
@@ -207,6 +205,10 @@ impl<V: AsRef<[u8]> + Clone> Scan<V> {
                 }
                 Kind::Host => {
                     scan.host.get_or_insert_with(|| value.clone());
+                }
+                Kind::ContentLength => {
+                    scan.content_length.get_or_insert_with(|| value.clone());
+                    scan.content_lengths = scan.content_lengths.saturating_add(1);
                 }
                 Kind::XRequestId if !value.as_ref().is_empty() => {
                     scan.request_id.get_or_insert_with(|| value.clone());
@@ -361,12 +363,24 @@ pub fn rewrite_request<H: Head>(
 }
 
 /// Rewrite a backend's response head for the client (the one rule, for both engines):
-/// hop-by-hop fields out, the request's id set, and `Date` added when the backend sent none
-/// (RFC 9110 6.6.1: a forwarding recipient with a clock must).
+/// hop-by-hop fields out, one `Content-Length` at most, the request's id set, and `Date`
+/// added when the backend sent none (RFC 9110 6.6.1: a forwarding recipient with a clock
+/// must).
 pub fn rewrite_response<H: Head>(head: &mut H, request_id: &HeaderValue) {
     let scan = Scan::of(head, false);
     remove_hop_by_hop(head, &scan);
     remove_seen(head, &scan, &[Kind::XRequestId]);
+    // Repeated Content-Length fields (which agree: disagreeing ones were refused) become one
+    // (RFC 9110 8.6): a client must not have two to choose from.
+    let repeated_length = scan.content_lengths > 1
+        && !scan.has(Kind::TransferEncoding)
+        && scan.content_length.is_some();
+    if repeated_length {
+        head.remove_kind(Kind::ContentLength);
+    }
+    if let (true, Some(length)) = (repeated_length, &scan.content_length) {
+        head.add(&header::CONTENT_LENGTH, &[length.as_ref()]);
+    }
     if !scan.has(Kind::Date) {
         head.add(&header::DATE, &[http_date().as_bytes()]);
     }
