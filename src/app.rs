@@ -40,18 +40,31 @@ impl Listeners {
     /// Bind every address in the config; the error names the address.
     pub async fn bind(config: &Config) -> io::Result<Listeners> {
         let mut traffic = Vec::new();
+        let backlog = config.downstream.listen_backlog;
         for addr in &config.listeners {
-            traffic.push(bind_one(*addr).await?);
+            traffic.push(bind_one(*addr, backlog)?);
         }
-        let admin = bind_one(config.admin).await?;
+        let admin = bind_one(config.admin, 128)?;
         Ok(Listeners { traffic, admin })
     }
 }
 
-async fn bind_one(addr: SocketAddr) -> io::Result<TcpListener> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
+/// Bind `addr` with a listen backlog of `backlog` (the default of 128 drops SYNs of a
+/// connection burst: clients retry after a second or more).
+fn bind_one(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
+    let bind = || -> io::Result<TcpListener> {
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::STREAM,
+            Some(socket2::Protocol::TCP),
+        )?;
+        socket.set_reuse_address(true)?;
+        socket.set_nonblocking(true)?;
+        socket.bind(&addr.into())?;
+        socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
+        TcpListener::from_std(socket.into())
+    };
+    bind().map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
 }
 
 /// A running instance.

@@ -329,6 +329,8 @@ pub fn effective_yaml(config: &Config) -> String {
             "max_request_header_bytes": config.downstream.max_request_header_bytes,
             "max_response_header_bytes": config.max_response_header_bytes,
             "keep_underscore_headers": config.downstream.keep_underscore_headers,
+            "max_connections": config.downstream.max_connections,
+            "listen_backlog": config.downstream.listen_backlog,
         },
         "access_log": config.access_log,
         "backends": backends,

@@ -106,6 +106,10 @@ pub struct RawLimits {
     pub max_response_header_bytes: Option<u64>,
     /// Forward request header names that contain `_` (dropped by default, as nginx does).
     pub keep_underscore_headers: Option<bool>,
+    /// Client connections open at once, all listeners together (0: no limit).
+    pub max_connections: Option<u64>,
+    /// The listen backlog (connections the kernel queues before hitless accepts them).
+    pub listen_backlog: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

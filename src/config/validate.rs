@@ -37,6 +37,10 @@ impl Defaults {
     pub const POOL_IDLE: Duration = Duration::from_millis(1500);
     pub const MAX_IDLE_PER_ENDPOINT: usize = 128;
     pub const MAX_REQUEST_HEADER_BYTES: usize = 64 * 1024;
+    /// Client connections at once: about 30 MiB of idle connections (1.7 KiB each).
+    pub const MAX_CONNECTIONS: usize = 16_384;
+    /// The kernel caps it at net.core.somaxconn (4096 on current kernels).
+    pub const LISTEN_BACKLOG: u32 = 4096;
     /// nginx's 4-8 KiB `proxy_buffer_size` is a classic 502 source; be generous.
     pub const MAX_RESPONSE_HEADER_BYTES: usize = 64 * 1024;
     /// Total tries per request, the first included.
@@ -206,6 +210,10 @@ pub struct Downstream {
     /// Forward request header names with `_` (many backends read `Content_Length` as
     /// `Content-Length`: dropped by default).
     pub keep_underscore_headers: bool,
+    /// Client connections open at once (0: no limit); beyond, hitless stops accepting until
+    /// one closes (the kernel queues new ones, up to `listen_backlog`).
+    pub max_connections: usize,
+    pub listen_backlog: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -689,6 +697,8 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
             .as_ref()
             .and_then(|l| l.keep_underscore_headers)
             .unwrap_or(false),
+        max_connections: Defaults::MAX_CONNECTIONS,
+        listen_backlog: Defaults::LISTEN_BACKLOG,
     };
     let mut config_limits = (downstream, Defaults::MAX_RESPONSE_HEADER_BYTES);
     if let Some(limits) = &raw.limits {
@@ -713,6 +723,24 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
             limits.max_response_header_bytes,
             Defaults::MAX_RESPONSE_HEADER_BYTES,
         );
+        if let Some(n) = limits.max_connections {
+            match usize::try_from(n) {
+                Ok(n) if n <= 10_000_000 => config_limits.0.max_connections = n,
+                _ => errors.push(
+                    "limits.max_connections",
+                    format!("must be at most 10000000 (0: no limit), got {n}"),
+                ),
+            }
+        }
+        if let Some(n) = limits.listen_backlog {
+            match u32::try_from(n) {
+                Ok(n) if (1..=65535).contains(&n) => config_limits.0.listen_backlog = n,
+                _ => errors.push(
+                    "limits.listen_backlog",
+                    format!("must be between 1 and 65535, got {n}"),
+                ),
+            }
+        }
     }
     let (downstream, max_response_header_bytes) = config_limits;
 

@@ -16,8 +16,8 @@ use rustls::CertificateError;
 use x509_parser::extensions::GeneralName;
 
 use super::report::Finding;
-use super::targets::Settings;
-use super::tls::{provider, roots, server_name, Seen};
+use super::targets::{roots, Settings};
+use super::tls::{provider, server_name, Seen};
 
 /// Fewer days left than this is a warning.
 pub const EXPIRY_WARN_DAYS: i64 = 14;

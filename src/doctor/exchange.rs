@@ -295,7 +295,7 @@ impl H1 {
                     Err(e) => {
                         return Err(Failure::Other(format!(
                             "not an HTTP/1.1 answer ({e}; first bytes {})",
-                            super::speaks::printable(&self.buf)
+                            printable(&self.buf)
                         )))
                     }
                 }
@@ -589,6 +589,20 @@ fn read_varint(bytes: &[u8]) -> Option<(u64, &[u8])> {
         }
     }
     None
+}
+
+/// Bytes for a message: printable ASCII as is, the rest escaped; at most 16.
+pub(crate) fn printable(bytes: &[u8]) -> String {
+    let mut out = String::from("\"");
+    for &b in bytes.iter().take(16) {
+        if b.is_ascii_graphic() || b == b' ' {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out.push('"');
+    out
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ use crate::config::Protocol;
 
 use super::certificate;
 use super::connect::{self, Transport, Unreached};
-use super::exchange::{Ask, Failure, ANSWER_TIMEOUT};
+use super::exchange::{printable, Ask, Failure, ANSWER_TIMEOUT};
 use super::report::Finding;
 use super::targets::Settings;
 use super::tls::{self, Refused, Seen};
@@ -125,20 +125,6 @@ async fn tls_probe(settings: &Settings, addr: SocketAddr) -> Result<Seen, Refuse
         .map_err(|_| Refused::Closed("connect failed".into()))?;
     let (_stream, seen) = tls::handshake(settings, addr, tcp, &[b"h2", b"http/1.1"]).await?;
     Ok(seen)
-}
-
-/// Bytes for a message: printable ASCII as is, the rest escaped; at most 16.
-pub(crate) fn printable(bytes: &[u8]) -> String {
-    let mut out = String::from("\"");
-    for &b in bytes.iter().take(16) {
-        if b.is_ascii_graphic() || b == b' ' {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("\\x{b:02x}"));
-        }
-    }
-    out.push('"');
-    out
 }
 
 fn tls_transport(seen: &Seen, force_h2: bool) -> Transport {

@@ -7,9 +7,13 @@
 //! runs before the first packet: a bad URL, flag or backend name is a [`UsageError`] (exit 64).
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+
+use rustls::pki_types::CertificateDer;
+use rustls::RootCertStore;
+use rustls_pki_types::pem::PemObject;
 
 use crate::config::discovery::Discovery;
 use crate::config::{Config, Defaults, Protocol};
@@ -155,7 +159,7 @@ fn from_url(url: &str, options: &Options) -> Result<Plan, UsageError> {
         .unwrap_or_else(|| "/".into());
     let grpc_service = uri.path().trim_matches('/').to_string();
     if let Some(ca_file) = &options.ca_file {
-        super::tls::roots(Some(ca_file)).map_err(|e| UsageError(format!("--ca-file {e}")))?;
+        roots(Some(ca_file)).map_err(|e| UsageError(format!("--ca-file {e}")))?;
     }
     let server_name = options.server_name.clone().or_else(|| Some(host.clone()));
     if let Some(name) = &server_name {
@@ -254,6 +258,27 @@ fn from_config(
         })
         .collect();
     Ok(plans)
+}
+
+/// The trusted roots: a CA file (PEM), or the public web PKI.
+pub(crate) fn roots(ca_file: Option<&Path>) -> Result<RootCertStore, String> {
+    let mut roots = RootCertStore::empty();
+    let Some(path) = ca_file else {
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        return Ok(roots);
+    };
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+    for cert in certs {
+        let cert = cert.map_err(|e| format!("{}: not a PEM certificate: {e}", path.display()))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    if roots.is_empty() {
+        return Err(format!("{}: no certificate in the file", path.display()));
+    }
+    Ok(roots)
 }
 
 #[cfg(test)]

@@ -9,14 +9,12 @@
 //! every probe sees a full handshake. ring is the only provider.
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
-use rustls_pki_types::pem::PemObject;
+use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
@@ -60,27 +58,6 @@ impl std::fmt::Display for Refused {
             Refused::ClientCert => f.write_str("the endpoint requires a client certificate"),
         }
     }
-}
-
-/// The trusted roots: a CA file (PEM), or the public web PKI.
-pub(crate) fn roots(ca_file: Option<&Path>) -> Result<RootCertStore, String> {
-    let mut roots = RootCertStore::empty();
-    let Some(path) = ca_file else {
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        return Ok(roots);
-    };
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
-    for cert in certs {
-        let cert = cert.map_err(|e| format!("{}: not a PEM certificate: {e}", path.display()))?;
-        roots
-            .add(cert)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-    }
-    if roots.is_empty() {
-        return Err(format!("{}: no certificate in the file", path.display()));
-    }
-    Ok(roots)
 }
 
 /// The name sent as SNI and verified: the configured one, else the endpoint's IP address.

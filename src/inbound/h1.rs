@@ -18,15 +18,14 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::buffers;
 use super::server::{Due, Server};
 use crate::proxy::body::{now_ms, ClientConn};
 use crate::proxy::direct::{self, Parsed, Step};
-
-const READ_BUF: usize = 8 * 1024;
 
 pub(super) async fn serve<T>(
     server: &Server,
@@ -36,9 +35,10 @@ pub(super) async fn serve<T>(
 ) where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let mut buf = BytesMut::with_capacity(READ_BUF);
-    let mut out = Vec::with_capacity(4096);
-    let mut upstream = Vec::with_capacity(1024);
+    // No buffer until bytes arrive (`buffers.rs`): an idle connection holds none.
+    let mut buf = BytesMut::new();
+    let mut out = Vec::new();
+    let mut upstream = Vec::new();
     let timer = tokio::time::sleep(server.idle);
     tokio::pin!(timer);
     let mut closing = false;
@@ -56,12 +56,15 @@ pub(super) async fn serve<T>(
                             return hand_off(server, stream, buf, activity, shutdown).await
                         }
                         Some(false) => {
-                            let _ = stream.write_all(&GOAWAY_PROTOCOL_ERROR).await;
+                            let _ = Box::pin(stream.write_all(&GOAWAY_PROTOCOL_ERROR)).await;
                             return;
                         }
                         None => {}
                     }
                 } else {
+                    if upstream.capacity() == 0 {
+                        upstream = buffers::take_write();
+                    }
                     match direct::parse(
                         &server.proxy,
                         &buf,
@@ -79,10 +82,13 @@ pub(super) async fn serve<T>(
                             return hand_off(server, stream, buf, activity, shutdown).await
                         }
                         Parsed::Refused(error) => {
-                            server
-                                .proxy
-                                .refuse_direct(&mut stream, &mut out, error, &activity)
-                                .await;
+                            Box::pin(server.proxy.refuse_direct(
+                                &mut stream,
+                                &mut out,
+                                error,
+                                &activity,
+                            ))
+                            .await;
                             return;
                         }
                         Parsed::Partial => {
@@ -100,12 +106,12 @@ pub(super) async fn serve<T>(
                     }
                 }
             }
-            if buf.capacity() - buf.len() < 1024 {
-                buf.reserve(READ_BUF);
+            if buf.capacity() != 0 && buf.capacity() - buf.len() < 1024 {
+                buf.reserve(buffers::READ_BUF);
             }
             tokio::select! {
                 biased;
-                read = stream.read_buf(&mut buf) => match read {
+                read = std::future::poll_fn(|cx| buffers::poll_read(&mut stream, cx, &mut buf)) => match read {
                     Ok(0) | Err(_) => return,
                     Ok(_) => {}
                 },
@@ -132,22 +138,30 @@ pub(super) async fn serve<T>(
             }
         };
         let len = request.len;
-        let step = server
-            .proxy
-            .serve_direct(
-                &mut stream,
-                &mut out,
-                &upstream,
-                request,
-                &activity,
-                closing || shutdown.is_cancelled(),
-            )
-            .await;
+        if out.capacity() == 0 {
+            out = buffers::take_write();
+        }
+        // Boxed: the request's future lives while it is served, not in every idle
+        // connection's task.
+        let step = Box::pin(server.proxy.serve_direct(
+            &mut stream,
+            &mut out,
+            &upstream,
+            request,
+            &activity,
+            closing || shutdown.is_cancelled(),
+        ))
+        .await;
         if step == Step::Close {
             return;
         }
-        // Once empty, the next `reserve` takes the whole buffer back without allocating.
         buf.advance(len);
+        if buf.is_empty() {
+            // Nothing pending: the buffers go back to the worker until the next request.
+            buffers::give_read(&mut buf);
+            buffers::give_write(&mut out);
+            buffers::give_write(&mut upstream);
+        }
     }
 }
 
@@ -175,7 +189,7 @@ async fn hand_off<T>(
 ) where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    server
-        .serve_io(stream, buf.freeze(), activity, shutdown)
-        .await
+    // Boxed: hyper's connection state is large, and inline it would be in every direct
+    // connection's task, idle ones included.
+    Box::pin(server.serve_io(stream, buf.freeze(), activity, shutdown)).await
 }

@@ -167,6 +167,11 @@ impl<T: AsyncRead + Unpin> AsyncRead for WatchedIo<T> {
             let n = self.prefix.len().min(buf.remaining());
             buf.put_slice(&self.prefix[..n]);
             self.prefix.advance(n);
+            if self.prefix.is_empty() {
+                // Release the buffer it came from (the direct loop's): the connection may
+                // stay open and idle for long.
+                self.prefix = Bytes::new();
+            }
             return Poll::Ready(Ok(()));
         }
         let before = buf.filled().len();

@@ -6,22 +6,24 @@
 //! config error or a taken port is reported before the process claims to be ready, and tests
 //! can bind `127.0.0.1:0` themselves and hand the listener over.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use std::net::SocketAddr;
-
-use prometheus_client::metrics::gauge::Gauge;
-use tokio::net::TcpStream;
-
+use super::limit::Open;
 use super::server::Server;
 use crate::proxy::body::ClientConn;
 use crate::runtime::metrics::Metrics;
+
+/// Connections taken per wakeup of the accept loop before the worker serves others: a burst
+/// leaves the kernel's queue quickly, and a flood cannot starve the connections already open.
+const ACCEPT_BATCH: usize = 64;
 
 pub async fn accept_loop(
     listener: TcpListener,
@@ -32,30 +34,71 @@ pub async fn accept_loop(
     tls: Option<TlsAcceptor>,
 ) {
     let tls = tls.map(Arc::new);
+    let limit = Arc::clone(&server.limit);
+    metrics
+        .max_connections
+        .set(i64::try_from(limit.max()).unwrap_or(i64::MAX));
     loop {
+        let room = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            room = limit.room(&metrics, ACCEPT_BATCH) => room,
+        };
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => return,
-            accepted = listener.accept() => accepted,
+            accepted = std::future::poll_fn(|cx| accept_batch(&listener, cx, room)) => accepted,
         };
-        match accepted {
-            Ok((stream, client)) => {
-                let _ = stream.set_nodelay(true);
-                let server = Arc::clone(&server);
-                let shutdown = shutdown.clone();
-                let gauge = metrics.downstream_connections().clone();
-                let tls = tls.clone();
-                tracker.spawn(async move {
-                    // Counted down when the task ends however it ends (a panic included).
-                    let _open = Open::count(gauge);
-                    serve(&server, stream, client, shutdown, tls.as_deref()).await;
-                });
-            }
-            Err(e) => {
-                // EMFILE/ENFILE and friends: back off instead of spinning; the listener stays.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+        let (batch, error) = accepted;
+        for (stream, client) in batch {
+            let _ = stream.set_nodelay(true);
+            let server = Arc::clone(&server);
+            let shutdown = shutdown.clone();
+            let tls = tls.clone();
+            // Counted from here, down when the task ends however it ends (a panic included).
+            // Another worker may have taken the last place since `room`: wait for one.
+            let open = loop {
+                if let Some(open) = Open::take(metrics.downstream_connections(), &limit) {
+                    break open;
+                }
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = limit.room(&metrics, 1) => {}
+                }
+            };
+            tracker.spawn(async move {
+                let _open = open;
+                serve(&server, stream, client, shutdown, tls.as_deref()).await;
+            });
         }
+        if let Some(e) = error {
+            // EMFILE/ENFILE and friends: back off instead of spinning; the listener stays.
+            metrics.accept_errors.inc();
+            tracing::warn!(error = %e, "accept failed");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Connections accepted in one go, and the error that ended the batch, if one did.
+type Batch = (Vec<(TcpStream, SocketAddr)>, Option<std::io::Error>);
+
+/// Up to `max` connections that are ready now (at least one, or an error).
+fn accept_batch(
+    listener: &TcpListener,
+    cx: &mut Context<'_>,
+    max: usize,
+) -> Poll<Batch> {
+    let mut batch = Vec::new();
+    while batch.len() < max {
+        match listener.poll_accept(cx) {
+            Poll::Ready(Ok(accepted)) => batch.push(accepted),
+            Poll::Ready(Err(e)) => return Poll::Ready((batch, Some(e))),
+            Poll::Pending => break,
+        }
+    }
+    if batch.is_empty() {
+        Poll::Pending
+    } else {
+        Poll::Ready((batch, None))
     }
 }
 
@@ -74,6 +117,19 @@ async fn serve(
         return super::h1::serve(server, stream, activity, shutdown).await;
     };
     // The handshake is part of reading the first request head: same timeout.
+    // Boxed: the handshake's and the TLS engines' futures are large, and inline they would be
+    // in every plain-text connection's task too.
+    Box::pin(serve_tls(server, tls, stream, client, shutdown)).await
+}
+
+/// A TLS connection: handshake (within the header-read timeout), then the engine ALPN chose.
+async fn serve_tls(
+    server: &Server,
+    tls: &TlsAcceptor,
+    stream: TcpStream,
+    client: SocketAddr,
+    shutdown: CancellationToken,
+) {
     match tokio::time::timeout(server.header_read, tls.accept(stream)).await {
         Ok(Ok(stream)) => {
             let activity = Arc::new(ClientConn::new(client, "https"));
@@ -86,21 +142,5 @@ async fn serve(
         }
         Ok(Err(e)) => tracing::debug!(%client, error = %e, "TLS handshake failed"),
         Err(_) => tracing::debug!(%client, "TLS handshake timed out"),
-    }
-}
-
-/// An open client connection, counted in `hitless_downstream_connections_open` until dropped.
-struct Open(Gauge);
-
-impl Open {
-    fn count(gauge: Gauge) -> Open {
-        gauge.inc();
-        Open(gauge)
-    }
-}
-
-impl Drop for Open {
-    fn drop(&mut self) {
-        self.0.dec();
     }
 }

@@ -4,7 +4,9 @@
 //! `hyper.rs`, handing each request to `proxy::Proxy::handle`); `server.rs` holds what both
 //! engines are served with and their one timer model.
 
+mod buffers;
 pub mod h1;
 pub mod hyper;
+mod limit;
 pub mod listener;
 pub mod server;

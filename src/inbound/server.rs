@@ -18,6 +18,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::time::Instant;
 
+use super::limit::ConnectionLimit;
 use crate::config::Downstream;
 use crate::proxy::body::{now_ms, ClientConn};
 use crate::proxy::Proxy;
@@ -38,6 +39,8 @@ pub struct Server {
     pub(super) max_header_bytes: usize,
     /// HTTP/1.1 connections start in the direct HTTP/1.1 loop (`h1.rs`).
     pub(super) direct: bool,
+    /// Client connections open at once (`limits.max_connections`).
+    pub(super) limit: Arc<ConnectionLimit>,
 }
 
 impl Server {
@@ -65,6 +68,7 @@ impl Server {
             header_read: downstream.header_read,
             max_header_bytes: downstream.max_request_header_bytes,
             direct,
+            limit: Arc::new(ConnectionLimit::new(downstream.max_connections)),
         }
     }
 }

@@ -149,6 +149,14 @@ pub struct Metrics {
     conns_idle: Family<BackendLabels, Gauge>,
     conns_opened: Family<BackendLabels, Counter>,
     downstream_conns: Gauge,
+    /// Failed accepts (file descriptors exhausted...).
+    pub accept_errors: Counter,
+    /// Times the client connection limit was reached (hitless stopped accepting).
+    pub connection_limit_reached: Counter,
+    pub max_connections: Gauge,
+    /// The kernel's count of connections dropped because a listen queue was full
+    /// (`ListenOverflows` of /proc/net/netstat, this network namespace), read at each scrape.
+    listen_overflows: Gauge,
     backend: BackendFamilies,
     pub draining: Gauge,
     pub drain_cut: Counter,
@@ -361,6 +369,30 @@ impl Metrics {
             "Client connections currently open",
             downstream_conns.clone(),
         );
+        let accept_errors = Counter::default();
+        registry.register(
+            "accept_errors",
+            "Client connections that could not be accepted (file descriptors exhausted...)",
+            accept_errors.clone(),
+        );
+        let connection_limit_reached = Counter::default();
+        registry.register(
+            "connection_limit_reached",
+            "Times limits.max_connections was reached (new connections wait in the listen queue)",
+            connection_limit_reached.clone(),
+        );
+        let max_connections = Gauge::default();
+        registry.register(
+            "max_connections",
+            "Configured limit of client connections open at once (0: none)",
+            max_connections.clone(),
+        );
+        let listen_overflows = Gauge::default();
+        registry.register(
+            "listen_overflows",
+            "The kernel's ListenOverflows (/proc/net/netstat): connections dropped because a listen queue was full",
+            listen_overflows.clone(),
+        );
         let backend = BackendFamilies::register(&mut registry);
         let draining = Gauge::default();
         registry.register(
@@ -422,6 +454,10 @@ impl Metrics {
             conns_idle,
             conns_opened,
             downstream_conns,
+            accept_errors,
+            connection_limit_reached,
+            max_connections,
+            listen_overflows,
         }
     }
 
@@ -507,6 +543,9 @@ impl Metrics {
 
     /// Prometheus text exposition.
     pub fn encode(&self) -> String {
+        if let Some(n) = listen_overflows() {
+            self.listen_overflows.set(n);
+        }
         let mut out = String::with_capacity(8192);
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
             out.clear();
@@ -613,4 +652,20 @@ impl BackendMetrics {
             }
         }
     }
+}
+
+/// `ListenOverflows` from /proc/net/netstat (Linux; `None` elsewhere or when unreadable).
+fn listen_overflows() -> Option<i64> {
+    let text = std::fs::read_to_string("/proc/net/netstat").ok()?;
+    let mut lines = text.lines();
+    while let (Some(names), Some(values)) = (lines.next(), lines.next()) {
+        if !names.starts_with("TcpExt:") {
+            continue;
+        }
+        let at = names
+            .split_whitespace()
+            .position(|n| n == "ListenOverflows")?;
+        return values.split_whitespace().nth(at)?.parse().ok();
+    }
+    None
 }
