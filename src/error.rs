@@ -79,6 +79,9 @@ pub enum ProxyError {
     MethodNotAllowed { method: &'static str },
     /// A request body in a transfer coding other than `chunked` (RFC 9112 6.1: 501).
     UnsupportedTransferCoding,
+    /// An answer the route's `fault.abort` (or the `x-hitless-fault` header) asked for: a
+    /// rehearsal, not a failure.
+    FaultInjected { status: StatusCode },
 }
 
 /// What a failed attempt proves about whether the backend application saw the request.
@@ -118,11 +121,12 @@ impl ProxyError {
             ProxyError::RequestHeaderTooLarge => "request_header_too_large",
             ProxyError::MethodNotAllowed { .. } => "method_not_allowed",
             ProxyError::UnsupportedTransferCoding => "unsupported_transfer_coding",
+            ProxyError::FaultInjected { .. } => "fault_injected",
         }
     }
 
     /// Every cause, in a fixed order: metric handles are resolved for all of them at start.
-    pub const CAUSES: [&'static str; 21] = [
+    pub const CAUSES: [&'static str; 22] = [
         "no_route",
         "no_endpoints",
         "connect_refused",
@@ -144,6 +148,7 @@ impl ProxyError {
         "request_header_too_large",
         "method_not_allowed",
         "unsupported_transfer_coding",
+        "fault_injected",
     ];
 
     /// Index of `cause()` in `CAUSES`.
@@ -170,6 +175,7 @@ impl ProxyError {
             ProxyError::RequestHeaderTooLarge => 18,
             ProxyError::MethodNotAllowed { .. } => 19,
             ProxyError::UnsupportedTransferCoding => 20,
+            ProxyError::FaultInjected { .. } => 21,
         }
     }
 
@@ -196,6 +202,7 @@ impl ProxyError {
             ProxyError::RequestHeaderTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProxyError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::UnsupportedTransferCoding => StatusCode::NOT_IMPLEMENTED,
+            ProxyError::FaultInjected { status } => *status,
         }
     }
 
@@ -223,6 +230,8 @@ impl ProxyError {
             ProxyError::RequestHeaderTooLarge => "http_request_error",
             ProxyError::MethodNotAllowed { .. } => "http_request_denied",
             ProxyError::UnsupportedTransferCoding => "http_request_error",
+            // RFC 9209: "the intermediary generated the response locally".
+            ProxyError::FaultInjected { .. } => "proxy_internal_response",
         }
     }
 
@@ -257,6 +266,7 @@ impl ProxyError {
             ProxyError::RequestHeaderTooLarge => RESOURCE_EXHAUSTED,
             ProxyError::MethodNotAllowed { .. } => UNIMPLEMENTED,
             ProxyError::UnsupportedTransferCoding => UNIMPLEMENTED,
+            ProxyError::FaultInjected { .. } => UNAVAILABLE,
         }
     }
 
@@ -284,6 +294,7 @@ impl ProxyError {
             ProxyError::RequestHeaderTooLarge => RetryClass::Never,
             ProxyError::MethodNotAllowed { .. } => RetryClass::Never,
             ProxyError::UnsupportedTransferCoding => RetryClass::Never,
+            ProxyError::FaultInjected { .. } => RetryClass::Never,
         }
     }
 
@@ -314,6 +325,7 @@ impl ProxyError {
             ProxyError::MethodNotAllowed { .. } => false,
             // The body's framing is unknown.
             ProxyError::UnsupportedTransferCoding => true,
+            ProxyError::FaultInjected { .. } => false,
         }
     }
 
@@ -328,7 +340,8 @@ impl ProxyError {
             | ProxyError::UriTooLong
             | ProxyError::RequestHeaderTooLarge
             | ProxyError::MethodNotAllowed { .. }
-            | ProxyError::UnsupportedTransferCoding => None,
+            | ProxyError::UnsupportedTransferCoding
+            | ProxyError::FaultInjected { .. } => None,
             ProxyError::ConnectRefused { endpoint }
             | ProxyError::ConnectTimeout { endpoint }
             | ProxyError::ConnectFailed { endpoint, .. }
@@ -435,6 +448,13 @@ impl fmt::Display for ProxyError {
                 write!(f, "{cause} backend={backend}, last try: {last}")
             }
             ProxyError::Overloaded { backend } => write!(f, "{cause} backend={backend}"),
+            ProxyError::FaultInjected { status } => {
+                write!(
+                    f,
+                    "{cause}: abort with {} (the route's fault setting)",
+                    status.as_u16()
+                )
+            }
         }
     }
 }
@@ -475,6 +495,7 @@ mod tests {
             (ProxyError::RequestHeaderTooLarge, "request_header_too_large", 431, "http_request_error", 8, RetryClass::Never, true),
             (ProxyError::MethodNotAllowed { method: "CONNECT" }, "method_not_allowed", 405, "http_request_denied", 12, RetryClass::Never, false),
             (ProxyError::UnsupportedTransferCoding, "unsupported_transfer_coding", 501, "http_request_error", 12, RetryClass::Never, true),
+            (ProxyError::FaultInjected { status: StatusCode::SERVICE_UNAVAILABLE }, "fault_injected", 503, "proxy_internal_response", 14, RetryClass::Never, false),
         ];
         assert_eq!(rows.len(), ProxyError::CAUSES.len());
         for (err, cause, status, ps, grpc, retry, close) in rows {

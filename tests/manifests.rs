@@ -2,8 +2,9 @@
 //! period covers the drain, readiness probes notice a drain within its delay, the preStop hook
 //! talks to the socket hitless listens on, the gateway's ConfigMap passes `hitless check`
 //! without a warning, the sidecar's app outlives hitless's drain, RBAC is exactly what
-//! discovery needs, alert expressions name metrics hitless exports, and the Dockerfile exposes
-//! the ports the manifests use. (Schema validation of the same files runs in .ci/run.)
+//! discovery needs, alert expressions and the Grafana dashboard's queries name metrics hitless
+//! exports, and the Dockerfile exposes the ports the manifests use. (Schema validation of the
+//! same files runs in .ci/run.)
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests: failing is the point
 
 mod support;
@@ -279,6 +280,201 @@ async fn alerts_name_metrics_that_hitless_exports() {
         }
     }
     assert!(checked >= 6, "{checked}");
+}
+
+/// The series names a Prometheus text page can be queried by: from each `# TYPE` line, a
+/// counter's `_total`, a histogram's `_bucket`, `_sum` and `_count`, a gauge's own name; and the
+/// name of every sample line.
+fn series_names(page: &str) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    for line in page.lines() {
+        if let Some(declaration) = line.strip_prefix("# TYPE ") {
+            let mut words = declaration.split_whitespace();
+            let (family, kind) = (words.next().unwrap(), words.next().unwrap());
+            let suffixes: &[&str] = match kind {
+                "counter" => &["_total"],
+                "histogram" => &["_bucket", "_sum", "_count"],
+                _ => &[""],
+            };
+            names.extend(suffixes.iter().map(|s| format!("{family}{s}")));
+        } else if !line.starts_with('#') && !line.is_empty() {
+            names.insert(line.split(['{', ' ']).next().unwrap().to_string());
+        }
+    }
+    names
+}
+
+/// The hitless metric names a PromQL expression uses.
+fn metric_names(expr: &str) -> impl Iterator<Item = &str> {
+    expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+        .filter(|w| w.starts_with("hitless_"))
+}
+
+/// Every panel of a dashboard, the panels inside (collapsed) rows included.
+fn dashboard_panels(panels: &Value) -> Vec<&Value> {
+    let mut all = Vec::new();
+    for panel in panels.as_array().into_iter().flatten() {
+        all.push(panel);
+        all.extend(dashboard_panels(&panel["panels"]));
+    }
+    all
+}
+
+/// Every string under an `expr` key, at any depth (panel targets, rows, annotations).
+fn exprs<'a>(value: &'a Value, out: &mut Vec<&'a str>) {
+    match value {
+        Value::Object(map) => {
+            for (key, v) in map {
+                match (key.as_str(), v) {
+                    ("expr", Value::String(s)) => out.push(s),
+                    _ => exprs(v, out),
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|v| exprs(v, out)),
+        _ => {}
+    }
+}
+
+#[tokio::test]
+async fn grafana_dashboard_queries_metrics_that_hitless_exports() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("k8s/monitoring");
+    let text = std::fs::read_to_string(root.join("grafana-dashboard.json")).unwrap();
+    let dashboard: Value = serde_json::from_str(&text).unwrap();
+
+    // The ConfigMap Grafana's dashboard sidecar loads: the file, the sidecar's label, a stable name.
+    let kustomization = manifest("monitoring/kustomization.yaml");
+    let generator = kustomization["configMapGenerator"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| {
+            g["files"].as_array().into_iter().flatten().any(|f| {
+                let f = f.as_str().unwrap();
+                f.rsplit('=').next() == Some("grafana-dashboard.json")
+            })
+        })
+        .expect("a configMapGenerator with grafana-dashboard.json");
+    assert_eq!(generator["name"], "hitless-grafana-dashboard");
+    assert_eq!(generator["options"]["labels"]["grafana_dashboard"], "1");
+    assert_eq!(
+        kustomization["generatorOptions"]["disableNameSuffixHash"],
+        true
+    );
+
+    // Importable as is: a datasource variable that every panel and query uses, no `__inputs`
+    // left to fill in, unique panel ids, every panel placed.
+    assert!(dashboard["schemaVersion"].as_u64().unwrap() >= 36);
+    assert!(dashboard.get("__inputs").is_none());
+    assert!(dashboard["uid"].is_string() && dashboard["title"].is_string());
+    let variables = dashboard["templating"]["list"].as_array().unwrap();
+    let variable = |name: &str| {
+        variables
+            .iter()
+            .find(|v| v["name"] == name)
+            .unwrap_or_else(|| panic!("no template variable {name}"))
+    };
+    assert_eq!(variable("datasource")["type"], "datasource");
+    assert_eq!(variable("datasource")["query"], "prometheus");
+    assert!(variable("backend")["definition"]
+        .as_str()
+        .unwrap()
+        .starts_with("label_values(hitless_backend_endpoints"));
+    let datasource = serde_json::json!({"type": "prometheus", "uid": "${datasource}"});
+    let panels = dashboard_panels(&dashboard["panels"]);
+    let mut ids = std::collections::BTreeSet::new();
+    let mut panel_names = std::collections::BTreeSet::new();
+    for panel in &panels {
+        let title = &panel["title"];
+        assert!(
+            ids.insert(panel["id"].as_u64().unwrap()),
+            "{title}: id used twice"
+        );
+        assert!(panel["gridPos"]["w"].as_u64().unwrap() > 0, "{title}");
+        if panel["type"] == "row" {
+            continue;
+        }
+        assert_eq!(panel["datasource"], datasource, "{title}");
+        let targets = panel["targets"].as_array().unwrap();
+        assert!(!targets.is_empty(), "{title}");
+        for target in targets {
+            assert_eq!(target["datasource"], datasource, "{title}");
+            panel_names.extend(metric_names(target["expr"].as_str().unwrap()));
+        }
+    }
+    // A panel for each of: requests and errors by cause, retries and the retry budget,
+    // endpoints by state, held requests, the drain phase, upstream connections (closed by
+    // reason, open, idle), the learned keep-alive, client connections against the limit and the
+    // listen queue, config reloads.
+    for name in [
+        "hitless_requests_total",
+        "hitless_request_duration_seconds_bucket",
+        "hitless_proxy_errors_total",
+        "hitless_retries_total",
+        "hitless_retry_budget_exhausted_total",
+        "hitless_backend_endpoints",
+        "hitless_backend_endpoints_ejected",
+        "hitless_backend_endpoints_unready",
+        "hitless_backend_endpoints_unreachable",
+        "hitless_held_requests_total",
+        "hitless_draining",
+        "hitless_upstream_connections_closed_total",
+        "hitless_upstream_connections_open",
+        "hitless_upstream_connections_idle",
+        "hitless_upstream_keepalive_learned_seconds",
+        "hitless_downstream_connections_open",
+        "hitless_max_connections",
+        "hitless_connection_limit_reached_total",
+        "hitless_listen_overflows",
+        "hitless_config_reloads_total",
+    ] {
+        assert!(panel_names.contains(name), "no panel queries {name}");
+    }
+
+    // The families that have no series until something happens get one: requests (a request),
+    // retries (round-robin sends one try to a refused endpoint), the learned keep-alive (the
+    // other endpoint announces `Keep-Alive: timeout=5`).
+    let dead = support::refused_addr().await;
+    let announcing = support::upstream(|_req| async move {
+        let mut answer = http::Response::new(support::full("ok"));
+        answer
+            .headers_mut()
+            .insert("keep-alive", http::HeaderValue::from_static("timeout=5"));
+        answer
+    })
+    .await;
+    let config = format!(
+        "backends:\n  app:\n    endpoints: [\"{dead}\", \"{}\"]\n    balance: round_robin\nroutes:\n  - name: app\n    backend: app\n",
+        announcing.addr
+    );
+    let app = support::start_proxy(&config).await;
+    let client = support::client();
+    for _ in 0..4 {
+        let answer = support::get(&client, app.traffic_addrs[0], "a", "/").await;
+        assert_eq!(answer.status, 200, "{}", answer.body);
+    }
+    let page = support::admin_get(app.admin_addr, "/metrics").await.body;
+    let exported = series_names(&page);
+
+    // Every query, variable and annotation names only series that exist.
+    let mut queries = Vec::new();
+    exprs(&dashboard, &mut queries);
+    for variable in variables {
+        queries.extend(variable["definition"].as_str());
+        queries.extend(variable["query"].as_str());
+        queries.extend(variable["query"]["query"].as_str());
+    }
+    let mut checked = std::collections::BTreeSet::new();
+    for query in &queries {
+        for name in metric_names(query) {
+            assert!(
+                exported.contains(name),
+                "the dashboard queries {name}, which hitless does not export (in: {query})"
+            );
+            checked.insert(name);
+        }
+    }
+    assert!(checked.len() >= 25, "{checked:?}");
 }
 
 #[test]

@@ -4,6 +4,7 @@
 
 pub mod discovery;
 mod errors;
+pub mod fault;
 mod raw;
 pub mod tls;
 mod validate;
@@ -275,6 +276,30 @@ pub fn effective_yaml(config: &Config) -> String {
                     "max_replay_bytes": r.retry.max_replay_bytes,
                 },
             });
+            if let (Some(obj), Some(f)) = (route.as_object_mut(), &r.fault) {
+                let percent = |s: fault::Share| f64::from(s.0) / 10_000.0;
+                let mut fault = Map::new();
+                if let Some((status, share)) = f.abort {
+                    fault.insert(
+                        "abort".into(),
+                        json!({"status": status.as_u16(), "percent": percent(share)}),
+                    );
+                }
+                if let Some((duration, share)) = f.delay {
+                    fault.insert(
+                        "delay".into(),
+                        json!({"duration": d(duration), "percent": percent(share)}),
+                    );
+                }
+                if let Some(share) = f.reset {
+                    fault.insert("reset".into(), json!({"percent": percent(share)}));
+                }
+                fault.insert("header".into(), json!(f.header));
+                if let Some(seed) = f.seed {
+                    fault.insert("seed".into(), json!(seed));
+                }
+                obj.insert("fault".into(), Value::Object(fault));
+            }
             if let Some(obj) = route.as_object_mut() {
                 match &r.action {
                     Action::Forward { backend } => {

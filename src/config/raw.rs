@@ -237,6 +237,40 @@ pub struct RawRoute {
     pub respond: Option<RawRespond>,
     pub timeouts: Option<RawRouteTimeouts>,
     pub retry: Option<RawRetry>,
+    pub fault: Option<RawFault>,
+}
+
+/// `routes[].fault`: failures injected on purpose (see `config/fault.rs`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFault {
+    pub abort: Option<RawFaultAbort>,
+    pub delay: Option<RawFaultDelay>,
+    pub reset: Option<RawFaultShare>,
+    /// Honour the `x-hitless-fault` request header (default: true).
+    pub header: Option<bool>,
+    /// Seed of the route's draws, for runs that repeat exactly (default: random).
+    pub seed: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFaultAbort {
+    pub status: Option<u16>,
+    pub percent: Option<f64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFaultDelay {
+    pub duration: Option<HumanDuration>,
+    pub percent: Option<f64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFaultShare {
+    pub percent: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -272,3 +272,42 @@ routes:
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn fault_and_connection_settings_are_validated_with_their_paths() {
+    let errs = errors(&format!(
+        "{BASE}limits: {{max_connections: 99999999999, listen_backlog: 0}}\nroutes:\n  - backend: api\n    fault: {{abort: {{status: 99, percent: 5}}, delay: {{percent: 10}}, reset: {{percent: 101}}}}\n"
+    ));
+    for expected in [
+        "limits.max_connections: must be at most 10000000",
+        "limits.listen_backlog: must be between 1 and 65535",
+        "routes[0].fault.abort.status: expected a status from 200 to 599, got 99",
+        "routes[0].fault.delay.duration: missing",
+        "routes[0].fault.reset.percent: expected a percentage from 0 to 100, got 101",
+    ] {
+        assert!(
+            errs.iter().any(|e| e.starts_with(expected)),
+            "{expected} not in {errs:#?}"
+        );
+    }
+    let config = Config::from_yaml(&format!(
+        "{BASE}routes:\n  - backend: api\n    fault: {{abort: {{status: 502, percent: 0.5}}, seed: 3}}\n"
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
+    let fault = config.routes[0]
+        .fault
+        .clone()
+        .unwrap_or_else(|| panic!("no fault"));
+    assert_eq!(
+        fault.abort,
+        Some((http::StatusCode::BAD_GATEWAY, fault::Share(5_000)))
+    );
+    assert!(fault.header);
+    assert_eq!(fault.seed, Some(3));
+    let again = Config::from_yaml(&effective_yaml(&config)).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        again.routes[0].fault,
+        Some(fault),
+        "survives the effective config"
+    );
+}

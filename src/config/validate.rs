@@ -352,6 +352,8 @@ pub struct RouteConfig {
     pub request_timeout: Duration,
     pub backend_request_timeout: Duration,
     pub retry: RetryPolicy,
+    /// Failures injected on purpose (`fault:`); `None`: never.
+    pub fault: Option<super::fault::FaultConfig>,
 }
 
 use super::errors::{dur, Errors};
@@ -1081,6 +1083,10 @@ fn validate_route(
         r.retry.as_ref(),
         default_retry,
     );
+    let fault = r
+        .fault
+        .as_ref()
+        .map(|f| super::fault::parse(errors, &base, f));
     Some(RouteConfig {
         name,
         host,
@@ -1089,6 +1095,7 @@ fn validate_route(
         request_timeout,
         backend_request_timeout,
         retry,
+        fault,
     })
 }
 

@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::server::{Due, Server, CLOSING_TICK};
 use crate::proxy::body::{now_ms, ClientConn};
+use crate::proxy::fault;
 
 impl Server {
     /// Serve a TLS connection whose ALPN chose HTTP/2 with hyper's HTTP/2 server only.
@@ -77,6 +78,11 @@ impl Server {
             }
             async move {
                 let mut response = proxy.handle(request, Arc::clone(&activity)).await;
+                if response.extensions().get::<fault::Reset>().is_some() {
+                    // An injected reset: hyper drops the connection (HTTP/2: resets the
+                    // stream) instead of answering.
+                    return Err(std::io::Error::other("fault injected: reset"));
+                }
                 if !h2 && activity.closing.load(Ordering::Relaxed) {
                     // Draining: this answer is the connection's last (the client reconnects
                     // elsewhere); hyper closes the connection after writing it.
@@ -85,7 +91,7 @@ impl Server {
                         http::HeaderValue::from_static("close"),
                     );
                 }
-                Ok::<_, std::convert::Infallible>(response)
+                Ok::<_, std::io::Error>(response)
             }
         });
         // HTTP/2 only (ALPN h2): `serve_connection`, as hyper-util's HTTP/2-only mode does not

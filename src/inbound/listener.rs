@@ -82,11 +82,7 @@ pub async fn accept_loop(
 type Batch = (Vec<(TcpStream, SocketAddr)>, Option<std::io::Error>);
 
 /// Up to `max` connections that are ready now (at least one, or an error).
-fn accept_batch(
-    listener: &TcpListener,
-    cx: &mut Context<'_>,
-    max: usize,
-) -> Poll<Batch> {
+fn accept_batch(listener: &TcpListener, cx: &mut Context<'_>, max: usize) -> Poll<Batch> {
     let mut batch = Vec::new();
     while batch.len() < max {
         match listener.poll_accept(cx) {

@@ -193,7 +193,8 @@ fn wanted(on: &RetryOn, error: &ProxyError) -> bool {
         | ProxyError::UriTooLong
         | ProxyError::RequestHeaderTooLarge
         | ProxyError::MethodNotAllowed { .. }
-        | ProxyError::UnsupportedTransferCoding => false,
+        | ProxyError::UnsupportedTransferCoding
+        | ProxyError::FaultInjected { .. } => false,
     }
 }
 

@@ -91,6 +91,8 @@ pub struct RequestLog {
     pub failed: Vec<FailedTry>,
     /// The request's place under its backend's concurrency limit, freed with the log.
     pub admission: Option<Admission>,
+    /// The fault injected into this request (`delay`, `abort`, `reset`), if any.
+    pub fault: Option<&'static str>,
 }
 
 impl Drop for RequestLog {
@@ -120,6 +122,7 @@ impl Drop for RequestLog {
                 attempts = self.attempts,
                 failed_tries = %FailedTries(&self.failed),
                 cause = self.cause.unwrap_or("-"),
+                fault = self.fault.unwrap_or("-"),
                 request_id = self.request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("-"),
             );
         }

@@ -321,9 +321,11 @@ pub fn parse(
     let path = target.split('?').next().unwrap_or(target);
     let router = proxy.router.load();
     let route = router.find(host, path).cloned();
-    let forward = match route.as_ref().map(|r| &r.action) {
-        Some(RouteAction::Forward(b)) if direct_backend(b) => true,
-        Some(RouteAction::Forward(_)) => return Parsed::HandOff,
+    let forward = match route.as_ref().map(|r| (&r.action, &r.fault)) {
+        // Fault injection is rehearsal, not speed: applied in one place, hyper's engine.
+        Some((_, Some(_))) => return Parsed::HandOff,
+        Some((RouteAction::Forward(b), None)) if direct_backend(b) => true,
+        Some((RouteAction::Forward(_), None)) => return Parsed::HandOff,
         _ => false,
     };
     // A body goes the direct way when it can be sent again (as hyper's engine would hold it)
@@ -613,6 +615,7 @@ impl Proxy {
             conn: Arc::clone(conn),
             failed: Vec::new(),
             admission: None,
+            fault: None,
         };
         let Some(route) = route.as_ref() else {
             // Boxed, as every answer hitless writes itself: rare on this path, and inline its
@@ -733,6 +736,7 @@ impl Proxy {
             conn: Arc::clone(conn),
             failed: Vec::new(),
             admission: None,
+            fault: None,
         };
         self.write_error(client, out, error, log, false, true).await;
     }

@@ -9,6 +9,7 @@
 pub mod attempt;
 pub mod body;
 pub mod direct;
+pub mod fault;
 pub mod forward;
 pub mod headers;
 pub mod route;
@@ -17,7 +18,8 @@ pub mod tunnel;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use http::{header, HeaderValue, Request, Response, Uri, Version};
+use bytes::Bytes;
+use http::{header, HeaderValue, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
@@ -25,7 +27,7 @@ use crate::error::ProxyError;
 use crate::runtime::metrics::Metrics;
 use crate::upstream::body::RequestBody;
 use body::{ClientConn, RequestLog, ResponseBody};
-use route::{RouteAction, Router};
+use route::{Route, RouteAction, Router};
 
 pub struct Proxy {
     pub(crate) router: ArcSwap<Router>,
@@ -168,6 +170,7 @@ impl Proxy {
             conn,
             failed: Vec::new(),
             admission: None,
+            fault: None,
         };
         let upgrade = tunnel::requested(&parts);
         if let Some(error) = refuse(
@@ -200,6 +203,13 @@ impl Proxy {
             }
             RouteAction::Forward(backend) => backend,
         };
+        if let Some(faults) = &route.fault {
+            // Boxed: rare, and inline its future would be in every request's.
+            log = match Box::pin(self.inject(faults, &route, &mut parts, grpc, log)).await {
+                Ok(log) => log,
+                Err(answer) => return answer,
+            };
+        }
         match backend.admit() {
             Some(admission) => log.admission = Some(admission),
             None => {
@@ -310,11 +320,65 @@ impl Proxy {
                         ));
                     }
                 }
+                if log.fault.is_some() {
+                    head.headers.append(
+                        "proxy-status",
+                        HeaderValue::from_static("hitless; details=\"fault_injected delay\""),
+                    );
+                }
                 log.status = head.status.as_u16();
                 log.request_id = Some(request_id);
                 Response::from_parts(head, ResponseBody::upstream(body).with_log(log))
             }
             Err(error) => self.error(error, grpc, request_id, log),
+        }
+    }
+
+    /// Apply the route's faults to one request: wait out an injected delay, then answer in
+    /// place of the backend when the request is aborted or reset (`Err`), or give the log
+    /// back to forward it (`Ok`).
+    async fn inject(
+        &self,
+        faults: &fault::Faults,
+        route: &Route,
+        parts: &mut http::request::Parts,
+        grpc: bool,
+        mut log: RequestLog,
+    ) -> Result<RequestLog, Response<ResponseBody>> {
+        let decision = match faults.decide(&parts.headers) {
+            Ok(decision) => decision,
+            Err(error) => return Err(self.error(error, grpc, request_id_of(&parts.headers), log)),
+        };
+        parts.headers.remove(&fault::FAULT_HEADER);
+        if let Some(delay) = decision.delay {
+            route.metrics.fault("delay");
+            log.fault = Some("delay");
+            tokio::time::sleep(delay).await;
+        }
+        let Some(end) = decision.end else {
+            return Ok(log);
+        };
+        let id = request_id_of(&parts.headers);
+        match end {
+            fault::End::Abort(status) => {
+                route.metrics.fault("abort");
+                log.fault = Some("abort");
+                Err(self.error(ProxyError::FaultInjected { status }, grpc, id, log))
+            }
+            fault::End::Reset => {
+                route.metrics.fault("reset");
+                let cause = ProxyError::FaultInjected {
+                    status: StatusCode::OK,
+                };
+                self.metrics.proxy_error(cause.cause_index());
+                log.fault = Some("reset");
+                log.cause = Some(cause.cause());
+                log.request_id = Some(id);
+                // Status 0 in the access log: nothing was answered.
+                let mut response = Response::new(ResponseBody::full(Bytes::new()).with_log(log));
+                response.extensions_mut().insert(fault::Reset);
+                Err(response)
+            }
         }
     }
 

@@ -10,6 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::fault::Faults;
 use crate::config::{Action, FixedResponse, HostMatch, PathMatch, RetryPolicy};
 use crate::runtime::metrics::RouteMetrics;
 use crate::upstream::Backend;
@@ -28,6 +29,8 @@ pub struct Route {
     pub backend_request_timeout: Duration,
     pub retry: RetryPolicy,
     pub metrics: RouteMetrics,
+    /// `fault:`: requests to delay, abort or reset on purpose.
+    pub fault: Option<Faults>,
 }
 
 impl Route {
@@ -57,6 +60,7 @@ impl Route {
             backend_request_timeout: config.backend_request_timeout,
             retry: config.retry,
             metrics,
+            fault: config.fault.clone().map(Faults::new),
         }
     }
 

@@ -25,6 +25,13 @@ pub struct RequestLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FaultLabels {
+    pub route: String,
+    /// `abort`, `delay` or `reset`.
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabels {
     pub route: String,
     pub backend: String,
@@ -144,6 +151,7 @@ pub struct Metrics {
     pub registry: Registry,
     requests: Family<RequestLabels, Counter>,
     durations: Family<RouteLabels, AtomicHistogram>,
+    faults: Family<FaultLabels, Counter>,
     errors: Vec<Counter>,
     conns_open: Family<BackendLabels, Gauge>,
     conns_idle: Family<BackendLabels, Gauge>,
@@ -323,6 +331,12 @@ impl Metrics {
             "Requests answered, by route, backend and status",
             requests.clone(),
         );
+        let faults = Family::<FaultLabels, Counter>::default();
+        registry.register(
+            "faults_injected",
+            "Faults injected on purpose (routes[].fault, x-hitless-fault), by route and kind",
+            faults.clone(),
+        );
         let durations = Family::<RouteLabels, AtomicHistogram>::default();
         registry.register(
             "request_duration_seconds",
@@ -449,6 +463,7 @@ impl Metrics {
             registry,
             requests,
             durations,
+            faults,
             errors,
             conns_open,
             conns_idle,
@@ -471,6 +486,7 @@ impl Metrics {
             duration: self.durations.get_or_create(&labels).clone(),
             statuses: (0..500).map(|_| OnceLock::new()).collect(),
             family: self.requests.clone(),
+            faults: self.faults.clone(),
             labels,
         }
     }
@@ -561,10 +577,21 @@ pub struct RouteMetrics {
     /// Index: status - 100 (100..=599).
     statuses: Box<[OnceLock<Counter>]>,
     family: Family<RequestLabels, Counter>,
+    faults: Family<FaultLabels, Counter>,
     labels: RouteLabels,
 }
 
 impl RouteMetrics {
+    /// One fault injected on this route (rare: the series is made on first use).
+    pub fn fault(&self, kind: &'static str) {
+        self.faults
+            .get_or_create(&FaultLabels {
+                route: self.labels.route.clone(),
+                kind: kind.to_string(),
+            })
+            .inc();
+    }
+
     pub fn record(&self, status: u16, elapsed: Duration) {
         self.duration.observe(elapsed);
         let Some(slot) = self.statuses.get(status.wrapping_sub(100) as usize) else {
