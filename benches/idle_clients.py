@@ -16,7 +16,7 @@ HEADERS = len(_block).to_bytes(3, "big") + b"\x01\x05\x00\x00\x00\x01" + _block
 async def one(port, h2, done):
     r, w = await asyncio.open_connection("127.0.0.1", port)
     if h2:
-        w.write(H2_PREFACE + SETTINGS + SETTINGS_ACK + HEADERS)
+        w.write(H2_PREFACE + SETTINGS + HEADERS)
         await w.drain()
         # read frames until the stream ends (a DATA or HEADERS frame with END_STREAM on stream 1)
         while True:

@@ -119,7 +119,7 @@ if sys.argv[6] == 'h2c':
     mean = float(m.group(1)) * {'us': 1, 'ms': 1e3, 's': 1e6}[m.group(2)]
     p50 = p99 = mean
     ok = int(re.search(r'status codes: (\d+) 2xx', out).group(1))
-    errs = reqs - ok
+    errs = max(0, reqs - ok)
 else:
     reqs = int(re.search(r'(\d+) requests in', out).group(1))
     rps = float(re.search(r'Requests/sec:\s+([\d.]+)', out).group(1))

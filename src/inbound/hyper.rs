@@ -76,7 +76,9 @@ impl Server {
             if h2 {
                 activity.h2.store(true, Ordering::Relaxed);
             }
-            async move {
+            // Boxed: hyper moves each HTTP/2 stream's future into a task of its own, and a
+            // pointer moves for less than the whole request's state.
+            Box::pin(async move {
                 let mut response = proxy.handle(request, Arc::clone(&activity)).await;
                 if response.extensions().get::<fault::Reset>().is_some() {
                     // An injected reset: hyper drops the connection (HTTP/2: resets the
@@ -92,7 +94,7 @@ impl Server {
                     );
                 }
                 Ok::<_, std::io::Error>(response)
-            }
+            })
         });
         // HTTP/2 only (ALPN h2): `serve_connection`, as hyper-util's HTTP/2-only mode does not
         // apply to `serve_connection_with_upgrades` (HTTP/2's own upgrades, RFC 8441's
