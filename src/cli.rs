@@ -98,6 +98,19 @@ pub enum Command {
         #[arg(long, default_value = "text", value_parser = ["text", "json"])]
         format: String,
     },
+    /// Convert Ingress objects (with ingress-nginx annotations) and Gateway API HTTPRoutes
+    /// into a hitless config file, with a report of what maps, what maps differently and
+    /// what does not. The config goes to stdout (or --output), the report to stderr. Exit 0:
+    /// imported; 1: something was refused (raw nginx snippets) or nothing found; 64: an input
+    /// could not be read.
+    Import {
+        /// Files or folders of YAML; `-` reads the standard input.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Write the config here instead of stdout.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
     /// Probe a backend's endpoints for what causes 502s: refused or black-holed connects, the
     /// protocol spoken, TLS certificates, the health path, the measured keep-alive against the
     /// pool, connection reuse, response head size, WebSocket upgrades. One line per check with
@@ -118,9 +131,11 @@ fn report(errors: &ConfigErrors, source: &str) -> ExitCode {
 /// leave with.
 pub fn load(command: &Command) -> Result<Option<Config>, ExitCode> {
     let config = match command {
-        Command::Demo | Command::Drain { .. } | Command::Lint { .. } | Command::Doctor(_) => {
-            return Ok(None)
-        }
+        Command::Demo
+        | Command::Drain { .. }
+        | Command::Lint { .. }
+        | Command::Import { .. }
+        | Command::Doctor(_) => return Ok(None),
         Command::Run { config } | Command::Check { config, .. } => {
             Config::load(config).map_err(|e| report(&e, &config.display().to_string()))
         }
@@ -174,18 +189,53 @@ pub fn check(config: &Config, strict: bool) -> ExitCode {
     }
 }
 
-/// `hitless lint`: report findings on stdout; the exit code says whether any is an error.
-pub fn lint(paths: &[PathBuf], format: &str) -> ExitCode {
+/// The standard input's text when one of `paths` is `-`.
+fn stdin_for(paths: &[PathBuf], command: &str) -> Result<Option<String>, ExitCode> {
     use std::io::Read;
-    let stdin = if paths.iter().any(|p| p.as_os_str() == "-") {
-        let mut text = String::new();
-        if let Err(e) = std::io::stdin().read_to_string(&mut text) {
-            eprintln!("hitless lint: cannot read the standard input: {e}");
+    if !paths.iter().any(|p| p.as_os_str() == "-") {
+        return Ok(None);
+    }
+    let mut text = String::new();
+    match std::io::stdin().read_to_string(&mut text) {
+        Ok(_) => Ok(Some(text)),
+        Err(e) => {
+            eprintln!("hitless {command}: cannot read the standard input: {e}");
+            Err(ExitCode::from(crate::lint::LintError::EXIT_CODE))
+        }
+    }
+}
+
+/// `hitless import`: the config on stdout (or `output`), the report on stderr.
+pub fn import(paths: &[PathBuf], output: Option<&std::path::Path>) -> ExitCode {
+    let stdin = match stdin_for(paths, "import") {
+        Ok(stdin) => stdin,
+        Err(code) => return code,
+    };
+    let import = match crate::ingress::import_paths(paths, stdin.as_deref()) {
+        Ok(import) => import,
+        Err(e) => {
+            eprintln!("hitless import: {e}");
             return ExitCode::from(crate::lint::LintError::EXIT_CODE);
         }
-        Some(text)
-    } else {
-        None
+    };
+    match output {
+        Some(path) => {
+            if let Err(e) = std::fs::write(path, &import.config) {
+                eprintln!("hitless import: cannot write {}: {e}", path.display());
+                return ExitCode::from(crate::lint::LintError::EXIT_CODE);
+            }
+        }
+        None => print!("{}", import.config),
+    }
+    eprint!("{}", import.render_report());
+    ExitCode::from(import.exit_code())
+}
+
+/// `hitless lint`: report findings on stdout; the exit code says whether any is an error.
+pub fn lint(paths: &[PathBuf], format: &str) -> ExitCode {
+    let stdin = match stdin_for(paths, "lint") {
+        Ok(stdin) => stdin,
+        Err(code) => return code,
     };
     let format = if format == "json" {
         crate::lint::Format::Json

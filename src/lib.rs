@@ -16,6 +16,7 @@
 //! `config` is loaded and validated before anything runs; `app` composes the pieces;
 //! `admin` serves health, readiness and metrics; `runtime` holds metrics, logging, shutdown;
 //! `lint` (manifests) and `doctor` (live endpoints) look for 502 causes outside the data path;
+//! `ingress` turns Ingress and HTTPRoute objects into a config (`hitless import`);
 //! `demo` reproduces the guide's failures at production load.
 
 #![forbid(unsafe_code)]
@@ -31,6 +32,7 @@ pub mod error;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod inbound;
+pub mod ingress;
 pub mod lint;
 pub mod proxy;
 pub mod runtime;

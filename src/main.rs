@@ -23,6 +23,7 @@ fn main() -> ExitCode {
             return match &cli.command {
                 Command::Drain { socket } => drain(socket),
                 Command::Lint { paths, format } => cli::lint(paths, format),
+                Command::Import { paths, output } => cli::import(paths, output.as_deref()),
                 Command::Doctor(args) => doctor(args.clone()),
                 _ => demo(),
             }

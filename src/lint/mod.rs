@@ -93,8 +93,10 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
+pub(crate) use k8s::{Inventory, Object};
 pub use report::{exit_code, render};
 pub use rules::{Rule, RULES};
+pub(crate) use units::duration;
 
 /// How [`render`] writes the findings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -184,11 +186,24 @@ impl LintError {
 /// Lint every document under `paths` ("-" = the standard input text given in `stdin`). Objects
 /// in one file may refer to objects in another (a Deployment's ConfigMap, an Ingress's Service).
 pub fn lint_paths(paths: &[PathBuf], stdin: Option<&str>) -> Result<Vec<Finding>, LintError> {
+    Ok(lint_objects(&read_objects(paths, stdin)?))
+}
+
+/// Every Kubernetes object under `paths` (`-`: the text in `stdin`), for `lint` and `import`.
+pub(crate) fn read_objects(
+    paths: &[PathBuf],
+    stdin: Option<&str>,
+) -> Result<Vec<Object>, LintError> {
     let mut objects = Vec::new();
     for source in input::read(paths, stdin)? {
         objects.extend(k8s::parse(&source.name, &source.text)?);
     }
-    Ok(lint_objects(&objects))
+    Ok(objects)
+}
+
+/// The objects in one file's text.
+pub(crate) fn parse_objects(file: &str, text: &str) -> Result<Vec<Object>, LintError> {
+    k8s::parse(file, text)
 }
 
 /// Lint one file's text; `file` is the name findings carry.

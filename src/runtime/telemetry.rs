@@ -36,11 +36,13 @@ pub fn init() -> WorkerGuard {
     let diagnostics = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_filter(env.add_directive(
-            "hitless::access=off"
-                .parse()
-                .unwrap_or_else(|_| LevelFilter::INFO.into()),
-        ));
+        .with_filter(
+            env.add_directive(
+                "hitless::access=off"
+                    .parse()
+                    .unwrap_or_else(|_| LevelFilter::INFO.into()),
+            ),
+        );
     // A second init (tests starting several instances in one process) keeps the first.
     let _ = tracing_subscriber::registry()
         .with(access)

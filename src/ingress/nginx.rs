@@ -1,0 +1,246 @@
+//! ingress-nginx annotations as hitless settings. Each annotation an Ingress carries gets one
+//! line in the report: it maps, it maps differently (and how), hitless has no equivalent, or
+//! it is refused (raw nginx configuration: the retired controller's main security problem).
+//! Nothing is silently ignored.
+
+use serde_json::{json, Map, Value};
+
+use super::{Note, Outcome};
+use crate::lint::{duration, Object};
+
+const PREFIX: &str = "nginx.ingress.kubernetes.io/";
+
+/// What an Ingress's annotations set: on its routes and on the backends they use.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub(super) struct Settings {
+    /// `timeouts:` of each route.
+    pub timeouts: Map<String, Value>,
+    /// `retry:` of each route.
+    pub retry: Map<String, Value>,
+    /// Backend settings (`protocol`, `connect_timeout`, `pool`).
+    pub backend: Map<String, Value>,
+    /// `service-upstream: "true"`: send to the Service's cluster IP, not to its pods.
+    pub service_upstream: bool,
+}
+
+pub(super) fn settings(ingress: &Object, notes: &mut Vec<Note>) -> Settings {
+    let mut settings = Settings::default();
+    let Some(annotations) = ingress.annotations() else {
+        return settings;
+    };
+    let object = ingress.id();
+    for (key, value) in annotations {
+        let Some(name) = key.strip_prefix(PREFIX) else {
+            continue;
+        };
+        let text = value.as_str().unwrap_or_default().trim();
+        let (outcome, message) = one(name, text, &mut settings);
+        notes.push(Note {
+            object: object.clone(),
+            source: key.clone(),
+            outcome,
+            message,
+        });
+    }
+    settings
+}
+
+/// Seconds (`"60"`) or a duration (`"60s"`) as hitless writes it.
+fn seconds(text: &str) -> Option<String> {
+    duration(text)
+        .filter(|d| !d.is_zero())
+        .map(|d| humantime::format_duration(d).to_string())
+}
+
+fn one(name: &str, text: &str, s: &mut Settings) -> (Outcome, String) {
+    use Outcome::*;
+    let bad = || {
+        (
+            Unsupported,
+            format!("\"{text}\" is not a value hitless can read: ignored"),
+        )
+    };
+    match name {
+        "proxy-connect-timeout" => match seconds(text) {
+            Some(d) => {
+                s.backend.insert("connect_timeout".into(), json!(d));
+                (Maps, format!("backend connect_timeout: {d}"))
+            }
+            None => bad(),
+        },
+        "proxy-read-timeout" => match seconds(text) {
+            Some(d) => {
+                s.timeouts.insert("backend_request".into(), json!(d));
+                (
+                    Differs,
+                    format!(
+                        "timeouts.backend_request: {d}: nginx's limit is between two reads of the \
+                         answer, hitless's until the response head (a body then streams without one)"
+                    ),
+                )
+            }
+            None => bad(),
+        },
+        "proxy-send-timeout" => (
+            Differs,
+            "hitless has no separate send timeout: timeouts.request bounds the request until the \
+             answer starts"
+                .into(),
+        ),
+        "proxy-next-upstream" => next_upstream(text, s),
+        "proxy-next-upstream-tries" => match text.parse::<u64>() {
+            Ok(0) => {
+                s.retry.insert("attempts".into(), json!(10));
+                (
+                    Differs,
+                    "0 (no limit in nginx): retry.attempts: 10, hitless's most; the retry budget \
+                     bounds retries as a whole"
+                        .into(),
+                )
+            }
+            Ok(n) => {
+                let n = n.min(10);
+                s.retry.insert("attempts".into(), json!(n));
+                (Maps, format!("retry.attempts: {n}"))
+            }
+            Err(_) => bad(),
+        },
+        "proxy-next-upstream-timeout" => match seconds(text) {
+            Some(d) => {
+                s.timeouts.insert("request".into(), json!(d));
+                (
+                    Differs,
+                    format!("timeouts.request: {d} (the whole request across tries, as in nginx)"),
+                )
+            }
+            None => bad(),
+        },
+        "backend-protocol" => {
+            let protocol = match text.to_ascii_uppercase().as_str() {
+                "HTTP" => "http",
+                "HTTPS" => "https",
+                "GRPC" => "grpc",
+                "GRPCS" => "grpcs",
+                _ => {
+                    return (
+                        Unsupported,
+                        format!(
+                            "\"{text}\": hitless speaks HTTP, HTTPS, GRPC and GRPCS to backends"
+                        ),
+                    )
+                }
+            };
+            s.backend.insert("protocol".into(), json!(protocol));
+            (Maps, format!("backend protocol: {protocol}"))
+        }
+        "upstream-keepalive-timeout" => match seconds(text) {
+            Some(d) => {
+                s.backend
+                    .insert("pool".into(), json!({ "idle_timeout": d }));
+                (
+                    Maps,
+                    format!(
+                        "backend pool.idle_timeout: {d} (keep it below the app's keep-alive; \
+                         hitless's default, 1.5s, already is for most servers)"
+                    ),
+                )
+            }
+            None => bad(),
+        },
+        "proxy-body-size" | "client-body-buffer-size" => (
+            Unsupported,
+            "hitless streams request bodies and sets no size limit".into(),
+        ),
+        "proxy-buffer-size" | "proxy-buffering" | "proxy-buffers-number" => (
+            Differs,
+            "accepted, no effect: hitless reads response heads up to \
+             limits.max_response_header_bytes (64 KiB) and streams bodies, so no 502 for a head \
+             under that"
+                .into(),
+        ),
+        "proxy-http-version" => match text {
+            "1.1" => (Maps, "hitless speaks HTTP/1.1 to http backends".into()),
+            _ => (
+                Unsupported,
+                format!(
+                    "\"{text}\": hitless speaks HTTP/1.1 (or HTTP/2 for h2c and gRPC backends)"
+                ),
+            ),
+        },
+        "ssl-redirect" | "force-ssl-redirect" => (
+            Unsupported,
+            "hitless routes do not redirect to HTTPS: redirect at the load balancer in front"
+                .into(),
+        ),
+        "rewrite-target" | "use-regex" | "app-root" => (
+            Unsupported,
+            "hitless forwards the path unchanged and matches paths as prefixes or exactly".into(),
+        ),
+        "service-upstream" => {
+            s.service_upstream = text == "true";
+            (
+                Differs,
+                "backends discovered by DNS on the Service's name (its cluster IP): kube-proxy then \
+                 picks the pod, and a retry may meet the same one; without the annotation hitless \
+                 follows the pods themselves"
+                    .into(),
+            )
+        }
+        "affinity"
+        | "affinity-mode"
+        | "session-cookie-name"
+        | "session-cookie-path"
+        | "session-cookie-max-age"
+        | "session-cookie-expires" => (
+            Unsupported,
+            "hitless has no session affinity: balancing is per request (p2c)".into(),
+        ),
+        n if n.ends_with("-snippet") || n == "configuration-snippet" => (
+            Refused,
+            "raw nginx configuration is refused (it was the retired controller's main security \
+             problem): the Ingress is imported without it"
+                .into(),
+        ),
+        _ => (Unsupported, "no hitless equivalent: ignored".into()),
+    }
+}
+
+fn next_upstream(text: &str, s: &mut Settings) -> (Outcome, String) {
+    use Outcome::*;
+    let mut on = Vec::new();
+    let mut lost = Vec::new();
+    let mut idempotent = false;
+    for token in text.split_whitespace() {
+        match token {
+            "off" => {
+                s.retry.insert("attempts".into(), json!(1));
+                return (Maps, "retry.attempts: 1 (no retry)".into());
+            }
+            "error" => on.extend(["connect-failure", "refused-stream", "reset"]),
+            "timeout" => on.extend(["connect-failure", "backend-timeout"]),
+            "http_502" => on.push("502"),
+            "http_503" => on.push("503"),
+            "http_504" => on.push("504"),
+            "non_idempotent" => idempotent = true,
+            other => lost.push(other),
+        }
+    }
+    on.sort_unstable();
+    on.dedup();
+    s.retry.insert("on".into(), json!(on));
+    if idempotent {
+        s.retry.insert("idempotent".into(), json!(true));
+    }
+    let mut message = format!("retry.on: [{}]", on.join(", "));
+    if idempotent {
+        message.push_str(", retry.idempotent: true");
+    }
+    if lost.is_empty() {
+        (Maps, message)
+    } else {
+        (
+            Differs,
+            format!("{message}; not retried by hitless: {}", lost.join(", ")),
+        )
+    }
+}

@@ -1,0 +1,554 @@
+//! Ingress and HTTPRoute routing as hitless routes and backends. hitless tries routes in order
+//! and takes the first match, so the rules' precedence is made explicit by sorting: an exact
+//! host before a wildcard before none, then exact paths, then prefixes longest first (the
+//! Ingress spec's "longest match wins"), default backends last. hitless's `path_prefix` is
+//! segment-wise, as the spec's `Prefix`.
+
+use std::collections::BTreeMap;
+
+use serde_json::{json, Map, Value};
+
+use super::nginx::{self, Settings};
+use super::{Note, Outcome};
+use crate::lint::{Inventory, Object};
+
+/// One route and where it sorts.
+struct Route {
+    /// (host rank, path rank, negative path length): smaller first.
+    rank: (u8, u8, isize),
+    value: Value,
+}
+
+/// The backend a route uses: a Service port, with the settings of the objects that use it.
+#[derive(Clone, PartialEq)]
+struct BackendRef {
+    namespace: Option<String>,
+    service: String,
+    /// The Service port's name or number, as the object wrote it.
+    port: Value,
+}
+
+pub(super) fn config(objects: &[Object], notes: &mut Vec<Note>) -> Value {
+    let inventory = Inventory::new(objects);
+    let mut backends: BTreeMap<String, Value> = BTreeMap::new();
+    let mut routes: Vec<Route> = Vec::new();
+    for object in objects {
+        if object.is(&["networking.k8s.io", "extensions"], &["Ingress"]) {
+            ingress(object, &inventory, &mut backends, &mut routes, notes);
+        } else if object.is(&["gateway.networking.k8s.io"], &["HTTPRoute"]) {
+            http_route(object, &inventory, &mut backends, &mut routes, notes);
+        }
+    }
+    if routes.is_empty() {
+        return json!({});
+    }
+    routes.sort_by_key(|r| r.rank);
+    json!({
+        "backends": backends,
+        "routes": routes.into_iter().map(|r| r.value).collect::<Vec<_>>(),
+    })
+}
+
+fn note(notes: &mut Vec<Note>, object: &Object, source: &str, outcome: Outcome, message: String) {
+    notes.push(Note {
+        object: object.id(),
+        source: source.to_string(),
+        outcome,
+        message,
+    });
+}
+
+fn ingress(
+    object: &Object,
+    inventory: &Inventory,
+    backends: &mut BTreeMap<String, Value>,
+    routes: &mut Vec<Route>,
+    notes: &mut Vec<Note>,
+) {
+    let settings = nginx::settings(object, notes);
+    let spec = object.value.get("spec");
+    if spec.and_then(|s| s.get("tls")).is_some() {
+        note(
+            notes,
+            object,
+            "spec.tls",
+            Outcome::Differs,
+            "TLS: hitless terminates TLS with certificate files (listeners[].tls.certificates): \
+             mount the Secret and name its tls.crt and tls.key there"
+                .into(),
+        );
+    }
+    let base = format!(
+        "{}{}",
+        object
+            .namespace
+            .as_deref()
+            .map(|n| format!("{n}-"))
+            .unwrap_or_default(),
+        object.name
+    );
+    if let Some(default) = spec.and_then(|s| s.get("defaultBackend")) {
+        let field = "spec.defaultBackend";
+        if let Some(backend) = ingress_backend(object, default, field, notes) {
+            let name = backend_entry(object, inventory, &backend, &settings, backends, notes);
+            let mut value = route_value(format!("{base}-default"), Map::new(), name, &settings);
+            if let Some(m) = value.get_mut("match").and_then(Value::as_object_mut) {
+                m.insert("path_prefix".into(), json!("/"));
+            }
+            routes.push(Route {
+                rank: (3, 0, 0),
+                value,
+            });
+        }
+    }
+    let rules = spec
+        .and_then(|s| s.get("rules"))
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    for (i, rule) in rules.iter().enumerate() {
+        let host = rule.get("host").and_then(Value::as_str);
+        let paths = rule
+            .get("http")
+            .and_then(|h| h.get("paths"))
+            .and_then(Value::as_array)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        for (j, path) in paths.iter().enumerate() {
+            let field = format!("spec.rules[{i}].http.paths[{j}]");
+            let Some(backend) = path
+                .get("backend")
+                .and_then(|b| ingress_backend(object, b, &format!("{field}.backend"), notes))
+            else {
+                continue;
+            };
+            let text = path.get("path").and_then(Value::as_str).unwrap_or("/");
+            let kind = path
+                .get("pathType")
+                .and_then(Value::as_str)
+                .unwrap_or("ImplementationSpecific");
+            let mut matcher = Map::new();
+            if let Some(h) = host {
+                matcher.insert("host".into(), json!(h));
+            }
+            let exact = kind == "Exact";
+            if exact {
+                matcher.insert("path".into(), json!(text));
+            } else {
+                // The spec ignores a trailing slash: `/foo/` matches `/foo`.
+                let prefix = match text.trim_end_matches('/') {
+                    "" => "/",
+                    p => p,
+                };
+                matcher.insert("path_prefix".into(), json!(prefix));
+                if kind != "Prefix" {
+                    note(
+                        notes,
+                        object,
+                        &format!("{field}.pathType"),
+                        Outcome::Differs,
+                        format!(
+                            "{kind}: read as a segment-wise prefix (nginx reads it as a prefix, \
+                             or a regular expression with use-regex)"
+                        ),
+                    );
+                }
+            }
+            let name = backend_entry(object, inventory, &backend, &settings, backends, notes);
+            let value = route_value(format!("{base}-r{i}-p{j}"), matcher, name, &settings);
+            routes.push(Route {
+                rank: rank(host, exact, text),
+                value,
+            });
+        }
+    }
+}
+
+fn rank(host: Option<&str>, exact: bool, path: &str) -> (u8, u8, isize) {
+    let host_rank = match host {
+        Some(h) if h.starts_with("*.") => 1,
+        Some(_) => 0,
+        None => 2,
+    };
+    let length = isize::try_from(path.len()).unwrap_or(isize::MAX);
+    (host_rank, u8::from(!exact), -length)
+}
+
+/// An Ingress backend's Service and port (`resource` backends are reported, not imported).
+fn ingress_backend(
+    object: &Object,
+    backend: &Value,
+    field: &str,
+    notes: &mut Vec<Note>,
+) -> Option<BackendRef> {
+    let Some(service) = backend.get("service") else {
+        note(
+            notes,
+            object,
+            field,
+            Outcome::Unsupported,
+            "a resource backend: hitless forwards to Services only".into(),
+        );
+        return None;
+    };
+    let name = service.get("name").and_then(Value::as_str)?;
+    let port = service.get("port").map(|p| {
+        p.get("name")
+            .cloned()
+            .or_else(|| p.get("number").cloned())
+            .unwrap_or(Value::Null)
+    });
+    Some(BackendRef {
+        namespace: object.namespace.clone(),
+        service: name.to_string(),
+        port: port.unwrap_or(Value::Null),
+    })
+}
+
+/// The backend entry for `backend` with `settings`, added when new; its name.
+fn backend_entry(
+    object: &Object,
+    inventory: &Inventory,
+    backend: &BackendRef,
+    settings: &Settings,
+    backends: &mut BTreeMap<String, Value>,
+    notes: &mut Vec<Note>,
+) -> String {
+    let value = backend_value(object, inventory, backend, settings, notes);
+    // Named after the port discovery follows, so `80` and `http` of one Service are one backend.
+    let port = value
+        .pointer("/discovery/kubernetes/port")
+        .unwrap_or(&backend.port);
+    let port_label = match port {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        _ => String::new(),
+    };
+    let mut name = [
+        backend.namespace.as_deref().unwrap_or_default(),
+        &backend.service,
+        &port_label,
+    ]
+    .iter()
+    .filter(|p| !p.is_empty())
+    .cloned()
+    .collect::<Vec<_>>()
+    .join("-");
+    // The same Service port with other settings (another Ingress's annotations): its own entry.
+    let mut n = 1;
+    let base = name.clone();
+    while let Some(existing) = backends.get(&name) {
+        if *existing == value {
+            return name;
+        }
+        n += 1;
+        name = format!("{base}-{n}");
+    }
+    backends.insert(name.clone(), value);
+    name
+}
+
+fn backend_value(
+    object: &Object,
+    inventory: &Inventory,
+    backend: &BackendRef,
+    settings: &Settings,
+    notes: &mut Vec<Note>,
+) -> Value {
+    let mut value = settings.backend.clone();
+    let namespace = backend.namespace.as_deref();
+    let service = inventory.find("Service", namespace, &backend.service);
+    if settings.service_upstream {
+        let number = match &backend.port {
+            Value::Number(n) => n.as_u64(),
+            Value::String(name) => service
+                .and_then(|s| service_port(s, |p| p.get("name") == Some(&json!(name))))
+                .and_then(|p| p.get("port"))
+                .and_then(Value::as_u64),
+            _ => None,
+        };
+        let host = format!(
+            "{}.{}.svc.cluster.local",
+            backend.service,
+            namespace.unwrap_or("default")
+        );
+        value.insert(
+            "discovery".into(),
+            json!({ "dns": { "name": format!("{host}:{}", number.unwrap_or(80)) } }),
+        );
+        return Value::Object(value);
+    }
+    let mut kubernetes = Map::new();
+    kubernetes.insert("service".into(), json!(backend.service));
+    if let Some(ns) = namespace {
+        kubernetes.insert("namespace".into(), json!(ns));
+    }
+    // A Service port that says what it speaks (its name or appProtocol) sets the protocol when
+    // no annotation did: nginx would speak HTTP to an `https` port and answer 502.
+    let port_spec = service.and_then(|s| {
+        service_port(s, |p| match &backend.port {
+            Value::String(name) => p.get("name") == Some(&json!(name)),
+            Value::Number(n) => p.get("port") == Some(&Value::Number(n.clone())),
+            _ => false,
+        })
+    });
+    if !value.contains_key("protocol") {
+        let says = port_spec.and_then(|p| {
+            p.get("appProtocol")
+                .or_else(|| p.get("name"))
+                .and_then(Value::as_str)
+        });
+        let protocol = match says.map(str::to_ascii_lowercase).as_deref() {
+            Some("https") => Some("https"),
+            Some("grpc") | Some("kubernetes.io/h2c") => Some("grpc"),
+            Some("grpcs") => Some("grpcs"),
+            _ => None,
+        };
+        if let (Some(protocol), Some(says)) = (protocol, says) {
+            value.insert("protocol".into(), json!(protocol));
+            note(
+                notes,
+                object,
+                &format!("Service/{}", backend.service),
+                Outcome::Differs,
+                format!(
+                    "port \"{says}\" and no backend-protocol: protocol {protocol} (nginx would speak HTTP to it and answer 502)"
+                ),
+            );
+        }
+    }
+    // EndpointSlices name their ports after the Service's: a port number is the Service's own
+    // and becomes its name (or, unnamed, the pod port it targets).
+    match &backend.port {
+        Value::String(name) => {
+            kubernetes.insert("port".into(), json!(name));
+        }
+        Value::Number(number) => {
+            let port = service.and_then(|s| {
+                service_port(s, |p| p.get("port") == Some(&Value::Number(number.clone())))
+            });
+            match port {
+                Some(p) => {
+                    if let Some(name) = p.get("name").and_then(Value::as_str) {
+                        kubernetes.insert("port".into(), json!(name));
+                    } else if let Some(target) = p.get("targetPort") {
+                        kubernetes.insert("port".into(), target.clone());
+                    } else {
+                        kubernetes.insert("port".into(), Value::Number(number.clone()));
+                    }
+                }
+                None => {
+                    kubernetes.insert("port".into(), Value::Number(number.clone()));
+                    note(
+                        notes,
+                        object,
+                        &format!("Service/{}", backend.service),
+                        Outcome::Differs,
+                        format!(
+                            "port {number} is the Service's; hitless's discovery names the Service \
+                             port or the pod's port number: pass the Service manifest too, or check \
+                             backends.*.discovery.kubernetes.port"
+                        ),
+                    );
+                }
+            }
+        }
+        _ => {}
+    }
+    value.insert("discovery".into(), json!({ "kubernetes": kubernetes }));
+    Value::Object(value)
+}
+
+fn service_port(service: &Object, wanted: impl Fn(&Value) -> bool) -> Option<&Value> {
+    service
+        .value
+        .get("spec")?
+        .get("ports")?
+        .as_array()?
+        .iter()
+        .find(|p| wanted(p))
+}
+
+fn route_value(
+    name: String,
+    matcher: Map<String, Value>,
+    backend: String,
+    settings: &Settings,
+) -> Value {
+    let mut route = Map::new();
+    route.insert("name".into(), json!(name));
+    route.insert("match".into(), Value::Object(matcher));
+    route.insert("backend".into(), json!(backend));
+    if !settings.timeouts.is_empty() {
+        route.insert("timeouts".into(), Value::Object(settings.timeouts.clone()));
+    }
+    if !settings.retry.is_empty() {
+        route.insert("retry".into(), Value::Object(settings.retry.clone()));
+    }
+    Value::Object(route)
+}
+
+fn http_route(
+    object: &Object,
+    inventory: &Inventory,
+    backends: &mut BTreeMap<String, Value>,
+    routes: &mut Vec<Route>,
+    notes: &mut Vec<Note>,
+) {
+    let spec = object.value.get("spec");
+    let hostnames: Vec<Option<&str>> = match spec
+        .and_then(|s| s.get("hostnames"))
+        .and_then(Value::as_array)
+    {
+        Some(h) if !h.is_empty() => h.iter().map(Value::as_str).collect(),
+        _ => vec![None],
+    };
+    let base = format!(
+        "{}{}",
+        object
+            .namespace
+            .as_deref()
+            .map(|n| format!("{n}-"))
+            .unwrap_or_default(),
+        object.name
+    );
+    let rules = spec
+        .and_then(|s| s.get("rules"))
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    for (i, rule) in rules.iter().enumerate() {
+        let field = format!("spec.rules[{i}]");
+        let mut settings = Settings::default();
+        if let Some(timeouts) = rule.get("timeouts") {
+            for (from, to) in [
+                ("request", "request"),
+                ("backendRequest", "backend_request"),
+            ] {
+                if let Some(d) = timeouts.get(from).and_then(Value::as_str) {
+                    settings.timeouts.insert(to.into(), json!(d));
+                }
+            }
+        }
+        if let Some(filters) = rule.get("filters").and_then(Value::as_array) {
+            if !filters.is_empty() {
+                note(
+                    notes,
+                    object,
+                    &format!("{field}.filters"),
+                    Outcome::Unsupported,
+                    "filters (header changes, redirects, rewrites, mirrors): not applied by hitless"
+                        .into(),
+                );
+            }
+        }
+        let refs = rule
+            .get("backendRefs")
+            .and_then(Value::as_array)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let Some(first) = refs.first() else {
+            note(
+                notes,
+                object,
+                &format!("{field}.backendRefs"),
+                Outcome::Unsupported,
+                "no backendRefs: nothing to route to".into(),
+            );
+            continue;
+        };
+        if refs.len() > 1 {
+            note(
+                notes,
+                object,
+                &format!("{field}.backendRefs"),
+                Outcome::Unsupported,
+                "several backendRefs (weights): hitless sends a route to one backend; the first is \
+                 used"
+                    .into(),
+            );
+        }
+        let Some(service) = first.get("name").and_then(Value::as_str) else {
+            continue;
+        };
+        let backend = BackendRef {
+            namespace: first
+                .get("namespace")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .or_else(|| object.namespace.clone()),
+            service: service.to_string(),
+            port: first.get("port").cloned().unwrap_or(Value::Null),
+        };
+        let name = backend_entry(object, inventory, &backend, &settings, backends, notes);
+        let default_match = [json!({"path": {"type": "PathPrefix", "value": "/"}})];
+        let matches = rule
+            .get("matches")
+            .and_then(Value::as_array)
+            .filter(|m| !m.is_empty())
+            .map(Vec::as_slice)
+            .unwrap_or(&default_match);
+        for (j, m) in matches.iter().enumerate() {
+            if m.get("headers").is_some()
+                || m.get("queryParams").is_some()
+                || m.get("method").is_some()
+            {
+                note(
+                    notes,
+                    object,
+                    &format!("{field}.matches[{j}]"),
+                    Outcome::Unsupported,
+                    "header, query and method matches: hitless matches host and path only (the \
+                     route matches every request on its path)"
+                        .into(),
+                );
+            }
+            let path = m.get("path");
+            let kind = path
+                .and_then(|p| p.get("type"))
+                .and_then(Value::as_str)
+                .unwrap_or("PathPrefix");
+            let text = path
+                .and_then(|p| p.get("value"))
+                .and_then(Value::as_str)
+                .unwrap_or("/");
+            if kind == "RegularExpression" {
+                note(
+                    notes,
+                    object,
+                    &format!("{field}.matches[{j}].path"),
+                    Outcome::Unsupported,
+                    "regular expressions: hitless matches paths as prefixes or exactly; not imported"
+                        .into(),
+                );
+                continue;
+            }
+            for (k, host) in hostnames.iter().enumerate() {
+                let mut matcher = Map::new();
+                if let Some(h) = host {
+                    matcher.insert("host".into(), json!(h));
+                }
+                let exact = kind == "Exact";
+                if exact {
+                    matcher.insert("path".into(), json!(text));
+                } else {
+                    let prefix = match text.trim_end_matches('/') {
+                        "" => "/",
+                        p => p,
+                    };
+                    matcher.insert("path_prefix".into(), json!(prefix));
+                }
+                let value = route_value(
+                    format!("{base}-r{i}-m{j}-h{k}"),
+                    matcher,
+                    name.clone(),
+                    &settings,
+                );
+                routes.push(Route {
+                    rank: rank(*host, exact, text),
+                    value,
+                });
+            }
+        }
+    }
+}

@@ -1,0 +1,215 @@
+//! `hitless import`: Ingress objects with ingress-nginx annotations and HTTPRoutes become a
+//! hitless config that `hitless check` accepts, with routes in the order the Ingress spec
+//! implies, and a report line for every annotation and every field that does not map exactly.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests: failing is the point
+
+mod support;
+
+use hitless::config::Config;
+use hitless::ingress::{import_str, Outcome};
+use support::hitless_bin;
+
+const SHOP: &str = include_str!("fixtures/import/shop.yaml");
+
+fn outcome_of(import: &hitless::ingress::Import, source: &str) -> Vec<Outcome> {
+    import
+        .notes
+        .iter()
+        .filter(|n| n.source == source)
+        .map(|n| n.outcome)
+        .collect()
+}
+
+#[test]
+fn an_ingress_nginx_shop_becomes_a_valid_config_with_its_routes_in_spec_order() {
+    let import = import_str("shop.yaml", SHOP).unwrap();
+    let config =
+        Config::from_yaml(&import.config).unwrap_or_else(|e| panic!("{e}\n{}", import.config));
+    let routes: Vec<(String, Option<String>, String, String)> = config
+        .routes
+        .iter()
+        .map(|r| {
+            let host = match &r.host {
+                Some(hitless::config::HostMatch::Exact(h)) => Some(h.clone()),
+                Some(hitless::config::HostMatch::Suffix(s)) => Some(format!("*{s}")),
+                None => None,
+            };
+            let path = match &r.path {
+                hitless::config::PathMatch::Exact(p) => format!("= {p}"),
+                hitless::config::PathMatch::Prefix(p) => format!("^ {p}"),
+            };
+            let backend = match &r.action {
+                hitless::config::Action::Forward { backend } => {
+                    config.backends[*backend].name.clone()
+                }
+                hitless::config::Action::Respond(_) => "-".into(),
+            };
+            (r.name.clone(), host, path, backend)
+        })
+        .collect();
+    #[rustfmt::skip]
+    let expected: Vec<(&str, Option<&str>, &str, &str)> = vec![
+        // Exact hosts first: exact paths, then prefixes longest first (routes of different
+        // exact hosts never overlap: their relative order is free).
+        ("shop-web-r0-p2", Some("shop.example.com"), "= /healthz", "shop-web-http"),
+        ("shop-web-r0-p1", Some("shop.example.com"), "^ /api", "shop-api-https"),
+        ("shop-search-r0-m0-h0", Some("search.example.com"), "^ /v1", "shop-web-http-2"),
+        ("shop-web-r0-p0", Some("shop.example.com"), "^ /", "shop-web-http"),
+        // Then wildcards, then the default backend (an unnamed port: the pod's, 9000).
+        ("shop-web-r1-p0", Some("*.example.com"), "^ /", "shop-web-http"),
+        ("shop-web-default", None, "^ /", "shop-legacy-9000"),
+    ];
+    let expected: Vec<(String, Option<String>, String, String)> = expected
+        .into_iter()
+        .map(|(a, b, c, d)| (a.into(), b.map(Into::into), c.into(), d.into()))
+        .collect();
+    assert_eq!(routes, expected, "{}", import.config);
+
+    // Annotations became settings on the Ingress's routes and backends.
+    let web = config
+        .backends
+        .iter()
+        .find(|b| b.name == "shop-web-http")
+        .unwrap();
+    assert_eq!(web.connect_timeout, std::time::Duration::from_secs(3));
+    assert_eq!(web.pool_idle_timeout, std::time::Duration::from_secs(4));
+    let api = config
+        .backends
+        .iter()
+        .find(|b| b.name == "shop-api-https")
+        .unwrap();
+    assert_eq!(
+        api.protocol,
+        hitless::config::Protocol::Https,
+        "from the port's name"
+    );
+    let route = &config.routes[3];
+    assert_eq!(route.retry.attempts, 4);
+    assert_eq!(
+        route.backend_request_timeout,
+        std::time::Duration::from_secs(20)
+    );
+    assert_eq!(
+        route.retry.on.names(),
+        vec![
+            "connect-failure",
+            "refused-stream",
+            "reset",
+            "502",
+            "backend-timeout"
+        ]
+    );
+    // The HTTPRoute's own timeouts, on a backend of its own (no annotation settings).
+    let search = &config.routes[2];
+    assert_eq!(search.request_timeout, std::time::Duration::from_secs(10));
+    assert_eq!(
+        search.backend_request_timeout,
+        std::time::Duration::from_secs(2)
+    );
+    // EndpointSlice ports: the Service port's name, or the pod port of an unnamed one.
+    assert!(import.config.contains("port: http\n"), "{}", import.config);
+    assert!(import.config.contains("port: 9000\n"), "{}", import.config);
+}
+
+#[test]
+fn every_annotation_and_lossy_field_is_reported() {
+    let import = import_str("shop.yaml", SHOP).unwrap();
+    let a = |name: &str| outcome_of(&import, &format!("nginx.ingress.kubernetes.io/{name}"));
+    assert_eq!(a("proxy-connect-timeout"), [Outcome::Maps]);
+    assert_eq!(a("proxy-read-timeout"), [Outcome::Differs]);
+    // http_404 is not retried by hitless: said so.
+    assert_eq!(a("proxy-next-upstream"), [Outcome::Differs]);
+    assert_eq!(a("proxy-next-upstream-tries"), [Outcome::Maps]);
+    assert_eq!(a("upstream-keepalive-timeout"), [Outcome::Maps]);
+    assert_eq!(a("proxy-body-size"), [Outcome::Unsupported]);
+    assert_eq!(a("affinity"), [Outcome::Unsupported]);
+    assert_eq!(a("configuration-snippet"), [Outcome::Refused]);
+    assert_eq!(outcome_of(&import, "spec.tls"), [Outcome::Differs]);
+    assert_eq!(
+        outcome_of(&import, "spec.rules[1].http.paths[0].pathType"),
+        [Outcome::Differs]
+    );
+    assert_eq!(
+        outcome_of(&import, "spec.rules[0].filters"),
+        [Outcome::Unsupported]
+    );
+    assert_eq!(
+        outcome_of(&import, "spec.rules[0].backendRefs"),
+        [Outcome::Unsupported]
+    );
+    assert_eq!(
+        outcome_of(&import, "spec.rules[0].matches[1].path"),
+        [Outcome::Unsupported]
+    );
+    assert_eq!(outcome_of(&import, "Service/api"), [Outcome::Differs]);
+    assert_eq!(import.exit_code(), 1, "a snippet was refused");
+    let report = import.render_report();
+    assert!(
+        report.contains(
+            "refused     Ingress/shop/web: nginx.ingress.kubernetes.io/configuration-snippet"
+        ),
+        "{report}"
+    );
+    assert!(
+        report.ends_with("3 maps, 5 differs, 5 unsupported, 1 refused\n"),
+        "{report}"
+    );
+}
+
+#[test]
+fn the_binary_writes_the_config_and_the_report_and_exits_by_what_was_refused() {
+    let dir = std::env::temp_dir().join(format!("hitless-import-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let clean = dir.join("clean.yaml");
+    // The shop without its snippet: imported, exit 0.
+    let text: String = SHOP
+        .lines()
+        .filter(|l| !l.contains("configuration-snippet") && !l.contains("more_set_headers"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&clean, text).unwrap();
+    let out = dir.join("hitless.yaml");
+    let run = hitless_bin()
+        .args([
+            "import",
+            clean.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        run.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let report = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        report.contains("unsupported Ingress/shop/web: nginx.ingress.kubernetes.io/affinity"),
+        "{report}"
+    );
+    let check = hitless_bin()
+        .args(["check", "--config", out.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(
+        check.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+
+    let refused = hitless_bin()
+        .args(["import", "tests/fixtures/import/shop.yaml"])
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stdout).contains("routes:"));
+    let unreadable = hitless_bin()
+        .args(["import", dir.join("missing.yaml").to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(unreadable.status.code(), Some(64));
+    std::fs::remove_dir_all(&dir).ok();
+}
