@@ -67,6 +67,31 @@ fn bind_one(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
     bind().map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
 }
 
+/// Say so when the process may not open `max_connections` client connections: each is a file
+/// descriptor, and a soft limit of 1024 (a common default outside containers) makes accepts
+/// fail long before the cap.
+fn warn_if_few_files(max_connections: usize) {
+    let Ok(limits) = std::fs::read_to_string("/proc/self/limits") else {
+        return;
+    };
+    let soft = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|v| v.parse::<usize>().ok());
+    if let Some(soft) = soft {
+        // Room for upstream connections, listeners and files too.
+        if max_connections != 0 && soft < max_connections.saturating_add(1024) {
+            tracing::warn!(
+                open_files = soft,
+                max_connections,
+                "the open-files limit is below limits.max_connections plus upstream connections: \
+                 accepts will fail first (raise it: ulimit -n, LimitNOFILE=, or lower the cap)"
+            );
+        }
+    }
+}
+
 /// A running instance.
 pub struct App {
     pub traffic_addrs: Vec<SocketAddr>,
@@ -215,6 +240,7 @@ impl App {
 
         admin.ready.store(true, Ordering::Relaxed);
         tracing::info!(listeners = ?traffic_addrs, admin = %admin_addr, "hitless ready");
+        warn_if_few_files(config.downstream.max_connections);
         Ok(App {
             traffic_addrs,
             admin_addr,

@@ -51,13 +51,13 @@ fn an_ingress_nginx_shop_becomes_a_valid_config_with_its_routes_in_spec_order() 
     let expected: Vec<(&str, Option<&str>, &str, &str)> = vec![
         // Exact hosts first: exact paths, then prefixes longest first (routes of different
         // exact hosts never overlap: their relative order is free).
-        ("shop-web-r0-p2", Some("shop.example.com"), "= /healthz", "shop-web-http"),
-        ("shop-web-r0-p1", Some("shop.example.com"), "^ /api", "shop-api-https"),
-        ("shop-search-r0-m0-h0", Some("search.example.com"), "^ /v1", "shop-web-http-2"),
-        ("shop-web-r0-p0", Some("shop.example.com"), "^ /", "shop-web-http"),
+        ("shop/web-r0-p2", Some("shop.example.com"), "= /healthz", "shop-web-http"),
+        ("shop/web-r0-p1", Some("shop.example.com"), "^ /api", "shop-api-https"),
+        ("shop/search-r0-m0-h0", Some("search.example.com"), "^ /v1", "shop-web-http-2"),
+        ("shop/web-r0-p0", Some("shop.example.com"), "^ /", "shop-web-http"),
         // Then wildcards, then the default backend (an unnamed port: the pod's, 9000).
-        ("shop-web-r1-p0", Some("*.example.com"), "^ /", "shop-web-http"),
-        ("shop-web-default", None, "^ /", "shop-legacy-9000"),
+        ("shop/web-r1-p0", Some("*.example.com"), "^ /", "shop-web-http"),
+        ("shop/web-default", None, "^ /", "shop-legacy-9000"),
     ];
     let expected: Vec<(String, Option<String>, String, String)> = expected
         .into_iter()
@@ -142,6 +142,13 @@ fn every_annotation_and_lossy_field_is_reported() {
         [Outcome::Unsupported]
     );
     assert_eq!(outcome_of(&import, "Service/api"), [Outcome::Differs]);
+    // Conditional or weighted copies are reported and left out, never imported as plain routes.
+    assert_eq!(a("canary"), [Outcome::Unsupported]);
+    assert_eq!(a("canary-weight"), [Outcome::Unsupported]);
+    assert_eq!(
+        outcome_of(&import, "spec.rules[1].matches[0]"),
+        [Outcome::Unsupported]
+    );
     assert_eq!(import.exit_code(), 1, "a snippet was refused");
     let report = import.render_report();
     assert!(
@@ -151,7 +158,7 @@ fn every_annotation_and_lossy_field_is_reported() {
         "{report}"
     );
     assert!(
-        report.ends_with("3 maps, 5 differs, 5 unsupported, 1 refused\n"),
+        report.ends_with("3 maps, 5 differs, 8 unsupported, 1 refused\n"),
         "{report}"
     );
 }

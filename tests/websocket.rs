@@ -243,3 +243,54 @@ async fn an_http2_websocket_to_a_backend_that_does_not_switch_is_an_error() {
         .to_string();
     assert!(status.contains("instead of 101"), "{status}");
 }
+
+#[tokio::test]
+async fn an_open_websocket_keeps_its_place_under_max_connections() {
+    let (echo, _task) = ws_echo().await;
+    let app = start_proxy(&format!(
+        "limits: {{max_connections: 1}}\n{}",
+        simple_config(echo)
+    ))
+    .await;
+    let proxy = app.traffic_addrs[0];
+    let mut ws = connect(proxy).await;
+    ws.send(Message::text("hello")).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("hello"));
+    // The upgraded connection is a tunnel now, still a client connection: the cap is reached.
+    let page = admin_get(app.admin_addr, "/metrics").await.body;
+    assert_eq!(
+        metric(&page, "hitless_downstream_connections_open"),
+        Some(1.0),
+        "{page}"
+    );
+    let mut second = TcpStream::connect(proxy).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    second
+        .write_all(b"GET / HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    wait_metric(
+        app.admin_addr,
+        "hitless_connection_limit_reached_total",
+        1.0,
+    )
+    .await;
+    let mut buf = [0u8; 16];
+    assert!(
+        tokio::time::timeout(std::time::Duration::from_millis(300), second.read(&mut buf))
+            .await
+            .is_err(),
+        "served beyond the cap while a WebSocket was open"
+    );
+    ws.close(None).await.unwrap();
+    drop(ws);
+    let mut out = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        second.read_to_end(&mut out),
+    )
+    .await
+    .expect("never served after the WebSocket closed")
+    .unwrap();
+    assert!(!out.is_empty());
+}

@@ -1087,6 +1087,12 @@ fn validate_route(
         .fault
         .as_ref()
         .map(|f| super::fault::parse(errors, &base, f));
+    if fault.is_some() && matches!(action, Action::Respond(_)) {
+        errors.push(
+            format!("{base}.fault"),
+            "faults are injected on routes with a `backend`; this route answers by itself",
+        );
+    }
     Some(RouteConfig {
         name,
         host,

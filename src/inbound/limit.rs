@@ -44,7 +44,10 @@ impl ConnectionLimit {
             let closed = self.closed.notified();
             let open = self.open.load(Ordering::Acquire);
             if open < max {
-                if self.at_limit.swap(false, Ordering::Relaxed) {
+                // One episode ends well below the cap, not at the first close: at saturation
+                // every close would otherwise log twice.
+                let calm = max - max / 10;
+                if open < calm.max(1) && self.at_limit.swap(false, Ordering::Relaxed) {
                     tracing::info!(
                         max = self.max,
                         "client connections below limits.max_connections again: accepting"
@@ -53,6 +56,7 @@ impl ConnectionLimit {
                 return (max - open).min(batch);
             }
             if !self.at_limit.swap(true, Ordering::Relaxed) {
+                // A new episode: counted and logged once, until the count is well below.
                 metrics.connection_limit_reached.inc();
                 tracing::warn!(
                     max = self.max,
@@ -111,8 +115,10 @@ impl Open {
 impl Drop for Open {
     fn drop(&mut self) {
         self.gauge.dec();
-        self.limit.open.fetch_sub(1, Ordering::AcqRel);
-        if self.limit.max != 0 {
+        let before = self.limit.open.fetch_sub(1, Ordering::AcqRel);
+        // Accept loops wait only when the count is at the cap: wake them only then (the
+        // notification takes a lock; most closes need none).
+        if self.limit.max != 0 && before >= self.limit.max {
             self.limit.closed.notify_waiters();
         }
     }

@@ -65,8 +65,7 @@ pub async fn accept_loop(
                 }
             };
             tracker.spawn(async move {
-                let _open = open;
-                serve(&server, stream, client, shutdown, tls.as_deref()).await;
+                serve(&server, stream, client, shutdown, tls.as_deref(), open).await;
             });
         }
         if let Some(e) = error {
@@ -105,17 +104,19 @@ async fn serve(
     client: SocketAddr,
     shutdown: CancellationToken,
     tls: Option<&TlsAcceptor>,
+    open: Open,
 ) {
     let Some(tls) = tls else {
         // The direct loop reads the first bytes either way (it tells HTTP/2's preface from a
         // broken one), and hands everything to hyper when `direct_path` is off.
         let activity = Arc::new(ClientConn::new(client, "http"));
+        activity.hold(Box::new(open));
         return super::h1::serve(server, stream, activity, shutdown).await;
     };
     // The handshake is part of reading the first request head: same timeout.
     // Boxed: the handshake's and the TLS engines' futures are large, and inline they would be
     // in every plain-text connection's task too.
-    Box::pin(serve_tls(server, tls, stream, client, shutdown)).await
+    Box::pin(serve_tls(server, tls, stream, client, shutdown, open)).await
 }
 
 /// A TLS connection: handshake (within the header-read timeout), then the engine ALPN chose.
@@ -125,10 +126,12 @@ async fn serve_tls(
     stream: TcpStream,
     client: SocketAddr,
     shutdown: CancellationToken,
+    open: Open,
 ) {
     match tokio::time::timeout(server.header_read, tls.accept(stream)).await {
         Ok(Ok(stream)) => {
             let activity = Arc::new(ClientConn::new(client, "https"));
+            activity.hold(Box::new(open));
             if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
                 // ALPN chose HTTP/2: hyper's HTTP/2 server only (a broken preface is an
                 // HTTP/2 error, never an HTTP/1.1 answer).

@@ -21,6 +21,10 @@ pub(super) struct Settings {
     pub backend: Map<String, Value>,
     /// `service-upstream: "true"`: send to the Service's cluster IP, not to its pods.
     pub service_upstream: bool,
+    /// `proxy-next-upstream: off`: no retry, whatever `-tries` says.
+    no_retry: bool,
+    /// A canary Ingress (`canary: "true"`): a weighted or conditional copy of another one.
+    pub canary: bool,
 }
 
 pub(super) fn settings(ingress: &Object, notes: &mut Vec<Note>) -> Settings {
@@ -41,6 +45,10 @@ pub(super) fn settings(ingress: &Object, notes: &mut Vec<Note>) -> Settings {
             outcome,
             message,
         });
+    }
+    if settings.no_retry {
+        settings.retry.clear();
+        settings.retry.insert("attempts".into(), json!(1));
     }
     settings
 }
@@ -105,15 +113,20 @@ fn one(name: &str, text: &str, s: &mut Settings) -> (Outcome, String) {
             }
             Err(_) => bad(),
         },
-        "proxy-next-upstream-timeout" => match seconds(text) {
-            Some(d) => {
-                s.timeouts.insert("request".into(), json!(d));
-                (
-                    Differs,
-                    format!("timeouts.request: {d} (the whole request across tries, as in nginx)"),
-                )
-            }
-            None => bad(),
+        "proxy-next-upstream-timeout" => match text {
+            "0" => (
+                Maps,
+                "0: no limit on trying other servers (hitless bounds them with timeouts.request \
+                 and the retry budget)"
+                    .into(),
+            ),
+            _ => (
+                Differs,
+                "not set: nginx stops moving to the next server after this long but never cuts a \
+                 try; hitless bounds the whole request with timeouts.request (default 30s, set it \
+                 above the read timeout) and retries with the retry budget"
+                    .into(),
+            ),
         },
         "backend-protocol" => {
             let protocol = match text.to_ascii_uppercase().as_str() {
@@ -176,8 +189,9 @@ fn one(name: &str, text: &str, s: &mut Settings) -> (Outcome, String) {
             Unsupported,
             "hitless forwards the path unchanged and matches paths as prefixes or exactly".into(),
         ),
+        "service-upstream" if text != "true" => (Maps, "off: hitless follows the pods".into()),
         "service-upstream" => {
-            s.service_upstream = text == "true";
+            s.service_upstream = true;
             (
                 Differs,
                 "backends discovered by DNS on the Service's name (its cluster IP): kube-proxy then \
@@ -194,6 +208,19 @@ fn one(name: &str, text: &str, s: &mut Settings) -> (Outcome, String) {
         | "session-cookie-expires" => (
             Unsupported,
             "hitless has no session affinity: balancing is per request (p2c)".into(),
+        ),
+        "canary" if text == "true" => {
+            s.canary = true;
+            (
+                Unsupported,
+                "a canary Ingress (weighted or conditional copy of another): not imported, hitless \
+                 has no traffic split; the main Ingress's routes take all the traffic"
+                    .into(),
+            )
+        }
+        n if n.starts_with("canary") => (
+            Unsupported,
+            "canary settings: not imported (hitless has no traffic split)".into(),
         ),
         n if n.ends_with("-snippet") || n == "configuration-snippet" => (
             Refused,
@@ -213,8 +240,11 @@ fn next_upstream(text: &str, s: &mut Settings) -> (Outcome, String) {
     for token in text.split_whitespace() {
         match token {
             "off" => {
-                s.retry.insert("attempts".into(), json!(1));
-                return (Maps, "retry.attempts: 1 (no retry)".into());
+                s.no_retry = true;
+                return (
+                    Maps,
+                    "retry.attempts: 1 (no retry, whatever proxy-next-upstream-tries says)".into(),
+                );
             }
             "error" => on.extend(["connect-failure", "refused-stream", "reset"]),
             "timeout" => on.extend(["connect-failure", "backend-timeout"]),

@@ -66,6 +66,9 @@ fn ingress(
     notes: &mut Vec<Note>,
 ) {
     let settings = nginx::settings(object, notes);
+    if settings.canary {
+        return;
+    }
     let spec = object.value.get("spec");
     if spec.and_then(|s| s.get("tls")).is_some() {
         note(
@@ -83,11 +86,13 @@ fn ingress(
         object
             .namespace
             .as_deref()
-            .map(|n| format!("{n}-"))
+            .map(|n| format!("{n}/"))
             .unwrap_or_default(),
         object.name
     );
-    if let Some(default) = spec.and_then(|s| s.get("defaultBackend")) {
+    // `spec.backend`: the default backend of v1beta1 Ingresses.
+    let default = spec.and_then(|s| s.get("defaultBackend").or_else(|| s.get("backend")));
+    if let Some(default) = default {
         let field = "spec.defaultBackend";
         if let Some(backend) = ingress_backend(object, default, field, notes) {
             let name = backend_entry(object, inventory, &backend, &settings, backends, notes);
@@ -181,6 +186,14 @@ fn ingress_backend(
     field: &str,
     notes: &mut Vec<Note>,
 ) -> Option<BackendRef> {
+    // v1beta1 (extensions, networking.k8s.io): `serviceName` and `servicePort`.
+    if let Some(name) = backend.get("serviceName").and_then(Value::as_str) {
+        return Some(BackendRef {
+            namespace: object.namespace.clone(),
+            service: name.to_string(),
+            port: backend.get("servicePort").cloned().unwrap_or(Value::Null),
+        });
+    }
     let Some(service) = backend.get("service") else {
         note(
             notes,
@@ -331,8 +344,11 @@ fn backend_value(
                 Some(p) => {
                     if let Some(name) = p.get("name").and_then(Value::as_str) {
                         kubernetes.insert("port".into(), json!(name));
-                    } else if let Some(target) = p.get("targetPort") {
+                    } else if let Some(target) = p.get("targetPort").filter(|t| t.is_number()) {
                         kubernetes.insert("port".into(), target.clone());
+                    } else if p.get("targetPort").is_some() {
+                        // A named container port: slices of a one-port Service carry no name;
+                        // without `port`, discovery takes the slices' only port.
                     } else {
                         kubernetes.insert("port".into(), Value::Number(number.clone()));
                     }
@@ -408,7 +424,7 @@ fn http_route(
         object
             .namespace
             .as_deref()
-            .map(|n| format!("{n}-"))
+            .map(|n| format!("{n}/"))
             .unwrap_or_default(),
         object.name
     );
@@ -425,8 +441,18 @@ fn http_route(
                 ("request", "request"),
                 ("backendRequest", "backend_request"),
             ] {
-                if let Some(d) = timeouts.get(from).and_then(Value::as_str) {
-                    settings.timeouts.insert(to.into(), json!(d));
+                match timeouts.get(from).and_then(Value::as_str) {
+                    Some(d) if crate::lint::duration(d).is_some_and(|d| d.is_zero()) => note(
+                        notes,
+                        object,
+                        &format!("{field}.timeouts.{from}"),
+                        Outcome::Differs,
+                        "0s (no timeout): hitless keeps its default (timeouts need a bound)".into(),
+                    ),
+                    Some(d) => {
+                        settings.timeouts.insert(to.into(), json!(d));
+                    }
+                    None => {}
                 }
             }
         }
@@ -447,13 +473,19 @@ fn http_route(
             .and_then(Value::as_array)
             .map(Vec::as_slice)
             .unwrap_or_default();
-        let Some(first) = refs.first() else {
+        // The heaviest ref (weight 1 when unset); a weight of 0 takes no traffic.
+        let weight = |r: &Value| r.get("weight").and_then(Value::as_u64).unwrap_or(1);
+        let first = refs
+            .iter()
+            .filter(|r| weight(r) > 0)
+            .max_by_key(|r| weight(r));
+        let Some(first) = first else {
             note(
                 notes,
                 object,
                 &format!("{field}.backendRefs"),
                 Outcome::Unsupported,
-                "no backendRefs: nothing to route to".into(),
+                "no backendRefs with traffic: nothing to route to".into(),
             );
             continue;
         };
@@ -463,8 +495,8 @@ fn http_route(
                 object,
                 &format!("{field}.backendRefs"),
                 Outcome::Unsupported,
-                "several backendRefs (weights): hitless sends a route to one backend; the first is \
-                 used"
+                "several backendRefs (weights): hitless sends a route to one backend; the heaviest \
+                 is used"
                     .into(),
             );
         }
@@ -498,10 +530,11 @@ fn http_route(
                     object,
                     &format!("{field}.matches[{j}]"),
                     Outcome::Unsupported,
-                    "header, query and method matches: hitless matches host and path only (the \
-                     route matches every request on its path)"
+                    "header, query and method matches: hitless matches host and path only; not \
+                     imported (it would take every request on its path)"
                         .into(),
                 );
+                continue;
             }
             let path = m.get("path");
             let kind = path

@@ -43,6 +43,9 @@ pub struct ClientConn {
     pub h2: AtomicBool,
     /// hitless is draining: the connection ends after its current exchange.
     pub closing: AtomicBool,
+    /// What counts the connection as open (`inbound`'s place under `limits.max_connections`):
+    /// held as long as the connection, an upgraded one's tunnel included.
+    held: std::sync::OnceLock<Box<dyn std::any::Any + Send + Sync>>,
 }
 
 impl ClientConn {
@@ -57,7 +60,13 @@ impl ClientConn {
             head_started_ms: AtomicU64::new(0),
             h2: AtomicBool::new(false),
             closing: AtomicBool::new(false),
+            held: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Keep `guard` alive as long as this connection (set once; a second one is dropped).
+    pub fn hold(&self, guard: Box<dyn std::any::Any + Send + Sync>) {
+        let _ = self.held.set(guard);
     }
 
     pub fn request_started(&self) {

@@ -118,6 +118,10 @@ const BAD_HEADER: ProxyError = ProxyError::BadRequest {
 /// route's configured status or duration.
 fn forced(config: &FaultConfig, value: &[u8]) -> Result<Decision, ProxyError> {
     let value = std::str::from_utf8(value).map_err(|_| BAD_HEADER)?;
+    // An empty value would skip the draws: a way out of the rehearsal, not a fault.
+    if value.split(',').all(|i| i.trim().is_empty()) {
+        return Err(BAD_HEADER);
+    }
     let mut decision = Decision::default();
     for item in value.split(',').map(str::trim).filter(|i| !i.is_empty()) {
         let (name, arg) = match item.split_once('=') {

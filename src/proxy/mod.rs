@@ -267,7 +267,14 @@ impl Proxy {
         } else {
             None
         };
-        let plan = attempt::Plan::new(&route, backend, start, client_deadline, idempotent);
+        // An injected delay is the rehearsal's, not the backend's: the request's timeouts
+        // start after it.
+        let plan_start = if log.fault.is_some() {
+            Instant::now()
+        } else {
+            start
+        };
+        let plan = attempt::Plan::new(&route, backend, plan_start, client_deadline, idempotent);
         let upstream_request = Request::from_parts(parts, body);
         let mut transport =
             match forward::HyperTry::new(upstream_request, &route, plan.deadline).await {
@@ -312,15 +319,23 @@ impl Proxy {
                             }
                             _ => tunnel::restore_headers(&mut head.headers, token),
                         }
-                        self.tunnels.spawn(tunnel::splice(
+                        let splice = tunnel::splice(
                             client,
                             upstream,
                             self.tunnel_idle,
                             Arc::clone(&self.metrics),
-                        ));
+                        );
+                        // The tunnel is the client connection now: it keeps the connection's
+                        // place under limits.max_connections until it ends.
+                        let conn = Arc::clone(&log.conn);
+                        self.tunnels.spawn(async move {
+                            splice.await;
+                            drop(conn);
+                        });
                     }
                 }
                 if log.fault.is_some() {
+                    // Only a delay lets a faulted request reach the backend.
                     head.headers.append(
                         "proxy-status",
                         HeaderValue::from_static("hitless; details=\"fault_injected delay\""),
@@ -362,7 +377,11 @@ impl Proxy {
         match end {
             fault::End::Abort(status) => {
                 route.metrics.fault("abort");
-                log.fault = Some("abort");
+                log.fault = Some(if log.fault.is_some() {
+                    "delay,abort"
+                } else {
+                    "abort"
+                });
                 Err(self.error(ProxyError::FaultInjected { status }, grpc, id, log))
             }
             fault::End::Reset => {
@@ -371,7 +390,11 @@ impl Proxy {
                     status: StatusCode::OK,
                 };
                 self.metrics.proxy_error(cause.cause_index());
-                log.fault = Some("reset");
+                log.fault = Some(if log.fault.is_some() {
+                    "delay,reset"
+                } else {
+                    "reset"
+                });
                 log.cause = Some(cause.cause());
                 log.request_id = Some(id);
                 // Status 0 in the access log: nothing was answered.
