@@ -92,6 +92,14 @@ fn warn_if_few_files(max_connections: usize) {
     }
 }
 
+/// The next config from the cluster; never, without a controller.
+async fn recv_config(configs: &mut Option<tokio::sync::mpsc::Receiver<Config>>) -> Option<Config> {
+    match configs {
+        Some(configs) => configs.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// A running instance.
 pub struct App {
     pub traffic_addrs: Vec<SocketAddr>,
@@ -493,7 +501,11 @@ pub fn worker_count(config: &Config) -> usize {
 
 /// Run until drained: serve, reload on SIGHUP or a change of `source`, and on SIGTERM/SIGINT
 /// or `hitless drain` go through the drain phases (`runtime/drain.rs`), then return.
-pub async fn run(config: Config, source: Option<PathBuf>) -> Result<(), String> {
+pub async fn run(
+    config: Config,
+    source: Option<PathBuf>,
+    controller: Option<crate::ingress::controller::Controller>,
+) -> Result<(), String> {
     let mut stops =
         StopSignals::new().map_err(|e| format!("cannot install signal handlers: {e}"))?;
     let mut hup = hangup().map_err(|e| format!("cannot install signal handlers: {e}"))?;
@@ -516,6 +528,13 @@ pub async fn run(config: Config, source: Option<PathBuf>) -> Result<(), String> 
         }
         None => (None, None),
     };
+    // Controller mode: configs built from the cluster's objects, applied as reloads.
+    let controller_stop = CancellationToken::new();
+    let mut cluster = controller.map(|controller| {
+        let (sender, configs) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(controller.run(sender, controller_stop.clone()));
+        configs
+    });
     let mut reloader = Reloader {
         last: source.as_ref().and_then(|p| std::fs::read(p).ok()),
         source,
@@ -534,6 +553,7 @@ pub async fn run(config: Config, source: Option<PathBuf>) -> Result<(), String> 
             }
             _ = app.drain.started() => break,
             _ = hup.recv() => reloader.reload(&app, "SIGHUP", true),
+            Some(config) = recv_config(&mut cluster) => app.reload(&config),
             Some(()) = recv(&mut changes) => {
                 reload_at = Some(tokio::time::Instant::now() + Duration::from_millis(100));
             }
@@ -544,6 +564,7 @@ pub async fn run(config: Config, source: Option<PathBuf>) -> Result<(), String> 
         }
     }
 
+    controller_stop.cancel();
     // Draining: readiness is off, traffic still served for the delay.
     let (connections, requests) = app.in_flight();
     tracing::info!(

@@ -98,6 +98,23 @@ pub enum Command {
         #[arg(long, default_value = "text", value_parser = ["text", "json"])]
         format: String,
     },
+    /// Controller mode: serve as `run` does, with routes and backends from the cluster's
+    /// Ingress objects of an IngressClass (translated as `import` does, ingress-nginx
+    /// annotations included), swapped in at each change. The file gives listeners, admin,
+    /// defaults and routes of its own (tried after the cluster's); it is read at start.
+    Ingress {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The IngressClass name (its `spec.controller`: hitless.dev/ingress).
+        #[arg(long, default_value = "hitless")]
+        class: String,
+        /// Watch one namespace (default: all).
+        #[arg(long)]
+        namespace: Option<String>,
+        /// A kubeconfig file (default: in-cluster service account, then $KUBECONFIG).
+        #[arg(long)]
+        kubeconfig: Option<PathBuf>,
+    },
     /// Convert Ingress objects (with ingress-nginx annotations) and Gateway API HTTPRoutes
     /// into a hitless config file, with a report of what maps, what maps differently and
     /// what does not. The config goes to stdout (or --output), the report to stderr. Exit 0:
@@ -136,7 +153,9 @@ pub fn load(command: &Command) -> Result<Option<Config>, ExitCode> {
         | Command::Lint { .. }
         | Command::Import { .. }
         | Command::Doctor(_) => return Ok(None),
-        Command::Run { config } | Command::Check { config, .. } => {
+        Command::Run { config }
+        | Command::Check { config, .. }
+        | Command::Ingress { config, .. } => {
             Config::load(config).map_err(|e| report(&e, &config.display().to_string()))
         }
         Command::Sidecar {

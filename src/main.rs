@@ -34,6 +34,27 @@ fn main() -> ExitCode {
         Command::Run { config } => Some(config.clone()),
         _ => None,
     };
+    // Controller mode: the file is the base the cluster's routes are merged into, read once.
+    let controller = match &cli.command {
+        Command::Ingress {
+            config: path,
+            class,
+            namespace,
+            kubeconfig,
+        } => match std::fs::read_to_string(path) {
+            Ok(base) => Some(hitless::ingress::controller::Controller {
+                class: class.clone(),
+                namespace: namespace.clone(),
+                kubeconfig: kubeconfig.clone(),
+                base,
+            }),
+            Err(e) => {
+                eprintln!("hitless ingress: cannot read {}: {e}", path.display());
+                return ExitCode::from(64);
+            }
+        },
+        _ => None,
+    };
     if let Command::Check { strict, .. } = cli.command {
         return cli::check(&config, strict);
     }
@@ -44,7 +65,7 @@ fn main() -> ExitCode {
     block_on(
         "hitless",
         tokio::runtime::Builder::new_current_thread(),
-        hitless::app::run(config, source),
+        hitless::app::run(config, source, controller),
     )
 }
 

@@ -114,6 +114,37 @@ fn assert_hardened(container: &Value) {
 }
 
 #[test]
+fn ingress_controller_runs_controller_mode_with_a_base_config_that_passes_check() {
+    let deployment = manifest("ingress/deployment.yaml");
+    let configmap = manifest("ingress/configmap.yaml");
+    let text = configmap["data"]["config.yaml"].as_str().unwrap();
+    let config = Config::from_yaml(text).unwrap_or_else(|e| panic!("ConfigMap config: {e}"));
+    let hitless = container(&deployment, "hitless");
+    let args: Vec<&str> = hitless["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert_eq!(args[0], "ingress");
+    let class_at = args.iter().position(|a| *a == "--class").unwrap();
+    assert_eq!(args[class_at + 1], "hitless");
+    let class = manifest("ingress/ingressclass.yaml");
+    assert_eq!(class["metadata"]["name"], "hitless");
+    assert_eq!(class["spec"]["controller"], "hitless.dev/ingress");
+    let drain = &config.drain;
+    assert_eq!(drain.grace_period, Some(grace(&deployment)));
+    assert!(grace(&deployment) >= drain.delay + drain.timeout);
+    assert_eq!(Path::new(&prestop_socket(hitless)), drain.control_socket);
+    assert_hardened(hitless);
+    // RBAC: read-only, on what the controller watches.
+    let role = manifest("ingress/clusterrole.yaml");
+    for rule in role["rules"].as_array().unwrap() {
+        assert_eq!(rule["verbs"], serde_json::json!(["get", "list", "watch"]));
+    }
+}
+
+#[test]
 fn gateway_drain_settings_fit_the_pod_and_its_config_passes_check() {
     let deployment = manifest("gateway/deployment.yaml");
     let configmap = manifest("gateway/configmap.yaml");

@@ -1,10 +1,12 @@
-//! The way out of ingress-nginx: `hitless import` turns Ingress objects (with their
+//! The way out of ingress-nginx. `controller.rs` is the controller mode (`hitless ingress`):
+//! routes from the cluster's Ingresses, swapped in through the reload path. `hitless import` turns Ingress objects (with their
 //! ingress-nginx annotations) and Gateway API HTTPRoutes into a hitless config file, with a
 //! report of what maps, what maps differently and what does not. `translate.rs` owns the
 //! routing (hosts, paths, backends, the order rules are tried in); `nginx.rs` owns the
 //! annotations. The objects are read by `lint`'s reader (files, folders, `-`), so both commands
 //! accept the same inputs.
 
+pub mod controller;
 mod nginx;
 mod translate;
 
