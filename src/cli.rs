@@ -114,6 +114,10 @@ pub enum Command {
         /// A kubeconfig file (default: in-cluster service account, then $KUBECONFIG).
         #[arg(long)]
         kubeconfig: Option<PathBuf>,
+        /// The address clients reach hitless at (IP or host name): written into the status
+        /// of each Ingress applied, so `kubectl get ingress` shows it.
+        #[arg(long)]
+        publish_address: Option<String>,
     },
     /// Convert Ingress objects (with ingress-nginx annotations) and Gateway API HTTPRoutes
     /// into a hitless config file, with a report of what maps, what maps differently and

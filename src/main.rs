@@ -41,12 +41,14 @@ fn main() -> ExitCode {
             class,
             namespace,
             kubeconfig,
+            publish_address,
         } => match std::fs::read_to_string(path) {
             Ok(base) => Some(hitless::ingress::controller::Controller {
                 class: class.clone(),
                 namespace: namespace.clone(),
                 kubeconfig: kubeconfig.clone(),
                 base,
+                publish_address: publish_address.clone(),
             }),
             Err(e) => {
                 eprintln!("hitless ingress: cannot read {}: {e}", path.display());

@@ -48,6 +48,8 @@ struct State {
         Option<String>,
         tokio::sync::mpsc::UnboundedSender<Bytes>,
     )>,
+    /// Status patches received.
+    patches: usize,
 }
 
 struct Api {
@@ -80,7 +82,7 @@ impl Api {
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |req| {
                         let state = Arc::clone(&state);
-                        async move { Ok::<_, Infallible>(answer(req, state)) }
+                        async move { Ok::<_, Infallible>(answer(req, state).await) }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
@@ -174,7 +176,7 @@ impl Api {
     }
 }
 
-fn answer(
+async fn answer(
     req: http::Request<hyper::body::Incoming>,
     state: Arc<Mutex<State>>,
 ) -> http::Response<ApiBody> {
@@ -191,6 +193,37 @@ fn answer(
     };
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or("").to_string();
+    // The status subresource of an Ingress: a merge patch of `status`.
+    if req.method() == http::Method::PATCH {
+        let ingresses = COLLECTIONS[0].0;
+        let name = path
+            .strip_prefix(ingresses)
+            .and_then(|rest| rest.strip_prefix('/'))
+            .and_then(|rest| rest.strip_suffix("/status"))
+            .unwrap_or_default()
+            .to_string();
+        let body = req.into_body().collect().await.unwrap().to_bytes();
+        let patch: Value = serde_json::from_slice(&body).unwrap();
+        let mut state = state.lock().unwrap();
+        state.rv += 1;
+        let rv = state.rv.to_string();
+        let Some(object) = state.objects.entry(ingresses).or_default().get_mut(&name) else {
+            return json_response(
+                404,
+                json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404}),
+            );
+        };
+        object["status"] = patch["status"].clone();
+        object["metadata"]["resourceVersion"] = json!(rv);
+        let object = object.clone();
+        state.patches += 1;
+        Api::broadcast(
+            &mut state,
+            ingresses,
+            json!({"type": "MODIFIED", "object": object.clone()}),
+        );
+        return json_response(200, object);
+    }
     let Some(&(collection, list_kind, api_version)) = COLLECTIONS.iter().find(|c| c.0 == path)
     else {
         return json_response(

@@ -7,8 +7,10 @@
 //! path: requests in flight finish on what they had. An Ingress whose translation the config
 //! rejects is left out alone, with its errors logged; the others keep working.
 //!
-//! Not here yet: status (`Ingress.status.loadBalancer`), Kubernetes Events, leader election,
-//! Gateway API objects, TLS Secrets.
+//! With `--publish-address`, each Ingress applied gets that address in
+//! `status.loadBalancer.ingress` (patched only when it differs, so every replica writes the same
+//! value and a watch event of our own patch changes nothing). Not here yet: Kubernetes Events,
+//! leader election, Gateway API objects, TLS Secrets.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -42,6 +44,9 @@ pub struct Controller {
     pub kubeconfig: Option<PathBuf>,
     /// The base config file's text: listeners, admin, defaults, and routes of its own.
     pub base: String,
+    /// The address clients reach hitless at (an IP or a host name), written into the status of
+    /// each Ingress applied; `None`: status is not written.
+    pub publish_address: Option<String>,
 }
 
 /// One kind's objects by `namespace/name`, replaced whole when a (re)list completes.
@@ -115,6 +120,7 @@ impl Controller {
                 }
             }
         };
+        let status_client = client.clone();
         let (ingress_api, service_api): (Api<Ingress>, Api<Service>) = match &self.namespace {
             Some(ns) => (
                 Api::namespaced(client.clone(), ns),
@@ -154,7 +160,7 @@ impl Controller {
                 },
                 _ = sleep_until(apply_at) => {
                     apply_at = None;
-                    if let Some((config, text)) = self.build(&ingresses, &services) {
+                    if let Some((config, text, applied)) = self.build(&ingresses, &services) {
                         // The same objects after a relist: nothing to swap.
                         if last.as_deref() != Some(text.as_str()) {
                             last = Some(text);
@@ -162,6 +168,7 @@ impl Controller {
                                 return;
                             }
                         }
+                        self.publish(&status_client, &applied).await;
                     }
                     false
                 }
@@ -174,7 +181,7 @@ impl Controller {
 
     /// The config for the current objects: each Ingress checked alone first (a broken one is
     /// left out and reported), then all the good ones together.
-    fn build(&self, ingresses: &Store, services: &Store) -> Option<(Config, String)> {
+    fn build(&self, ingresses: &Store, services: &Store) -> Option<(Config, String, Vec<Value>)> {
         let ours: Vec<&Value> = ingresses
             .objects
             .values()
@@ -202,10 +209,48 @@ impl Controller {
             }
         }
         match self.config_for(&good, &services, false) {
-            Ok(pair) => Some(pair),
+            Ok((config, text)) => Some((config, text, good.into_iter().cloned().collect())),
             Err(e) => {
                 tracing::error!(error = %e, "ingress controller: the routes together are invalid; keeping the ones in use");
                 None
+            }
+        }
+    }
+
+    /// Write `publish_address` into the status of each of `applied` that does not show it.
+    async fn publish(&self, client: &Client, applied: &[Value]) {
+        let Some(address) = &self.publish_address else {
+            return;
+        };
+        let entry = if address.parse::<std::net::IpAddr>().is_ok() {
+            serde_json::json!({ "ip": address })
+        } else {
+            serde_json::json!({ "hostname": address })
+        };
+        let wanted = serde_json::json!([entry]);
+        for ingress in applied {
+            if ingress.pointer("/status/loadBalancer/ingress") == Some(&wanted) {
+                continue;
+            }
+            let (Some(namespace), Some(name)) = (
+                ingress
+                    .pointer("/metadata/namespace")
+                    .and_then(Value::as_str),
+                ingress.pointer("/metadata/name").and_then(Value::as_str),
+            ) else {
+                continue;
+            };
+            let api: Api<Ingress> = Api::namespaced(client.clone(), namespace);
+            let patch = serde_json::json!({ "status": { "loadBalancer": { "ingress": wanted } } });
+            if let Err(e) = api
+                .patch_status(
+                    name,
+                    &kube::api::PatchParams::default(),
+                    &kube::api::Patch::Merge(&patch),
+                )
+                .await
+            {
+                tracing::warn!(ingress = %format!("{namespace}/{name}"), error = %e, "ingress controller: cannot write the Ingress status");
             }
         }
     }
