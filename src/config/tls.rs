@@ -292,9 +292,10 @@ pub fn client(
 }
 
 /// `insecure_skip_verify`: any certificate is accepted (signatures are still checked, so
-/// the handshake itself is sound); for test clusters with throwaway certificates.
+/// the handshake itself is sound); for test clusters with throwaway certificates. `doctor`
+/// uses it too: it inspects certificates after the handshake.
 #[derive(Debug)]
-struct AcceptAnything(Arc<rustls::crypto::CryptoProvider>);
+pub(crate) struct AcceptAnything(pub(crate) Arc<rustls::crypto::CryptoProvider>);
 
 impl rustls::client::danger::ServerCertVerifier for AcceptAnything {
     fn verify_server_cert(

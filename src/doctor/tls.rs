@@ -11,15 +11,15 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
+use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::ClientConfig;
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
 use super::exchange::ANSWER_TIMEOUT;
 use super::targets::Settings;
+use crate::config::tls::AcceptAnything;
 
 /// What a completed handshake showed.
 pub(crate) struct Seen {
@@ -75,7 +75,8 @@ pub(crate) fn provider() -> Arc<CryptoProvider> {
 
 fn client_config(settings: &Settings, alpn: &[&[u8]]) -> Result<Arc<ClientConfig>, String> {
     let provider = provider();
-    let verifier = Arc::new(Inspect(Arc::clone(&provider)));
+    // Any certificate is accepted here: `certificate.rs` inspects and verifies it afterwards.
+    let verifier = Arc::new(AcceptAnything(Arc::clone(&provider)));
     let mut config = match &settings.client {
         Some(base) => {
             let mut config = (**base).clone();
@@ -156,55 +157,5 @@ fn refused(e: &std::io::Error) -> Refused {
         }
         Some(other) => Refused::Failed(other.to_string()),
         None => Refused::Closed(format!("closed during the handshake ({e})")),
-    }
-}
-
-/// Accepts any certificate (checked afterwards, see the module comment); handshake
-/// signatures are verified with the provider's algorithms.
-#[derive(Debug)]
-struct Inspect(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for Inspect {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
     }
 }

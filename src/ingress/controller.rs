@@ -26,7 +26,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{translate, Outcome};
+use super::{translate, Note, Outcome};
 use crate::config::discovery::KubernetesDiscovery;
 use crate::config::Config;
 
@@ -120,6 +120,14 @@ impl Controller {
                 }
             }
         };
+        // Parsed once: every build starts from it. (`Config::load` validated the file.)
+        let base: Value = match serde_saphyr::from_str(&self.base) {
+            Ok(base) => base,
+            Err(e) => {
+                tracing::error!(error = %e, "ingress controller: the base config cannot be read");
+                return;
+            }
+        };
         let status_client = client.clone();
         let (ingress_api, service_api): (Api<Ingress>, Api<Service>) = match &self.namespace {
             Some(ns) => (
@@ -160,7 +168,7 @@ impl Controller {
                 },
                 _ = sleep_until(apply_at) => {
                     apply_at = None;
-                    if let Some((config, text, applied)) = self.build(&ingresses, &services) {
+                    if let Some((config, text, applied)) = self.build(&base, &ingresses, &services) {
                         // The same objects after a relist: nothing to swap.
                         if last.as_deref() != Some(text.as_str()) {
                             last = Some(text);
@@ -181,35 +189,62 @@ impl Controller {
 
     /// The config for the current objects: each Ingress checked alone first (a broken one is
     /// left out and reported), then all the good ones together.
-    fn build(&self, ingresses: &Store, services: &Store) -> Option<(Config, String, Vec<Value>)> {
-        let ours: Vec<&Value> = ingresses
+    fn build(
+        &self,
+        base: &Value,
+        ingresses: &Store,
+        services: &Store,
+    ) -> Option<(Config, String, Vec<Value>)> {
+        let ours: Vec<Value> = ingresses
             .objects
             .values()
             .filter(|i| self.is_ours(i))
+            .cloned()
             .collect();
-        let services: Vec<&Value> = services.objects.values().collect();
-        let mut good = Vec::new();
-        for ingress in ours {
-            let id = format!(
-                "Ingress/{}/{}",
-                ingress
-                    .pointer("/metadata/namespace")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default(),
-                ingress
-                    .pointer("/metadata/name")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-            );
-            match self.config_for(&[ingress], &services, true) {
-                Ok(_) => good.push(ingress),
-                Err(e) => {
-                    tracing::error!(object = %id, error = %e, "ingress controller: Ingress rejected (the others are applied)")
+        let services =
+            crate::lint::objects_from_values("cluster", services.objects.values().cloned());
+        let objects = |ingresses: &[Value]| {
+            let mut objects =
+                crate::lint::objects_from_values("cluster", ingresses.iter().cloned());
+            objects.extend(services.iter().cloned());
+            objects
+        };
+        // All together first: the usual case, one translation and one validation.
+        let (good, built) = match self.config_for(base, objects(&ours)) {
+            Ok(built) => (ours, Ok(built)),
+            Err(_) => {
+                // Some Ingress is broken: find it by checking each alone, apply the others.
+                let mut good = Vec::new();
+                for ingress in ours {
+                    match self.config_for(base, objects(std::slice::from_ref(&ingress))) {
+                        Ok(_) => good.push(ingress),
+                        Err(e) => {
+                            let id = format!(
+                                "Ingress/{}/{}",
+                                ingress
+                                    .pointer("/metadata/namespace")
+                                    .and_then(Value::as_str)
+                                    .unwrap_or_default(),
+                                ingress
+                                    .pointer("/metadata/name")
+                                    .and_then(Value::as_str)
+                                    .unwrap_or_default()
+                            );
+                            tracing::error!(object = %id, error = %e, "ingress controller: Ingress rejected (the others are applied)")
+                        }
+                    }
                 }
+                let built = self.config_for(base, objects(&good));
+                (good, built)
             }
-        }
-        match self.config_for(&good, &services, false) {
-            Ok((config, text)) => Some((config, text, good.into_iter().cloned().collect())),
+        };
+        match built {
+            Ok((config, text, notes)) => {
+                for n in notes.iter().filter(|n| n.outcome != Outcome::Maps) {
+                    tracing::warn!(object = %n.object, source = %n.source, outcome = n.outcome.as_str(), "{}", n.message);
+                }
+                Some((config, text, good))
+            }
             Err(e) => {
                 tracing::error!(error = %e, "ingress controller: the routes together are invalid; keeping the ones in use");
                 None
@@ -267,29 +302,16 @@ impl Controller {
         class == Some(self.class.as_str())
     }
 
-    /// Translate `ingresses` (with `services` to resolve ports) over the base config.
+    /// Translate `objects` (Ingresses, and the Services that resolve their ports) over the
+    /// base config; the config, its text, and the report's notes.
     fn config_for(
         &self,
-        ingresses: &[&Value],
-        services: &[&Value],
-        quiet: bool,
-    ) -> Result<(Config, String), String> {
-        let mut text = String::new();
-        for object in ingresses.iter().chain(services) {
-            // JSON is YAML: the objects go through `lint`'s reader as documents.
-            text.push_str("---\n");
-            text.push_str(&object.to_string());
-            text.push('\n');
-        }
-        let objects = crate::lint::parse_objects("cluster", &text).map_err(|e| e.to_string())?;
+        base: &Value,
+        objects: Vec<crate::lint::Object>,
+    ) -> Result<(Config, String, Vec<Note>), String> {
         let mut notes = Vec::new();
         let imported = translate::config(&objects, &mut notes);
-        if !quiet {
-            for n in notes.iter().filter(|n| n.outcome != Outcome::Maps) {
-                tracing::warn!(object = %n.object, source = %n.source, outcome = n.outcome.as_str(), "{}", n.message);
-            }
-        }
-        let mut base: Value = serde_saphyr::from_str(&self.base).map_err(|e| e.to_string())?;
+        let mut base = base.clone();
         let Some(root) = base.as_object_mut() else {
             return Err("the base config is not a mapping".into());
         };
@@ -332,7 +354,7 @@ impl Controller {
         root.insert("routes".into(), Value::Array(routes));
         let yaml = serde_saphyr::to_string(&base).map_err(|e| e.to_string())?;
         let config = Config::from_yaml(&yaml).map_err(|e| e.to_string())?;
-        Ok((config, yaml))
+        Ok((config, yaml, notes))
     }
 }
 

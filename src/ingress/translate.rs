@@ -81,25 +81,16 @@ fn ingress(
                 .into(),
         );
     }
-    let base = format!(
-        "{}{}",
-        object
-            .namespace
-            .as_deref()
-            .map(|n| format!("{n}/"))
-            .unwrap_or_default(),
-        object.name
-    );
+    let base = route_base(object);
     // `spec.backend`: the default backend of v1beta1 Ingresses.
     let default = spec.and_then(|s| s.get("defaultBackend").or_else(|| s.get("backend")));
     if let Some(default) = default {
         let field = "spec.defaultBackend";
         if let Some(backend) = ingress_backend(object, default, field, notes) {
             let name = backend_entry(object, inventory, &backend, &settings, backends, notes);
-            let mut value = route_value(format!("{base}-default"), Map::new(), name, &settings);
-            if let Some(m) = value.get_mut("match").and_then(Value::as_object_mut) {
-                m.insert("path_prefix".into(), json!("/"));
-            }
+            let (matcher, _) = matched(None, false, "/");
+            let value = route_value(format!("{base}-default"), matcher, name, &settings);
+            // After every rule, whatever its host.
             routes.push(Route {
                 rank: (3, 0, 0),
                 value,
@@ -132,40 +123,51 @@ fn ingress(
                 .get("pathType")
                 .and_then(Value::as_str)
                 .unwrap_or("ImplementationSpecific");
-            let mut matcher = Map::new();
-            if let Some(h) = host {
-                matcher.insert("host".into(), json!(h));
-            }
             let exact = kind == "Exact";
-            if exact {
-                matcher.insert("path".into(), json!(text));
-            } else {
-                // The spec ignores a trailing slash: `/foo/` matches `/foo`.
-                let prefix = match text.trim_end_matches('/') {
-                    "" => "/",
-                    p => p,
-                };
-                matcher.insert("path_prefix".into(), json!(prefix));
-                if kind != "Prefix" {
-                    note(
-                        notes,
-                        object,
-                        &format!("{field}.pathType"),
-                        Outcome::Differs,
-                        format!(
-                            "{kind}: read as a segment-wise prefix (nginx reads it as a prefix, \
-                             or a regular expression with use-regex)"
-                        ),
-                    );
-                }
+            let (matcher, rank) = matched(host, exact, text);
+            if !exact && kind != "Prefix" {
+                note(
+                    notes,
+                    object,
+                    &format!("{field}.pathType"),
+                    Outcome::Differs,
+                    format!(
+                        "{kind}: read as a segment-wise prefix (nginx reads it as a prefix, \
+                         or a regular expression with use-regex)"
+                    ),
+                );
             }
             let name = backend_entry(object, inventory, &backend, &settings, backends, notes);
             let value = route_value(format!("{base}-r{i}-p{j}"), matcher, name, &settings);
-            routes.push(Route {
-                rank: rank(host, exact, text),
-                value,
-            });
+            routes.push(Route { rank, value });
         }
+    }
+}
+
+/// The `match:` of a route on `host` and `path` (exact, or a prefix: the specs ignore a
+/// trailing slash, `/foo/` matches `/foo`), and where the route sorts.
+fn matched(host: Option<&str>, exact: bool, path: &str) -> (Map<String, Value>, (u8, u8, isize)) {
+    let mut matcher = Map::new();
+    if let Some(h) = host {
+        matcher.insert("host".into(), json!(h));
+    }
+    if exact {
+        matcher.insert("path".into(), json!(path));
+    } else {
+        let prefix = match path.trim_end_matches('/') {
+            "" => "/",
+            p => p,
+        };
+        matcher.insert("path_prefix".into(), json!(prefix));
+    }
+    (matcher, rank(host, exact, path))
+}
+
+/// `namespace/name` of an object: the prefix of its routes' names (unique in a cluster).
+fn route_base(object: &Object) -> String {
+    match &object.namespace {
+        Some(ns) => format!("{ns}/{}", object.name),
+        None => object.name.clone(),
     }
 }
 
@@ -419,15 +421,7 @@ fn http_route(
         Some(h) if !h.is_empty() => h.iter().map(Value::as_str).collect(),
         _ => vec![None],
     };
-    let base = format!(
-        "{}{}",
-        object
-            .namespace
-            .as_deref()
-            .map(|n| format!("{n}/"))
-            .unwrap_or_default(),
-        object.name
-    );
+    let base = route_base(object);
     let rules = spec
         .and_then(|s| s.get("rules"))
         .and_then(Value::as_array)
@@ -557,30 +551,14 @@ fn http_route(
                 continue;
             }
             for (k, host) in hostnames.iter().enumerate() {
-                let mut matcher = Map::new();
-                if let Some(h) = host {
-                    matcher.insert("host".into(), json!(h));
-                }
-                let exact = kind == "Exact";
-                if exact {
-                    matcher.insert("path".into(), json!(text));
-                } else {
-                    let prefix = match text.trim_end_matches('/') {
-                        "" => "/",
-                        p => p,
-                    };
-                    matcher.insert("path_prefix".into(), json!(prefix));
-                }
+                let (matcher, rank) = matched(*host, kind == "Exact", text);
                 let value = route_value(
                     format!("{base}-r{i}-m{j}-h{k}"),
                     matcher,
                     name.clone(),
                     &settings,
                 );
-                routes.push(Route {
-                    rank: rank(*host, exact, text),
-                    value,
-                });
+                routes.push(Route { rank, value });
             }
         }
     }

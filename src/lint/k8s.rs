@@ -11,6 +11,7 @@ use super::LintError;
 const MAX_LIST_DEPTH: usize = 4;
 
 /// One Kubernetes object and the file it came from.
+#[derive(Clone)]
 pub(crate) struct Object {
     pub file: String,
     pub kind: String,
@@ -69,6 +70,15 @@ pub(crate) fn parse(file: &str, text: &str) -> Result<Vec<Object>, LintError> {
         collect(file, document, 0, &mut objects);
     }
     Ok(objects)
+}
+
+/// The objects among `documents` already decoded (the controller's watched objects).
+pub(crate) fn from_values(file: &str, documents: impl IntoIterator<Item = Value>) -> Vec<Object> {
+    let mut objects = Vec::new();
+    for document in documents {
+        collect(file, document, 0, &mut objects);
+    }
+    objects
 }
 
 fn collect(file: &str, document: Value, depth: usize, objects: &mut Vec<Object>) {

@@ -206,6 +206,14 @@ pub(crate) fn parse_objects(file: &str, text: &str) -> Result<Vec<Object>, LintE
     k8s::parse(file, text)
 }
 
+/// The objects among documents already decoded (`file` names their source in reports).
+pub(crate) fn objects_from_values(
+    file: &str,
+    documents: impl IntoIterator<Item = serde_json::Value>,
+) -> Vec<Object> {
+    k8s::from_values(file, documents)
+}
+
 /// Lint one file's text; `file` is the name findings carry.
 pub fn lint_str(file: &str, text: &str) -> Result<Vec<Finding>, LintError> {
     Ok(lint_objects(&k8s::parse(file, text)?))

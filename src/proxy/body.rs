@@ -104,6 +104,31 @@ pub struct RequestLog {
     pub fault: Option<&'static str>,
 }
 
+impl RequestLog {
+    /// The log of a request that started at `start`: nothing known yet but its method and
+    /// connection; each engine fills in what it learns.
+    pub fn new(start: Instant, method: Method, conn: Arc<ClientConn>, access_log: bool) -> Self {
+        RequestLog {
+            start,
+            method,
+            host: None,
+            uri: Uri::default(),
+            request_id: None,
+            route: None,
+            endpoint: None,
+            attempts: 0,
+            cause: None,
+            status: 0,
+            bytes: 0,
+            access_log,
+            conn,
+            failed: Vec::new(),
+            admission: None,
+            fault: None,
+        }
+    }
+}
+
 impl Drop for RequestLog {
     fn drop(&mut self) {
         let elapsed = self.start.elapsed();

@@ -599,24 +599,11 @@ impl Proxy {
             idempotent,
             ..
         } = request;
-        let mut log = RequestLog {
-            start,
-            method,
-            host,
-            uri,
-            request_id: Some(request_id.clone()),
-            route: route.clone(),
-            endpoint: None,
-            attempts: 0,
-            cause: None,
-            status: 0,
-            bytes: 0,
-            access_log: self.access_log,
-            conn: Arc::clone(conn),
-            failed: Vec::new(),
-            admission: None,
-            fault: None,
-        };
+        let mut log = RequestLog::new(start, method, Arc::clone(conn), self.access_log);
+        log.host = host;
+        log.uri = uri;
+        log.request_id = Some(request_id.clone());
+        log.route = route.clone();
         let Some(route) = route.as_ref() else {
             // Boxed, as every answer hitless writes itself: rare on this path, and inline its
             // future would make every request's larger.
@@ -719,25 +706,10 @@ impl Proxy {
         S: AsyncWrite + Unpin,
     {
         conn.request_started();
-        let log = RequestLog {
-            start: Instant::now(),
-            // The head could not be read: its method is not known.
-            method: Method::from_bytes(b"-").unwrap_or(Method::GET),
-            host: None,
-            uri: Uri::default(),
-            request_id: Some(headers::new_request_id()),
-            route: None,
-            endpoint: None,
-            attempts: 0,
-            cause: None,
-            status: 0,
-            bytes: 0,
-            access_log: self.access_log,
-            conn: Arc::clone(conn),
-            failed: Vec::new(),
-            admission: None,
-            fault: None,
-        };
+        // The head could not be read: its method is not known.
+        let method = Method::from_bytes(b"-").unwrap_or(Method::GET);
+        let mut log = RequestLog::new(Instant::now(), method, Arc::clone(conn), self.access_log);
+        log.request_id = Some(headers::new_request_id());
         self.write_error(client, out, error, log, false, true).await;
     }
 

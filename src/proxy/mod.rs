@@ -146,32 +146,12 @@ impl Proxy {
             })
             .unwrap_or("");
         let route = router.find(host, parts.uri.path()).cloned();
-        let mut log = RequestLog {
-            start,
-            method: parts.method.clone(),
-            host: if self.access_log {
-                parts.headers.get(header::HOST).cloned()
-            } else {
-                None
-            },
-            uri: if self.access_log {
-                parts.uri.clone()
-            } else {
-                Uri::default()
-            },
-            request_id: None,
-            route: route.clone(),
-            endpoint: None,
-            attempts: 0,
-            cause: None,
-            status: 0,
-            bytes: 0,
-            access_log: self.access_log,
-            conn,
-            failed: Vec::new(),
-            admission: None,
-            fault: None,
-        };
+        let mut log = RequestLog::new(start, parts.method.clone(), conn, self.access_log);
+        if self.access_log {
+            log.host = parts.headers.get(header::HOST).cloned();
+            log.uri = parts.uri.clone();
+        }
+        log.route = route.clone();
         let upgrade = tunnel::requested(&parts);
         if let Some(error) = refuse(
             &parts,
