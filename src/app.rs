@@ -113,6 +113,8 @@ pub struct App {
     workers: usize,
     shutdown: CancellationToken,
     connections: TaskTracker,
+    /// The TLS settings of each listener, whose certificates a reload may change.
+    listener_tls: Vec<Option<crate::config::tls::ListenerTls>>,
 }
 
 impl App {
@@ -260,6 +262,7 @@ impl App {
             workers,
             shutdown,
             connections,
+            listener_tls: config.listener_tls.clone(),
         })
     }
 
@@ -288,9 +291,9 @@ impl App {
         self.proxy.tunnels.close();
     }
 
-    /// Apply a new (validated) config: routes and backends are swapped at once; requests
-    /// already routed finish on what they had. Listeners, admin, runtime and drain settings
-    /// need a restart (said in the log).
+    /// Apply a new (validated) config: routes, backends and TLS listeners' certificates are
+    /// swapped at once; requests already routed finish on what they had. Listeners, admin,
+    /// runtime and drain settings need a restart (said in the log).
     pub fn reload(&self, config: &Config) {
         let old = self.backends.load_full();
         let backends = build_backends(config, &self.metrics, self.workers, &old);
@@ -303,6 +306,18 @@ impl App {
         let router = build_routes(config, &backends, &self.metrics);
         self.proxy.swap_router(router);
         self.backends.store(Arc::new(backends));
+        // A listener's certificates may change (the ingress controller adds one per TLS
+        // Secret): new handshakes choose among the new set; the sockets stay.
+        for (running, new) in self.listener_tls.iter().zip(&config.listener_tls) {
+            if let (Some(running), Some(new)) = (running, new) {
+                if running.adopt(new) {
+                    tracing::info!(
+                        certificates = new.certificates.len(),
+                        "TLS certificates reloaded"
+                    );
+                }
+            }
+        }
         tracing::info!(
             routes = config.routes.len(),
             backends = config.backends.len(),

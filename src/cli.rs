@@ -115,9 +115,20 @@ pub enum Command {
         #[arg(long)]
         kubeconfig: Option<PathBuf>,
         /// The address clients reach hitless at (IP or host name): written into the status
-        /// of each Ingress applied, so `kubectl get ingress` shows it.
+        /// of each Ingress and Gateway applied, so `kubectl get ingress` shows it.
         #[arg(long)]
         publish_address: Option<String>,
+        /// Where TLS Secrets are written as certificate files for the TLS listeners (the
+        /// controller's own folder; default: hitless-secrets in the temporary folder).
+        #[arg(long)]
+        secrets_dir: Option<PathBuf>,
+        /// The namespace of the leader-election Lease (default: $POD_NAMESPACE, then
+        /// --namespace, then `default`). Only the leader writes statuses and Events.
+        #[arg(long)]
+        lease_namespace: Option<String>,
+        /// How long a leader's Lease lasts without renewal (renewed every third of it).
+        #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+        lease_duration: std::time::Duration,
     },
     /// Convert Ingress objects (with ingress-nginx annotations) and Gateway API HTTPRoutes
     /// into a hitless config file, with a report of what maps, what maps differently and

@@ -42,6 +42,9 @@ fn main() -> ExitCode {
             namespace,
             kubeconfig,
             publish_address,
+            secrets_dir,
+            lease_namespace,
+            lease_duration,
         } => match std::fs::read_to_string(path) {
             Ok(base) => Some(hitless::ingress::controller::Controller {
                 class: class.clone(),
@@ -49,6 +52,18 @@ fn main() -> ExitCode {
                 kubeconfig: kubeconfig.clone(),
                 base,
                 publish_address: publish_address.clone(),
+                secrets_dir: secrets_dir
+                    .clone()
+                    .unwrap_or_else(|| std::env::temp_dir().join("hitless-secrets")),
+                lease: hitless::ingress::controller::LeaseSettings {
+                    namespace: lease_namespace
+                        .clone()
+                        .or_else(|| std::env::var("POD_NAMESPACE").ok())
+                        .or_else(|| namespace.clone())
+                        .unwrap_or_else(|| "default".into()),
+                    name: format!("hitless-ingress-{class}"),
+                    duration: (*lease_duration).max(std::time::Duration::from_secs(1)),
+                },
             }),
             Err(e) => {
                 eprintln!("hitless ingress: cannot read {}: {e}", path.display());

@@ -1,268 +1,22 @@
 //! Controller mode (`hitless ingress`) against a local HTTP server speaking the Kubernetes
-//! list/watch protocol for Ingresses, Services and EndpointSlices (there is no API server
-//! here): the binary routes by the cluster's Ingresses of its class, applies each change as a
-//! reload, ignores other classes, leaves a broken Ingress out alone, and drops no request at
-//! 1,000 requests/s while Ingresses and pods change.
+//! list/watch protocol (there is no API server here; `support/kube_api.rs`): the binary routes
+//! by the cluster's Ingresses of its class, applies each change as a reload, ignores other
+//! classes, leaves a broken Ingress out alone, drops no request at 1,000 requests/s while
+//! Ingresses and pods change, serves TLS Secrets and their rotations, and writes statuses and
+//! Events once, from the replica holding the Lease.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests: failing is the point
 
 mod support;
 
-use std::collections::BTreeMap;
-use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Full, StreamBody};
-use hyper::body::Frame;
 use hyper_util::rt::TokioIo;
+use rustls_pki_types::ServerName;
 use serde_json::{json, Value};
+use support::kube_api::KubeApi as Api;
 use support::*;
-
-type ApiBody = BoxBody<Bytes, std::io::Error>;
-
-const COLLECTIONS: [(&str, &str, &str); 3] = [
-    (
-        "/apis/networking.k8s.io/v1/namespaces/shop/ingresses",
-        "IngressList",
-        "networking.k8s.io/v1",
-    ),
-    ("/api/v1/namespaces/shop/services", "ServiceList", "v1"),
-    (
-        "/apis/discovery.k8s.io/v1/namespaces/shop/endpointslices",
-        "EndpointSliceList",
-        "discovery.k8s.io/v1",
-    ),
-];
-
-#[derive(Default)]
-struct State {
-    rv: u64,
-    /// Collection path -> name -> object.
-    objects: BTreeMap<&'static str, BTreeMap<String, Value>>,
-    /// (collection, service-name label wanted, stream).
-    watchers: Vec<(
-        &'static str,
-        Option<String>,
-        tokio::sync::mpsc::UnboundedSender<Bytes>,
-    )>,
-    /// Status patches received.
-    patches: usize,
-}
-
-struct Api {
-    addr: SocketAddr,
-    state: Arc<Mutex<State>>,
-}
-
-fn label(object: &Value) -> Option<String> {
-    object
-        .pointer("/metadata/labels/kubernetes.io~1service-name")
-        .and_then(Value::as_str)
-        .map(str::to_string)
-}
-
-impl Api {
-    async fn start() -> Api {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let state = Arc::new(Mutex::new(State {
-            rv: 100,
-            ..Default::default()
-        }));
-        let served = Arc::clone(&state);
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    return;
-                };
-                let state = Arc::clone(&served);
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |req| {
-                        let state = Arc::clone(&state);
-                        async move { Ok::<_, Infallible>(answer(req, state).await) }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
-        Api { addr, state }
-    }
-
-    fn collection(kind: &str) -> &'static str {
-        match kind {
-            "Ingress" => COLLECTIONS[0].0,
-            "Service" => COLLECTIONS[1].0,
-            _ => COLLECTIONS[2].0,
-        }
-    }
-
-    fn apply(&self, mut object: Value) {
-        let mut state = self.state.lock().unwrap();
-        state.rv += 1;
-        object["metadata"]["resourceVersion"] = json!(state.rv.to_string());
-        let collection = Self::collection(object["kind"].as_str().unwrap());
-        let name = object["metadata"]["name"].as_str().unwrap().to_string();
-        let kind = if state
-            .objects
-            .entry(collection)
-            .or_default()
-            .contains_key(&name)
-        {
-            "MODIFIED"
-        } else {
-            "ADDED"
-        };
-        state
-            .objects
-            .entry(collection)
-            .or_default()
-            .insert(name, object.clone());
-        Self::broadcast(
-            &mut state,
-            collection,
-            json!({"type": kind, "object": object}),
-        );
-    }
-
-    fn delete(&self, kind: &str, name: &str) {
-        let mut state = self.state.lock().unwrap();
-        state.rv += 1;
-        let collection = Self::collection(kind);
-        let mut object = state
-            .objects
-            .entry(collection)
-            .or_default()
-            .remove(name)
-            .unwrap();
-        object["metadata"]["resourceVersion"] = json!(state.rv.to_string());
-        Self::broadcast(
-            &mut state,
-            collection,
-            json!({"type": "DELETED", "object": object}),
-        );
-    }
-
-    fn broadcast(state: &mut State, collection: &str, event: Value) {
-        let wanted = label(&event["object"]);
-        let line = Bytes::from(format!("{event}\n"));
-        state.watchers.retain(|(c, selector, tx)| {
-            if *c != collection || (selector.is_some() && *selector != wanted) {
-                return true;
-            }
-            tx.send(line.clone()).is_ok()
-        });
-    }
-
-    fn kubeconfig(&self) -> std::path::PathBuf {
-        let path = std::env::temp_dir().join(format!(
-            "hitless-ingress-kubeconfig-{}-{}.yaml",
-            std::process::id(),
-            self.addr.port()
-        ));
-        std::fs::write(
-            &path,
-            format!(
-                "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: http://{}\ncontexts:\n- name: fake\n  context: {{cluster: fake, user: tester, namespace: shop}}\ncurrent-context: fake\nusers:\n- name: tester\n  user: {{token: test-token}}\n",
-                self.addr
-            ),
-        )
-        .unwrap();
-        path
-    }
-}
-
-async fn answer(
-    req: http::Request<hyper::body::Incoming>,
-    state: Arc<Mutex<State>>,
-) -> http::Response<ApiBody> {
-    let json_response = |status: u16, body: Value| {
-        http::Response::builder()
-            .status(status)
-            .header("content-type", "application/json")
-            .body(
-                Full::new(Bytes::from(body.to_string()))
-                    .map_err(|never| match never {})
-                    .boxed(),
-            )
-            .unwrap()
-    };
-    let path = req.uri().path().to_string();
-    let query = req.uri().query().unwrap_or("").to_string();
-    // The status subresource of an Ingress: a merge patch of `status`.
-    if req.method() == http::Method::PATCH {
-        let ingresses = COLLECTIONS[0].0;
-        let name = path
-            .strip_prefix(ingresses)
-            .and_then(|rest| rest.strip_prefix('/'))
-            .and_then(|rest| rest.strip_suffix("/status"))
-            .unwrap_or_default()
-            .to_string();
-        let body = req.into_body().collect().await.unwrap().to_bytes();
-        let patch: Value = serde_json::from_slice(&body).unwrap();
-        let mut state = state.lock().unwrap();
-        state.rv += 1;
-        let rv = state.rv.to_string();
-        let Some(object) = state.objects.entry(ingresses).or_default().get_mut(&name) else {
-            return json_response(
-                404,
-                json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404}),
-            );
-        };
-        object["status"] = patch["status"].clone();
-        object["metadata"]["resourceVersion"] = json!(rv);
-        let object = object.clone();
-        state.patches += 1;
-        Api::broadcast(
-            &mut state,
-            ingresses,
-            json!({"type": "MODIFIED", "object": object.clone()}),
-        );
-        return json_response(200, object);
-    }
-    let Some(&(collection, list_kind, api_version)) = COLLECTIONS.iter().find(|c| c.0 == path)
-    else {
-        return json_response(
-            404,
-            json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": path}),
-        );
-    };
-    let selector = query
-        .split('&')
-        .find_map(|p| p.strip_prefix("labelSelector=kubernetes.io%2Fservice-name%3D"))
-        .map(str::to_string);
-    let mut state = state.lock().unwrap();
-    if query.contains("watch=true") {
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
-        state.watchers.push((collection, selector, tx));
-        let lines = futures_util::stream::unfold(rx, |mut rx| async move {
-            let line = rx.recv().await?;
-            Some((Ok::<_, std::io::Error>(Frame::data(line)), rx))
-        });
-        return http::Response::builder()
-            .header("content-type", "application/json")
-            .body(BodyExt::boxed(StreamBody::new(lines)))
-            .unwrap();
-    }
-    let items: Vec<Value> = state
-        .objects
-        .get(collection)
-        .map(|m| {
-            m.values()
-                .filter(|o| selector.is_none() || label(o) == selector)
-                .cloned()
-                .collect()
-        })
-        .unwrap_or_default();
-    json_response(
-        200,
-        json!({"kind": list_kind, "apiVersion": api_version, "metadata": {"resourceVersion": state.rv.to_string()}, "items": items}),
-    )
-}
 
 fn service(name: &str) -> Value {
     json!({"kind": "Service", "apiVersion": "v1", "metadata": {"name": name, "namespace": "shop"},
@@ -285,6 +39,65 @@ fn ingress(name: &str, class: &str, host: &str, paths: &[(&str, &str)]) -> Value
         "spec": {"ingressClassName": class, "rules": [{"host": host, "http": {"paths": paths}}]}})
 }
 
+/// A `hitless ingress` child process on the fake API, with its base config file.
+struct Controller {
+    proxy: SocketAddr,
+    admin: SocketAddr,
+    base: std::path::PathBuf,
+    child: ChildProxy,
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        std::fs::remove_file(&self.base).ok();
+    }
+}
+
+impl Controller {
+    /// Start one on `api` (namespace `shop`); `tls`: the default certificate and key files of
+    /// a TLS listener (the only listener then). Returns once it is ready.
+    async fn start(api: &Api, tag: &str, tls: Option<(&str, &str)>, extra: &[&str]) -> Controller {
+        let (port, admin_port) = (free_port(), free_port());
+        let base = std::env::temp_dir().join(format!(
+            "hitless-ingress-{tag}-{}-{port}.yaml",
+            std::process::id()
+        ));
+        let listener = match tls {
+            Some((cert, key)) => format!(
+                "{{bind: \"127.0.0.1:{port}\", tls: {{certificates: [{{cert: \"{cert}\", key: \"{key}\"}}]}}}}"
+            ),
+            None => format!("{{bind: \"127.0.0.1:{port}\"}}"),
+        };
+        std::fs::write(
+            &base,
+            format!(
+                "listeners: [{listener}]\nadmin: {{bind: \"127.0.0.1:{admin_port}\"}}\naccess_log: false\nroutes:\n  - name: fallback\n    respond: {{status: 404, body: \"no ingress\"}}\n"
+            ),
+        )
+        .unwrap();
+        let kubeconfig = api.kubeconfig();
+        let mut args = vec![
+            "ingress",
+            "--config",
+            base.to_str().unwrap(),
+            "--namespace",
+            "shop",
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let child = spawn_hitless(&args);
+        let admin: SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
+        wait_ready(admin).await;
+        Controller {
+            proxy: format!("127.0.0.1:{port}").parse().unwrap(),
+            admin,
+            base,
+            child,
+        }
+    }
+}
+
 /// Poll `host` + `path` through hitless until the body is `want` (bounded: 20 s).
 async fn until(client: &Client, proxy: SocketAddr, host: &str, path: &str, want: &str) {
     let mut last = String::new();
@@ -303,7 +116,7 @@ async fn until(client: &Client, proxy: SocketAddr, host: &str, path: &str, want:
 async fn routes_follow_the_clusters_ingresses_of_the_class() {
     let web = named_upstream("web").await;
     let api_app = named_upstream("api").await;
-    let api = Api::start().await;
+    let api = Api::start(false).await;
     for name in ["web", "api"] {
         api.apply(service(name));
     }
@@ -323,28 +136,8 @@ async fn routes_follow_the_clusters_ingresses_of_the_class() {
         &[("/", "web")],
     ));
 
-    let (port, admin_port) = (free_port(), free_port());
-    let base =
-        std::env::temp_dir().join(format!("hitless-ingress-base-{}.yaml", std::process::id()));
-    std::fs::write(
-        &base,
-        format!(
-            "listeners: [{{bind: \"127.0.0.1:{port}\"}}]\nadmin: {{bind: \"127.0.0.1:{admin_port}\"}}\naccess_log: false\nroutes:\n  - name: fallback\n    respond: {{status: 404, body: \"no ingress\"}}\n"
-        ),
-    )
-    .unwrap();
-    let kubeconfig = api.kubeconfig();
-    let _proxy = spawn_hitless(&[
-        "ingress",
-        "--config",
-        base.to_str().unwrap(),
-        "--namespace",
-        "shop",
-        "--kubeconfig",
-        kubeconfig.to_str().unwrap(),
-    ]);
-    let proxy: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    wait_ready(format!("127.0.0.1:{admin_port}").parse().unwrap()).await;
+    let hitless = Controller::start(&api, "base", None, &[]).await;
+    let proxy = hitless.proxy;
     let client = client();
 
     until(&client, proxy, "shop.example.com", "/", "web").await;
@@ -385,7 +178,6 @@ async fn routes_follow_the_clusters_ingresses_of_the_class() {
         get(&client, proxy, "shop.example.com", "/").await.body,
         "web"
     );
-    std::fs::remove_file(&base).ok();
 }
 
 /// An EndpointSlice `name` of Service `web`: one pod on 127.0.0.1:`port`.
@@ -403,32 +195,12 @@ async fn ingress_changes_under_load_drop_nothing() {
     const RATE: f64 = 1000.0;
     let web = named_upstream("web").await;
     let web2 = named_upstream("web").await;
-    let api = Api::start().await;
+    let api = Api::start(false).await;
     api.apply(service("web"));
     api.apply(web_slice("web-a", web.addr.port()));
     api.apply(ingress("shop", "hitless", "demo.local", &[("/", "web")]));
-    let (port, admin_port) = (free_port(), free_port());
-    let base =
-        std::env::temp_dir().join(format!("hitless-ingress-load-{}.yaml", std::process::id()));
-    std::fs::write(
-        &base,
-        format!(
-            "listeners: [{{bind: \"127.0.0.1:{port}\"}}]\nadmin: {{bind: \"127.0.0.1:{admin_port}\"}}\naccess_log: false\nroutes:\n  - name: fallback\n    respond: {{status: 404, body: \"no ingress\"}}\n"
-        ),
-    )
-    .unwrap();
-    let kubeconfig = api.kubeconfig();
-    let _proxy = spawn_hitless(&[
-        "ingress",
-        "--config",
-        base.to_str().unwrap(),
-        "--namespace",
-        "shop",
-        "--kubeconfig",
-        kubeconfig.to_str().unwrap(),
-    ]);
-    let proxy: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    wait_ready(format!("127.0.0.1:{admin_port}").parse().unwrap()).await;
+    let hitless = Controller::start(&api, "load", None, &[]).await;
+    let proxy = hitless.proxy;
     until(&client(), proxy, "demo.local", "/", "web").await;
 
     let load = hitless::demo::load::Load::paced(
@@ -462,11 +234,235 @@ async fn ingress_changes_under_load_drop_nothing() {
         }
     }
     let report = running.await.unwrap();
-    std::fs::remove_file(&base).ok();
     assert!(
         report.requests() as f64 >= RATE * 4.0 * 0.85,
         "not production load: {}",
         report.summary()
     );
     assert_eq!(report.errors(), 0, "{}", report.summary());
+}
+
+/// A `kubernetes.io/tls` Secret in `shop`.
+fn tls_secret(name: &str, cert: &str, key: &str) -> Value {
+    use base64::Engine;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    json!({"kind": "Secret", "apiVersion": "v1", "type": "kubernetes.io/tls",
+        "metadata": {"name": name, "namespace": "shop"},
+        "data": {"tls.crt": b64(cert), "tls.key": b64(key)}})
+}
+
+type TlsStream = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
+
+/// A TLS connection to `addr` naming `sni`, trusting `ca`, and the certificate it was shown;
+/// `None` when the certificate shown is not valid for `sni`.
+async fn handshake(
+    ca: &TestCa,
+    addr: SocketAddr,
+    sni: &'static str,
+) -> Option<(TlsStream, Vec<u8>)> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.issuer.der().clone()).unwrap();
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let tls = connector
+        .connect(ServerName::try_from(sni).unwrap(), tcp)
+        .await
+        .ok()?;
+    let shown = tls.get_ref().1.peer_certificates().unwrap()[0].to_vec();
+    Some((tls, shown))
+}
+
+/// Handshake naming `sni` until the certificate shown is `want` (bounded: 20 s).
+async fn until_shown(ca: &TestCa, addr: SocketAddr, sni: &'static str, want: &[u8]) {
+    for _ in 0..400 {
+        if handshake(ca, addr, sni)
+            .await
+            .is_some_and(|(_, shown)| shown == want)
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{sni}: the wanted certificate is never served");
+}
+
+/// One GET over an established TLS connection; the body.
+async fn get_over(tls: TlsStream, host: &str) -> String {
+    use http_body_util::BodyExt;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let response = sender
+        .send_request(
+            http::Request::get("/")
+                .header("host", host)
+                .body(http_body_util::Empty::<bytes::Bytes>::new())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    String::from_utf8_lossy(&body).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_secrets_are_served_by_sni_and_a_rotation_reaches_new_connections() {
+    let web = named_upstream("web").await;
+    let ca = TestCa::new();
+    let dir = std::env::temp_dir().join(format!("hitless-ingress-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // The listener's own certificate: what clients naming no Ingress host get.
+    let (default_cert, default_key) = ca.leaf(&["default.test"]);
+    let (cert_file, key_file) = (dir.join("default.crt"), dir.join("default.key"));
+    std::fs::write(&cert_file, default_cert.pem()).unwrap();
+    std::fs::write(&key_file, default_key.serialize_pem()).unwrap();
+    let secrets = dir.join("secrets");
+
+    let api = Api::start(false).await;
+    api.apply(service("web"));
+    api.apply(slice("web", web.addr.port()));
+    let (first, first_key) = ca.leaf(&["shop.example.com"]);
+    api.apply(tls_secret(
+        "shop-tls",
+        &first.pem(),
+        &first_key.serialize_pem(),
+    ));
+    let mut shop = ingress("shop", "hitless", "shop.example.com", &[("/", "web")]);
+    shop["spec"]["tls"] = json!([{"hosts": ["shop.example.com"], "secretName": "shop-tls"}]);
+    api.apply(shop);
+
+    let hitless = Controller::start(
+        &api,
+        "tls",
+        Some((cert_file.to_str().unwrap(), key_file.to_str().unwrap())),
+        &["--secrets-dir", secrets.to_str().unwrap()],
+    )
+    .await;
+    // The Secret's certificate for its host (verified against the CA by the client).
+    until_shown(&ca, hitless.proxy, "shop.example.com", first.der()).await;
+    let (_, other) = handshake(&ca, hitless.proxy, "default.test").await.unwrap();
+    assert_eq!(other, default_cert.der().to_vec());
+    let (open, _) = handshake(&ca, hitless.proxy, "shop.example.com")
+        .await
+        .unwrap();
+
+    // Rotation: the Secret's content changes (cert-manager renewing it).
+    let (second, second_key) = ca.leaf(&["shop.example.com"]);
+    api.apply(tls_secret(
+        "shop-tls",
+        &second.pem(),
+        &second_key.serialize_pem(),
+    ));
+    until_shown(&ca, hitless.proxy, "shop.example.com", second.der()).await;
+    // The connection made before the rotation keeps working.
+    assert_eq!(get_over(open, "shop.example.com").await, "web");
+    // The first certificate's files are gone; the second's remain (two files).
+    let files: Vec<_> = std::fs::read_dir(&secrets).unwrap().flatten().collect();
+    assert_eq!(files.len(), 2, "{files:?}");
+    drop(hitless);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Poll until `check` holds (bounded: 30 s).
+async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    for _ in 0..600 {
+        if check() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("never: {what}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statuses_and_events_are_written_once_by_the_leader() {
+    let web = named_upstream("web").await;
+    let api = Api::start(false).await;
+    api.apply(service("web"));
+    api.apply(slice("web", web.addr.port()));
+    let mut shop = ingress("shop", "hitless", "shop.example.com", &[("/", "web")]);
+    // No equivalent in hitless: reported as an Event on the Ingress.
+    shop["metadata"]["annotations"] = json!({"nginx.ingress.kubernetes.io/affinity": "cookie"});
+    api.apply(shop);
+    let args = ["--publish-address", "203.0.113.7", "--lease-duration", "2s"];
+    let one = Controller::start(&api, "one", None, &args).await;
+    let two = Controller::start(&api, "two", None, &args).await;
+    let client = client();
+    until(&client, one.proxy, "shop.example.com", "/", "web").await;
+    until(&client, two.proxy, "shop.example.com", "/", "web").await;
+    eventually("the Ingress shows the address", || {
+        api.get("Ingress", "shop")
+            .and_then(|i| i.pointer("/status/loadBalancer/ingress/0/ip").cloned())
+            == Some(json!("203.0.113.7"))
+    })
+    .await;
+    let affinity_events = || {
+        let state = api.state.lock().unwrap();
+        state
+            .events
+            .iter()
+            .filter(|e| {
+                e["regarding"]["name"] == "shop"
+                    && e["note"].as_str().is_some_and(|n| n.contains("affinity"))
+            })
+            .count()
+    };
+    eventually("the Event about affinity", || affinity_events() >= 1).await;
+
+    // Both replicas take a later change; by then each has had its chance to write.
+    api.apply(ingress(
+        "shop",
+        "hitless",
+        "shop.example.com",
+        &[("/", "web"), ("/later", "web")],
+    ));
+    until(&client, one.proxy, "shop.example.com", "/later", "web").await;
+    until(&client, two.proxy, "shop.example.com", "/later", "web").await;
+    let (patches, holder) = {
+        let state = api.state.lock().unwrap();
+        let patches = state
+            .status_patches
+            .iter()
+            .filter(|(kind, name, _)| kind == "Ingress" && name == "shop")
+            .count();
+        let holder = state.leases["hitless-ingress-hitless"]["spec"]["holderIdentity"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        (patches, holder)
+    };
+    assert_eq!(patches, 1, "the status is written once, by one replica");
+    assert_eq!(affinity_events(), 1, "the Event is published once");
+
+    // The leader dies without releasing the Lease: the other takes over once it expires, and
+    // writes the status of an Ingress created after.
+    let (mut leader, follower) = if holder.ends_with(&format!("_{}", one.child.child.id())) {
+        (one, two)
+    } else {
+        (two, one)
+    };
+    leader.child.child.kill().unwrap();
+    api.apply(ingress(
+        "late",
+        "hitless",
+        "late.example.com",
+        &[("/", "web")],
+    ));
+    until(&client, follower.proxy, "late.example.com", "/", "web").await;
+    eventually("the new leader writes the new Ingress's status", || {
+        api.get("Ingress", "late")
+            .and_then(|i| i.pointer("/status/loadBalancer/ingress/0/ip").cloned())
+            == Some(json!("203.0.113.7"))
+    })
+    .await;
+    let _ = follower.admin;
 }

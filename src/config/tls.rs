@@ -26,25 +26,46 @@ pub struct CertificateFiles {
 pub struct ListenerTls {
     pub certificates: Vec<CertificateFiles>,
     pub server: Arc<rustls::ServerConfig>,
-    /// The certificates in use, swapped whole when the files change (`reload`).
-    keys: Arc<ArcSwap<Keys>>,
+    /// The certificates in use and the files they came from, swapped whole when the files
+    /// change (`reload`) or a reload brings another set (`adopt`).
+    keys: Arc<ArcSwap<Loaded>>,
 }
 
 type Keys = Vec<(Vec<String>, Arc<CertifiedKey>)>;
 
+/// The files a listener's certificates were read from, and the certificates.
+#[derive(Debug)]
+struct Loaded {
+    files: Vec<CertificateFiles>,
+    keys: Keys,
+}
+
 impl ListenerTls {
-    /// Read the certificate files again (a Kubernetes Secret rotated them). On any error the
-    /// certificates in use stay, and the error is returned. Connections already open keep the
-    /// certificate they were established with; new handshakes use the new ones.
+    /// Read the certificate files in use again (a Kubernetes Secret rotated them). On any
+    /// error the certificates in use stay, and the error is returned. Connections already open
+    /// keep the certificate they were established with; new handshakes use the new ones.
     pub fn reload(&self) -> Result<(), String> {
+        let files = self.keys.load().files.clone();
         let mut keys = Vec::new();
-        for (i, files) in self.certificates.iter().enumerate() {
-            let key = load(files)
+        for (i, f) in files.iter().enumerate() {
+            let key = load(f)
                 .map_err(|(field, message)| format!("certificates[{i}].{field}: {message}"))?;
-            keys.push((files.server_names.clone(), key));
+            keys.push((f.server_names.clone(), key));
         }
-        self.keys.store(Arc::new(keys));
+        self.keys.store(Arc::new(Loaded { files, keys }));
         Ok(())
+    }
+
+    /// Serve `other`'s certificates from now on (a reload changed the listener's list: the
+    /// ingress controller adds one per TLS Secret). The listener's socket and rustls config
+    /// stay; new handshakes choose among the new certificates. Whether anything changed.
+    pub fn adopt(&self, other: &ListenerTls) -> bool {
+        let theirs = other.keys.load_full();
+        if self.keys.load().files == theirs.files {
+            return false;
+        }
+        self.keys.store(theirs);
+        true
     }
 }
 
@@ -109,7 +130,10 @@ pub fn build(
     if !errors.is_empty() {
         return Err(errors);
     }
-    let keys = Arc::new(ArcSwap::from_pointee(keys));
+    let keys = Arc::new(ArcSwap::from_pointee(Loaded {
+        files: certificates.clone(),
+        keys,
+    }));
     let resolver = BySni {
         keys: Arc::clone(&keys),
     };
@@ -132,7 +156,7 @@ pub fn build(
 /// Certificates chosen by the client's SNI name.
 #[derive(Debug)]
 struct BySni {
-    keys: Arc<ArcSwap<Keys>>,
+    keys: Arc<ArcSwap<Loaded>>,
 }
 
 fn name_matches(pattern: &str, name: &str) -> bool {
@@ -147,7 +171,8 @@ fn name_matches(pattern: &str, name: &str) -> bool {
 
 impl ResolvesServerCert for BySni {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let keys = self.keys.load();
+        let loaded = self.keys.load();
+        let keys = &loaded.keys;
         let chosen = hello.server_name().and_then(|name| {
             let name = name.to_ascii_lowercase();
             keys.iter()

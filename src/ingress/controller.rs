@@ -1,32 +1,38 @@
-//! Controller mode (`hitless ingress`): the routes come from the cluster. Ingress objects of
-//! hitless's IngressClass and the Services they name are watched (kube-runtime's watcher: list,
-//! then watch, relist after `410 Gone`, backoff after errors); after each change (and once both
-//! first lists are complete) they are translated as `hitless import` does, merged with the base
-//! config file (listeners, admin, defaults, routes of its own as a fallback), validated, and
-//! sent to the running instance, which swaps routes and backends at once through its reload
-//! path: requests in flight finish on what they had. An Ingress whose translation the config
-//! rejects is left out alone, with its errors logged; the others keep working.
+//! Controller mode (`hitless ingress`): the routes come from the cluster. Watched (kube-runtime's
+//! watcher: list, then watch, relist after `410 Gone`, backoff after errors): Ingresses of
+//! hitless's IngressClass; Gateway API GatewayClasses, Gateways, HTTPRoutes and GRPCRoutes
+//! (`gateway.rs` says which are ours); the Services they name; and `kubernetes.io/tls` Secrets.
+//! After each change (and once the first lists are complete) the objects are translated as
+//! `hitless import` does, merged with the base config file (listeners, admin, defaults, routes
+//! of its own as a fallback), the Secrets they name added to the TLS listeners (`secrets.rs`),
+//! validated, and sent to the running instance, which swaps routes, backends and certificates
+//! at once through its reload path: requests in flight finish on what they had. An object the
+//! config rejects is left out alone; the others keep working.
 //!
-//! With `--publish-address`, each Ingress applied gets that address in
-//! `status.loadBalancer.ingress` (patched only when it differs, so every replica writes the same
-//! value and a watch event of our own patch changes nothing). Not here yet: Kubernetes Events,
-//! leader election, Gateway API objects, TLS Secrets.
+//! What hitless did with each object is written back by the replica holding the Lease
+//! (`leader.rs`), in `status.rs`: addresses and Gateway API conditions, and an Event per
+//! setting that differs, is unsupported or refused. The Gateway API kinds are optional: without
+//! their CRDs the controller serves Ingresses and retries those watches in the background.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::networking::v1::Ingress;
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
-use kube::{Api, Client};
+use kube::{Api, Client, Resource};
 use serde_json::Value;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::{translate, Note, Outcome};
+use super::gateway::{self, Ours};
+use super::status::Writer;
+use super::{leader, secrets, translate, Note, Outcome};
 use crate::config::discovery::KubernetesDiscovery;
 use crate::config::Config;
 
@@ -45,80 +51,218 @@ pub struct Controller {
     /// The base config file's text: listeners, admin, defaults, and routes of its own.
     pub base: String,
     /// The address clients reach hitless at (an IP or a host name), written into the status of
-    /// each Ingress applied; `None`: status is not written.
+    /// each Ingress and Gateway applied; `None`: no address is written.
     pub publish_address: Option<String>,
+    /// Where TLS Secrets are written as certificate files (the controller's own folder).
+    pub secrets_dir: PathBuf,
+    /// The Lease that elects the replica writing statuses and Events.
+    pub lease: LeaseSettings,
+}
+
+/// Where the leader-election Lease lives and how long it lasts.
+#[derive(Debug, Clone)]
+pub struct LeaseSettings {
+    pub namespace: String,
+    pub name: String,
+    pub duration: Duration,
+}
+
+/// The kinds watched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) enum Kind {
+    Ingress,
+    Service,
+    Secret,
+    GatewayClass,
+    Gateway,
+    HttpRoute,
+    GrpcRoute,
+}
+
+impl Kind {
+    const ALL: [Kind; 7] = [
+        Kind::Ingress,
+        Kind::Service,
+        Kind::Secret,
+        Kind::GatewayClass,
+        Kind::Gateway,
+        Kind::HttpRoute,
+        Kind::GrpcRoute,
+    ];
+
+    pub(super) fn name(self) -> &'static str {
+        match self {
+            Kind::Ingress => "Ingress",
+            Kind::Service => "Service",
+            Kind::Secret => "Secret",
+            Kind::GatewayClass => "GatewayClass",
+            Kind::Gateway => "Gateway",
+            Kind::HttpRoute => "HTTPRoute",
+            Kind::GrpcRoute => "GRPCRoute",
+        }
+    }
+
+    fn api_version(self) -> &'static str {
+        match self {
+            Kind::Ingress => "networking.k8s.io/v1",
+            Kind::Service | Kind::Secret => "v1",
+            _ => "gateway.networking.k8s.io/v1",
+        }
+    }
+
+    /// Without these, Ingresses cannot be served; the others may be missing (no Gateway API
+    /// CRDs, no permission on Secrets) and are served when their watch succeeds.
+    fn required(self) -> bool {
+        matches!(self, Kind::Ingress | Kind::Service)
+    }
+
+    /// The Gateway API kinds, as dynamic objects (they are CRDs).
+    pub(super) fn resource(self) -> Option<ApiResource> {
+        let plural = match self {
+            Kind::GatewayClass => "gatewayclasses",
+            Kind::Gateway => "gateways",
+            Kind::HttpRoute => "httproutes",
+            Kind::GrpcRoute => "grpcroutes",
+            _ => return None,
+        };
+        let gvk = GroupVersionKind::gvk(gateway::GROUP, "v1", self.name());
+        Some(ApiResource::from_gvk_with_plural(&gvk, plural))
+    }
+}
+
+/// One watch event, decoded to JSON.
+enum Change {
+    Init,
+    Item(String, Value),
+    InitDone,
+    Apply(String, Value),
+    Delete(String),
+}
+
+type Changes = BoxStream<'static, (Kind, Result<Change, String>)>;
+
+fn changes<K>(kind: Kind, api: Api<K>, config: watcher::Config) -> Changes
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+    K: Send + 'static,
+{
+    watcher::watcher(api, config)
+        .default_backoff()
+        .map(move |event| {
+            let change = event.map(|e| decode(kind, e)).map_err(|e| e.to_string());
+            (kind, change)
+        })
+        .boxed()
+}
+
+fn decode<K: Resource + serde::Serialize>(kind: Kind, event: Event<K>) -> Change {
+    let value = |k: &K| {
+        let mut value = serde_json::to_value(k).unwrap_or(Value::Null);
+        // Items of a list carry no kind (dynamic objects keep none): the watch says which.
+        if let Some(map) = value.as_object_mut() {
+            map.entry("kind").or_insert_with(|| kind.name().into());
+            map.entry("apiVersion")
+                .or_insert_with(|| kind.api_version().into());
+        }
+        value
+    };
+    let key = |k: &K| {
+        let meta = k.meta();
+        format!(
+            "{}/{}",
+            meta.namespace.as_deref().unwrap_or_default(),
+            meta.name.as_deref().unwrap_or_default()
+        )
+    };
+    match event {
+        Event::Init => Change::Init,
+        Event::InitApply(k) => Change::Item(key(&k), value(&k)),
+        Event::InitDone => Change::InitDone,
+        Event::Apply(k) => Change::Apply(key(&k), value(&k)),
+        Event::Delete(k) => Change::Delete(key(&k)),
+    }
 }
 
 /// One kind's objects by `namespace/name`, replaced whole when a (re)list completes.
 #[derive(Default)]
-struct Store {
-    objects: BTreeMap<String, Value>,
+pub(super) struct Store {
+    pub objects: BTreeMap<String, Value>,
     listing: Option<BTreeMap<String, Value>>,
     synced: bool,
+    /// The watch failed before its first list completed (reported once).
+    failed: bool,
 }
 
 impl Store {
-    /// Apply one watch event; whether the set changed.
-    fn apply<K: serde::Serialize + kube::Resource>(&mut self, event: Event<K>) -> bool {
-        let key = |k: &K| {
-            let meta = k.meta();
-            format!(
-                "{}/{}",
-                meta.namespace.as_deref().unwrap_or_default(),
-                meta.name.as_deref().unwrap_or_default()
-            )
-        };
-        match event {
-            Event::Init => {
+    /// Apply one change; whether the set changed.
+    fn apply(&mut self, change: Change) -> bool {
+        match change {
+            Change::Init => {
                 self.listing = Some(BTreeMap::new());
                 false
             }
-            Event::InitApply(k) => {
-                let name = key(&k);
-                if let (Some(listing), Ok(value)) =
-                    (self.listing.as_mut(), serde_json::to_value(&k))
-                {
-                    listing.insert(name, value);
+            Change::Item(key, value) => {
+                if let Some(listing) = self.listing.as_mut() {
+                    listing.insert(key, value);
                 }
                 false
             }
-            Event::InitDone => {
+            Change::InitDone => {
                 self.objects = self.listing.take().unwrap_or_default();
                 self.synced = true;
                 true
             }
-            Event::Apply(k) => {
-                let name = key(&k);
-                match serde_json::to_value(&k) {
-                    Ok(value) => self.objects.insert(name, value.clone()) != Some(value),
-                    Err(_) => false,
-                }
-            }
-            Event::Delete(k) => self.objects.remove(&key(&k)).is_some(),
+            Change::Apply(key, value) => self.objects.insert(key, value.clone()) != Some(value),
+            Change::Delete(key) => self.objects.remove(&key).is_some(),
         }
     }
+}
+
+/// The watched objects, by kind.
+#[derive(Default)]
+pub(super) struct Cluster {
+    stores: BTreeMap<Kind, Store>,
+}
+
+impl Cluster {
+    pub(super) fn of(&self, kind: Kind) -> impl Iterator<Item = &Value> {
+        self.stores
+            .get(&kind)
+            .into_iter()
+            .flat_map(|s| s.objects.values())
+    }
+
+    pub(super) fn get(&self, kind: Kind, key: &str) -> Option<&Value> {
+        self.stores.get(&kind)?.objects.get(key)
+    }
+
+    /// Every required kind listed, and every optional one listed or failing.
+    fn ready(&self) -> bool {
+        Kind::ALL.iter().all(|k| {
+            let store = self.stores.get(k);
+            store.is_some_and(|s| s.synced) || (!k.required() && store.is_some_and(|s| s.failed))
+        })
+    }
+}
+
+/// What one build applied.
+pub(super) struct Built {
+    pub config: Config,
+    pub text: String,
+    /// The objects in the config (Ingresses, routes), by `Kind/namespace/name`.
+    pub applied: BTreeMap<String, Value>,
+    /// Objects left out, and why.
+    pub rejected: BTreeMap<String, (Value, String)>,
+    pub notes: Vec<Note>,
+    /// The certificate files the config names.
+    pub files: BTreeSet<PathBuf>,
 }
 
 impl Controller {
     /// Watch until `shutdown`; each new config goes to `configs`.
     pub async fn run(self, configs: mpsc::Sender<Config>, shutdown: CancellationToken) {
-        let settings = KubernetesDiscovery {
-            service: String::new(),
-            namespace: self.namespace.clone(),
-            port: None,
-            kubeconfig: self.kubeconfig.clone(),
-        };
-        let client: Client = loop {
-            match crate::discovery::kubernetes::client(&settings).await {
-                Ok((client, _)) => break client,
-                Err(e) => {
-                    tracing::error!(error = %e, "ingress controller: no Kubernetes API configuration; retrying in 5s");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return,
-                        _ = tokio::time::sleep(Duration::from_secs(5)) => {}
-                    }
-                }
-            }
+        let Some(client) = self.client(&shutdown).await else {
+            return;
         };
         // Parsed once: every build starts from it. (`Config::load` validated the file.)
         let base: Value = match serde_saphyr::from_str(&self.base) {
@@ -128,166 +272,133 @@ impl Controller {
                 return;
             }
         };
-        let status_client = client.clone();
-        let (ingress_api, service_api): (Api<Ingress>, Api<Service>) = match &self.namespace {
-            Some(ns) => (
-                Api::namespaced(client.clone(), ns),
-                Api::namespaced(client, ns),
-            ),
-            None => (Api::all(client.clone()), Api::all(client)),
+        let (leading_tx, mut leading) = watch::channel(false);
+        let election = leader::Election {
+            api: Api::namespaced(client.clone(), &self.lease.namespace),
+            name: self.lease.name.clone(),
+            identity: leader::identity(),
+            duration: self.lease.duration,
         };
-        let mut ingress_events = watcher::watcher(ingress_api, watcher::Config::default())
-            .default_backoff()
-            .boxed();
-        let mut service_events = watcher::watcher(service_api, watcher::Config::default())
-            .default_backoff()
-            .boxed();
-        tracing::info!(class = %self.class, namespace = self.namespace.as_deref().unwrap_or("(all)"), "ingress controller: watching Ingresses and Services");
-        let mut ingresses = Store::default();
-        let mut services = Store::default();
+        tokio::spawn(election.run(leading_tx, shutdown.clone()));
+        let mut writer = Writer::new(client.clone(), self.publish_address.clone());
+        let mut events = futures_util::stream::select_all(self.watches(&client));
+        tracing::info!(class = %self.class, namespace = self.namespace.as_deref().unwrap_or("(all)"), "ingress controller: watching Ingresses, Gateway API routes, Services and TLS Secrets");
+        let mut cluster = Cluster::default();
         let mut apply_at: Option<tokio::time::Instant> = None;
         let mut last: Option<String> = None;
+        let mut built: Option<Built> = None;
         loop {
-            let changed = tokio::select! {
+            tokio::select! {
                 _ = shutdown.cancelled() => return,
-                event = ingress_events.next() => match event {
-                    None => return,
-                    Some(Ok(event)) => ingresses.apply(event),
-                    Some(Err(e)) => {
-                        tracing::warn!(error = %e, "ingress controller: Ingress watch failed (retrying)");
-                        false
+                event = events.next() => {
+                    let Some((kind, change)) = event else { return };
+                    let store = cluster.stores.entry(kind).or_default();
+                    let changed = match change {
+                        Ok(change) => store.apply(change),
+                        Err(e) => {
+                            if !store.synced && !store.failed {
+                                tracing::warn!(kind = kind.name(), error = %e, "ingress controller: cannot list {}s (retrying in the background; served when it succeeds)", kind.name());
+                            }
+                            // The first failure of an optional kind lets the others be served.
+                            let first = !store.failed;
+                            store.failed = true;
+                            first && !kind.required()
+                        }
+                    };
+                    if changed && cluster.ready() {
+                        apply_at = Some(tokio::time::Instant::now() + SETTLE);
                     }
-                },
-                event = service_events.next() => match event {
-                    None => return,
-                    Some(Ok(event)) => services.apply(event),
-                    Some(Err(e)) => {
-                        tracing::warn!(error = %e, "ingress controller: Service watch failed (retrying)");
-                        false
+                }
+                changed = leading.changed() => {
+                    if changed.is_err() {
+                        return;
                     }
-                },
+                    // A new leader writes everything once.
+                    if *leading.borrow() {
+                        if let Some(built) = &built {
+                            writer.write(&cluster, built).await;
+                        }
+                    }
+                }
                 _ = sleep_until(apply_at) => {
                     apply_at = None;
-                    if let Some((config, text, applied)) = self.build(&base, &ingresses, &services) {
-                        // The same objects after a relist: nothing to swap.
-                        if last.as_deref() != Some(text.as_str()) {
-                            last = Some(text);
-                            if configs.send(config).await.is_err() {
-                                return;
-                            }
+                    let Some(fresh) = self.build(&base, &cluster) else { continue };
+                    // The same objects after a relist: nothing to swap.
+                    if last.as_deref() != Some(fresh.text.as_str()) {
+                        last = Some(fresh.text.clone());
+                        if configs.send(fresh.config.clone()).await.is_err() {
+                            return;
                         }
-                        self.publish(&status_client, &applied).await;
+                        secrets::remove_unused(&self.secrets_dir, &fresh.files);
                     }
-                    false
+                    if *leading.borrow() {
+                        writer.write(&cluster, &fresh).await;
+                    }
+                    built = Some(fresh);
                 }
-            };
-            if changed && ingresses.synced && services.synced {
-                apply_at = Some(tokio::time::Instant::now() + SETTLE);
             }
         }
     }
 
-    /// The config for the current objects: each Ingress checked alone first (a broken one is
-    /// left out and reported), then all the good ones together.
-    fn build(
-        &self,
-        base: &Value,
-        ingresses: &Store,
-        services: &Store,
-    ) -> Option<(Config, String, Vec<Value>)> {
-        let ours: Vec<Value> = ingresses
-            .objects
-            .values()
-            .filter(|i| self.is_ours(i))
-            .cloned()
-            .collect();
-        let services =
-            crate::lint::objects_from_values("cluster", services.objects.values().cloned());
-        let objects = |ingresses: &[Value]| {
-            let mut objects =
-                crate::lint::objects_from_values("cluster", ingresses.iter().cloned());
-            objects.extend(services.iter().cloned());
-            objects
+    async fn client(&self, shutdown: &CancellationToken) -> Option<Client> {
+        let settings = KubernetesDiscovery {
+            service: String::new(),
+            namespace: self.namespace.clone(),
+            port: None,
+            kubeconfig: self.kubeconfig.clone(),
         };
-        // All together first: the usual case, one translation and one validation.
-        let (good, built) = match self.config_for(base, objects(&ours)) {
-            Ok(built) => (ours, Ok(built)),
-            Err(_) => {
-                // Some Ingress is broken: find it by checking each alone, apply the others.
-                let mut good = Vec::new();
-                for ingress in ours {
-                    match self.config_for(base, objects(std::slice::from_ref(&ingress))) {
-                        Ok(_) => good.push(ingress),
-                        Err(e) => {
-                            let id = format!(
-                                "Ingress/{}/{}",
-                                ingress
-                                    .pointer("/metadata/namespace")
-                                    .and_then(Value::as_str)
-                                    .unwrap_or_default(),
-                                ingress
-                                    .pointer("/metadata/name")
-                                    .and_then(Value::as_str)
-                                    .unwrap_or_default()
-                            );
-                            tracing::error!(object = %id, error = %e, "ingress controller: Ingress rejected (the others are applied)")
-                        }
+        loop {
+            match crate::discovery::kubernetes::client(&settings).await {
+                Ok((client, _)) => return Some(client),
+                Err(e) => {
+                    tracing::error!(error = %e, "ingress controller: no Kubernetes API configuration; retrying in 5s");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return None,
+                        _ = tokio::time::sleep(Duration::from_secs(5)) => {}
                     }
                 }
-                let built = self.config_for(base, objects(&good));
-                (good, built)
-            }
-        };
-        match built {
-            Ok((config, text, notes)) => {
-                for n in notes.iter().filter(|n| n.outcome != Outcome::Maps) {
-                    tracing::warn!(object = %n.object, source = %n.source, outcome = n.outcome.as_str(), "{}", n.message);
-                }
-                Some((config, text, good))
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "ingress controller: the routes together are invalid; keeping the ones in use");
-                None
             }
         }
     }
 
-    /// Write `publish_address` into the status of each of `applied` that does not show it.
-    async fn publish(&self, client: &Client, applied: &[Value]) {
-        let Some(address) = &self.publish_address else {
-            return;
-        };
-        let entry = if address.parse::<std::net::IpAddr>().is_ok() {
-            serde_json::json!({ "ip": address })
-        } else {
-            serde_json::json!({ "hostname": address })
-        };
-        let wanted = serde_json::json!([entry]);
-        for ingress in applied {
-            if ingress.pointer("/status/loadBalancer/ingress") == Some(&wanted) {
-                continue;
-            }
-            let (Some(namespace), Some(name)) = (
-                ingress
-                    .pointer("/metadata/namespace")
-                    .and_then(Value::as_str),
-                ingress.pointer("/metadata/name").and_then(Value::as_str),
-            ) else {
-                continue;
-            };
-            let api: Api<Ingress> = Api::namespaced(client.clone(), namespace);
-            let patch = serde_json::json!({ "status": { "loadBalancer": { "ingress": wanted } } });
-            if let Err(e) = api
-                .patch_status(
-                    name,
-                    &kube::api::PatchParams::default(),
-                    &kube::api::Patch::Merge(&patch),
-                )
-                .await
-            {
-                tracing::warn!(ingress = %format!("{namespace}/{name}"), error = %e, "ingress controller: cannot write the Ingress status");
+    /// One watch per kind, in the namespace watched (GatewayClasses are cluster-wide).
+    fn watches(&self, client: &Client) -> Vec<Changes> {
+        let ns = self.namespace.as_deref();
+        fn api<K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>>(
+            client: &Client,
+            ns: Option<&str>,
+        ) -> Api<K> {
+            match ns {
+                Some(ns) => Api::namespaced(client.clone(), ns),
+                None => Api::all(client.clone()),
             }
         }
+        let all = watcher::Config::default();
+        // Only TLS Secrets: the controller never reads the others.
+        let tls = watcher::Config::default().fields("type=kubernetes.io/tls");
+        let mut watches = vec![
+            changes(Kind::Ingress, api::<Ingress>(client, ns), all.clone()),
+            changes(Kind::Service, api::<Service>(client, ns), all.clone()),
+            changes(Kind::Secret, api::<Secret>(client, ns), tls),
+        ];
+        for kind in [
+            Kind::GatewayClass,
+            Kind::Gateway,
+            Kind::HttpRoute,
+            Kind::GrpcRoute,
+        ] {
+            let Some(resource) = kind.resource() else {
+                continue;
+            };
+            let api: Api<DynamicObject> = match ns {
+                Some(ns) if kind != Kind::GatewayClass => {
+                    Api::namespaced_with(client.clone(), ns, &resource)
+                }
+                _ => Api::all_with(client.clone(), &resource),
+            };
+            watches.push(changes(kind, api, all.clone()));
+        }
+        watches
     }
 
     fn is_ours(&self, ingress: &Value) -> bool {
@@ -302,15 +413,227 @@ impl Controller {
         class == Some(self.class.as_str())
     }
 
-    /// Translate `objects` (Ingresses, and the Services that resolve their ports) over the
-    /// base config; the config, its text, and the report's notes.
+    /// The config for the current objects: all together first (the usual case: one
+    /// translation, one validation); when that fails, each alone, and the good ones together.
+    fn build(&self, base: &Value, cluster: &Cluster) -> Option<Built> {
+        let ours = Ours::new(cluster.of(Kind::GatewayClass), cluster.of(Kind::Gateway));
+        let mut candidates: Vec<Value> = cluster
+            .of(Kind::Ingress)
+            .filter(|i| self.is_ours(i))
+            .cloned()
+            .collect();
+        candidates.extend(
+            cluster
+                .of(Kind::HttpRoute)
+                .chain(cluster.of(Kind::GrpcRoute))
+                .filter(|r| ours.attached(r))
+                .cloned(),
+        );
+        let gateways: Vec<Value> = ours.gateways.iter().map(|g| (*g).clone()).collect();
+        let services: Vec<crate::lint::Object> =
+            crate::lint::objects_from_values("cluster", cluster.of(Kind::Service).cloned());
+        let objects = |values: &[Value]| {
+            let mut objects = crate::lint::objects_from_values("cluster", values.iter().cloned());
+            objects.extend(services.iter().cloned());
+            objects
+        };
+        let mut rejected = BTreeMap::new();
+        let mut notes = Vec::new();
+        // Objects the translation itself rejects (e.g. an HTTPRoute whose backendRequest
+        // timeout exceeds its request timeout) are left out with the reason.
+        let mut good: Vec<Value> = Vec::new();
+        let mut translated_notes = Vec::new();
+        translate::config(&objects(&candidates), &mut translated_notes);
+        for value in candidates {
+            let id = object_id(&value);
+            match translated_notes
+                .iter()
+                .find(|n| n.object == id && n.outcome == Outcome::Rejected)
+            {
+                Some(n) => {
+                    rejected.insert(id, (value, format!("{}: {}", n.source, n.message)));
+                }
+                None => good.push(value),
+            }
+        }
+        let mut tls = self.certificates(cluster, &good, &gateways, &mut notes);
+        let built = match self.config_for(base, objects(&good), &tls) {
+            Ok(built) => Ok(built),
+            Err(_) => {
+                let mut kept = Vec::new();
+                for value in std::mem::take(&mut good) {
+                    match self.config_for(base, objects(std::slice::from_ref(&value)), &[]) {
+                        Ok(_) => kept.push(value),
+                        Err(e) => {
+                            let id = object_id(&value);
+                            tracing::error!(object = %id, error = %e, "ingress controller: object rejected (the others are applied)");
+                            rejected.insert(id, (value, e));
+                        }
+                    }
+                }
+                good = kept;
+                notes.clear();
+                tls = self.certificates(cluster, &good, &gateways, &mut notes);
+                self.config_for(base, objects(&good), &tls)
+            }
+        };
+        let (config, text, translated) = match built {
+            Ok(built) => built,
+            Err(e) => {
+                tracing::error!(error = %e, "ingress controller: the routes together are invalid; keeping the ones in use");
+                return None;
+            }
+        };
+        notes.extend(translated);
+        for n in notes.iter().filter(|n| n.outcome != Outcome::Maps) {
+            tracing::warn!(object = %n.object, source = %n.source, outcome = n.outcome.as_str(), "{}", n.message);
+        }
+        for (id, (_, n)) in &rejected {
+            if !notes.iter().any(|x| &x.object == id) {
+                tracing::error!(object = %id, "ingress controller: rejected: {n}");
+            }
+        }
+        let files = tls
+            .iter()
+            .flat_map(|t| [t.files.cert.clone(), t.files.key.clone()])
+            .collect();
+        let mut applied: BTreeMap<String, Value> =
+            good.into_iter().map(|v| (object_id(&v), v)).collect();
+        applied.extend(gateways.into_iter().map(|g| (object_id(&g), g)));
+        Some(Built {
+            config,
+            text,
+            applied,
+            rejected,
+            notes,
+            files,
+        })
+    }
+
+    /// The certificates the Ingresses' `spec.tls` and our Gateways' listeners name, written as
+    /// files; a Secret that is missing or unusable is reported and left out.
+    fn certificates(
+        &self,
+        cluster: &Cluster,
+        objects: &[Value],
+        gateways: &[Value],
+        notes: &mut Vec<Note>,
+    ) -> Vec<Certificate> {
+        let mut wanted: Vec<(String, &str, String, Vec<String>)> = Vec::new();
+        for object in objects.iter().filter(|o| o["kind"] == "Ingress") {
+            let namespace = object
+                .pointer("/metadata/namespace")
+                .and_then(Value::as_str)
+                .unwrap_or("default");
+            let entries = object.pointer("/spec/tls").and_then(Value::as_array);
+            for entry in entries.into_iter().flatten() {
+                let Some(secret) = entry.get("secretName").and_then(Value::as_str) else {
+                    continue;
+                };
+                let mut hosts = strings(entry.get("hosts"));
+                if hosts.is_empty() {
+                    // No hosts: the Ingress's own.
+                    let rules = object.pointer("/spec/rules").and_then(Value::as_array);
+                    hosts = rules
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|r| r.get("host").and_then(Value::as_str))
+                        .map(str::to_string)
+                        .collect();
+                }
+                wanted.push((object_id(object), namespace, secret.to_string(), hosts));
+            }
+        }
+        for gateway in gateways {
+            let namespace = gateway
+                .pointer("/metadata/namespace")
+                .and_then(Value::as_str)
+                .unwrap_or("default");
+            let listeners = gateway.pointer("/spec/listeners").and_then(Value::as_array);
+            for listener in listeners.into_iter().flatten() {
+                let refs = listener
+                    .pointer("/tls/certificateRefs")
+                    .and_then(Value::as_array);
+                let hosts: Vec<String> = listener
+                    .get("hostname")
+                    .and_then(Value::as_str)
+                    .map(|h| vec![h.to_string()])
+                    .unwrap_or_default();
+                for r in refs.into_iter().flatten() {
+                    // Same-namespace Secrets only (another namespace needs a ReferenceGrant).
+                    let same = r
+                        .get("namespace")
+                        .and_then(Value::as_str)
+                        .is_none_or(|ns| ns == namespace);
+                    if let (Some(name), true) = (r.get("name").and_then(Value::as_str), same) {
+                        wanted.push((
+                            object_id(gateway),
+                            namespace,
+                            name.to_string(),
+                            hosts.clone(),
+                        ));
+                    }
+                }
+            }
+        }
+        let mut out: Vec<Certificate> = Vec::new();
+        for (object, namespace, name, hosts) in wanted {
+            let mut problem = |message: String| {
+                notes.push(Note {
+                    object: object.clone(),
+                    source: format!("Secret/{namespace}/{name}"),
+                    outcome: Outcome::Unsupported,
+                    message: format!(
+                        "{message}: those hosts get the listener's default certificate"
+                    ),
+                })
+            };
+            let Some(secret) = cluster.get(Kind::Secret, &format!("{namespace}/{name}")) else {
+                problem("no such TLS Secret".into());
+                continue;
+            };
+            let files = match secrets::write(&self.secrets_dir, secret) {
+                Ok(files) => files,
+                Err(e) => {
+                    problem(e);
+                    continue;
+                }
+            };
+            let check = crate::config::tls::build(vec![crate::config::tls::CertificateFiles {
+                cert: files.cert.clone(),
+                key: files.key.clone(),
+                server_names: hosts.clone(),
+            }]);
+            if let Err(errors) = check {
+                let why = errors
+                    .into_iter()
+                    .map(|(_, _, m)| m)
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                problem(format!("unusable certificate: {why}"));
+                continue;
+            }
+            match out.iter_mut().find(|c| c.files == files) {
+                Some(c) => c.hosts.extend(hosts),
+                None => out.push(Certificate { files, hosts }),
+            }
+        }
+        out
+    }
+
+    /// Translate `objects` (Ingresses, routes, and the Services that resolve their ports) over
+    /// the base config, with `certificates` added to its TLS listeners; the config, its text,
+    /// and the report's notes.
     fn config_for(
         &self,
         base: &Value,
         objects: Vec<crate::lint::Object>,
+        certificates: &[Certificate],
     ) -> Result<(Config, String, Vec<Note>), String> {
         let mut notes = Vec::new();
         let imported = translate::config(&objects, &mut notes);
+        // `hitless import` says to mount TLS Secrets as files; here the controller does it.
+        notes.retain(|n| n.source != "spec.tls");
         let mut base = base.clone();
         let Some(root) = base.as_object_mut() else {
             return Err("the base config is not a mapping".into());
@@ -352,10 +675,67 @@ impl Controller {
             routes.extend(own.iter().cloned());
         }
         root.insert("routes".into(), Value::Array(routes));
+        add_certificates(root, certificates);
         let yaml = serde_saphyr::to_string(&base).map_err(|e| e.to_string())?;
         let config = Config::from_yaml(&yaml).map_err(|e| e.to_string())?;
         Ok((config, yaml, notes))
     }
+}
+
+/// One Secret's files and the host names it serves.
+pub(super) struct Certificate {
+    files: secrets::Written,
+    hosts: Vec<String>,
+}
+
+/// Append `certificates` to every TLS listener of the base config, after its own (the first
+/// stays the default for clients whose SNI names no host).
+fn add_certificates(root: &mut serde_json::Map<String, Value>, certificates: &[Certificate]) {
+    let Some(listeners) = root.get_mut("listeners").and_then(Value::as_array_mut) else {
+        return;
+    };
+    if !certificates.is_empty() && !listeners.iter().any(|l| l.get("tls").is_some()) {
+        tracing::warn!("ingress controller: TLS Secrets are named, but the base config has no TLS listener (listeners[].tls): HTTPS is not served");
+    }
+    for listener in listeners {
+        let Some(list) = listener
+            .pointer_mut("/tls/certificates")
+            .and_then(Value::as_array_mut)
+        else {
+            continue;
+        };
+        for c in certificates {
+            list.push(serde_json::json!({
+                "cert": c.files.cert.display().to_string(),
+                "key": c.files.key.display().to_string(),
+                "server_names": c.hosts,
+            }));
+        }
+    }
+}
+
+fn strings(value: Option<&Value>) -> Vec<String> {
+    value
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `Kind/namespace/name`, as the import report names objects.
+pub(super) fn object_id(value: &Value) -> String {
+    format!(
+        "{}/{}",
+        value
+            .get("kind")
+            .and_then(Value::as_str)
+            .unwrap_or_default(),
+        gateway::key(value)
+    )
 }
 
 async fn sleep_until(at: Option<tokio::time::Instant>) {

@@ -7,7 +7,11 @@
 //! accept the same inputs.
 
 pub mod controller;
+mod gateway;
+mod leader;
 mod nginx;
+mod secrets;
+mod status;
 mod translate;
 
 use std::path::PathBuf;
@@ -27,6 +31,9 @@ pub enum Outcome {
     Unsupported,
     /// Refused on purpose (raw nginx configuration): the object is imported without it.
     Refused,
+    /// The whole object is left out (e.g. an HTTPRoute whose `backendRequest` timeout
+    /// exceeds its `request` timeout, which Gateway API says to reject).
+    Rejected,
 }
 
 impl Outcome {
@@ -36,6 +43,7 @@ impl Outcome {
             Outcome::Differs => "differs",
             Outcome::Unsupported => "unsupported",
             Outcome::Refused => "refused",
+            Outcome::Rejected => "rejected",
         }
     }
 }
@@ -61,7 +69,10 @@ impl Import {
     /// 0: imported (some settings may differ or be lost, as the report says); 1: something was
     /// refused or nothing could be imported.
     pub fn exit_code(&self) -> u8 {
-        let refused = self.notes.iter().any(|n| n.outcome == Outcome::Refused);
+        let refused = self
+            .notes
+            .iter()
+            .any(|n| matches!(n.outcome, Outcome::Refused | Outcome::Rejected));
         u8::from(refused || !self.config.contains("routes:"))
     }
 
@@ -78,12 +89,16 @@ impl Import {
         }
         let count = |o: Outcome| self.notes.iter().filter(|n| n.outcome == o).count();
         out.push_str(&format!(
-            "{} maps, {} differs, {} unsupported, {} refused\n",
+            "{} maps, {} differs, {} unsupported, {} refused",
             count(Outcome::Maps),
             count(Outcome::Differs),
             count(Outcome::Unsupported),
-            count(Outcome::Refused)
+            count(Outcome::Refused),
         ));
+        match count(Outcome::Rejected) {
+            0 => out.push('\n'),
+            n => out.push_str(&format!(", {n} rejected\n")),
+        }
         out
     }
 }

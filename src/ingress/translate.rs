@@ -35,8 +35,8 @@ pub(super) fn config(objects: &[Object], notes: &mut Vec<Note>) -> Value {
     for object in objects {
         if object.is(&["networking.k8s.io", "extensions"], &["Ingress"]) {
             ingress(object, &inventory, &mut backends, &mut routes, notes);
-        } else if object.is(&["gateway.networking.k8s.io"], &["HTTPRoute"]) {
-            http_route(object, &inventory, &mut backends, &mut routes, notes);
+        } else if object.is(&["gateway.networking.k8s.io"], &["HTTPRoute", "GRPCRoute"]) {
+            gateway_route(object, &inventory, &mut backends, &mut routes, notes);
         }
     }
     if routes.is_empty() {
@@ -406,13 +406,53 @@ fn route_value(
     Value::Object(route)
 }
 
-fn http_route(
+/// Gateway API says a `backendRequest` timeout longer than the `request` timeout makes the
+/// route invalid: the whole object is rejected (and its status says why).
+fn timeouts_inverted(object: &Object, notes: &mut Vec<Note>) -> bool {
+    let rules = object
+        .value
+        .pointer("/spec/rules")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    for (i, rule) in rules.iter().enumerate() {
+        let get = |key: &str| {
+            rule.pointer(&format!("/timeouts/{key}"))
+                .and_then(Value::as_str)
+                .and_then(crate::lint::duration)
+                .filter(|d| !d.is_zero())
+        };
+        if let (Some(request), Some(backend)) = (get("request"), get("backendRequest")) {
+            if backend > request {
+                note(
+                    notes,
+                    object,
+                    &format!("spec.rules[{i}].timeouts"),
+                    Outcome::Rejected,
+                    format!(
+                        "backendRequest ({backend:?}) is longer than request ({request:?}): \
+                         Gateway API makes the route invalid; not applied"
+                    ),
+                );
+                return true;
+            }
+        }
+    }
+    false
+}
+
+/// An HTTPRoute or a GRPCRoute (gRPC: backends speak h2c, methods match as paths).
+fn gateway_route(
     object: &Object,
     inventory: &Inventory,
     backends: &mut BTreeMap<String, Value>,
     routes: &mut Vec<Route>,
     notes: &mut Vec<Note>,
 ) {
+    if timeouts_inverted(object, notes) {
+        return;
+    }
+    let grpc = object.kind == "GRPCRoute";
     let spec = object.value.get("spec");
     let hostnames: Vec<Option<&str>> = match spec
         .and_then(|s| s.get("hostnames"))
@@ -430,6 +470,9 @@ fn http_route(
     for (i, rule) in rules.iter().enumerate() {
         let field = format!("spec.rules[{i}]");
         let mut settings = Settings::default();
+        if grpc {
+            settings.backend.insert("protocol".into(), json!("grpc"));
+        }
         if let Some(timeouts) = rule.get("timeouts") {
             for (from, to) in [
                 ("request", "request"),
@@ -507,7 +550,7 @@ fn http_route(
             port: first.get("port").cloned().unwrap_or(Value::Null),
         };
         let name = backend_entry(object, inventory, &backend, &settings, backends, notes);
-        let default_match = [json!({"path": {"type": "PathPrefix", "value": "/"}})];
+        let default_match = [json!({})];
         let matches = rule
             .get("matches")
             .and_then(Value::as_array)
@@ -517,7 +560,7 @@ fn http_route(
         for (j, m) in matches.iter().enumerate() {
             if m.get("headers").is_some()
                 || m.get("queryParams").is_some()
-                || m.get("method").is_some()
+                || (!grpc && m.get("method").is_some())
             {
                 note(
                     notes,
@@ -530,15 +573,35 @@ fn http_route(
                 );
                 continue;
             }
-            let path = m.get("path");
-            let kind = path
-                .and_then(|p| p.get("type"))
-                .and_then(Value::as_str)
-                .unwrap_or("PathPrefix");
-            let text = path
-                .and_then(|p| p.get("value"))
-                .and_then(Value::as_str)
-                .unwrap_or("/");
+            let (kind, text) = if grpc {
+                match grpc_path(m.get("method")) {
+                    Some(path) => path,
+                    None => {
+                        note(
+                            notes,
+                            object,
+                            &format!("{field}.matches[{j}].method"),
+                            Outcome::Unsupported,
+                            "a method without its service, or a regular expression: hitless \
+                             matches gRPC methods as paths; not imported"
+                                .into(),
+                        );
+                        continue;
+                    }
+                }
+            } else {
+                let path = m.get("path");
+                let kind = path
+                    .and_then(|p| p.get("type"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("PathPrefix");
+                let text = path
+                    .and_then(|p| p.get("value"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("/");
+                (kind, text.to_string())
+            };
+            let text = text.as_str();
             if kind == "RegularExpression" {
                 note(
                     notes,
@@ -561,5 +624,30 @@ fn http_route(
                 routes.push(Route { rank, value });
             }
         }
+    }
+}
+
+/// A GRPCRoute method match as a path match: `/service/method` exactly, or the `/service`
+/// prefix; no match at all is every path. `None`: a method without a service, or a regular
+/// expression.
+fn grpc_path(method: Option<&Value>) -> Option<(&'static str, String)> {
+    let Some(method) = method else {
+        return Some(("PathPrefix", "/".into()));
+    };
+    if method
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or("Exact")
+        != "Exact"
+    {
+        return None;
+    }
+    let service = method.get("service").and_then(Value::as_str);
+    let name = method.get("method").and_then(Value::as_str);
+    match (service, name) {
+        (Some(s), Some(m)) => Some(("Exact", format!("/{s}/{m}"))),
+        (Some(s), None) => Some(("PathPrefix", format!("/{s}"))),
+        (None, None) => Some(("PathPrefix", "/".into())),
+        (None, Some(_)) => None,
     }
 }

@@ -3,6 +3,8 @@
 #![allow(dead_code)]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests: failing is the point
 
+pub mod kube_api;
+
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;

@@ -1,0 +1,437 @@
+//! A local HTTP server speaking the parts of the Kubernetes API that hitless's controllers use
+//! (there is no API server here): list and watch (chunked JSON lines) of namespaced and
+//! cluster-wide collections, merge patches of status subresources, get/create/replace of Leases
+//! with `resourceVersion` conflicts, and Event creation. Objects are written in the shape the API
+//! server returns; everything the controller wrote is recorded for the tests to assert on.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::Frame;
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Value};
+
+type ApiBody = BoxBody<Bytes, std::io::Error>;
+
+/// A collection: its path, the list kind, the apiVersion.
+struct Collection {
+    path: String,
+    list_kind: &'static str,
+    api_version: &'static str,
+}
+
+/// Kind -> (path under the namespace or the root, list kind, apiVersion, namespaced).
+fn collection(kind: &str, namespace: &str) -> Option<Collection> {
+    let (group_path, plural, list_kind, api_version, namespaced) = match kind {
+        "Ingress" => (
+            "/apis/networking.k8s.io/v1",
+            "ingresses",
+            "IngressList",
+            "networking.k8s.io/v1",
+            true,
+        ),
+        "Service" => ("/api/v1", "services", "ServiceList", "v1", true),
+        "Secret" => ("/api/v1", "secrets", "SecretList", "v1", true),
+        "EndpointSlice" => (
+            "/apis/discovery.k8s.io/v1",
+            "endpointslices",
+            "EndpointSliceList",
+            "discovery.k8s.io/v1",
+            true,
+        ),
+        "Gateway" => (
+            "/apis/gateway.networking.k8s.io/v1",
+            "gateways",
+            "GatewayList",
+            "gateway.networking.k8s.io/v1",
+            true,
+        ),
+        "HTTPRoute" => (
+            "/apis/gateway.networking.k8s.io/v1",
+            "httproutes",
+            "HTTPRouteList",
+            "gateway.networking.k8s.io/v1",
+            true,
+        ),
+        "GRPCRoute" => (
+            "/apis/gateway.networking.k8s.io/v1",
+            "grpcroutes",
+            "GRPCRouteList",
+            "gateway.networking.k8s.io/v1",
+            true,
+        ),
+        "GatewayClass" => (
+            "/apis/gateway.networking.k8s.io/v1",
+            "gatewayclasses",
+            "GatewayClassList",
+            "gateway.networking.k8s.io/v1",
+            false,
+        ),
+        _ => return None,
+    };
+    let path = if namespaced {
+        format!("{group_path}/namespaces/{namespace}/{plural}")
+    } else {
+        format!("{group_path}/{plural}")
+    };
+    Some(Collection {
+        path,
+        list_kind,
+        api_version,
+    })
+}
+
+const NAMESPACE: &str = "shop";
+const LEASES: &str = "/apis/coordination.k8s.io/v1/namespaces/shop/leases";
+const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/shop/events";
+
+#[derive(Default)]
+pub struct State {
+    rv: u64,
+    /// Collection path -> name -> object.
+    objects: BTreeMap<String, BTreeMap<String, Value>>,
+    /// (collection, service-name label wanted, stream).
+    watchers: Vec<(
+        String,
+        Option<String>,
+        tokio::sync::mpsc::UnboundedSender<Bytes>,
+    )>,
+    /// Status patches received: (kind, name, patch).
+    pub status_patches: Vec<(String, String, Value)>,
+    /// Events created (the `events.k8s.io/v1` objects).
+    pub events: Vec<Value>,
+    pub leases: BTreeMap<String, Value>,
+}
+
+pub struct KubeApi {
+    pub addr: SocketAddr,
+    pub state: Arc<Mutex<State>>,
+    /// Whether the Gateway API CRDs are "installed" (their collections answer).
+    gateway_api: bool,
+}
+
+fn label(object: &Value) -> Option<String> {
+    object
+        .pointer("/metadata/labels/kubernetes.io~1service-name")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+}
+
+fn json_response(status: u16, body: Value) -> http::Response<ApiBody> {
+    http::Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(
+            Full::new(Bytes::from(body.to_string()))
+                .map_err(|never| match never {})
+                .boxed(),
+        )
+        .unwrap()
+}
+
+fn failure(code: u16, reason: &str, message: &str) -> http::Response<ApiBody> {
+    json_response(
+        code,
+        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": reason, "code": code, "message": message}),
+    )
+}
+
+impl KubeApi {
+    /// Serve Ingresses, Services, Secrets and EndpointSlices; with `gateway_api`, the Gateway
+    /// API kinds too (without, their paths answer 404 as a cluster without the CRDs does).
+    pub async fn start(gateway_api: bool) -> KubeApi {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(Mutex::new(State {
+            rv: 100,
+            ..Default::default()
+        }));
+        let served = Arc::clone(&state);
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let state = Arc::clone(&served);
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req| {
+                        let state = Arc::clone(&state);
+                        async move { Ok::<_, Infallible>(answer(req, state, gateway_api).await) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        KubeApi {
+            addr,
+            state,
+            gateway_api,
+        }
+    }
+
+    /// Create or replace `object` (its kind says where), as `kubectl apply` would.
+    pub fn apply(&self, mut object: Value) {
+        let kind = object["kind"].as_str().unwrap().to_string();
+        let path = collection(&kind, NAMESPACE).unwrap().path;
+        assert!(self.gateway_api || !path.contains("gateway.networking"));
+        let mut state = self.state.lock().unwrap();
+        state.rv += 1;
+        object["metadata"]["resourceVersion"] = json!(state.rv.to_string());
+        let name = object["metadata"]["name"].as_str().unwrap().to_string();
+        let objects = state.objects.entry(path.clone()).or_default();
+        let event = match objects.get(&name) {
+            Some(old) => {
+                // Status is the status subresource's: a spec update keeps it, and moves the
+                // generation on.
+                if let Some(status) = old.get("status") {
+                    object["status"] = status.clone();
+                }
+                let generation = old.pointer("/metadata/generation").and_then(Value::as_i64);
+                object["metadata"]["generation"] = json!(generation.unwrap_or(1) + 1);
+                "MODIFIED"
+            }
+            None => {
+                object["metadata"]["generation"] = json!(1);
+                object["metadata"]["uid"] = json!(format!("uid-{kind}-{name}"));
+                "ADDED"
+            }
+        };
+        objects.insert(name, object.clone());
+        broadcast(&mut state, &path, json!({"type": event, "object": object}));
+    }
+
+    pub fn delete(&self, kind: &str, name: &str) {
+        let path = collection(kind, NAMESPACE).unwrap().path;
+        let mut state = self.state.lock().unwrap();
+        state.rv += 1;
+        let rv = state.rv.to_string();
+        let mut object = state
+            .objects
+            .entry(path.clone())
+            .or_default()
+            .remove(name)
+            .unwrap();
+        object["metadata"]["resourceVersion"] = json!(rv);
+        broadcast(
+            &mut state,
+            &path,
+            json!({"type": "DELETED", "object": object}),
+        );
+    }
+
+    /// The object as the API server holds it now.
+    pub fn get(&self, kind: &str, name: &str) -> Option<Value> {
+        let path = collection(kind, NAMESPACE)?.path;
+        let state = self.state.lock().unwrap();
+        state.objects.get(&path)?.get(name).cloned()
+    }
+
+    /// A kubeconfig file for this server (namespace `shop`, a bearer token).
+    pub fn kubeconfig(&self) -> std::path::PathBuf {
+        let path = std::env::temp_dir().join(format!(
+            "hitless-kubeconfig-{}-{}.yaml",
+            std::process::id(),
+            self.addr.port()
+        ));
+        std::fs::write(
+            &path,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: http://{}\ncontexts:\n- name: fake\n  context: {{cluster: fake, user: tester, namespace: shop}}\ncurrent-context: fake\nusers:\n- name: tester\n  user: {{token: test-token}}\n",
+                self.addr
+            ),
+        )
+        .unwrap();
+        path
+    }
+}
+
+fn broadcast(state: &mut State, path: &str, event: Value) {
+    let wanted = label(&event["object"]);
+    let line = Bytes::from(format!("{event}\n"));
+    state.watchers.retain(|(c, selector, tx)| {
+        if c != path || (selector.is_some() && *selector != wanted) {
+            return true;
+        }
+        tx.send(line.clone()).is_ok()
+    });
+}
+
+const KINDS: [&str; 8] = [
+    "Ingress",
+    "Service",
+    "Secret",
+    "EndpointSlice",
+    "Gateway",
+    "HTTPRoute",
+    "GRPCRoute",
+    "GatewayClass",
+];
+
+async fn answer(
+    req: http::Request<hyper::body::Incoming>,
+    state: Arc<Mutex<State>>,
+    gateway_api: bool,
+) -> http::Response<ApiBody> {
+    let path = req.uri().path().to_string();
+    let query = req.uri().query().unwrap_or("").to_string();
+    let method = req.method().clone();
+    let body = req.into_body().collect().await.unwrap().to_bytes();
+    if path.starts_with(LEASES) {
+        return lease(&method, &path, &body, &state);
+    }
+    if path.starts_with(EVENTS) {
+        let mut state = state.lock().unwrap();
+        if method == http::Method::POST {
+            let event: Value = serde_json::from_slice(&body).unwrap();
+            state.events.push(event.clone());
+            return json_response(201, event);
+        }
+        // A series update (PATCH) of an Event already created.
+        return json_response(200, serde_json::from_slice(&body).unwrap_or(json!({})));
+    }
+    let collections: Vec<(&str, Collection)> = KINDS
+        .iter()
+        .filter(|k| {
+            gateway_api || !matches!(**k, "Gateway" | "HTTPRoute" | "GRPCRoute" | "GatewayClass")
+        })
+        .map(|k| (*k, collection(k, NAMESPACE).unwrap()))
+        .collect();
+    // The status subresource: a merge patch of `status`.
+    if method == http::Method::PATCH {
+        let Some((kind, c)) = collections.iter().find(|(_, c)| path.starts_with(&c.path)) else {
+            return failure(404, "NotFound", &path);
+        };
+        let name = path[c.path.len()..]
+            .trim_start_matches('/')
+            .trim_end_matches("/status")
+            .to_string();
+        let patch: Value = serde_json::from_slice(&body).unwrap();
+        let mut state = state.lock().unwrap();
+        state.rv += 1;
+        let rv = state.rv.to_string();
+        let Some(object) = state
+            .objects
+            .entry(c.path.clone())
+            .or_default()
+            .get_mut(&name)
+        else {
+            return failure(404, "NotFound", &name);
+        };
+        let status = object.get("status").cloned().unwrap_or(json!({}));
+        object["status"] = merge(status, &patch["status"]);
+        object["metadata"]["resourceVersion"] = json!(rv);
+        let object = object.clone();
+        state.status_patches.push((kind.to_string(), name, patch));
+        broadcast(
+            &mut state,
+            &c.path,
+            json!({"type": "MODIFIED", "object": object.clone()}),
+        );
+        return json_response(200, object);
+    }
+    let Some((_, c)) = collections.iter().find(|(_, c)| c.path == path) else {
+        return failure(404, "NotFound", &path);
+    };
+    let selector = query
+        .split('&')
+        .find_map(|p| p.strip_prefix("labelSelector=kubernetes.io%2Fservice-name%3D"))
+        .map(str::to_string);
+    let mut state = state.lock().unwrap();
+    if query.contains("watch=true") {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
+        state.watchers.push((c.path.clone(), selector, tx));
+        let lines = futures_util::stream::unfold(rx, |mut rx| async move {
+            let line = rx.recv().await?;
+            Some((Ok::<_, std::io::Error>(Frame::data(line)), rx))
+        });
+        return http::Response::builder()
+            .header("content-type", "application/json")
+            .body(BodyExt::boxed(StreamBody::new(lines)))
+            .unwrap();
+    }
+    let items: Vec<Value> = state
+        .objects
+        .get(&c.path)
+        .map(|m| {
+            m.values()
+                .filter(|o| selector.is_none() || label(o) == selector)
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default();
+    json_response(
+        200,
+        json!({"kind": c.list_kind, "apiVersion": c.api_version, "metadata": {"resourceVersion": state.rv.to_string()}, "items": items}),
+    )
+}
+
+/// RFC 7386 merge patch.
+fn merge(mut target: Value, patch: &Value) -> Value {
+    match (target.as_object_mut(), patch.as_object()) {
+        (Some(t), Some(p)) => {
+            for (k, v) in p {
+                if v.is_null() {
+                    t.remove(k);
+                } else {
+                    let old = t.remove(k).unwrap_or(Value::Null);
+                    t.insert(k.clone(), merge(old, v));
+                }
+            }
+            target
+        }
+        _ => patch.clone(),
+    }
+}
+
+fn lease(
+    method: &http::Method,
+    path: &str,
+    body: &[u8],
+    state: &Mutex<State>,
+) -> http::Response<ApiBody> {
+    let name = path[LEASES.len()..].trim_start_matches('/').to_string();
+    let mut state = state.lock().unwrap();
+    state.rv += 1;
+    let rv = state.rv.to_string();
+    match *method {
+        http::Method::GET => match state.leases.get(&name) {
+            Some(lease) => json_response(200, lease.clone()),
+            None => failure(404, "NotFound", &name),
+        },
+        http::Method::POST => {
+            let mut lease: Value = serde_json::from_slice(body).unwrap();
+            let name = lease["metadata"]["name"].as_str().unwrap().to_string();
+            if state.leases.contains_key(&name) {
+                return failure(409, "AlreadyExists", &name);
+            }
+            lease["metadata"]["resourceVersion"] = json!(rv);
+            lease["kind"] = json!("Lease");
+            lease["apiVersion"] = json!("coordination.k8s.io/v1");
+            state.leases.insert(name, lease.clone());
+            json_response(201, lease)
+        }
+        http::Method::PUT => {
+            let mut lease: Value = serde_json::from_slice(body).unwrap();
+            let current = state
+                .leases
+                .get(&name)
+                .and_then(|l| l.pointer("/metadata/resourceVersion").cloned());
+            if current.is_none() || lease.pointer("/metadata/resourceVersion") != current.as_ref() {
+                return failure(409, "Conflict", &name);
+            }
+            lease["metadata"]["resourceVersion"] = json!(rv);
+            lease["kind"] = json!("Lease");
+            lease["apiVersion"] = json!("coordination.k8s.io/v1");
+            state.leases.insert(name, lease.clone());
+            json_response(200, lease)
+        }
+        _ => failure(405, "MethodNotAllowed", path),
+    }
+}
