@@ -15,20 +15,8 @@ use std::time::Duration;
 use hyper_util::rt::TokioIo;
 use rustls_pki_types::ServerName;
 use serde_json::{json, Value};
-use support::kube_api::KubeApi as Api;
+use support::kube_api::{eventually, service, slice, until, Controller, KubeApi as Api};
 use support::*;
-
-fn service(name: &str) -> Value {
-    json!({"kind": "Service", "apiVersion": "v1", "metadata": {"name": name, "namespace": "shop"},
-        "spec": {"ports": [{"name": "http", "port": 80, "targetPort": 8080}]}})
-}
-
-fn slice(service: &str, port: u16) -> Value {
-    json!({"kind": "EndpointSlice", "apiVersion": "discovery.k8s.io/v1", "addressType": "IPv4",
-        "metadata": {"name": format!("{service}-abc"), "namespace": "shop", "labels": {"kubernetes.io/service-name": service}},
-        "endpoints": [{"addresses": ["127.0.0.1"], "conditions": {"ready": true}}],
-        "ports": [{"name": "http", "port": port, "protocol": "TCP"}]})
-}
 
 fn ingress(name: &str, class: &str, host: &str, paths: &[(&str, &str)]) -> Value {
     let paths: Vec<Value> = paths
@@ -37,79 +25,6 @@ fn ingress(name: &str, class: &str, host: &str, paths: &[(&str, &str)]) -> Value
         .collect();
     json!({"kind": "Ingress", "apiVersion": "networking.k8s.io/v1", "metadata": {"name": name, "namespace": "shop"},
         "spec": {"ingressClassName": class, "rules": [{"host": host, "http": {"paths": paths}}]}})
-}
-
-/// A `hitless ingress` child process on the fake API, with its base config file.
-struct Controller {
-    proxy: SocketAddr,
-    admin: SocketAddr,
-    base: std::path::PathBuf,
-    child: ChildProxy,
-}
-
-impl Drop for Controller {
-    fn drop(&mut self) {
-        std::fs::remove_file(&self.base).ok();
-    }
-}
-
-impl Controller {
-    /// Start one on `api` (namespace `shop`); `tls`: the default certificate and key files of
-    /// a TLS listener (the only listener then). Returns once it is ready.
-    async fn start(api: &Api, tag: &str, tls: Option<(&str, &str)>, extra: &[&str]) -> Controller {
-        let (port, admin_port) = (free_port(), free_port());
-        let base = std::env::temp_dir().join(format!(
-            "hitless-ingress-{tag}-{}-{port}.yaml",
-            std::process::id()
-        ));
-        let listener = match tls {
-            Some((cert, key)) => format!(
-                "{{bind: \"127.0.0.1:{port}\", tls: {{certificates: [{{cert: \"{cert}\", key: \"{key}\"}}]}}}}"
-            ),
-            None => format!("{{bind: \"127.0.0.1:{port}\"}}"),
-        };
-        std::fs::write(
-            &base,
-            format!(
-                "listeners: [{listener}]\nadmin: {{bind: \"127.0.0.1:{admin_port}\"}}\naccess_log: false\nroutes:\n  - name: fallback\n    respond: {{status: 404, body: \"no ingress\"}}\n"
-            ),
-        )
-        .unwrap();
-        let kubeconfig = api.kubeconfig();
-        let mut args = vec![
-            "ingress",
-            "--config",
-            base.to_str().unwrap(),
-            "--namespace",
-            "shop",
-            "--kubeconfig",
-            kubeconfig.to_str().unwrap(),
-        ];
-        args.extend_from_slice(extra);
-        let child = spawn_hitless(&args);
-        let admin: SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
-        wait_ready(admin).await;
-        Controller {
-            proxy: format!("127.0.0.1:{port}").parse().unwrap(),
-            admin,
-            base,
-            child,
-        }
-    }
-}
-
-/// Poll `host` + `path` through hitless until the body is `want` (bounded: 20 s).
-async fn until(client: &Client, proxy: SocketAddr, host: &str, path: &str, want: &str) {
-    let mut last = String::new();
-    for _ in 0..400 {
-        let answer = get(client, proxy, host, path).await;
-        if answer.body == want {
-            return;
-        }
-        last = format!("{} {}", answer.status, answer.body);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("{host}{path}: wanted {want:?}, last {last:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -370,17 +285,6 @@ async fn tls_secrets_are_served_by_sni_and_a_rotation_reaches_new_connections() 
     assert_eq!(files.len(), 2, "{files:?}");
     drop(hitless);
     std::fs::remove_dir_all(&dir).ok();
-}
-
-/// Poll until `check` holds (bounded: 30 s).
-async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    for _ in 0..600 {
-        if check() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("never: {what}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -15,6 +15,9 @@ use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Frame;
 use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
+use std::time::Duration;
+
+use super::{free_port, get, spawn_hitless, wait_ready, ChildProxy, Client};
 
 type ApiBody = BoxBody<Bytes, std::io::Error>;
 
@@ -434,4 +437,107 @@ fn lease(
         }
         _ => failure(405, "MethodNotAllowed", path),
     }
+}
+
+// Shared by the controller tests.
+
+pub fn service(name: &str) -> Value {
+    json!({"kind": "Service", "apiVersion": "v1", "metadata": {"name": name, "namespace": "shop"},
+        "spec": {"ports": [{"name": "http", "port": 80, "targetPort": 8080}]}})
+}
+
+pub fn slice(service: &str, port: u16) -> Value {
+    json!({"kind": "EndpointSlice", "apiVersion": "discovery.k8s.io/v1", "addressType": "IPv4",
+        "metadata": {"name": format!("{service}-abc"), "namespace": "shop", "labels": {"kubernetes.io/service-name": service}},
+        "endpoints": [{"addresses": ["127.0.0.1"], "conditions": {"ready": true}}],
+        "ports": [{"name": "http", "port": port, "protocol": "TCP"}]})
+}
+
+/// A `hitless ingress` child process on the fake API, with its base config file.
+pub struct Controller {
+    pub proxy: SocketAddr,
+    pub admin: SocketAddr,
+    pub base: std::path::PathBuf,
+    pub child: ChildProxy,
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        std::fs::remove_file(&self.base).ok();
+    }
+}
+
+impl Controller {
+    /// Start one on `api` (namespace `shop`); `tls`: the default certificate and key files of
+    /// a TLS listener (the only listener then). Returns once it is ready.
+    pub async fn start(
+        api: &KubeApi,
+        tag: &str,
+        tls: Option<(&str, &str)>,
+        extra: &[&str],
+    ) -> Controller {
+        let (port, admin_port) = (free_port(), free_port());
+        let base = std::env::temp_dir().join(format!(
+            "hitless-ingress-{tag}-{}-{port}.yaml",
+            std::process::id()
+        ));
+        let listener = match tls {
+            Some((cert, key)) => format!(
+                "{{bind: \"127.0.0.1:{port}\", tls: {{certificates: [{{cert: \"{cert}\", key: \"{key}\"}}]}}}}"
+            ),
+            None => format!("{{bind: \"127.0.0.1:{port}\"}}"),
+        };
+        std::fs::write(
+            &base,
+            format!(
+                "listeners: [{listener}]\nadmin: {{bind: \"127.0.0.1:{admin_port}\"}}\naccess_log: false\nroutes:\n  - name: fallback\n    respond: {{status: 404, body: \"no ingress\"}}\n"
+            ),
+        )
+        .unwrap();
+        let kubeconfig = api.kubeconfig();
+        let mut args = vec![
+            "ingress",
+            "--config",
+            base.to_str().unwrap(),
+            "--namespace",
+            "shop",
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let child = spawn_hitless(&args);
+        let admin: SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
+        wait_ready(admin).await;
+        Controller {
+            proxy: format!("127.0.0.1:{port}").parse().unwrap(),
+            admin,
+            base,
+            child,
+        }
+    }
+}
+
+/// Poll `host` + `path` through hitless until the body is `want` (bounded: 20 s).
+pub async fn until(client: &Client, proxy: SocketAddr, host: &str, path: &str, want: &str) {
+    let mut last = String::new();
+    for _ in 0..400 {
+        let answer = get(client, proxy, host, path).await;
+        if answer.body == want {
+            return;
+        }
+        last = format!("{} {}", answer.status, answer.body);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{host}{path}: wanted {want:?}, last {last:?}");
+}
+
+/// Poll until `check` holds (bounded: 30 s).
+pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    for _ in 0..600 {
+        if check() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("never: {what}");
 }

@@ -1,0 +1,324 @@
+//! Controller mode with Gateway API objects and ingress-nginx annotations, against the local
+//! list/watch server (`support/kube_api.rs`): HTTPRoutes and GRPCRoutes attached to a Gateway
+//! of hitless's GatewayClass route; the others are left to their controllers; an HTTPRoute whose
+//! `backendRequest` timeout exceeds `request` is rejected alone with a condition saying why; a
+//! missing Service shows in `ResolvedRefs`; the Gateway and its class say they are served.
+//! Annotations change what they name: `backend-protocol: GRPC` reaches a tonic server,
+//! `proxy-next-upstream-tries: 1` turns retries off.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests: failing is the point
+
+mod support;
+
+use std::net::SocketAddr;
+
+use serde_json::{json, Value};
+use support::kube_api::{eventually, service, slice, until, Controller, KubeApi as Api};
+use support::*;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::Channel;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
+
+fn gateway_class(name: &str, controller: &str) -> Value {
+    json!({"kind": "GatewayClass", "apiVersion": "gateway.networking.k8s.io/v1",
+        "metadata": {"name": name}, "spec": {"controllerName": controller}})
+}
+
+fn gateway(name: &str, class: &str) -> Value {
+    json!({"kind": "Gateway", "apiVersion": "gateway.networking.k8s.io/v1",
+        "metadata": {"name": name, "namespace": "shop"},
+        "spec": {"gatewayClassName": class, "listeners": [{"name": "http", "port": 80, "protocol": "HTTP"}]}})
+}
+
+/// An HTTPRoute on Gateway `parent`: `path` (a prefix) on gw.example.com to `service`.
+fn http_route(name: &str, parent: &str, path: &str, service: &str) -> Value {
+    json!({"kind": "HTTPRoute", "apiVersion": "gateway.networking.k8s.io/v1",
+        "metadata": {"name": name, "namespace": "shop"},
+        "spec": {"parentRefs": [{"name": parent}], "hostnames": ["gw.example.com"],
+            "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": path}}],
+                "backendRefs": [{"name": service, "port": 80}]}]}})
+}
+
+/// A gRPC server (tonic, with tonic-health's service) answering SERVING for `shop.Cart`.
+async fn grpc_server() -> SocketAddr {
+    let (reporter, service) = tonic_health::server::health_reporter();
+    reporter
+        .set_service_status("shop.Cart", tonic_health::ServingStatus::Serving)
+        .await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(TcpIncoming::from(listener)),
+    );
+    // Held for the test's life: the status stays set.
+    std::mem::forget(reporter);
+    addr
+}
+
+/// A health check of `shop.Cart` through `proxy`, sent with `authority` (`None`: when it
+/// fails).
+async fn health_through(proxy: SocketAddr, authority: &str) -> Option<i32> {
+    let channel = Channel::from_shared(format!("http://{proxy}"))
+        .unwrap()
+        .origin(format!("http://{authority}").parse().unwrap())
+        .connect()
+        .await
+        .ok()?;
+    let answer = HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: "shop.Cart".into(),
+        })
+        .await
+        .ok()?;
+    Some(answer.into_inner().status)
+}
+
+/// The condition `kind` of the first parent status hitless wrote on route `name`.
+fn route_condition(api: &Api, kind: &str, name: &str, condition: &str) -> Option<Value> {
+    let route = api.get(kind, name)?;
+    let parents = route.pointer("/status/parents")?.as_array()?;
+    let ours = parents
+        .iter()
+        .find(|p| p["controllerName"] == "hitless.dev/gateway")?;
+    ours["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == condition)
+        .cloned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_of_our_gateways_are_served_and_their_status_says_what_was_done() {
+    let web = named_upstream("web").await;
+    let grpc = grpc_server().await;
+    let api = Api::start(true).await;
+    api.apply(service("web"));
+    api.apply(slice("web", web.addr.port()));
+    api.apply(json!({"kind": "Service", "apiVersion": "v1", "metadata": {"name": "cart", "namespace": "shop"},
+        "spec": {"ports": [{"name": "grpc", "port": 50051, "targetPort": 50051}]}}));
+    api.apply(json!({"kind": "EndpointSlice", "apiVersion": "discovery.k8s.io/v1", "addressType": "IPv4",
+        "metadata": {"name": "cart-abc", "namespace": "shop", "labels": {"kubernetes.io/service-name": "cart"}},
+        "endpoints": [{"addresses": ["127.0.0.1"], "conditions": {"ready": true}}],
+        "ports": [{"name": "grpc", "port": grpc.port(), "protocol": "TCP"}]}));
+    api.apply(gateway_class("hitless", "hitless.dev/gateway"));
+    api.apply(gateway_class("other", "example.com/other"));
+    api.apply(gateway("web", "hitless"));
+    api.apply(gateway("theirs", "other"));
+    let mut store = http_route("store", "web", "/store", "web");
+    store["spec"]["rules"][0]["timeouts"] = json!({"request": "10s", "backendRequest": "2s"});
+    api.apply(store);
+    // Gateway API: a backendRequest timeout longer than the request's makes the route invalid.
+    let mut slow = http_route("slow", "web", "/slow", "web");
+    slow["spec"]["rules"][0]["timeouts"] = json!({"request": "1s", "backendRequest": "5s"});
+    api.apply(slow);
+    api.apply(http_route("foreign", "theirs", "/foreign", "web"));
+    api.apply(http_route("missing", "web", "/missing", "nope"));
+    api.apply(
+        json!({"kind": "GRPCRoute", "apiVersion": "gateway.networking.k8s.io/v1",
+        "metadata": {"name": "cart", "namespace": "shop"},
+        "spec": {"parentRefs": [{"name": "web"}], "hostnames": ["grpc.example.com"],
+            "rules": [{"matches": [{"method": {"service": "grpc.health.v1.Health"}}],
+                "backendRefs": [{"name": "cart", "port": 50051}]}]}}),
+    );
+
+    let hitless =
+        Controller::start(&api, "gateway", None, &["--publish-address", "203.0.113.7"]).await;
+    let client = client();
+    until(
+        &client,
+        hitless.proxy,
+        "gw.example.com",
+        "/store/items",
+        "web",
+    )
+    .await;
+    // gRPC to an h2c backend, chosen by the GRPCRoute's service.
+    let mut status = None;
+    for _ in 0..100 {
+        status = health_through(hitless.proxy, "grpc.example.com").await;
+        if status.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(status, Some(ServingStatus::Serving as i32));
+    // The rejected route and the other class's route are not served: the file's fallback.
+    for path in ["/slow", "/foreign"] {
+        let answer = get(&client, hitless.proxy, "gw.example.com", path).await;
+        assert_eq!(
+            (answer.status, answer.body.as_str()),
+            (404, "no ingress"),
+            "{path}"
+        );
+    }
+
+    eventually("the statuses are written", || {
+        route_condition(&api, "HTTPRoute", "slow", "Accepted").is_some()
+            && api
+                .get("Gateway", "web")
+                .is_some_and(|g| g.pointer("/status/listeners/0/attachedRoutes").is_some())
+    })
+    .await;
+    let accepted = route_condition(&api, "HTTPRoute", "store", "Accepted").unwrap();
+    assert_eq!(
+        (accepted["status"].as_str(), accepted["reason"].as_str()),
+        (Some("True"), Some("Accepted"))
+    );
+    let resolved = route_condition(&api, "HTTPRoute", "store", "ResolvedRefs").unwrap();
+    assert_eq!(resolved["status"], "True");
+    let rejected = route_condition(&api, "HTTPRoute", "slow", "Accepted").unwrap();
+    assert_eq!(
+        (rejected["status"].as_str(), rejected["reason"].as_str()),
+        (Some("False"), Some("UnsupportedValue"))
+    );
+    assert!(
+        rejected["message"]
+            .as_str()
+            .unwrap()
+            .contains("backendRequest"),
+        "{rejected}"
+    );
+    let missing = route_condition(&api, "HTTPRoute", "missing", "ResolvedRefs").unwrap();
+    assert_eq!(
+        (missing["status"].as_str(), missing["reason"].as_str()),
+        (Some("False"), Some("BackendNotFound"))
+    );
+    let grpc_accepted = route_condition(&api, "GRPCRoute", "cart", "Accepted").unwrap();
+    assert_eq!(grpc_accepted["status"], "True");
+    // Another controller's route: hitless writes nothing on it.
+    assert!(api
+        .get("HTTPRoute", "foreign")
+        .unwrap()
+        .get("status")
+        .is_none());
+
+    let web_gateway = api.get("Gateway", "web").unwrap();
+    let condition = |name: &str| {
+        web_gateway["status"]["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == name)
+            .map(|c| c["status"].clone())
+    };
+    assert_eq!(condition("Accepted"), Some(json!("True")));
+    assert_eq!(condition("Programmed"), Some(json!("True")));
+    // store, missing and cart; not the rejected one.
+    assert_eq!(web_gateway["status"]["listeners"][0]["attachedRoutes"], 3);
+    assert_eq!(
+        web_gateway["status"]["addresses"][0]["value"],
+        "203.0.113.7"
+    );
+    assert!(api
+        .get("Gateway", "theirs")
+        .unwrap()
+        .get("status")
+        .is_none());
+    let class = api.get("GatewayClass", "hitless").unwrap();
+    assert_eq!(class["status"]["conditions"][0]["status"], "True");
+    assert!(api
+        .get("GatewayClass", "other")
+        .unwrap()
+        .get("status")
+        .is_none());
+    // The rejection is an Event on the route, for `kubectl describe`.
+    let state = api.state.lock().unwrap();
+    assert!(
+        state
+            .events
+            .iter()
+            .any(|e| e["regarding"]["name"] == "slow" && e["reason"] == "Rejected"),
+        "{:?}",
+        state.events
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn annotations_change_what_they_name() {
+    let grpc = grpc_server().await;
+    let web = named_upstream("web").await;
+    let refused = refused_addr().await;
+    let api = Api::start(false).await;
+    // `cart`: a gRPC server behind a port named plainly `http`, so only the annotation can say
+    // it speaks gRPC.
+    api.apply(service("cart"));
+    api.apply(slice("cart", grpc.port()));
+    // `flaky-1` and `flaky-2`: each one live pod and one whose port refuses connections (two
+    // slices, two ports); two Services, so that what one learns the other does not.
+    for flaky in ["flaky-1", "flaky-2"] {
+        api.apply(service(flaky));
+        for (suffix, port) in [("a", web.addr.port()), ("b", refused.port())] {
+            api.apply(json!({"kind": "EndpointSlice", "apiVersion": "discovery.k8s.io/v1", "addressType": "IPv4",
+                "metadata": {"name": format!("{flaky}-{suffix}"), "namespace": "shop", "labels": {"kubernetes.io/service-name": flaky}},
+                "endpoints": [{"addresses": ["127.0.0.1"], "conditions": {"ready": true}}],
+                "ports": [{"name": "http", "port": port, "protocol": "TCP"}]}));
+        }
+    }
+    let ingress = |name: &str, host: &str, service: &str, annotations: Value| {
+        json!({"kind": "Ingress", "apiVersion": "networking.k8s.io/v1",
+            "metadata": {"name": name, "namespace": "shop", "annotations": annotations},
+            "spec": {"ingressClassName": "hitless", "rules": [{"host": host, "http": {"paths": [
+                {"path": "/", "pathType": "Prefix", "backend": {"service": {"name": service, "port": {"number": 80}}}}]}}]}})
+    };
+    api.apply(ingress(
+        "cart",
+        "grpc.example.com",
+        "cart",
+        json!({"nginx.ingress.kubernetes.io/backend-protocol": "GRPC"}),
+    ));
+    api.apply(ingress(
+        "retried",
+        "retried.example.com",
+        "flaky-1",
+        json!({}),
+    ));
+    api.apply(ingress(
+        "once",
+        "once.example.com",
+        "flaky-2",
+        json!({"nginx.ingress.kubernetes.io/proxy-next-upstream-tries": "1"}),
+    ));
+    let hitless = Controller::start(&api, "annotations", None, &[]).await;
+    let client = client();
+    let mut status = None;
+    for _ in 0..100 {
+        status = health_through(hitless.proxy, "grpc.example.com").await;
+        if status.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        status,
+        Some(ServingStatus::Serving as i32),
+        "backend-protocol: GRPC"
+    );
+
+    // Without the annotation a refused connect is retried on the live pod: no error. With
+    // `proxy-next-upstream-tries: 1` the first request that lands on the refusing pod fails.
+    let mut failed = (0, 0);
+    for _ in 0..40 {
+        if get(&client, hitless.proxy, "retried.example.com", "/")
+            .await
+            .status
+            != 200
+        {
+            failed.0 += 1;
+        }
+        if get(&client, hitless.proxy, "once.example.com", "/")
+            .await
+            .status
+            != 200
+        {
+            failed.1 += 1;
+        }
+    }
+    assert_eq!(failed.0, 0, "retries on: no request fails");
+    assert!(
+        failed.1 >= 1,
+        "tries 1: the refusing pod's first request fails"
+    );
+}
