@@ -137,15 +137,62 @@ fn ingress_controller_runs_controller_mode_with_a_base_config_that_passes_check(
     assert!(grace(&deployment) >= drain.delay + drain.timeout);
     assert_eq!(Path::new(&prestop_socket(hitless)), drain.control_socket);
     assert_hardened(hitless);
-    // RBAC: read-only on what the controller watches; the one write is an Ingress's status.
+    // TLS Secrets become files in a writable, memory-backed folder.
+    let dir_at = args.iter().position(|a| *a == "--secrets-dir").unwrap();
+    assert_writable(&deployment, hitless, &format!("{}/tls.crt", args[dir_at + 1]));
+    // The Lease names its holder by pod and lives in the pod's namespace.
+    let env = hitless["env"].as_array().unwrap();
+    for (name, field) in [("POD_NAME", "metadata.name"), ("POD_NAMESPACE", "metadata.namespace")] {
+        let var = env.iter().find(|e| e["name"] == name).unwrap();
+        assert_eq!(var["valueFrom"]["fieldRef"]["fieldPath"], field);
+    }
+    // RBAC: read-only on what the controller watches; writes only statuses and Events.
     let role = manifest("ingress/clusterrole.yaml");
+    let mut writes = Vec::new();
     for rule in role["rules"].as_array().unwrap() {
-        if rule["resources"] == serde_json::json!(["ingresses/status"]) {
+        let resources: Vec<&str> = rule["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r.as_str().unwrap())
+            .collect();
+        if resources.iter().all(|r| r.ends_with("/status")) {
             assert_eq!(rule["verbs"], serde_json::json!(["patch"]));
+            writes.extend(resources);
+        } else if resources == ["events"] {
+            assert_eq!(rule["apiGroups"], serde_json::json!(["events.k8s.io"]));
+            assert_eq!(rule["verbs"], serde_json::json!(["create", "patch"]));
         } else {
             assert_eq!(rule["verbs"], serde_json::json!(["get", "list", "watch"]));
         }
     }
+    assert_eq!(
+        writes,
+        [
+            "ingresses/status",
+            "gatewayclasses/status",
+            "gateways/status",
+            "httproutes/status",
+            "grpcroutes/status"
+        ]
+    );
+    // The Lease: a namespaced Role, bound to the controller's account.
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("k8s/ingress/role.yaml"),
+    )
+    .unwrap();
+    let docs: Vec<Value> = serde_saphyr::from_multiple(&text).unwrap();
+    assert_eq!(docs[0]["kind"], "Role");
+    assert_eq!(docs[0]["rules"][0]["resources"], serde_json::json!(["leases"]));
+    assert_eq!(
+        docs[0]["rules"][0]["verbs"],
+        serde_json::json!(["get", "create", "update"])
+    );
+    assert_eq!(docs[1]["subjects"][0]["name"], "hitless-ingress");
+    // The GatewayClass names the controller hitless answers for.
+    let class = manifest("ingress-gateway-api/gatewayclass.yaml");
+    assert_eq!(class["metadata"]["name"], "hitless");
+    assert_eq!(class["spec"]["controllerName"], "hitless.dev/gateway");
 }
 
 #[test]
