@@ -16,7 +16,8 @@
 //! `config` is loaded and validated before anything runs; `app` composes the pieces;
 //! `admin` serves health, readiness and metrics; `runtime` holds metrics, logging, shutdown;
 //! `lint` (manifests) and `doctor` (live endpoints) look for 502 causes outside the data path;
-//! `ingress` turns Ingress and HTTPRoute objects into a config (`hitless import`);
+//! `ingress` turns Ingress, HTTPRoute and GRPCRoute objects into a config (`hitless import`),
+//! or watches them and reloads (`hitless ingress`, the controller mode);
 //! `demo` reproduces the guide's failures at production load.
 
 #![forbid(unsafe_code)]
