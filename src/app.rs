@@ -390,15 +390,10 @@ fn build_routes(config: &Config, backends: &[Arc<Backend>], metrics: &Metrics) -
         .routes
         .iter()
         .map(|r| {
-            let backend_name = match &r.action {
-                crate::config::Action::Forward { backend } => config
-                    .backends
-                    .get(*backend)
-                    .map(|b| b.name.as_str())
-                    .unwrap_or("-"),
-                crate::config::Action::Respond(_) => "-",
-            };
-            Route::new(r, backends, metrics.route(&r.name, backend_name))
+            // Series per (route, backend): a split's requests count under the backend each
+            // one went to.
+            let handles = |backend: &str| metrics.route(&r.name, backend);
+            Route::new(r, backends, &handles)
         })
         .collect();
     Router::new(routes)

@@ -42,7 +42,7 @@ fn an_ingress_nginx_shop_becomes_a_valid_config_with_its_routes_in_spec_order() 
                 hitless::config::Action::Forward { backend } => {
                     config.backends[*backend].name.clone()
                 }
-                hitless::config::Action::Respond(_) => "-".into(),
+                _ => "-".into(),
             };
             (r.name.clone(), host, path, backend)
         })

@@ -40,8 +40,9 @@ fn http_route(name: &str, parent: &str, path: &str, service: &str) -> Value {
                 "backendRefs": [{"name": service, "port": 80}]}]}})
 }
 
-/// A gRPC server (tonic, with tonic-health's service) answering SERVING for `shop.Cart`.
-async fn grpc_server() -> SocketAddr {
+/// A gRPC server (tonic, with tonic-health's service) answering SERVING for `shop.Cart` while
+/// the reporter returned is held.
+async fn grpc_server() -> (SocketAddr, tonic_health::server::HealthReporter) {
     let (reporter, service) = tonic_health::server::health_reporter();
     reporter
         .set_service_status("shop.Cart", tonic_health::ServingStatus::Serving)
@@ -53,9 +54,7 @@ async fn grpc_server() -> SocketAddr {
             .add_service(service)
             .serve_with_incoming(TcpIncoming::from(listener)),
     );
-    // Held for the test's life: the status stays set.
-    std::mem::forget(reporter);
-    addr
+    (addr, reporter)
 }
 
 /// A health check of `shop.Cart` through `proxy`, sent with `authority` (`None`: when it
@@ -93,7 +92,7 @@ fn route_condition(api: &Api, kind: &str, name: &str, condition: &str) -> Option
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn routes_of_our_gateways_are_served_and_their_status_says_what_was_done() {
     let web = named_upstream("web").await;
-    let grpc = grpc_server().await;
+    let (grpc, _health) = grpc_server().await;
     let api = Api::start(true).await;
     api.apply(service("web"));
     api.apply(slice("web", web.addr.port()));
@@ -238,7 +237,7 @@ async fn routes_of_our_gateways_are_served_and_their_status_says_what_was_done()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn annotations_change_what_they_name() {
-    let grpc = grpc_server().await;
+    let (grpc, _health) = grpc_server().await;
     let web = named_upstream("web").await;
     let refused = refused_addr().await;
     let api = Api::start(false).await;

@@ -139,10 +139,17 @@ fn ingress_controller_runs_controller_mode_with_a_base_config_that_passes_check(
     assert_hardened(hitless);
     // TLS Secrets become files in a writable, memory-backed folder.
     let dir_at = args.iter().position(|a| *a == "--secrets-dir").unwrap();
-    assert_writable(&deployment, hitless, &format!("{}/tls.crt", args[dir_at + 1]));
+    assert_writable(
+        &deployment,
+        hitless,
+        &format!("{}/tls.crt", args[dir_at + 1]),
+    );
     // The Lease names its holder by pod and lives in the pod's namespace.
     let env = hitless["env"].as_array().unwrap();
-    for (name, field) in [("POD_NAME", "metadata.name"), ("POD_NAMESPACE", "metadata.namespace")] {
+    for (name, field) in [
+        ("POD_NAME", "metadata.name"),
+        ("POD_NAMESPACE", "metadata.namespace"),
+    ] {
         let var = env.iter().find(|e| e["name"] == name).unwrap();
         assert_eq!(var["valueFrom"]["fieldRef"]["fieldPath"], field);
     }
@@ -183,7 +190,10 @@ fn ingress_controller_runs_controller_mode_with_a_base_config_that_passes_check(
     .unwrap();
     let docs: Vec<Value> = serde_saphyr::from_multiple(&text).unwrap();
     assert_eq!(docs[0]["kind"], "Role");
-    assert_eq!(docs[0]["rules"][0]["resources"], serde_json::json!(["leases"]));
+    assert_eq!(
+        docs[0]["rules"][0]["resources"],
+        serde_json::json!(["leases"])
+    );
     assert_eq!(
         docs[0]["rules"][0]["verbs"],
         serde_json::json!(["get", "create", "update"])

@@ -1,10 +1,20 @@
 //! Routing by host (exact, wildcard, any port, any case) and path (segment prefix, exact),
-//! first match wins, and routes that answer directly.
+//! then by method, headers and query; first match wins; routes that answer directly or
+//! redirect; weighted splits; header filters and URL rewrites. The new route features are
+//! checked on both engines: each HTTP/1.1 request on a new connection (the direct engine
+//! looks at it first and hands it to hyper's when the route needs it) and HTTP/2 (hyper's).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests: failing is the point
 
 mod support;
 
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use http::Request;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 #[tokio::test]
 async fn routes_by_host_and_path_first_match_wins() {
@@ -77,4 +87,470 @@ async fn direct_answer_needs_no_upstream() {
     assert_eq!(answer.body, "down for maintenance\n");
     // A fixed answer is the route's own, not a proxy error.
     assert_eq!(answer.header("proxy-status"), "");
+}
+
+/// Which of hitless's engines a request reaches first.
+#[derive(Clone, Copy, Debug)]
+enum Engine {
+    /// HTTP/1.1, each request on a new connection: the direct engine reads it first.
+    Direct,
+    /// HTTP/2 prior knowledge: hyper's engine; the authority is `:authority`.
+    H2c,
+}
+
+const ENGINES: [Engine; 2] = [Engine::Direct, Engine::H2c];
+
+/// A client of one engine of hitless at `addr`.
+struct Asker {
+    addr: SocketAddr,
+    h2: Option<hyper::client::conn::http2::SendRequest<Body>>,
+}
+
+impl Asker {
+    async fn new(addr: SocketAddr, engine: Engine) -> Asker {
+        let h2 = match engine {
+            Engine::Direct => None,
+            Engine::H2c => {
+                let stream = TcpStream::connect(addr).await.unwrap();
+                let (send, conn) = hyper::client::conn::http2::handshake(
+                    TokioExecutor::new(),
+                    TokioIo::new(stream),
+                )
+                .await
+                .unwrap();
+                tokio::spawn(conn);
+                Some(send)
+            }
+        };
+        Asker { addr, h2 }
+    }
+
+    /// `method authority target` with `headers`; the answer.
+    async fn ask(
+        &mut self,
+        method: &str,
+        authority: &str,
+        target: &str,
+        headers: &[(&str, &str)],
+    ) -> Answer {
+        match &mut self.h2 {
+            None => raw_http1(self.addr, method, authority, target, headers).await,
+            Some(send) => {
+                let mut request = Request::builder()
+                    .method(method)
+                    .uri(format!("http://{authority}{target}"));
+                for (name, value) in headers {
+                    request = request.header(*name, *value);
+                }
+                let response = send.send_request(request.body(full("")).unwrap()).await;
+                let (head, body) = response.unwrap().into_parts();
+                let body = http_body_util::BodyExt::collect(body).await.unwrap();
+                Answer {
+                    status: head.status.as_u16(),
+                    headers: head.headers,
+                    body: String::from_utf8_lossy(&body.to_bytes()).into_owned(),
+                }
+            }
+        }
+    }
+}
+
+/// One HTTP/1.1 request on a new connection (`Connection: close`), read to the end.
+async fn raw_http1(
+    addr: SocketAddr,
+    method: &str,
+    host: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+) -> Answer {
+    let mut head = format!("{method} {target} HTTP/1.1\r\nHost: {host}\r\n");
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if method == "POST" {
+        head.push_str("Content-Length: 0\r\n");
+    }
+    head.push_str("Connection: close\r\n\r\n");
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut bytes = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut bytes))
+        .await
+        .unwrap_or_else(|_| panic!("no answer within 10 s to {method} {host}{target}"))
+        .unwrap();
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let mut map = http::HeaderMap::new();
+    for line in lines {
+        let (name, value) = line.split_once(':').unwrap();
+        map.append(
+            http::HeaderName::from_bytes(name.trim().as_bytes()).unwrap(),
+            http::HeaderValue::from_str(value.trim()).unwrap(),
+        );
+    }
+    Answer {
+        status,
+        headers: map,
+        body: body.to_string(),
+    }
+}
+
+#[tokio::test]
+async fn method_header_and_query_conditions_choose_the_route_or_fall_through() {
+    let plain = named_upstream("plain").await;
+    let canary = named_upstream("canary").await;
+    let writer = named_upstream("writer").await;
+    let debug = named_upstream("debug").await;
+    let app = named_upstream("app").await;
+    let config = render(
+        r#"
+backends:
+  plain: {endpoints: ["{plain}"]}
+  canary: {endpoints: ["{canary}"]}
+  writer: {endpoints: ["{writer}"]}
+  debug: {endpoints: ["{debug}"]}
+  app: {endpoints: ["{app}"]}
+routes:
+  - name: plain
+    match: {path: /plain}
+    backend: plain
+  - name: canary
+    match: {path_prefix: /app, headers: [{name: X-Env, value: canary}, {name: x-tier, value: gold}]}
+    backend: canary
+  - name: writes
+    match: {path_prefix: /app, method: POST}
+    backend: writer
+  - name: debug
+    match: {path_prefix: /app, query: [{name: debug, value: "1"}]}
+    backend: debug
+  - name: app
+    match: {path_prefix: /app}
+    backend: app
+"#,
+        &[
+            ("plain", plain.addr.to_string()),
+            ("canary", canary.addr.to_string()),
+            ("writer", writer.addr.to_string()),
+            ("debug", debug.addr.to_string()),
+            ("app", app.addr.to_string()),
+        ],
+    );
+    let proxy = start_proxy(&config).await;
+    // Method, target, headers, the upstream that answers.
+    type Case<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)], &'a str);
+    let cases: &[Case] = &[
+        ("GET", "/plain", &[], "plain"),
+        (
+            "GET",
+            "/app/x",
+            &[("x-env", "canary"), ("x-tier", "gold")],
+            "canary",
+        ),
+        (
+            "GET",
+            "/app/x",
+            &[("X-ENV", "canary"), ("X-Tier", "gold")],
+            "canary",
+        ),
+        // Every condition must hold; values are exact.
+        ("GET", "/app/x", &[("x-env", "canary")], "app"),
+        (
+            "GET",
+            "/app/x",
+            &[("x-env", "Canary"), ("x-tier", "gold")],
+            "app",
+        ),
+        (
+            "POST",
+            "/app/x",
+            &[("x-env", "canary"), ("x-tier", "gold")],
+            "canary",
+        ),
+        ("POST", "/app/x", &[], "writer"),
+        ("PUT", "/app/x", &[], "app"),
+        ("GET", "/app/x?debug=1", &[], "debug"),
+        ("GET", "/app/x?a=b&debug=%31", &[], "debug"),
+        ("GET", "/app/x?debug=10", &[], "app"),
+        // The first occurrence decides.
+        ("GET", "/app/x?debug=2&debug=1", &[], "app"),
+        ("GET", "/app/x", &[], "app"),
+    ];
+    for engine in ENGINES {
+        let mut asker = Asker::new(proxy.traffic_addrs[0], engine).await;
+        for (method, target, headers, expected) in cases {
+            let answer = asker.ask(method, "shop.example", target, headers).await;
+            assert_eq!(
+                answer.status, 200,
+                "{engine:?} {method} {target} {headers:?}"
+            );
+            assert_eq!(
+                answer.body, *expected,
+                "{engine:?} {method} {target} {headers:?}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_weighted_split_sends_each_request_to_one_backend_by_weight() {
+    let v1 = named_upstream("v1").await;
+    let v2 = named_upstream("v2").await;
+    let config = render(
+        r#"
+backends:
+  web-v1: {endpoints: ["{v1}"]}
+  web-v2: {endpoints: ["{v2}"]}
+  never: {endpoints: ["{v2}"]}
+routes:
+  - name: web
+    backends: [{name: web-v1, weight: 90}, {name: web-v2, weight: 10}, {name: never, weight: 0}]
+"#,
+        &[("v1", v1.addr.to_string()), ("v2", v2.addr.to_string())],
+    );
+    let proxy = start_proxy(&config).await;
+    let (mut ones, mut twos) = (0.0, 0.0);
+    let c = client();
+    let mut h2 = Asker::new(proxy.traffic_addrs[0], Engine::H2c).await;
+    for i in 0..2_000 {
+        // Half over HTTP/1.1 keep-alive (the direct engine draws), half over HTTP/2 (hyper's).
+        let answer = if i % 2 == 0 {
+            get(&c, proxy.traffic_addrs[0], "web.example", "/").await
+        } else {
+            h2.ask("GET", "web.example", "/", &[]).await
+        };
+        match answer.body.as_str() {
+            "v1" => ones += 1.0,
+            "v2" => twos += 1.0,
+            other => panic!("unexpected answer {other:?}"),
+        }
+    }
+    // 10% of 2,000 is 200, with a standard deviation of 13.4: 120..280 is six of them.
+    assert!((120.0..=280.0).contains(&twos), "web-v2 answered {twos}");
+    // Each request is counted under the backend that answered it, none under weight 0.
+    let series = |backend: &str| {
+        format!("hitless_requests_total{{route=\"web\",backend=\"{backend}\",status=\"200\"}}")
+    };
+    wait_metric(proxy.admin_addr, &series("web-v1"), ones).await;
+    wait_metric(proxy.admin_addr, &series("web-v2"), twos).await;
+    assert_eq!(metric_at(proxy.admin_addr, &series("web-v1")).await, ones);
+    assert_eq!(metric_at(proxy.admin_addr, &series("web-v2")).await, twos);
+    assert_eq!(metric_at(proxy.admin_addr, &series("never")).await, 0.0);
+}
+
+#[tokio::test]
+async fn header_filters_change_what_the_upstream_and_the_client_see() {
+    let upstream = upstream(|req: http::Request<hyper::body::Incoming>| async move {
+        let mut text = format!("{} {}\n", req.method(), req.uri());
+        for (k, v) in req.headers() {
+            text.push_str(&format!("{}: {}\n", k, v.to_str().unwrap_or("?")));
+        }
+        let mut response = http::Response::new(full(text));
+        let h = response.headers_mut();
+        h.insert("x-internal", http::HeaderValue::from_static("secret"));
+        h.insert(
+            "cache-control",
+            http::HeaderValue::from_static("max-age=60"),
+        );
+        response
+    })
+    .await;
+    let config = render(
+        r#"
+backends:
+  app: {endpoints: ["{app}"]}
+  gone: {endpoints: [], hold_timeout: 0s}
+routes:
+  - name: gone
+    match: {path_prefix: /gone}
+    backend: gone
+    response_headers: {set: {x-served-by: hitless}}
+  - name: app
+    backend: app
+    request_headers:
+      set: {x-tenant: acme, host: internal.example, x-forwarded-proto: https}
+      add: {x-tag: added}
+      remove: [x-drop, Cookie]
+    response_headers:
+      set: {cache-control: no-store}
+      add: {x-served-by: hitless}
+      remove: [x-internal]
+"#,
+        &[("app", upstream.addr.to_string())],
+    );
+    let proxy = start_proxy(&config).await;
+    for engine in ENGINES {
+        let mut asker = Asker::new(proxy.traffic_addrs[0], engine).await;
+        let sent = [
+            ("x-tenant", "evil"),
+            ("x-tag", "mine"),
+            ("x-drop", "1"),
+            ("cookie", "session=1"),
+            ("x-kept", "yes"),
+        ];
+        let answer = asker.ask("GET", "shop.example", "/p", &sent).await;
+        assert_eq!(answer.status, 200, "{engine:?}");
+        let seen: Vec<&str> = answer.body.lines().collect();
+        for line in [
+            "GET /p",
+            "x-tenant: acme",
+            "host: internal.example",
+            "x-forwarded-host: shop.example",
+            "x-forwarded-proto: https",
+            "x-tag: mine",
+            "x-tag: added",
+            "x-kept: yes",
+        ] {
+            assert!(seen.contains(&line), "{engine:?}: {line} not in {seen:#?}");
+        }
+        for gone in [
+            "x-tenant: evil",
+            "x-drop:",
+            "cookie:",
+            "x-forwarded-proto: http\n",
+        ] {
+            assert!(
+                !answer.body.contains(gone),
+                "{engine:?}: {gone} reached the upstream: {seen:#?}"
+            );
+        }
+        assert_eq!(seen.iter().filter(|l| l.starts_with("host:")).count(), 1);
+        assert_eq!(answer.header("cache-control"), "no-store", "{engine:?}");
+        assert_eq!(answer.header("x-served-by"), "hitless", "{engine:?}");
+        assert_eq!(answer.header("x-internal"), "", "{engine:?}");
+        assert_eq!(answer.header("x-request-id").len(), 32, "{engine:?}");
+
+        // hitless's own answers are not the backend's: no response filter on them.
+        let failed = asker.ask("GET", "shop.example", "/gone", &[]).await;
+        assert!(failed.status >= 500, "{engine:?}: {}", failed.status);
+        assert_eq!(failed.header("x-served-by"), "", "{engine:?}");
+    }
+}
+
+#[tokio::test]
+async fn redirects_build_the_location_from_the_request() {
+    let config = r#"
+routes:
+  - match: {host: a.example}
+    redirect: {scheme: https}
+  - match: {host: b.example}
+    redirect: {port: 8443, status: 301}
+  - match: {host: c.example, path_prefix: /old}
+    redirect: {path_prefix: /new, status: 308}
+  - match: {host: d.example}
+    redirect: {host: other.example, path: /landing, status: 303}
+  - match: {host: e.example}
+    redirect: {scheme: http, port: 80, status: 307}
+  - match: {host: f.example, path_prefix: /old/}
+    redirect: {scheme: https, port: 8443, path_prefix: /}
+"#;
+    let proxy = start_proxy(config).await;
+    let cases = [
+        (
+            "a.example:8080",
+            "/x/y?q=1&r=2",
+            302,
+            "https://a.example/x/y?q=1&r=2",
+        ),
+        ("a.example", "/", 302, "https://a.example/"),
+        (
+            "b.example:8080",
+            "/p?q=1",
+            301,
+            "http://b.example:8443/p?q=1",
+        ),
+        ("c.example", "/old/x?q=1", 308, "http://c.example/new/x?q=1"),
+        ("c.example:8080", "/old", 308, "http://c.example:8080/new"),
+        (
+            "d.example:8080",
+            "/p?q=1",
+            303,
+            "http://other.example:8080/landing?q=1",
+        ),
+        ("e.example:8080", "/p", 307, "http://e.example/p"),
+        (
+            "f.example:80",
+            "/old/a/b?z",
+            302,
+            "https://f.example:8443/a/b?z",
+        ),
+        ("f.example", "/old/", 302, "https://f.example:8443/"),
+    ];
+    for engine in ENGINES {
+        let mut asker = Asker::new(proxy.traffic_addrs[0], engine).await;
+        for (authority, target, status, location) in cases {
+            let answer = asker.ask("GET", authority, target, &[]).await;
+            assert_eq!(answer.status, status, "{engine:?} {authority}{target}");
+            assert_eq!(
+                answer.header("location"),
+                location,
+                "{engine:?} {authority}{target}"
+            );
+            assert_eq!(answer.body, "", "{engine:?}");
+            assert_eq!(answer.header("x-request-id").len(), 32, "{engine:?}");
+            assert_eq!(
+                answer.header("proxy-status"),
+                "",
+                "a route's answer, not an error"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn rewrites_change_the_path_and_host_the_upstream_sees() {
+    let echo = echo_upstream().await;
+    let config = render(
+        r#"
+backends:
+  app: {endpoints: ["{app}"]}
+routes:
+  - match: {path_prefix: /foo}
+    backend: app
+    rewrite: {path_prefix: /, host: internal.example}
+  - match: {path_prefix: /api/}
+    backend: app
+    rewrite: {path_prefix: /v2}
+  - match: {path: /exact}
+    backend: app
+    rewrite: {path: /x}
+  - backend: app
+"#,
+        &[("app", echo.addr.to_string())],
+    );
+    let proxy = start_proxy(&config).await;
+    let cases = [
+        ("/foo/bar?q=1", "GET /bar?q=1 HTTP/1.1", "internal.example"),
+        ("/foo", "GET / HTTP/1.1", "internal.example"),
+        ("/foo/", "GET / HTTP/1.1", "internal.example"),
+        (
+            "/api/users/7?x=%20",
+            "GET /v2/users/7?x=%20 HTTP/1.1",
+            "shop.example",
+        ),
+        ("/exact?z=2", "GET /x?z=2 HTTP/1.1", "shop.example"),
+        ("/other?z=2", "GET /other?z=2 HTTP/1.1", "shop.example"),
+    ];
+    for engine in ENGINES {
+        let mut asker = Asker::new(proxy.traffic_addrs[0], engine).await;
+        for (target, line, host) in cases {
+            let answer = asker.ask("GET", "shop.example", target, &[]).await;
+            assert_eq!(answer.status, 200, "{engine:?} {target}");
+            let seen: Vec<&str> = answer.body.lines().collect();
+            assert_eq!(seen.first(), Some(&line), "{engine:?} {target}");
+            assert!(
+                seen.contains(&format!("host: {host}").as_str()),
+                "{engine:?} {target}: {seen:#?}"
+            );
+            assert!(
+                seen.contains(&"x-forwarded-host: shop.example"),
+                "{engine:?} {target}: the client's host stays in X-Forwarded-Host: {seen:#?}"
+            );
+        }
+    }
 }

@@ -12,9 +12,10 @@ mod validate;
 use std::path::Path;
 
 pub use validate::{
-    Action, BackendConfig, Balance, BudgetConfig, Config, ConfigError, ConfigErrors, Defaults,
-    Downstream, FixedResponse, HealthCheckConfig, HostMatch, OutlierConfig, PathMatch, Protocol,
-    RetryOn, RetryPolicy, RouteConfig, Warning,
+    Action, BackendConfig, Balance, BudgetConfig, Conditions, Config, ConfigError, ConfigErrors,
+    Defaults, Downstream, FixedResponse, HeaderFilter, HealthCheckConfig, HostMatch, OutlierConfig,
+    PathMatch, PathReplace, Protocol, Redirect, RetryOn, RetryPolicy, Rewrite, RouteConfig,
+    Warning, WeightedBackend,
 };
 
 use raw::RawConfig;
@@ -262,6 +263,7 @@ pub fn effective_yaml(config: &Config) -> String {
                 PathMatch::Prefix(p) => m.insert("path_prefix".into(), json!(p)),
                 PathMatch::Exact(p) => m.insert("path".into(), json!(p)),
             };
+            conditions_json(&r.conditions, &mut m);
             let mut route = json!({
                 "name": r.name,
                 "match": m,
@@ -301,7 +303,10 @@ pub fn effective_yaml(config: &Config) -> String {
                 obj.insert("fault".into(), Value::Object(fault));
             }
             if let Some(obj) = route.as_object_mut() {
+                route_changes_json(config, r, obj);
                 match &r.action {
+                    // Written by route_changes_json.
+                    Action::Split(_) | Action::Redirect(_) => {}
                     Action::Forward { backend } => {
                         obj.insert("backend".into(), json!(config.backends[*backend].name));
                     }
@@ -370,6 +375,97 @@ pub fn effective_yaml(config: &Config) -> String {
         obj.insert("runtime".into(), runtime);
     }
     serde_saphyr::to_string(&root).unwrap_or_else(|e| format!("# cannot print: {e}\n"))
+}
+/// `match.method`, `match.headers`, `match.query` of the effective configuration.
+fn conditions_json(c: &Conditions, m: &mut serde_json::Map<String, serde_json::Value>) {
+    use serde_json::json;
+    if let Some(method) = &c.method {
+        m.insert("method".into(), json!(method.as_str()));
+    }
+    let text = |v: &http::HeaderValue| String::from_utf8_lossy(v.as_bytes()).into_owned();
+    if !c.headers.is_empty() {
+        let headers: Vec<_> = c
+            .headers
+            .iter()
+            .map(|(n, v)| json!({"name": n.as_str(), "value": text(v)}))
+            .collect();
+        m.insert("headers".into(), json!(headers));
+    }
+    if !c.query.is_empty() {
+        let query: Vec<_> = c
+            .query
+            .iter()
+            .map(|(n, v)| json!({"name": n, "value": v}))
+            .collect();
+        m.insert("query".into(), json!(query));
+    }
+}
+
+/// A route's split, redirect, header filters and rewrite in the effective configuration.
+fn route_changes_json(
+    config: &Config,
+    r: &RouteConfig,
+    obj: &mut serde_json::Map<String, serde_json::Value>,
+) {
+    use serde_json::{json, Map, Value};
+    let name = |i: usize| {
+        config
+            .backends
+            .get(i)
+            .map(|b| b.name.as_str())
+            .unwrap_or("-")
+    };
+    if let Action::Split(split) = &r.action {
+        let split: Vec<_> = split
+            .iter()
+            .map(|w| json!({"name": name(w.backend), "weight": w.weight}))
+            .collect();
+        obj.insert("backends".into(), json!(split));
+    }
+    let path = |m: &mut Map<String, Value>, p: &Option<PathReplace>| match p {
+        Some(PathReplace::Full(p)) => m.insert("path".into(), json!(p)),
+        Some(PathReplace::Prefix(p)) => m.insert("path_prefix".into(), json!(p)),
+        None => None,
+    };
+    if let Action::Redirect(redirect) = &r.action {
+        let mut m = Map::new();
+        if let Some(scheme) = redirect.scheme {
+            m.insert("scheme".into(), json!(scheme));
+        }
+        if let Some(host) = &redirect.host {
+            m.insert("host".into(), json!(host));
+        }
+        if let Some(port) = redirect.port {
+            m.insert("port".into(), json!(port));
+        }
+        path(&mut m, &redirect.path);
+        m.insert("status".into(), json!(redirect.status.as_u16()));
+        obj.insert("redirect".into(), Value::Object(m));
+    }
+    let text = |v: &http::HeaderValue| String::from_utf8_lossy(v.as_bytes()).into_owned();
+    let filter = |f: &HeaderFilter| {
+        let pairs = |list: &[(http::HeaderName, http::HeaderValue)]| -> Map<String, Value> {
+            list.iter()
+                .map(|(n, v)| (n.to_string(), json!(text(v))))
+                .collect()
+        };
+        let remove: Vec<&str> = f.remove.iter().map(|n| n.as_str()).collect();
+        json!({"set": pairs(&f.set), "add": pairs(&f.add), "remove": remove})
+    };
+    if !r.request_headers.is_empty() {
+        obj.insert("request_headers".into(), filter(&r.request_headers));
+    }
+    if !r.response_headers.is_empty() {
+        obj.insert("response_headers".into(), filter(&r.response_headers));
+    }
+    if let Some(rewrite) = &r.rewrite {
+        let mut m = Map::new();
+        if let Some(host) = &rewrite.host {
+            m.insert("host".into(), json!(text(host)));
+        }
+        path(&mut m, &rewrite.path);
+        obj.insert("rewrite".into(), Value::Object(m));
+    }
 }
 
 #[cfg(test)]

@@ -234,7 +234,15 @@ pub struct RawRoute {
     #[serde(rename = "match", default)]
     pub matcher: RawMatch,
     pub backend: Option<String>,
+    /// A weighted split: each request goes to one of these (instead of `backend`).
+    pub backends: Option<Vec<RawWeightedBackend>>,
     pub respond: Option<RawRespond>,
+    pub redirect: Option<RawRedirect>,
+    /// Changes to the request sent upstream, after hitless's own forwarding headers.
+    pub request_headers: Option<RawHeaderFilter>,
+    /// Changes to the backend's response before it goes to the client.
+    pub response_headers: Option<RawHeaderFilter>,
+    pub rewrite: Option<RawRewrite>,
     pub timeouts: Option<RawRouteTimeouts>,
     pub retry: Option<RawRetry>,
     pub fault: Option<RawFault>,
@@ -279,6 +287,69 @@ pub struct RawMatch {
     pub host: Option<String>,
     pub path_prefix: Option<String>,
     pub path: Option<String>,
+    /// Exact request method (`GET`).
+    pub method: Option<String>,
+    /// Request headers that must all be present with these exact values.
+    #[serde(default)]
+    pub headers: Vec<RawNameValue>,
+    /// Query parameters that must all be present with these exact values.
+    #[serde(default)]
+    pub query: Vec<RawNameValue>,
+}
+
+/// `{name: x-env, value: canary}`: one header or query parameter condition.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNameValue {
+    pub name: String,
+    pub value: String,
+}
+
+/// `{name: web-v2, weight: 10}`: one backend of a weighted split.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWeightedBackend {
+    pub name: String,
+    /// Share of the requests relative to the other entries (default 1, as Gateway API's).
+    pub weight: Option<u64>,
+}
+
+/// `request_headers:` / `response_headers:` (Gateway API's header modifier filters).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHeaderFilter {
+    /// Replace every field of this name with this one value.
+    #[serde(default)]
+    pub set: BTreeMap<String, String>,
+    /// Append a field, keeping those already there.
+    #[serde(default)]
+    pub add: BTreeMap<String, String>,
+    #[serde(default)]
+    pub remove: Vec<String>,
+}
+
+/// `redirect:` (Gateway API's RequestRedirect): answer with a `Location` built from the request.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRedirect {
+    pub scheme: Option<String>,
+    pub host: Option<String>,
+    pub port: Option<u64>,
+    /// Replaces the whole path.
+    pub path: Option<String>,
+    /// Replaces the part of the path that the route's `match.path_prefix` matched.
+    pub path_prefix: Option<String>,
+    pub status: Option<u16>,
+}
+
+/// `rewrite:` (Gateway API's URLRewrite): what the backend is sent instead of the client's
+/// Host and path.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRewrite {
+    pub host: Option<String>,
+    pub path: Option<String>,
+    pub path_prefix: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

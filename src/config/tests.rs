@@ -311,3 +311,252 @@ fn fault_and_connection_settings_are_validated_with_their_paths() {
         "survives the effective config"
     );
 }
+
+const TWO: &str =
+    "backends:\n  v1: {endpoints: [\"127.0.0.1:9001\"]}\n  v2: {endpoints: [\"127.0.0.1:9002\"]}\n";
+
+/// Every expected error (by prefix) is among the errors of `routes`.
+fn assert_route_errors(routes: &str, expected: &[&str]) {
+    let errs = errors(&format!("{TWO}routes:\n{routes}"));
+    for prefix in expected {
+        assert!(
+            errs.iter().any(|e| e.starts_with(prefix)),
+            "{prefix} not in {errs:#?}"
+        );
+    }
+}
+
+#[test]
+fn a_route_has_exactly_one_action_named_in_the_error() {
+    assert_route_errors(
+        "  - backend: v1\n    redirect: {scheme: https}\n  - match: {path: /x}\n",
+        &[
+            "routes[0]: a route needs exactly one of `backend` (forward), `backends` (weighted split), `respond` (answer directly) or `redirect`; got `backend` and `redirect`",
+            "routes[1]: a route needs exactly one of `backend` (forward), `backends` (weighted split), `respond` (answer directly) or `redirect`; got none",
+        ],
+    );
+    assert_route_errors(
+        "  - backends: [{name: v1}]\n    respond: {status: 200}\n",
+        &["routes[0]: a route needs exactly one of `backend` (forward), `backends` (weighted split), `respond` (answer directly) or `redirect`; got `backends` and `respond`"],
+    );
+}
+
+#[test]
+fn splits_need_known_distinct_backends_and_a_positive_sum() {
+    assert_route_errors(
+        "  - backends: []\n  - backends: [{name: v1, weight: 0}, {name: v2, weight: 0}]\n  - backends: [{name: v1}, {name: v1}, {name: v3}]\n  - backends: [{name: v1, weight: 1000001}]\n",
+        &[
+            "routes[0].backends: needs at least one backend",
+            "routes[1].backends: the weights add up to 0",
+            "routes[2].backends[1].name: backend \"v1\" is listed twice",
+            "routes[2].backends[2].name: unknown backend \"v3\" (defined: v1, v2)",
+            "routes[3].backends[0].weight: must be at most 1000000",
+        ],
+    );
+    let many: String = (0..17)
+        .map(|i| format!("{{name: v1, weight: {i}}}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    assert_route_errors(
+        &format!("  - backends: [{many}]\n"),
+        &["routes[0].backends: at most 16 entries, got 17"],
+    );
+
+    let c = Config::from_yaml(&format!(
+        "{TWO}routes:\n  - backends: [{{name: v1, weight: 90}}, {{name: v2, weight: 10}}, {{name: v1x, weight: 0}}]\n"
+    ));
+    assert!(c.is_err(), "an unknown name is an error even at weight 0");
+    let c = Config::from_yaml(&format!(
+        "{TWO}routes:\n  - backends: [{{name: v1, weight: 0}}, {{name: v2}}]\n"
+    ))
+    .unwrap();
+    let r = &c.routes[0];
+    let Action::Split(split) = &r.action else {
+        panic!("not a split: {:?}", r.action)
+    };
+    assert_eq!(
+        *split,
+        vec![
+            WeightedBackend {
+                backend: 0,
+                weight: 0
+            },
+            WeightedBackend {
+                backend: 1,
+                weight: 1
+            }
+        ]
+    );
+    assert_eq!(r.forward_backends().collect::<Vec<_>>(), vec![1]);
+}
+
+#[test]
+fn header_filters_refuse_bad_names_and_framing() {
+    assert_route_errors(
+        r#"  - backend: v1
+    request_headers:
+      set: {"bad header": x, content-length: "5", host: internal}
+      add: {transfer-encoding: chunked, x-ok: "a\u0001b", host: two}
+      remove: [connection, x-request-id, host, "x y"]
+    response_headers:
+      set: {host: fine, te: trailers}
+      add: {x-a: "1"}
+      remove: [X-A]
+"#,
+        &[
+            "routes[0].request_headers.set.bad header: \"bad header\" is not a valid header name",
+            "routes[0].request_headers.set.content-length: \"content-length\" cannot be changed: frames the body",
+            "routes[0].request_headers.add.transfer-encoding: \"transfer-encoding\" cannot be changed: frames the body",
+            "routes[0].request_headers.add.x-ok: not a valid header value",
+            "routes[0].request_headers.add.host: \"host\" cannot be changed: may only be `set`",
+            "routes[0].request_headers.remove[0]: \"connection\" cannot be changed: hop-by-hop",
+            "routes[0].request_headers.remove[1]: \"x-request-id\" cannot be changed",
+            "routes[0].request_headers.remove[2]: \"host\" cannot be changed: may only be `set`",
+            "routes[0].request_headers.remove[3]: \"x y\" is not a valid header name",
+            "routes[0].response_headers.set.te: \"te\" cannot be changed: hop-by-hop",
+            "routes[0].response_headers.remove[0]: \"x-a\" is named twice",
+        ],
+    );
+    let errs = errors(&format!(
+        "{TWO}routes:\n  - backend: v1\n    request_headers: {{set: {{host: internal}}}}\n    response_headers: {{set: {{host: fine}}}}\n  - respond: {{status: 200}}\n    response_headers: {{add: {{x-a: b}}}}\n"
+    ));
+    assert_eq!(
+        errs,
+        vec!["routes[1].response_headers: applies to requests forwarded to a backend; this route answers by itself"],
+        "Host may be set upstream; nothing else is wrong"
+    );
+}
+
+#[test]
+fn redirects_are_validated_against_the_match() {
+    assert_route_errors(
+        r#"  - match: {path: /old}
+    redirect: {path_prefix: /new}
+  - redirect: {status: 200, scheme: ftp, port: 70000}
+  - redirect: {}
+  - redirect: {path: /a, path_prefix: /b, host: "*.example.com"}
+  - redirect: {path: "new"}
+"#,
+        &[
+            "routes[0].redirect.path_prefix: replaces what `match.path_prefix` matched, but this route matches the exact path \"/old\": use `path`",
+            "routes[1].redirect.status: expected 301, 302, 303, 307 or 308, got 200",
+            "routes[1].redirect.scheme: expected \"http\" or \"https\", got \"ftp\"",
+            "routes[1].redirect.port: expected a port between 1 and 65535, got 70000",
+            "routes[2].redirect: needs at least one of scheme, host, port, path or path_prefix",
+            "routes[3].redirect: set either path or path_prefix, not both",
+            "routes[3].redirect.host: a wildcard names no host",
+            "routes[4].redirect.path: expected a path like \"/new\"",
+        ],
+    );
+    let c = Config::from_yaml(&format!(
+        "{TWO}routes:\n  - match: {{path_prefix: /old}}\n    redirect: {{scheme: https, path_prefix: /new}}\n"
+    ))
+    .unwrap();
+    let r = &c.routes[0];
+    let Action::Redirect(redirect) = &r.action else {
+        panic!("not a redirect: {:?}", r.action)
+    };
+    assert_eq!(
+        Some(redirect.clone()),
+        Some(Redirect {
+            scheme: Some("https"),
+            host: None,
+            port: None,
+            path: Some(PathReplace::Prefix("/new".into())),
+            status: http::StatusCode::FOUND,
+        })
+    );
+}
+
+#[test]
+fn match_conditions_and_rewrites_are_validated() {
+    assert_route_errors(
+        r#"  - match: {method: get, headers: [{name: "x y", value: a}, {name: Host, value: h}], query: [{name: "", value: "1"}]}
+    backend: v1
+  - match: {path: /x}
+    backend: v1
+    rewrite: {path_prefix: /y, host: "a b"}
+  - backend: v1
+    rewrite: {}
+  - backend: v1
+    rewrite: {host: internal}
+    request_headers: {set: {host: other}}
+"#,
+        &[
+            "routes[0].match.method: expected a method in capitals like \"GET\", got \"get\"",
+            "routes[0].match.headers[0]: \"x y\" is not a valid header name",
+            "routes[0].match.headers[1].name: match the host with `match.host`",
+            "routes[0].match.query[0].name: must not be empty",
+            "routes[1].rewrite.path_prefix: replaces what `match.path_prefix` matched",
+            "routes[1].rewrite.host: expected a host name",
+            "routes[2].rewrite: needs host, path or path_prefix",
+            "routes[3].request_headers.set.host: the Host is set by `rewrite.host` already",
+        ],
+    );
+    let c = Config::from_yaml(&format!(
+        "{TWO}routes:\n  - match: {{method: GET, headers: [{{name: X-Env, value: canary}}], query: [{{name: debug, value: \"1\"}}]}}\n    backend: v1\n"
+    ))
+    .unwrap();
+    let cond = &c.routes[0].conditions;
+    assert_eq!(cond.method, Some(http::Method::GET));
+    assert_eq!(cond.headers[0].0, "x-env", "names are case-insensitive");
+    assert_eq!(cond.query, vec![("debug".to_string(), "1".to_string())]);
+}
+
+#[test]
+fn routes_with_conditions_shadow_only_what_implies_them() {
+    let c = Config::from_yaml(&format!(
+        r#"{TWO}routes:
+  - name: canary
+    match: {{headers: [{{name: x-env, value: canary}}]}}
+    backend: v2
+  - name: gets
+    match: {{method: GET, path_prefix: /api}}
+    backend: v1
+  - name: gets-debug
+    match: {{method: GET, path_prefix: /api/x, query: [{{name: debug, value: "1"}}]}}
+    backend: v1
+  - name: all
+    backend: v1
+"#
+    ))
+    .unwrap();
+    let w: Vec<String> = c.warnings().iter().map(|w| w.to_string()).collect();
+    assert_eq!(
+        w,
+        vec!["warning: routes[2].match: never matches: routes[1] (\"gets\") comes first and matches everything it would (first match wins); move it above"],
+        "conditions let other requests through: only a route whose conditions imply an earlier one's is shadowed"
+    );
+}
+
+#[test]
+fn new_route_keys_survive_the_effective_config_round_trip() {
+    let yaml = format!(
+        r#"{TWO}routes:
+  - name: split
+    match: {{path_prefix: /shop, method: POST, headers: [{{name: x-env, value: canary}}], query: [{{name: debug, value: "a b"}}]}}
+    backends: [{{name: v1, weight: 90}}, {{name: v2, weight: 10}}]
+    request_headers: {{set: {{host: internal}}, add: {{x-a: "1"}}, remove: [x-b]}}
+    response_headers: {{set: {{cache-control: no-store}}}}
+    rewrite: {{path_prefix: /}}
+  - name: moved
+    redirect: {{scheme: https, host: example.com, port: 8443, path: /new, status: 308}}
+"#
+    );
+    let c = Config::from_yaml(&yaml).unwrap_or_else(|e| panic!("{e}"));
+    let again = Config::from_yaml(&effective_yaml(&c)).unwrap_or_else(|e| panic!("{e}"));
+    for (x, y) in c.routes.iter().zip(&again.routes) {
+        assert_eq!(x.conditions, y.conditions, "{}", x.name);
+        assert_eq!(
+            format!("{:?}", x.action),
+            format!("{:?}", y.action),
+            "{}",
+            x.name
+        );
+        assert_eq!(x.request_headers, y.request_headers, "{}", x.name);
+        assert_eq!(x.response_headers, y.response_headers, "{}", x.name);
+        assert_eq!(x.rewrite, y.rewrite, "{}", x.name);
+    }
+    assert!(matches!(&c.routes[0].action, Action::Split(s) if s.len() == 2));
+    assert!(matches!(&c.routes[1].action, Action::Redirect(r) if r.status.as_u16() == 308));
+}

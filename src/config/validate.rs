@@ -11,7 +11,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, StatusCode};
 
-use super::raw::{RawConfig, RawHealthCheck, RawOutlier, RawRetry, RawRoute};
+use super::raw::{
+    RawConfig, RawHeaderFilter, RawHealthCheck, RawMatch, RawOutlier, RawRedirect, RawRespond,
+    RawRetry, RawRewrite, RawRoute, RawWeightedBackend,
+};
 
 /// Every default in one place.
 pub struct Defaults;
@@ -327,13 +330,103 @@ pub enum PathMatch {
     Exact(String),
 }
 
+/// What a route does with a request it matches.
 #[derive(Debug, Clone)]
 pub enum Action {
-    /// Index into `Config::backends`.
-    Forward {
-        backend: usize,
-    },
+    /// Forward to one backend (an index into `Config::backends`).
+    Forward { backend: usize },
+    /// Forward each request to one of these, drawn by weight (`backends:`, in file order).
+    Split(Vec<WeightedBackend>),
+    /// Answer directly (`respond:`).
     Respond(FixedResponse),
+    /// Answer with a `Location` built from the request (`redirect:`).
+    Redirect(Redirect),
+}
+
+impl Action {
+    /// Whether requests go to a backend (and so have retries, timeouts, faults).
+    pub fn forwards(&self) -> bool {
+        matches!(self, Action::Forward { .. } | Action::Split(_))
+    }
+}
+
+/// Method, header and query conditions of a route, beyond host and path: all must hold.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Conditions {
+    pub method: Option<http::Method>,
+    /// A field of this name (any case) must carry exactly this value.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// The first parameter of this name must have this value, both compared percent-decoded
+    /// (`+` read as a space, as form parsers do): what the application will see.
+    pub query: Vec<(String, String)>,
+}
+
+impl Conditions {
+    pub fn is_empty(&self) -> bool {
+        self.method.is_none() && self.headers.is_empty() && self.query.is_empty()
+    }
+
+    /// Every request that meets `other` meets these too (for the shadowing warning).
+    pub fn implied_by(&self, other: &Conditions) -> bool {
+        self.method
+            .as_ref()
+            .is_none_or(|m| other.method.as_ref() == Some(m))
+            && self.headers.iter().all(|h| other.headers.contains(h))
+            && self.query.iter().all(|q| other.query.contains(q))
+    }
+}
+
+/// One backend of a weighted split.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WeightedBackend {
+    /// Index into `Config::backends`.
+    pub backend: usize,
+    /// 0: takes no traffic.
+    pub weight: u32,
+}
+
+/// `request_headers:` / `response_headers:`, applied as removals, then replacements, then
+/// additions. Validation keeps framing, hop-by-hop fields and the request id out of reach.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HeaderFilter {
+    pub set: Vec<(HeaderName, HeaderValue)>,
+    pub add: Vec<(HeaderName, HeaderValue)>,
+    pub remove: Vec<HeaderName>,
+}
+
+impl HeaderFilter {
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty() && self.add.is_empty() && self.remove.is_empty()
+    }
+}
+
+/// A new path for a request: the whole of it, or the part the route's `path_prefix` matched
+/// (Gateway API's `ReplaceFullPath` and `ReplacePrefixMatch`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathReplace {
+    Full(String),
+    Prefix(String),
+}
+
+/// `redirect:`: hitless answers with a `Location` built from the request and these.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Redirect {
+    /// `http` or `https`; `None`: the listener's.
+    pub scheme: Option<&'static str>,
+    /// `None`: the request's host (without its port).
+    pub host: Option<String>,
+    /// `None`: the new scheme's default port when `scheme` is given, else the request's port.
+    pub port: Option<u16>,
+    pub path: Option<PathReplace>,
+    /// 301, 302 (default), 303, 307 or 308.
+    pub status: StatusCode,
+}
+
+/// `rewrite:`: what the backend is sent instead of the client's Host and path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rewrite {
+    pub host: Option<HeaderValue>,
+    pub path: Option<PathReplace>,
 }
 
 #[derive(Debug, Clone)]
@@ -348,12 +441,31 @@ pub struct RouteConfig {
     pub name: String,
     pub host: Option<HostMatch>,
     pub path: PathMatch,
+    /// `match.method`, `match.headers`, `match.query`.
+    pub conditions: Conditions,
     pub action: Action,
+    pub request_headers: HeaderFilter,
+    pub response_headers: HeaderFilter,
+    pub rewrite: Option<Rewrite>,
     pub request_timeout: Duration,
     pub backend_request_timeout: Duration,
     pub retry: RetryPolicy,
     /// Failures injected on purpose (`fault:`); `None`: never.
     pub fault: Option<super::fault::FaultConfig>,
+}
+
+impl RouteConfig {
+    /// The backends this route may forward to (indices into `Config::backends`): its one
+    /// `backend`, or the entries of its split that take traffic.
+    pub fn forward_backends(&self) -> impl Iterator<Item = usize> + '_ {
+        let (single, split) = match &self.action {
+            Action::Forward { backend } => (Some(*backend), &[][..]),
+            Action::Split(split) => (None, split.as_slice()),
+            Action::Respond(_) | Action::Redirect(_) => (None, &[][..]),
+        };
+        let split = split.iter().filter(|w| w.weight > 0);
+        single.into_iter().chain(split.map(|w| w.backend))
+    }
 }
 
 use super::errors::{dur, Errors};
@@ -996,76 +1108,9 @@ fn validate_route(
         .host
         .as_deref()
         .and_then(|h| parse_host(errors, &format!("{base}.match.host"), h));
-    let path = match (&r.matcher.path_prefix, &r.matcher.path) {
-        (Some(_), Some(_)) => {
-            errors.push(
-                format!("{base}.match"),
-                "set either path_prefix or path (exact), not both",
-            );
-            PathMatch::Prefix("/".into())
-        }
-        (Some(p), None) => {
-            PathMatch::Prefix(parse_path(errors, &format!("{base}.match.path_prefix"), p))
-        }
-        (None, Some(p)) => PathMatch::Exact(parse_path(errors, &format!("{base}.match.path"), p)),
-        (None, None) => PathMatch::Prefix("/".into()),
-    };
-    let action = match (&r.backend, &r.respond) {
-        (Some(_), Some(_)) | (None, None) => {
-            errors.push(
-                base.clone(),
-                "a route needs exactly one of `backend` (forward) or `respond` (answer directly)",
-            );
-            return None;
-        }
-        (Some(b), None) => match backends.iter().position(|x| &x.name == b) {
-            Some(backend) => Action::Forward { backend },
-            None => {
-                let known: Vec<&str> = backends.iter().map(|x| x.name.as_str()).collect();
-                errors.push(
-                    format!("{base}.backend"),
-                    format!(
-                        "unknown backend \"{b}\" (defined: {})",
-                        if known.is_empty() {
-                            "none".to_string()
-                        } else {
-                            known.join(", ")
-                        }
-                    ),
-                );
-                return None;
-            }
-        },
-        (None, Some(resp)) => {
-            let status = match StatusCode::from_u16(resp.status.unwrap_or(200)) {
-                Ok(s) if s.as_u16() >= 200 => s,
-                _ => {
-                    errors.push(
-                        format!("{base}.respond.status"),
-                        format!(
-                            "expected a status between 200 and 999, got {}",
-                            resp.status.unwrap_or(0)
-                        ),
-                    );
-                    StatusCode::OK
-                }
-            };
-            let mut headers = Vec::new();
-            for (k, v) in &resp.headers {
-                let path = format!("{base}.respond.headers.{k}");
-                match (HeaderName::try_from(k.as_str()), HeaderValue::try_from(v)) {
-                    (Ok(n), Ok(v)) => headers.push((n, v)),
-                    (Err(_), _) => errors.push(path, "not a valid header name"),
-                    (_, Err(_)) => errors.push(path, "not a valid header value"),
-                }
-            }
-            Action::Respond(FixedResponse {
-                status,
-                headers,
-                body: Bytes::from(resp.body.clone().unwrap_or_default()),
-            })
-        }
-    };
+    let path = parse_path_match(errors, &base, &r.matcher);
+    let conditions = parse_conditions(errors, &base, &r.matcher);
+    let action = parse_action(errors, &base, r, backends, &path)?;
     let rt = r.timeouts.as_ref();
     let request_timeout = positive(
         errors,
@@ -1087,22 +1132,550 @@ fn validate_route(
         .fault
         .as_ref()
         .map(|f| super::fault::parse(errors, &base, f));
-    if fault.is_some() && matches!(action, Action::Respond(_)) {
+    let answers = !action.forwards();
+    if fault.is_some() && answers {
         errors.push(
             format!("{base}.fault"),
             "faults are injected on routes with a `backend`; this route answers by itself",
+        );
+    }
+    let request_headers = r
+        .request_headers
+        .as_ref()
+        .map(|f| parse_header_filter(errors, &format!("{base}.request_headers"), f, true))
+        .unwrap_or_default();
+    let response_headers = r
+        .response_headers
+        .as_ref()
+        .map(|f| parse_header_filter(errors, &format!("{base}.response_headers"), f, false))
+        .unwrap_or_default();
+    let rewrite = r
+        .rewrite
+        .as_ref()
+        .map(|w| parse_rewrite(errors, &format!("{base}.rewrite"), w, &path));
+    let forwarding_only = [
+        ("request_headers", r.request_headers.is_some()),
+        ("response_headers", r.response_headers.is_some()),
+        ("rewrite", r.rewrite.is_some()),
+    ];
+    for (key, _) in forwarding_only
+        .iter()
+        .filter(|(_, given)| *given && answers)
+    {
+        errors.push(
+            format!("{base}.{key}"),
+            "applies to requests forwarded to a backend; this route answers by itself",
+        );
+    }
+    let sets_host = request_headers
+        .set
+        .iter()
+        .any(|(n, _)| n == http::header::HOST);
+    if sets_host && rewrite.as_ref().is_some_and(|w| w.host.is_some()) {
+        errors.push(
+            format!("{base}.request_headers.set.host"),
+            "the Host is set by `rewrite.host` already: keep one of the two",
         );
     }
     Some(RouteConfig {
         name,
         host,
         path,
+        conditions,
         action,
+        request_headers,
+        response_headers,
+        rewrite,
         request_timeout,
         backend_request_timeout,
         retry,
         fault,
     })
+}
+
+/// At most this many backends in a split, and conditions or changes in each list of a route.
+const MAX_ROUTE_LIST: usize = 16;
+/// Weights are relative; this bound keeps their sum far from overflowing.
+const MAX_WEIGHT: u64 = 1_000_000;
+
+fn parse_path_match(errors: &mut Errors, base: &str, m: &RawMatch) -> PathMatch {
+    match (&m.path_prefix, &m.path) {
+        (Some(_), Some(_)) => {
+            errors.push(
+                format!("{base}.match"),
+                "set either path_prefix or path (exact), not both",
+            );
+            PathMatch::Prefix("/".into())
+        }
+        (Some(p), None) => {
+            PathMatch::Prefix(parse_path(errors, &format!("{base}.match.path_prefix"), p))
+        }
+        (None, Some(p)) => PathMatch::Exact(parse_path(errors, &format!("{base}.match.path"), p)),
+        (None, None) => PathMatch::Prefix("/".into()),
+    }
+}
+
+/// `match.method`, `match.headers` and `match.query`.
+fn parse_conditions(errors: &mut Errors, base: &str, m: &RawMatch) -> Conditions {
+    let method = m.method.as_deref().and_then(|v| {
+        let path = format!("{base}.match.method");
+        match http::Method::from_bytes(v.as_bytes()) {
+            // Methods are case-sensitive: `get` would never match a browser's `GET`.
+            Ok(method) if v.bytes().all(|b| !b.is_ascii_lowercase()) && v.len() <= 32 => {
+                Some(method)
+            }
+            _ => {
+                errors.push(
+                    path,
+                    format!("expected a method in capitals like \"GET\", got \"{v}\""),
+                );
+                None
+            }
+        }
+    });
+    let mut headers = Vec::new();
+    for (j, h) in bounded(errors, &format!("{base}.match.headers"), &m.headers) {
+        let path = format!("{base}.match.headers[{j}]");
+        let Some((name, value)) = header_pair(errors, &path, &h.name, &h.value) else {
+            continue;
+        };
+        if name == http::header::HOST {
+            errors.push(
+                format!("{path}.name"),
+                "match the host with `match.host` (it also covers HTTP/2's :authority)",
+            );
+            continue;
+        }
+        headers.push((name, value));
+    }
+    let mut query = Vec::new();
+    for (j, q) in bounded(errors, &format!("{base}.match.query"), &m.query) {
+        if q.name.is_empty() {
+            errors.push(format!("{base}.match.query[{j}].name"), "must not be empty");
+            continue;
+        }
+        query.push((q.name.clone(), q.value.clone()));
+    }
+    Conditions {
+        method,
+        headers,
+        query,
+    }
+}
+
+/// The entries of a route's list, after an error at `path` when there are more than
+/// `MAX_ROUTE_LIST` (those are ignored).
+fn bounded<'a, T>(
+    errors: &mut Errors,
+    path: &str,
+    items: &'a [T],
+) -> impl Iterator<Item = (usize, &'a T)> + 'a {
+    if items.len() > MAX_ROUTE_LIST {
+        errors.push(
+            path,
+            format!("at most {MAX_ROUTE_LIST} entries, got {}", items.len()),
+        );
+    }
+    items.iter().take(MAX_ROUTE_LIST).enumerate()
+}
+
+/// A header name and value, or an error at `path` naming which is invalid.
+fn header_pair(
+    errors: &mut Errors,
+    path: &str,
+    name: &str,
+    value: &str,
+) -> Option<(HeaderName, HeaderValue)> {
+    match (HeaderName::try_from(name), HeaderValue::try_from(value)) {
+        (Ok(n), Ok(v)) => Some((n, v)),
+        (Err(_), _) => {
+            errors.push(path, format!("\"{name}\" is not a valid header name"));
+            None
+        }
+        (_, Err(_)) => {
+            errors.push(path, "not a valid header value");
+            None
+        }
+    }
+}
+
+/// Exactly one of `backend`, `backends`, `respond`, `redirect`: the route's action.
+fn parse_action(
+    errors: &mut Errors,
+    base: &str,
+    r: &RawRoute,
+    backends: &[BackendConfig],
+    path: &PathMatch,
+) -> Option<Action> {
+    let given: Vec<&str> = [
+        ("`backend`", r.backend.is_some()),
+        ("`backends`", r.backends.is_some()),
+        ("`respond`", r.respond.is_some()),
+        ("`redirect`", r.redirect.is_some()),
+    ]
+    .iter()
+    .filter(|(_, set)| *set)
+    .map(|(key, _)| *key)
+    .collect();
+    if given.len() != 1 {
+        let got = if given.is_empty() {
+            "none".to_string()
+        } else {
+            given.join(" and ")
+        };
+        errors.push(
+            base,
+            format!("a route needs exactly one of `backend` (forward), `backends` (weighted split), `respond` (answer directly) or `redirect`; got {got}"),
+        );
+        return None;
+    }
+    if let Some(b) = &r.backend {
+        let backend = find_backend(errors, &format!("{base}.backend"), b, backends)?;
+        return Some(Action::Forward { backend });
+    }
+    if let Some(entries) = &r.backends {
+        let split = parse_split(errors, &format!("{base}.backends"), entries, backends)?;
+        return Some(Action::Split(split));
+    }
+    if let Some(raw) = &r.redirect {
+        let redirect = parse_redirect(errors, &format!("{base}.redirect"), raw, path);
+        return Some(Action::Redirect(redirect));
+    }
+    let resp = r.respond.as_ref()?;
+    Some(Action::Respond(parse_respond(errors, base, resp)))
+}
+
+/// The index of backend `name`, or an error at `path` listing the defined ones.
+fn find_backend(
+    errors: &mut Errors,
+    path: &str,
+    name: &str,
+    backends: &[BackendConfig],
+) -> Option<usize> {
+    let found = backends.iter().position(|x| x.name == name);
+    if found.is_none() {
+        let known: Vec<&str> = backends.iter().map(|x| x.name.as_str()).collect();
+        let known = if known.is_empty() {
+            "none".to_string()
+        } else {
+            known.join(", ")
+        };
+        errors.push(
+            path,
+            format!("unknown backend \"{name}\" (defined: {known})"),
+        );
+    }
+    found
+}
+
+/// `backends: [{name, weight}]`: 1 to `MAX_ROUTE_LIST` distinct backends, weights up to
+/// `MAX_WEIGHT`, at least one above 0.
+fn parse_split(
+    errors: &mut Errors,
+    path: &str,
+    entries: &[RawWeightedBackend],
+    backends: &[BackendConfig],
+) -> Option<Vec<WeightedBackend>> {
+    if entries.is_empty() {
+        errors.push(path, "needs at least one backend");
+        return None;
+    }
+    let before = errors.0.len();
+    let mut split: Vec<WeightedBackend> = Vec::new();
+    for (j, e) in bounded(errors, path, entries) {
+        let weight = e.weight.unwrap_or(1);
+        if weight > MAX_WEIGHT {
+            errors.push(
+                format!("{path}[{j}].weight"),
+                format!("must be at most {MAX_WEIGHT}, got {weight}"),
+            );
+        }
+        let Some(backend) = find_backend(errors, &format!("{path}[{j}].name"), &e.name, backends)
+        else {
+            continue;
+        };
+        if split.iter().any(|w| w.backend == backend) {
+            errors.push(
+                format!("{path}[{j}].name"),
+                format!("backend \"{}\" is listed twice", e.name),
+            );
+        }
+        let weight = u32::try_from(weight.min(MAX_WEIGHT)).unwrap_or(0);
+        split.push(WeightedBackend { backend, weight });
+    }
+    if split.iter().all(|w| w.weight == 0) && errors.0.len() == before {
+        errors.push(
+            path,
+            "the weights add up to 0: give at least one backend a weight above 0",
+        );
+    }
+    (errors.0.len() == before).then_some(split)
+}
+
+/// `respond: {status, headers, body}`.
+fn parse_respond(errors: &mut Errors, base: &str, resp: &RawRespond) -> FixedResponse {
+    let status = match StatusCode::from_u16(resp.status.unwrap_or(200)) {
+        Ok(s) if s.as_u16() >= 200 => s,
+        _ => {
+            errors.push(
+                format!("{base}.respond.status"),
+                format!(
+                    "expected a status between 200 and 999, got {}",
+                    resp.status.unwrap_or(0)
+                ),
+            );
+            StatusCode::OK
+        }
+    };
+    let mut headers = Vec::new();
+    for (k, v) in &resp.headers {
+        let path = format!("{base}.respond.headers.{k}");
+        match (HeaderName::try_from(k.as_str()), HeaderValue::try_from(v)) {
+            (Ok(n), Ok(v)) => headers.push((n, v)),
+            (Err(_), _) => errors.push(path, "not a valid header name"),
+            (_, Err(_)) => errors.push(path, "not a valid header value"),
+        }
+    }
+    FixedResponse {
+        status,
+        headers,
+        body: Bytes::from(resp.body.clone().unwrap_or_default()),
+    }
+}
+
+/// A host name for a `Location` or a `Host` (no wildcard, no port).
+fn parse_plain_host(errors: &mut Errors, path: &str, value: &str) -> Option<String> {
+    match parse_host(errors, path, value) {
+        Some(HostMatch::Exact(host)) => Some(host),
+        Some(HostMatch::Suffix(_)) => {
+            errors.push(path, "a wildcard names no host to send: give one host");
+            None
+        }
+        None => None,
+    }
+}
+
+/// A path to put in a request line: starts with `/`, no query, no fragment.
+fn parse_target_path(errors: &mut Errors, path: &str, value: &str) -> String {
+    let valid = value.starts_with('/')
+        && !value.contains(['?', '#'])
+        && value.parse::<http::uri::PathAndQuery>().is_ok();
+    if !valid {
+        errors.push(
+            path,
+            format!("expected a path like \"/new\" (no query), got \"{value}\""),
+        );
+    }
+    value.to_string()
+}
+
+/// `path` or `path_prefix` of a redirect or rewrite at `base`; a prefix only replaces what a
+/// `match.path_prefix` matched.
+fn parse_path_replace(
+    errors: &mut Errors,
+    base: &str,
+    full: Option<&String>,
+    prefix: Option<&String>,
+    matched: &PathMatch,
+) -> Option<PathReplace> {
+    match (full, prefix) {
+        (Some(_), Some(_)) => {
+            errors.push(base, "set either path or path_prefix, not both");
+            None
+        }
+        (Some(p), None) => Some(PathReplace::Full(parse_target_path(
+            errors,
+            &format!("{base}.path"),
+            p,
+        ))),
+        (None, Some(p)) => {
+            let path = format!("{base}.path_prefix");
+            if let PathMatch::Exact(exact) = matched {
+                errors.push(
+                    path.as_str(),
+                    format!("replaces what `match.path_prefix` matched, but this route matches the exact path \"{exact}\": use `path`"),
+                );
+            }
+            Some(PathReplace::Prefix(parse_target_path(errors, &path, p)))
+        }
+        (None, None) => None,
+    }
+}
+
+fn parse_redirect(
+    errors: &mut Errors,
+    base: &str,
+    raw: &RawRedirect,
+    matched: &PathMatch,
+) -> Redirect {
+    let scheme = raw.scheme.as_deref().and_then(|s| match s {
+        "http" => Some("http"),
+        "https" => Some("https"),
+        _ => {
+            errors.push(
+                format!("{base}.scheme"),
+                format!("expected \"http\" or \"https\", got \"{s}\""),
+            );
+            None
+        }
+    });
+    let host = raw
+        .host
+        .as_deref()
+        .and_then(|h| parse_plain_host(errors, &format!("{base}.host"), h));
+    let port = raw.port.and_then(|p| match u16::try_from(p) {
+        Ok(port) if port > 0 => Some(port),
+        _ => {
+            errors.push(
+                format!("{base}.port"),
+                format!("expected a port between 1 and 65535, got {p}"),
+            );
+            None
+        }
+    });
+    let path = parse_path_replace(
+        errors,
+        base,
+        raw.path.as_ref(),
+        raw.path_prefix.as_ref(),
+        matched,
+    );
+    let code = raw.status.unwrap_or(302);
+    let status = match StatusCode::from_u16(code) {
+        Ok(s) if matches!(code, 301 | 302 | 303 | 307 | 308) => s,
+        _ => {
+            errors.push(
+                format!("{base}.status"),
+                format!("expected 301, 302, 303, 307 or 308, got {code}"),
+            );
+            StatusCode::FOUND
+        }
+    };
+    let given = [
+        raw.scheme.is_some(),
+        raw.host.is_some(),
+        raw.port.is_some(),
+        raw.path.is_some(),
+        raw.path_prefix.is_some(),
+    ];
+    if !given.contains(&true) {
+        errors.push(
+            base,
+            "needs at least one of scheme, host, port, path or path_prefix (a redirect to the same URL loops)",
+        );
+    }
+    Redirect {
+        scheme,
+        host,
+        port,
+        path,
+        status,
+    }
+}
+
+fn parse_rewrite(
+    errors: &mut Errors,
+    base: &str,
+    raw: &RawRewrite,
+    matched: &PathMatch,
+) -> Rewrite {
+    let host = raw
+        .host
+        .as_deref()
+        .and_then(|h| parse_plain_host(errors, &format!("{base}.host"), h))
+        .and_then(|h| HeaderValue::try_from(h).ok());
+    let path = parse_path_replace(
+        errors,
+        base,
+        raw.path.as_ref(),
+        raw.path_prefix.as_ref(),
+        matched,
+    );
+    if raw.host.is_none() && raw.path.is_none() && raw.path_prefix.is_none() {
+        errors.push(base, "needs host, path or path_prefix");
+    }
+    Rewrite { host, path }
+}
+
+/// Why a filter must not touch the field `name`, if it must not. `request`: a
+/// `request_headers` filter; `set`: the change replaces the field.
+fn untouchable(name: &HeaderName, request: bool, set: bool) -> Option<&'static str> {
+    match name.as_str() {
+        "content-length" | "transfer-encoding" => {
+            Some("frames the body: hitless writes it from the body it relays")
+        }
+        "connection" | "keep-alive" | "proxy-connection" | "te" | "upgrade" => {
+            Some("hop-by-hop: it describes one connection, not the message")
+        }
+        "x-request-id" => {
+            Some("the request id hitless logs and returns: changing it would break the link")
+        }
+        "expect" if request => Some("governs how the body is sent: hitless has sent it already"),
+        // Gateway API may set the Host (as `rewrite.host` does); without one, or with two,
+        // an HTTP/1.1 request is invalid.
+        "host" if request && !set => Some("may only be `set` (a request has exactly one)"),
+        _ => None,
+    }
+}
+
+/// `request_headers:` or `response_headers:` at `base`.
+fn parse_header_filter(
+    errors: &mut Errors,
+    base: &str,
+    raw: &RawHeaderFilter,
+    request: bool,
+) -> HeaderFilter {
+    let mut filter = HeaderFilter::default();
+    let mut named: Vec<HeaderName> = Vec::new();
+    let mut check = |errors: &mut Errors, path: &str, name: &HeaderName, set: bool| {
+        if let Some(why) = untouchable(name, request, set) {
+            errors.push(path, format!("\"{name}\" cannot be changed: {why}"));
+            return false;
+        }
+        if named.contains(name) {
+            errors.push(
+                path,
+                format!("\"{name}\" is named twice (one of set, add or remove, once)"),
+            );
+            return false;
+        }
+        named.push(name.clone());
+        true
+    };
+    for (op, map) in [("set", &raw.set), ("add", &raw.add)] {
+        if map.len() > MAX_ROUTE_LIST {
+            errors.push(
+                format!("{base}.{op}"),
+                format!("at most {MAX_ROUTE_LIST} entries, got {}", map.len()),
+            );
+        }
+        for (k, v) in map.iter().take(MAX_ROUTE_LIST) {
+            let path = format!("{base}.{op}.{k}");
+            let Some((name, value)) = header_pair(errors, &path, k, v) else {
+                continue;
+            };
+            if check(errors, &path, &name, op == "set") {
+                let list = if op == "set" {
+                    &mut filter.set
+                } else {
+                    &mut filter.add
+                };
+                list.push((name, value));
+            }
+        }
+    }
+    for (j, k) in bounded(errors, &format!("{base}.remove"), &raw.remove) {
+        let path = format!("{base}.remove[{j}]");
+        match HeaderName::try_from(k.as_str()) {
+            Ok(name) => {
+                if check(errors, &path, &name, false) {
+                    filter.remove.push(name);
+                }
+            }
+            Err(_) => errors.push(path, format!("\"{k}\" is not a valid header name")),
+        }
+    }
+    filter
 }
 
 /// A timeout-chain or routing problem that does not stop hitless from running but will
@@ -1130,10 +1703,9 @@ impl Config {
         let mut out = Vec::new();
         let mut warn = |path: String, message: String| out.push(Warning { path, message });
         for (i, r) in self.routes.iter().enumerate() {
-            let Action::Forward { backend } = r.action else {
+            if !r.action.forwards() {
                 continue;
-            };
-            let b = &self.backends[backend];
+            }
             if r.backend_request_timeout > r.request_timeout {
                 warn(
                     format!("routes[{i}].timeouts.backend_request"),
@@ -1160,29 +1732,8 @@ impl Config {
                     ),
                 );
             }
-            if b.connect_timeout >= r.backend_request_timeout {
-                warn(
-                    format!("backends.{}.connect_timeout", b.name),
-                    format!(
-                        "connect timeout {} is not below route \"{}\"'s per-try timeout {}: lower backends.{}.connect_timeout",
-                        fmt_d(b.connect_timeout),
-                        r.name,
-                        fmt_d(r.backend_request_timeout),
-                        b.name
-                    ),
-                );
-            }
-            if !b.hold_timeout.is_zero() && b.hold_timeout >= r.request_timeout {
-                warn(
-                    format!("backends.{}.hold_timeout", b.name),
-                    format!(
-                        "hold {} is not below route \"{}\"'s request timeout {}: a held request times out (504) instead of getting 503 no_healthy_endpoints; lower backends.{}.hold_timeout",
-                        fmt_d(b.hold_timeout),
-                        r.name,
-                        fmt_d(r.request_timeout),
-                        b.name
-                    ),
-                );
+            for b in r.forward_backends().filter_map(|k| self.backends.get(k)) {
+                backend_chain(r, b, &mut warn);
             }
             if let Some(client) = self.client_timeout {
                 if r.request_timeout >= client {
@@ -1268,6 +1819,34 @@ impl Config {
     }
 }
 
+/// The timeout chain between a route and one backend it forwards to.
+fn backend_chain(r: &RouteConfig, b: &BackendConfig, warn: &mut impl FnMut(String, String)) {
+    if b.connect_timeout >= r.backend_request_timeout {
+        warn(
+            format!("backends.{}.connect_timeout", b.name),
+            format!(
+                "connect timeout {} is not below route \"{}\"'s per-try timeout {}: lower backends.{}.connect_timeout",
+                fmt_d(b.connect_timeout),
+                r.name,
+                fmt_d(r.backend_request_timeout),
+                b.name
+            ),
+        );
+    }
+    if !b.hold_timeout.is_zero() && b.hold_timeout >= r.request_timeout {
+        warn(
+            format!("backends.{}.hold_timeout", b.name),
+            format!(
+                "hold {} is not below route \"{}\"'s request timeout {}: a held request times out (504) instead of getting 503 no_healthy_endpoints; lower backends.{}.hold_timeout",
+                fmt_d(b.hold_timeout),
+                r.name,
+                fmt_d(r.request_timeout),
+                b.name
+            ),
+        );
+    }
+}
+
 /// Whether `earlier` matches every request that `later` matches.
 fn shadows(earlier: &RouteConfig, later: &RouteConfig) -> bool {
     let host_covers = match (&earlier.host, &later.host) {
@@ -1285,5 +1864,7 @@ fn shadows(earlier: &RouteConfig, later: &RouteConfig) -> bool {
         (PathMatch::Exact(a), PathMatch::Exact(b)) => a == b,
         (PathMatch::Exact(_), PathMatch::Prefix(_)) => false,
     };
-    host_covers && path_covers
+    // A route with method, header or query conditions lets through what fails them: it
+    // covers only routes whose own conditions imply its.
+    host_covers && path_covers && earlier.conditions.implied_by(&later.conditions)
 }

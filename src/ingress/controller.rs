@@ -14,7 +14,7 @@
 //! setting that differs, is unsupported or refused. The Gateway API kinds are optional: without
 //! their CRDs the controller serves Ingresses and retries those watches in the background.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -22,7 +22,7 @@ use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::networking::v1::Ingress;
-use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+use kube::api::DynamicObject;
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::{Api, Client, Resource};
@@ -30,7 +30,8 @@ use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::gateway::{self, Ours};
+use super::cluster::{object_id, Built, Change, Cluster, Kind};
+use super::gateway::Ours;
 use super::status::Writer;
 use super::{leader, secrets, translate, Note, Outcome};
 use crate::config::discovery::KubernetesDiscovery;
@@ -65,78 +66,6 @@ pub struct LeaseSettings {
     pub namespace: String,
     pub name: String,
     pub duration: Duration,
-}
-
-/// The kinds watched.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub(super) enum Kind {
-    Ingress,
-    Service,
-    Secret,
-    GatewayClass,
-    Gateway,
-    HttpRoute,
-    GrpcRoute,
-}
-
-impl Kind {
-    const ALL: [Kind; 7] = [
-        Kind::Ingress,
-        Kind::Service,
-        Kind::Secret,
-        Kind::GatewayClass,
-        Kind::Gateway,
-        Kind::HttpRoute,
-        Kind::GrpcRoute,
-    ];
-
-    pub(super) fn name(self) -> &'static str {
-        match self {
-            Kind::Ingress => "Ingress",
-            Kind::Service => "Service",
-            Kind::Secret => "Secret",
-            Kind::GatewayClass => "GatewayClass",
-            Kind::Gateway => "Gateway",
-            Kind::HttpRoute => "HTTPRoute",
-            Kind::GrpcRoute => "GRPCRoute",
-        }
-    }
-
-    fn api_version(self) -> &'static str {
-        match self {
-            Kind::Ingress => "networking.k8s.io/v1",
-            Kind::Service | Kind::Secret => "v1",
-            _ => "gateway.networking.k8s.io/v1",
-        }
-    }
-
-    /// Without these, Ingresses cannot be served; the others may be missing (no Gateway API
-    /// CRDs, no permission on Secrets) and are served when their watch succeeds.
-    fn required(self) -> bool {
-        matches!(self, Kind::Ingress | Kind::Service)
-    }
-
-    /// The Gateway API kinds, as dynamic objects (they are CRDs).
-    pub(super) fn resource(self) -> Option<ApiResource> {
-        let plural = match self {
-            Kind::GatewayClass => "gatewayclasses",
-            Kind::Gateway => "gateways",
-            Kind::HttpRoute => "httproutes",
-            Kind::GrpcRoute => "grpcroutes",
-            _ => return None,
-        };
-        let gvk = GroupVersionKind::gvk(gateway::GROUP, "v1", self.name());
-        Some(ApiResource::from_gvk_with_plural(&gvk, plural))
-    }
-}
-
-/// One watch event, decoded to JSON.
-enum Change {
-    Init,
-    Item(String, Value),
-    InitDone,
-    Apply(String, Value),
-    Delete(String),
 }
 
 type Changes = BoxStream<'static, (Kind, Result<Change, String>)>;
@@ -181,81 +110,6 @@ fn decode<K: Resource + serde::Serialize>(kind: Kind, event: Event<K>) -> Change
         Event::Apply(k) => Change::Apply(key(&k), value(&k)),
         Event::Delete(k) => Change::Delete(key(&k)),
     }
-}
-
-/// One kind's objects by `namespace/name`, replaced whole when a (re)list completes.
-#[derive(Default)]
-pub(super) struct Store {
-    pub objects: BTreeMap<String, Value>,
-    listing: Option<BTreeMap<String, Value>>,
-    synced: bool,
-    /// The watch failed before its first list completed (reported once).
-    failed: bool,
-}
-
-impl Store {
-    /// Apply one change; whether the set changed.
-    fn apply(&mut self, change: Change) -> bool {
-        match change {
-            Change::Init => {
-                self.listing = Some(BTreeMap::new());
-                false
-            }
-            Change::Item(key, value) => {
-                if let Some(listing) = self.listing.as_mut() {
-                    listing.insert(key, value);
-                }
-                false
-            }
-            Change::InitDone => {
-                self.objects = self.listing.take().unwrap_or_default();
-                self.synced = true;
-                true
-            }
-            Change::Apply(key, value) => self.objects.insert(key, value.clone()) != Some(value),
-            Change::Delete(key) => self.objects.remove(&key).is_some(),
-        }
-    }
-}
-
-/// The watched objects, by kind.
-#[derive(Default)]
-pub(super) struct Cluster {
-    stores: BTreeMap<Kind, Store>,
-}
-
-impl Cluster {
-    pub(super) fn of(&self, kind: Kind) -> impl Iterator<Item = &Value> {
-        self.stores
-            .get(&kind)
-            .into_iter()
-            .flat_map(|s| s.objects.values())
-    }
-
-    pub(super) fn get(&self, kind: Kind, key: &str) -> Option<&Value> {
-        self.stores.get(&kind)?.objects.get(key)
-    }
-
-    /// Every required kind listed, and every optional one listed or failing.
-    fn ready(&self) -> bool {
-        Kind::ALL.iter().all(|k| {
-            let store = self.stores.get(k);
-            store.is_some_and(|s| s.synced) || (!k.required() && store.is_some_and(|s| s.failed))
-        })
-    }
-}
-
-/// What one build applied.
-pub(super) struct Built {
-    pub config: Config,
-    pub text: String,
-    /// The objects in the config (Ingresses, routes), by `Kind/namespace/name`.
-    pub applied: BTreeMap<String, Value>,
-    /// Objects left out, and why.
-    pub rejected: BTreeMap<String, (Value, String)>,
-    pub notes: Vec<Note>,
-    /// The certificate files the config names.
-    pub files: BTreeSet<PathBuf>,
 }
 
 impl Controller {
@@ -724,18 +578,6 @@ fn strings(value: Option<&Value>) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
-}
-
-/// `Kind/namespace/name`, as the import report names objects.
-pub(super) fn object_id(value: &Value) -> String {
-    format!(
-        "{}/{}",
-        value
-            .get("kind")
-            .and_then(Value::as_str)
-            .unwrap_or_default(),
-        gateway::key(value)
-    )
 }
 
 async fn sleep_until(at: Option<tokio::time::Instant>) {

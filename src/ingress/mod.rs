@@ -6,6 +6,7 @@
 //! annotations. The objects are read by `lint`'s reader (files, folders, `-`), so both commands
 //! accept the same inputs.
 
+mod cluster;
 pub mod controller;
 mod gateway;
 mod leader;

@@ -22,7 +22,7 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Api, Client};
 use serde_json::{json, Value};
 
-use super::controller::{object_id, Built, Cluster, Kind};
+use super::cluster::{object_id, Built, Cluster, Kind};
 use super::gateway::{self, Ours};
 use super::Outcome;
 

@@ -9,7 +9,9 @@
 //!
 //! What it does not take goes to hyper's engine whole (`Parsed::HandOff`: the connection moves
 //! there with the bytes read so far): chunked, late or large bodies, upgrades, `Expect`,
-//! absolute-form targets, HTTP/1.0, gRPC, and routes whose backend is not plain `http`. What it
+//! absolute-form targets, HTTP/1.0, gRPC, routes whose backend is not plain `http`, and routes
+//! with method, header or query conditions, header filters, rewrites, redirects or faults
+//! (`Route::direct`; a weighted split is drawn here, as there). What it
 //! refuses it answers itself (`Parsed::Refused`): a malformed or ambiguous head (400, no Host,
 //! two Hosts, invalid Content-Length), CONNECT (405), a head or target over the limit (431,
 //! 414); each answer carries `Proxy-Status`, and the connection closes after it.
@@ -77,11 +79,6 @@ pub struct Request {
 pub enum Step {
     Next,
     Close,
-}
-
-/// Whether a backend's requests can go the direct way.
-fn direct_backend(backend: &Backend) -> bool {
-    backend.config.protocol == Protocol::Http && backend.config.tls.is_none()
 }
 
 /// Bytes of a path the `http` crate's URI parser accepts everywhere (the access log needs a
@@ -320,13 +317,15 @@ pub fn parse(
     };
     let path = target.split('?').next().unwrap_or(target);
     let router = proxy.router.load();
-    let route = router.find(host, path).cloned();
-    let forward = match route.as_ref().map(|r| (&r.action, &r.fault)) {
-        // Fault injection is rehearsal, not speed: applied in one place, hyper's engine.
-        Some((_, Some(_))) => return Parsed::HandOff,
-        Some((RouteAction::Forward(b), None)) if direct_backend(b) => true,
-        Some((RouteAction::Forward(_), None)) => return Parsed::HandOff,
-        _ => false,
+    // The first route by host and path. Method, header and query conditions, header
+    // filters, rewrites, redirects and faults are hyper's engine's alone (one place for
+    // each), as are backends other than plain `http`: such a candidate goes there whole, and
+    // hyper's engine matches the request again in full.
+    let route = router.find(host, path).map(|r| Arc::clone(r.pick()));
+    let forward = match route.as_deref() {
+        Some(r) if !r.direct => return Parsed::HandOff,
+        Some(r) => matches!(r.action, RouteAction::Forward(_)),
+        None => false,
     };
     // A body goes the direct way when it can be sent again (as hyper's engine would hold it)
     // and is here already; otherwise hyper reads it.
@@ -637,6 +636,12 @@ impl Proxy {
                 .await;
             }
             RouteAction::Forward(backend) => backend,
+            // Not reached: `parse` takes only direct routes, picked (redirects are hyper's).
+            RouteAction::Split(_) | RouteAction::Redirect(_) => {
+                let error = ProxyError::NoRoute;
+                return Box::pin(self.write_error(client, out, error, log, head_request, close))
+                    .await;
+            }
         };
         let Some(admission) = backend.admit() else {
             let error = ProxyError::Overloaded {

@@ -5,12 +5,16 @@
 //! needs end to end), `Transfer-Encoding` (hyper re-frames the body on each side) and `Upgrade`.
 //! On the way in hitless appends `X-Forwarded-For`, sets `X-Forwarded-Proto` and
 //! `X-Forwarded-Host`, keeps `Host`, and makes sure an `x-request-id` exists; the same id is
-//! returned to the client so that a user's report can be found in the access log.
+//! returned to the client so that a user's report can be found in the access log. A route's
+//! own header changes (`request_headers:`, `response_headers:`) come after these rules
+//! (`apply_filter`), on hyper's engine only.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+use crate::config::HeaderFilter;
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -385,6 +389,22 @@ pub fn rewrite_response<H: Head>(head: &mut H, request_id: &HeaderValue) {
         head.add(&header::DATE, &[http_date().as_bytes()]);
     }
     head.add(&X_REQUEST_ID, &[request_id.as_bytes()]);
+}
+
+/// Apply a route's `request_headers:` or `response_headers:` to a head hitless's rules have
+/// rewritten already: removals, then replacements, then additions. Validation keeps framing,
+/// hop-by-hop fields and the request id out of a filter's reach, so nothing here can undo
+/// what the rules above guarantee.
+pub fn apply_filter(map: &mut HeaderMap, filter: &HeaderFilter) {
+    for name in &filter.remove {
+        map.remove(name);
+    }
+    for (name, value) in &filter.set {
+        map.insert(name, value.clone());
+    }
+    for (name, value) in &filter.add {
+        map.append(name, value.clone());
+    }
 }
 
 /// The current time as an HTTP date, formatted once per second (per thread).

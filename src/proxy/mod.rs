@@ -1,4 +1,6 @@
-//! The request path inside hitless: route -> rewrite headers -> forward -> rewrite response.
+//! The request path inside hitless: route (and draw a split's backend, or answer a redirect)
+//! -> rewrite headers (hitless's rules, then the route's filters and rewrite) -> forward ->
+//! rewrite the response (the same order).
 //!
 //! `Proxy::handle` is the one function a client request goes through. It never fails: every
 //! error becomes a response from `error.rs`, and every response carries the request's
@@ -133,19 +135,11 @@ impl Proxy {
     ) -> Response<ResponseBody> {
         let grpc = is_grpc(&parts.headers);
         let router = self.router.load();
-        // The target's authority (absolute form, HTTP/2's `:authority`) wins over `Host`.
-        let host = parts
-            .uri
-            .authority()
-            .map(|a| a.as_str())
-            .or_else(|| {
-                parts
-                    .headers
-                    .get(header::HOST)
-                    .and_then(|h| h.to_str().ok())
-            })
-            .unwrap_or("");
-        let route = router.find(host, parts.uri.path()).cloned();
+        // A split's draw is made here, once: the request is the picked route's from now on
+        // (its backend, retries, metrics and log line).
+        let route = router
+            .find_request(authority_of(&parts), &parts)
+            .map(|r| Arc::clone(r.pick()));
         let mut log = RequestLog::new(start, parts.method.clone(), conn, self.access_log);
         if self.access_log {
             log.host = parts.headers.get(header::HOST).cloned();
@@ -181,7 +175,15 @@ impl Proxy {
                 log.request_id = Some(id);
                 return response.map(|b| b.with_log(log));
             }
+            RouteAction::Redirect(redirect) => {
+                return self.redirect(&route, redirect, &parts, log);
+            }
             RouteAction::Forward(backend) => backend,
+            // Not reached: `pick` returns one of the split's routes, which forward.
+            RouteAction::Split(_) => {
+                let id = request_id_of(&parts.headers);
+                return self.error(ProxyError::NoRoute, grpc, id, log);
+            }
         };
         if let Some(faults) = &route.fault {
             // Boxed: rare, and inline its future would be in every request's.
@@ -216,6 +218,9 @@ impl Proxy {
             headers::new_request_id,
         )
         .value;
+        if let Some(filters) = &route.filters {
+            filter_request(&mut parts.headers, filters);
+        }
         let client_upgrade = match &upgrade {
             Some(tunnel::Upgrade::Http1(token)) => {
                 tunnel::restore_headers(&mut parts.headers, token.clone());
@@ -234,6 +239,13 @@ impl Proxy {
                 .path_and_query()
                 .map(|pq| Uri::from(pq.clone()))
                 .unwrap_or_else(|| Uri::from_static("/"));
+        }
+        if let Some(replace) = route
+            .filters
+            .as_ref()
+            .and_then(|f| f.rewrite.as_ref()?.path.as_ref())
+        {
+            parts.uri = rewritten_uri(&route, replace, &parts.uri);
         }
         parts.version = Version::HTTP_11;
         let idempotent = attempt::idempotent(
@@ -287,6 +299,9 @@ impl Proxy {
                 }
                 let upstream_token = head.headers.get(header::UPGRADE).cloned();
                 headers::rewrite_response(&mut head.headers, &request_id);
+                if let Some(filters) = &route.filters {
+                    headers::apply_filter(&mut head.headers, &filters.response_headers);
+                }
                 if switching {
                     // A refused upgrade is an ordinary answer, passed through as such.
                     let upstream_upgrade = head.extensions.remove::<hyper::upgrade::OnUpgrade>();
@@ -385,6 +400,40 @@ impl Proxy {
         }
     }
 
+    /// Answer a `redirect:` route: its status, the `Location` built from the request, an
+    /// empty body and the request id (as `respond` answers).
+    fn redirect(
+        &self,
+        route: &Route,
+        redirect: &crate::config::Redirect,
+        parts: &http::request::Parts,
+        mut log: RequestLog,
+    ) -> Response<ResponseBody> {
+        let id = request_id_of(&parts.headers);
+        let location = route.location(
+            redirect,
+            log.conn.scheme,
+            authority_of(parts),
+            parts.uri.path(),
+            parts.uri.query(),
+        );
+        let Ok(location) = HeaderValue::try_from(location) else {
+            let error = ProxyError::BadRequest {
+                reason: "no redirect location can be made from this request",
+            };
+            return self.error(error, is_grpc(&parts.headers), id, log);
+        };
+        let mut response = Response::new(ResponseBody::full(Bytes::new()));
+        *response.status_mut() = redirect.status;
+        response.headers_mut().insert(header::LOCATION, location);
+        response
+            .headers_mut()
+            .insert(&headers::X_REQUEST_ID, id.clone());
+        log.status = redirect.status.as_u16();
+        log.request_id = Some(id);
+        response.map(|b| b.with_log(log))
+    }
+
     fn error(
         &self,
         error: ProxyError,
@@ -403,6 +452,42 @@ impl Proxy {
         log.request_id = Some(request_id);
         response.map(|b| b.with_log(log))
     }
+}
+
+/// Where a request is addressed: the target's authority (absolute form, HTTP/2's
+/// `:authority`), which wins over `Host` (RFC 9112 3.2.2), or `Host`.
+fn authority_of(parts: &http::request::Parts) -> &str {
+    parts
+        .uri
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| {
+            parts
+                .headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+        })
+        .unwrap_or("")
+}
+
+/// A route's changes to the request head, after hitless's own rules: `rewrite.host` (the
+/// `X-Forwarded-Host` written before keeps the client's), then `request_headers:`.
+fn filter_request(headers: &mut http::HeaderMap, filters: &route::Filters) {
+    if let Some(host) = filters.rewrite.as_ref().and_then(|w| w.host.as_ref()) {
+        headers.insert(header::HOST, host.clone());
+    }
+    headers::apply_filter(headers, &filters.request_headers);
+}
+
+/// An origin-form target with its path replaced by `rewrite:` and its query kept.
+fn rewritten_uri(route: &Route, replace: &crate::config::PathReplace, uri: &Uri) -> Uri {
+    let mut target = route.replaced_path(replace, uri.path());
+    if let Some(query) = uri.query() {
+        target.push('?');
+        target.push_str(query);
+    }
+    // The replacement was validated as a path and the rest came from a parsed one.
+    Uri::try_from(target).unwrap_or_else(|_| uri.clone())
 }
 
 fn request_id_of(headers: &http::HeaderMap) -> HeaderValue {
