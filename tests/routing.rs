@@ -436,7 +436,10 @@ routes:
 async fn redirects_build_the_location_from_the_request() {
     let config = r#"
 routes:
-  - match: {host: a.example}
+  # Requests that arrived over TLS are not redirected (this listener is plain: never here).
+  - match: {host: a.example, scheme: https}
+    respond: {status: 200, body: "secure"}
+  - match: {host: a.example, scheme: http}
     redirect: {scheme: https}
   - match: {host: b.example}
     redirect: {port: 8443, status: 301}

@@ -376,9 +376,12 @@ pub fn effective_yaml(config: &Config) -> String {
     }
     serde_saphyr::to_string(&root).unwrap_or_else(|e| format!("# cannot print: {e}\n"))
 }
-/// `match.method`, `match.headers`, `match.query` of the effective configuration.
+/// `match.scheme`, `match.method`, `match.headers`, `match.query` of the effective configuration.
 fn conditions_json(c: &Conditions, m: &mut serde_json::Map<String, serde_json::Value>) {
     use serde_json::json;
+    if let Some(scheme) = c.scheme {
+        m.insert("scheme".into(), json!(scheme));
+    }
     if let Some(method) = &c.method {
         m.insert("method".into(), json!(method.as_str()));
     }

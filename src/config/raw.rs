@@ -287,6 +287,8 @@ pub struct RawMatch {
     pub host: Option<String>,
     pub path_prefix: Option<String>,
     pub path: Option<String>,
+    /// `http` or `https`: the listener the request came in on (plain or TLS).
+    pub scheme: Option<String>,
     /// Exact request method (`GET`).
     pub method: Option<String>,
     /// Request headers that must all be present with these exact values.

@@ -471,7 +471,7 @@ fn redirects_are_validated_against_the_match() {
 #[test]
 fn match_conditions_and_rewrites_are_validated() {
     assert_route_errors(
-        r#"  - match: {method: get, headers: [{name: "x y", value: a}, {name: Host, value: h}], query: [{name: "", value: "1"}]}
+        r#"  - match: {scheme: ftp, method: get, headers: [{name: "x y", value: a}, {name: Host, value: h}], query: [{name: "", value: "1"}]}
     backend: v1
   - match: {path: /x}
     backend: v1
@@ -483,6 +483,7 @@ fn match_conditions_and_rewrites_are_validated() {
     request_headers: {set: {host: other}}
 "#,
         &[
+            "routes[0].match.scheme: expected \"http\" or \"https\", got \"ftp\"",
             "routes[0].match.method: expected a method in capitals like \"GET\", got \"get\"",
             "routes[0].match.headers[0]: \"x y\" is not a valid header name",
             "routes[0].match.headers[1].name: match the host with `match.host`",
@@ -534,7 +535,7 @@ fn new_route_keys_survive_the_effective_config_round_trip() {
     let yaml = format!(
         r#"{TWO}routes:
   - name: split
-    match: {{path_prefix: /shop, method: POST, headers: [{{name: x-env, value: canary}}], query: [{{name: debug, value: "a b"}}]}}
+    match: {{path_prefix: /shop, scheme: https, method: POST, headers: [{{name: x-env, value: canary}}], query: [{{name: debug, value: "a b"}}]}}
     backends: [{{name: v1, weight: 90}}, {{name: v2, weight: 10}}]
     request_headers: {{set: {{host: internal}}, add: {{x-a: "1"}}, remove: [x-b]}}
     response_headers: {{set: {{cache-control: no-store}}}}

@@ -353,6 +353,8 @@ impl Action {
 /// Method, header and query conditions of a route, beyond host and path: all must hold.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Conditions {
+    /// `http` or `https`: how the client reached hitless (plain or TLS listener).
+    pub scheme: Option<&'static str>,
     pub method: Option<http::Method>,
     /// A field of this name (any case) must carry exactly this value.
     pub headers: Vec<(HeaderName, HeaderValue)>,
@@ -363,14 +365,19 @@ pub struct Conditions {
 
 impl Conditions {
     pub fn is_empty(&self) -> bool {
-        self.method.is_none() && self.headers.is_empty() && self.query.is_empty()
+        self.scheme.is_none()
+            && self.method.is_none()
+            && self.headers.is_empty()
+            && self.query.is_empty()
     }
 
     /// Every request that meets `other` meets these too (for the shadowing warning).
     pub fn implied_by(&self, other: &Conditions) -> bool {
-        self.method
-            .as_ref()
-            .is_none_or(|m| other.method.as_ref() == Some(m))
+        self.scheme.is_none_or(|s| other.scheme == Some(s))
+            && self
+                .method
+                .as_ref()
+                .is_none_or(|m| other.method.as_ref() == Some(m))
             && self.headers.iter().all(|h| other.headers.contains(h))
             && self.query.iter().all(|q| other.query.contains(q))
     }
@@ -1217,6 +1224,17 @@ fn parse_path_match(errors: &mut Errors, base: &str, m: &RawMatch) -> PathMatch 
 
 /// `match.method`, `match.headers` and `match.query`.
 fn parse_conditions(errors: &mut Errors, base: &str, m: &RawMatch) -> Conditions {
+    let scheme = m.scheme.as_deref().and_then(|s| match s {
+        "http" => Some("http"),
+        "https" => Some("https"),
+        other => {
+            errors.push(
+                format!("{base}.match.scheme"),
+                format!("expected \"http\" or \"https\", got \"{other}\""),
+            );
+            None
+        }
+    });
     let method = m.method.as_deref().and_then(|v| {
         let path = format!("{base}.match.method");
         match http::Method::from_bytes(v.as_bytes()) {
@@ -1257,6 +1275,7 @@ fn parse_conditions(errors: &mut Errors, base: &str, m: &RawMatch) -> Conditions
         query.push((q.name.clone(), q.value.clone()));
     }
     Conditions {
+        scheme,
         method,
         headers,
         query,

@@ -1,5 +1,5 @@
-//! The routing table: which route a request belongs to, by host and path, then by method,
-//! headers and query. First match wins, in the order of the config file (as Envoy's route
+//! The routing table: which route a request belongs to, by host and path, then by the scheme
+//! it came in with (plain or TLS listener), method, headers and query. First match wins, in the order of the config file (as Envoy's route
 //! lists): predictable, and `hitless check` warns when an earlier route shadows a later one.
 //!
 //! Host matching ignores case and the port; `*.example.com` matches one or more labels in front
@@ -271,11 +271,18 @@ impl Route {
     }
 
     /// Whether the route's method, header and query conditions hold (true when it has none).
-    fn meets(&self, method: &Method, headers: &HeaderMap, query: Option<&str>) -> bool {
+    fn meets(
+        &self,
+        scheme: &str,
+        method: &Method,
+        headers: &HeaderMap,
+        query: Option<&str>,
+    ) -> bool {
         let Some(c) = &self.conditions else {
             return true;
         };
-        c.method.as_ref().is_none_or(|m| m == method)
+        c.scheme.is_none_or(|s| s == scheme)
+            && c.method.as_ref().is_none_or(|m| m == method)
             && c.headers
                 .iter()
                 .all(|(name, value)| headers.get_all(name).iter().any(|v| v == value))
@@ -455,13 +462,18 @@ impl Router {
     }
 
     /// The first route matching the whole request: `host` (port allowed), then the path,
-    /// method, headers and query of `parts`.
-    pub fn find_request(&self, host: &str, parts: &http::request::Parts) -> Option<&Arc<Route>> {
+    /// method, headers and query of `parts`, and the `scheme` the client used.
+    pub fn find_request(
+        &self,
+        host: &str,
+        scheme: &str,
+        parts: &http::request::Parts,
+    ) -> Option<&Arc<Route>> {
         let host = normal_host(host);
         let (path, query) = (parts.uri.path(), parts.uri.query());
-        self.routes
-            .iter()
-            .find(|r| r.matches(host, path) && r.meets(&parts.method, &parts.headers, query))
+        self.routes.iter().find(|r| {
+            r.matches(host, path) && r.meets(scheme, &parts.method, &parts.headers, query)
+        })
     }
 
     pub fn routes(&self) -> &[Arc<Route>] {
