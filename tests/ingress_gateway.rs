@@ -321,3 +321,83 @@ async fn annotations_change_what_they_name() {
         "tries 1: the refusing pod's first request fails"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn httproute_weights_matches_and_filters_take_effect() {
+    let v1 = named_upstream("v1").await;
+    let v2 = named_upstream("v2").await;
+    let echo = echo_upstream().await;
+    let api = Api::start(true).await;
+    for (name, server) in [("v1", &v1), ("v2", &v2), ("echo", &echo)] {
+        api.apply(service(name));
+        api.apply(slice(name, server.addr.port()));
+    }
+    api.apply(gateway_class("hitless", "hitless.dev/gateway"));
+    api.apply(gateway("web", "hitless"));
+    api.apply(json!({"kind": "HTTPRoute", "apiVersion": "gateway.networking.k8s.io/v1",
+        "metadata": {"name": "shop", "namespace": "shop"},
+        "spec": {"parentRefs": [{"name": "web"}], "hostnames": ["gw.example.com"], "rules": [
+            // 90/10 between two Services.
+            {"matches": [{"path": {"type": "PathPrefix", "value": "/split"}}],
+             "backendRefs": [{"name": "v1", "port": 80, "weight": 90}, {"name": "v2", "port": 80, "weight": 10}]},
+            // A header match sends testers to v2; the rest of /beta goes to v1.
+            {"matches": [{"path": {"type": "PathPrefix", "value": "/beta"}, "headers": [{"name": "x-tester", "value": "yes"}]}],
+             "backendRefs": [{"name": "v2", "port": 80}]},
+            {"matches": [{"path": {"type": "PathPrefix", "value": "/beta"}}],
+             "backendRefs": [{"name": "v1", "port": 80}]},
+            // Header changes and a prefix rewrite, seen by an echoing upstream.
+            {"matches": [{"path": {"type": "PathPrefix", "value": "/echo"}}],
+             "filters": [
+                {"type": "RequestHeaderModifier", "requestHeaderModifier": {"set": [{"name": "x-team", "value": "shop"}], "remove": ["x-secret"]}},
+                {"type": "URLRewrite", "urlRewrite": {"path": {"type": "ReplacePrefixMatch", "replacePrefixMatch": "/"}}}],
+             "backendRefs": [{"name": "echo", "port": 80}]},
+            // A redirect.
+            {"matches": [{"path": {"type": "PathPrefix", "value": "/old"}}],
+             "filters": [{"type": "RequestRedirect", "requestRedirect": {"scheme": "https", "statusCode": 301}}]}
+        ]}}));
+    let hitless = Controller::start(&api, "routes", None, &[]).await;
+    let client = client();
+    until(&client, hitless.proxy, "gw.example.com", "/beta", "v1").await;
+
+    // 2,000 requests: v2's share is binomial(2000, 0.1), mean 200, sd 13.4; bounds at 6 sd.
+    let mut v2_count = 0;
+    for _ in 0..2000 {
+        let answer = get(&client, hitless.proxy, "gw.example.com", "/split/x").await;
+        assert_eq!(answer.status, 200);
+        if answer.body == "v2" {
+            v2_count += 1;
+        }
+    }
+    assert!(
+        (120..=280).contains(&v2_count),
+        "v2 took {v2_count} of 2000"
+    );
+
+    let tester = http::Request::get(format!("http://{}/beta/x", hitless.proxy))
+        .header("host", "gw.example.com")
+        .header("x-tester", "yes")
+        .body(Default::default())
+        .unwrap();
+    assert_eq!(send(&client, tester).await.body, "v2");
+
+    let echoed = send(
+        &client,
+        http::Request::get(format!("http://{}/echo/a/b?q=1", hitless.proxy))
+            .header("host", "gw.example.com")
+            .header("x-secret", "s3cret")
+            .body(Default::default())
+            .unwrap(),
+    )
+    .await
+    .body;
+    assert!(echoed.starts_with("GET /a/b?q=1 "), "{echoed}");
+    assert!(echoed.contains("x-team: shop\n"), "{echoed}");
+    assert!(!echoed.contains("s3cret"), "{echoed}");
+
+    let moved = get(&client, hitless.proxy, "gw.example.com", "/old/page?x=1").await;
+    assert_eq!(moved.status, 301);
+    assert_eq!(
+        moved.header("location"),
+        "https://gw.example.com/old/page?x=1"
+    );
+}

@@ -1,8 +1,10 @@
-//! Ingress and HTTPRoute routing as hitless routes and backends. hitless tries routes in order
-//! and takes the first match, so the rules' precedence is made explicit by sorting: an exact
-//! host before a wildcard before none, then exact paths, then prefixes longest first (the
-//! Ingress spec's "longest match wins"), default backends last. hitless's `path_prefix` is
-//! segment-wise, as the spec's `Prefix`.
+//! Ingress routing as hitless routes and backends, and what Ingresses and Gateway API routes
+//! (`httproute.rs`) share: backends per Service port, and the order routes are tried in.
+//! hitless tries routes in order and takes the first match, so the specs' precedence is made
+//! explicit by sorting: an exact host before a wildcard before none, then exact paths, then
+//! prefixes longest first (the Ingress spec's "longest match wins"; Gateway API then prefers a
+//! method match, then more header matches, then more query matches), default backends last.
+//! hitless's `path_prefix` is segment-wise, as the specs' `Prefix`.
 
 use std::collections::BTreeMap;
 
@@ -12,20 +14,23 @@ use super::nginx::{self, Settings};
 use super::{Note, Outcome};
 use crate::lint::{Inventory, Object};
 
+/// Where a route sorts, smaller first: (host kind, path kind, negative path length, no method
+/// match, negative header matches, negative query matches).
+pub(super) type Rank = (u8, u8, isize, u8, isize, isize);
+
 /// One route and where it sorts.
-struct Route {
-    /// (host rank, path rank, negative path length): smaller first.
-    rank: (u8, u8, isize),
-    value: Value,
+pub(super) struct Route {
+    pub rank: Rank,
+    pub value: Value,
 }
 
 /// The backend a route uses: a Service port, with the settings of the objects that use it.
 #[derive(Clone, PartialEq)]
-struct BackendRef {
-    namespace: Option<String>,
-    service: String,
+pub(super) struct BackendRef {
+    pub namespace: Option<String>,
+    pub service: String,
     /// The Service port's name or number, as the object wrote it.
-    port: Value,
+    pub port: Value,
 }
 
 pub(super) fn config(objects: &[Object], notes: &mut Vec<Note>) -> Value {
@@ -36,7 +41,7 @@ pub(super) fn config(objects: &[Object], notes: &mut Vec<Note>) -> Value {
         if object.is(&["networking.k8s.io", "extensions"], &["Ingress"]) {
             ingress(object, &inventory, &mut backends, &mut routes, notes);
         } else if object.is(&["gateway.networking.k8s.io"], &["HTTPRoute", "GRPCRoute"]) {
-            gateway_route(object, &inventory, &mut backends, &mut routes, notes);
+            super::httproute::translate(object, &inventory, &mut backends, &mut routes, notes);
         }
     }
     if routes.is_empty() {
@@ -49,7 +54,13 @@ pub(super) fn config(objects: &[Object], notes: &mut Vec<Note>) -> Value {
     })
 }
 
-fn note(notes: &mut Vec<Note>, object: &Object, source: &str, outcome: Outcome, message: String) {
+pub(super) fn note(
+    notes: &mut Vec<Note>,
+    object: &Object,
+    source: &str,
+    outcome: Outcome,
+    message: String,
+) {
     notes.push(Note {
         object: object.id(),
         source: source.to_string(),
@@ -92,7 +103,7 @@ fn ingress(
             let value = route_value(format!("{base}-default"), matcher, name, &settings);
             // After every rule, whatever its host.
             routes.push(Route {
-                rank: (3, 0, 0),
+                rank: (3, 0, 0, 0, 0, 0),
                 value,
             });
         }
@@ -146,7 +157,7 @@ fn ingress(
 
 /// The `match:` of a route on `host` and `path` (exact, or a prefix: the specs ignore a
 /// trailing slash, `/foo/` matches `/foo`), and where the route sorts.
-fn matched(host: Option<&str>, exact: bool, path: &str) -> (Map<String, Value>, (u8, u8, isize)) {
+pub(super) fn matched(host: Option<&str>, exact: bool, path: &str) -> (Map<String, Value>, Rank) {
     let mut matcher = Map::new();
     if let Some(h) = host {
         matcher.insert("host".into(), json!(h));
@@ -164,21 +175,21 @@ fn matched(host: Option<&str>, exact: bool, path: &str) -> (Map<String, Value>, 
 }
 
 /// `namespace/name` of an object: the prefix of its routes' names (unique in a cluster).
-fn route_base(object: &Object) -> String {
+pub(super) fn route_base(object: &Object) -> String {
     match &object.namespace {
         Some(ns) => format!("{ns}/{}", object.name),
         None => object.name.clone(),
     }
 }
 
-fn rank(host: Option<&str>, exact: bool, path: &str) -> (u8, u8, isize) {
+fn rank(host: Option<&str>, exact: bool, path: &str) -> Rank {
     let host_rank = match host {
         Some(h) if h.starts_with("*.") => 1,
         Some(_) => 0,
         None => 2,
     };
     let length = isize::try_from(path.len()).unwrap_or(isize::MAX);
-    (host_rank, u8::from(!exact), -length)
+    (host_rank, u8::from(!exact), -length, 0, 0, 0)
 }
 
 /// An Ingress backend's Service and port (`resource` backends are reported, not imported).
@@ -221,7 +232,7 @@ fn ingress_backend(
 }
 
 /// The backend entry for `backend` with `settings`, added when new; its name.
-fn backend_entry(
+pub(super) fn backend_entry(
     object: &Object,
     inventory: &Inventory,
     backend: &BackendRef,
@@ -387,7 +398,7 @@ fn service_port(service: &Object, wanted: impl Fn(&Value) -> bool) -> Option<&Va
         .find(|p| wanted(p))
 }
 
-fn route_value(
+pub(super) fn route_value(
     name: String,
     matcher: Map<String, Value>,
     backend: String,
@@ -404,250 +415,4 @@ fn route_value(
         route.insert("retry".into(), Value::Object(settings.retry.clone()));
     }
     Value::Object(route)
-}
-
-/// Gateway API says a `backendRequest` timeout longer than the `request` timeout makes the
-/// route invalid: the whole object is rejected (and its status says why).
-fn timeouts_inverted(object: &Object, notes: &mut Vec<Note>) -> bool {
-    let rules = object
-        .value
-        .pointer("/spec/rules")
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or_default();
-    for (i, rule) in rules.iter().enumerate() {
-        let get = |key: &str| {
-            rule.pointer(&format!("/timeouts/{key}"))
-                .and_then(Value::as_str)
-                .and_then(crate::lint::duration)
-                .filter(|d| !d.is_zero())
-        };
-        if let (Some(request), Some(backend)) = (get("request"), get("backendRequest")) {
-            if backend > request {
-                note(
-                    notes,
-                    object,
-                    &format!("spec.rules[{i}].timeouts"),
-                    Outcome::Rejected,
-                    format!(
-                        "backendRequest ({backend:?}) is longer than request ({request:?}): \
-                         Gateway API makes the route invalid; not applied"
-                    ),
-                );
-                return true;
-            }
-        }
-    }
-    false
-}
-
-/// An HTTPRoute or a GRPCRoute (gRPC: backends speak h2c, methods match as paths).
-fn gateway_route(
-    object: &Object,
-    inventory: &Inventory,
-    backends: &mut BTreeMap<String, Value>,
-    routes: &mut Vec<Route>,
-    notes: &mut Vec<Note>,
-) {
-    if timeouts_inverted(object, notes) {
-        return;
-    }
-    let grpc = object.kind == "GRPCRoute";
-    let spec = object.value.get("spec");
-    let hostnames: Vec<Option<&str>> = match spec
-        .and_then(|s| s.get("hostnames"))
-        .and_then(Value::as_array)
-    {
-        Some(h) if !h.is_empty() => h.iter().map(Value::as_str).collect(),
-        _ => vec![None],
-    };
-    let base = route_base(object);
-    let rules = spec
-        .and_then(|s| s.get("rules"))
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or_default();
-    for (i, rule) in rules.iter().enumerate() {
-        let field = format!("spec.rules[{i}]");
-        let mut settings = Settings::default();
-        if grpc {
-            settings.backend.insert("protocol".into(), json!("grpc"));
-        }
-        if let Some(timeouts) = rule.get("timeouts") {
-            for (from, to) in [
-                ("request", "request"),
-                ("backendRequest", "backend_request"),
-            ] {
-                match timeouts.get(from).and_then(Value::as_str) {
-                    Some(d) if crate::lint::duration(d).is_some_and(|d| d.is_zero()) => note(
-                        notes,
-                        object,
-                        &format!("{field}.timeouts.{from}"),
-                        Outcome::Differs,
-                        "0s (no timeout): hitless keeps its default (timeouts need a bound)".into(),
-                    ),
-                    Some(d) => {
-                        settings.timeouts.insert(to.into(), json!(d));
-                    }
-                    None => {}
-                }
-            }
-        }
-        if let Some(filters) = rule.get("filters").and_then(Value::as_array) {
-            if !filters.is_empty() {
-                note(
-                    notes,
-                    object,
-                    &format!("{field}.filters"),
-                    Outcome::Unsupported,
-                    "filters (header changes, redirects, rewrites, mirrors): not applied by hitless"
-                        .into(),
-                );
-            }
-        }
-        let refs = rule
-            .get("backendRefs")
-            .and_then(Value::as_array)
-            .map(Vec::as_slice)
-            .unwrap_or_default();
-        // The heaviest ref (weight 1 when unset); a weight of 0 takes no traffic.
-        let weight = |r: &Value| r.get("weight").and_then(Value::as_u64).unwrap_or(1);
-        let first = refs
-            .iter()
-            .filter(|r| weight(r) > 0)
-            .max_by_key(|r| weight(r));
-        let Some(first) = first else {
-            note(
-                notes,
-                object,
-                &format!("{field}.backendRefs"),
-                Outcome::Unsupported,
-                "no backendRefs with traffic: nothing to route to".into(),
-            );
-            continue;
-        };
-        if refs.len() > 1 {
-            note(
-                notes,
-                object,
-                &format!("{field}.backendRefs"),
-                Outcome::Unsupported,
-                "several backendRefs (weights): hitless sends a route to one backend; the heaviest \
-                 is used"
-                    .into(),
-            );
-        }
-        let Some(service) = first.get("name").and_then(Value::as_str) else {
-            continue;
-        };
-        let backend = BackendRef {
-            namespace: first
-                .get("namespace")
-                .and_then(Value::as_str)
-                .map(str::to_string)
-                .or_else(|| object.namespace.clone()),
-            service: service.to_string(),
-            port: first.get("port").cloned().unwrap_or(Value::Null),
-        };
-        let name = backend_entry(object, inventory, &backend, &settings, backends, notes);
-        let default_match = [json!({})];
-        let matches = rule
-            .get("matches")
-            .and_then(Value::as_array)
-            .filter(|m| !m.is_empty())
-            .map(Vec::as_slice)
-            .unwrap_or(&default_match);
-        for (j, m) in matches.iter().enumerate() {
-            if m.get("headers").is_some()
-                || m.get("queryParams").is_some()
-                || (!grpc && m.get("method").is_some())
-            {
-                note(
-                    notes,
-                    object,
-                    &format!("{field}.matches[{j}]"),
-                    Outcome::Unsupported,
-                    "header, query and method matches: hitless matches host and path only; not \
-                     imported (it would take every request on its path)"
-                        .into(),
-                );
-                continue;
-            }
-            let (kind, text) = if grpc {
-                match grpc_path(m.get("method")) {
-                    Some(path) => path,
-                    None => {
-                        note(
-                            notes,
-                            object,
-                            &format!("{field}.matches[{j}].method"),
-                            Outcome::Unsupported,
-                            "a method without its service, or a regular expression: hitless \
-                             matches gRPC methods as paths; not imported"
-                                .into(),
-                        );
-                        continue;
-                    }
-                }
-            } else {
-                let path = m.get("path");
-                let kind = path
-                    .and_then(|p| p.get("type"))
-                    .and_then(Value::as_str)
-                    .unwrap_or("PathPrefix");
-                let text = path
-                    .and_then(|p| p.get("value"))
-                    .and_then(Value::as_str)
-                    .unwrap_or("/");
-                (kind, text.to_string())
-            };
-            let text = text.as_str();
-            if kind == "RegularExpression" {
-                note(
-                    notes,
-                    object,
-                    &format!("{field}.matches[{j}].path"),
-                    Outcome::Unsupported,
-                    "regular expressions: hitless matches paths as prefixes or exactly; not imported"
-                        .into(),
-                );
-                continue;
-            }
-            for (k, host) in hostnames.iter().enumerate() {
-                let (matcher, rank) = matched(*host, kind == "Exact", text);
-                let value = route_value(
-                    format!("{base}-r{i}-m{j}-h{k}"),
-                    matcher,
-                    name.clone(),
-                    &settings,
-                );
-                routes.push(Route { rank, value });
-            }
-        }
-    }
-}
-
-/// A GRPCRoute method match as a path match: `/service/method` exactly, or the `/service`
-/// prefix; no match at all is every path. `None`: a method without a service, or a regular
-/// expression.
-fn grpc_path(method: Option<&Value>) -> Option<(&'static str, String)> {
-    let Some(method) = method else {
-        return Some(("PathPrefix", "/".into()));
-    };
-    if method
-        .get("type")
-        .and_then(Value::as_str)
-        .unwrap_or("Exact")
-        != "Exact"
-    {
-        return None;
-    }
-    let service = method.get("service").and_then(Value::as_str);
-    let name = method.get("method").and_then(Value::as_str);
-    match (service, name) {
-        (Some(s), Some(m)) => Some(("Exact", format!("/{s}/{m}"))),
-        (Some(s), None) => Some(("PathPrefix", format!("/{s}"))),
-        (None, None) => Some(("PathPrefix", "/".into())),
-        (None, Some(_)) => None,
-    }
 }

@@ -1,0 +1,437 @@
+//! Gateway API HTTPRoutes and GRPCRoutes as hitless routes. Each rule's matches become routes
+//! (one per hostname), with what the spec says of them:
+//! - path `Exact` / `PathPrefix`, `method`, `headers` and `queryParams` of type `Exact`
+//!   (GRPCRoute: a `method` match by service and method, as the path `/service/method`);
+//! - `backendRefs` with weights: one backend, or a weighted split (`backends:`); a rule whose
+//!   references all have weight 0 answers 500, as the spec says;
+//! - filters `RequestHeaderModifier`, `ResponseHeaderModifier`, `RequestRedirect`, `URLRewrite`;
+//! - `timeouts.request` and `timeouts.backendRequest` (a route whose `backendRequest` exceeds
+//!   its `request` is rejected whole: `Outcome::Rejected`).
+//!
+//! Regular expressions, `RequestMirror`, `ExtensionRef`, `CORS` and per-backend filters are
+//! reported, and a match that needs what hitless cannot check is left out (imported without
+//! its condition it would take traffic that is not its own).
+
+use std::collections::BTreeMap;
+
+use serde_json::{json, Map, Value};
+
+use super::nginx::Settings;
+use super::translate::{backend_entry, matched, note, route_base, route_value, BackendRef, Route};
+use super::{Note, Outcome};
+use crate::lint::{Inventory, Object};
+
+fn text<'a>(value: &'a Value, key: &str) -> Option<&'a str> {
+    value.get(key).and_then(Value::as_str)
+}
+
+fn list<'a>(value: Option<&'a Value>, key: &str) -> &'a [Value] {
+    value
+        .and_then(|v| v.get(key))
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+}
+
+/// Add the routes of `object` (an HTTPRoute or a GRPCRoute).
+pub(super) fn translate(
+    object: &Object,
+    inventory: &Inventory,
+    backends: &mut BTreeMap<String, Value>,
+    routes: &mut Vec<Route>,
+    notes: &mut Vec<Note>,
+) {
+    if timeouts_inverted(object, notes) {
+        return;
+    }
+    let grpc = object.kind == "GRPCRoute";
+    let spec = object.value.get("spec");
+    let hostnames: Vec<Option<&str>> = match list(spec, "hostnames") {
+        [] => vec![None],
+        h => h.iter().map(Value::as_str).collect(),
+    };
+    let base = route_base(object);
+    for (i, rule) in list(spec, "rules").iter().enumerate() {
+        let field = format!("spec.rules[{i}]");
+        let mut settings = Settings::default();
+        if grpc {
+            settings.backend.insert("protocol".into(), json!("grpc"));
+        }
+        timeouts(object, rule, &field, &mut settings, notes);
+        let changes = filters(object, rule, &field, notes);
+        let action = match &changes.redirect {
+            Some(redirect) => json!({ "redirect": redirect }),
+            None => match targets(object, inventory, rule, &field, &settings, backends, notes) {
+                Some(action) => action,
+                None => continue,
+            },
+        };
+        let no_condition = [json!({})];
+        let matches = match list(Some(rule), "matches") {
+            [] => &no_condition[..],
+            m => m,
+        };
+        for (j, m) in matches.iter().enumerate() {
+            let Some(condition) =
+                condition(object, m, grpc, &format!("{field}.matches[{j}]"), notes)
+            else {
+                continue;
+            };
+            for (k, host) in hostnames.iter().enumerate() {
+                let (mut matcher, mut rank) = matched(*host, condition.exact, &condition.path);
+                matcher.extend(condition.extra.clone());
+                (rank.3, rank.4, rank.5) = condition.rank;
+                let name = format!("{base}-r{i}-m{j}-h{k}");
+                let mut value = route_value(name, matcher, String::new(), &settings);
+                if let Some(route) = value.as_object_mut() {
+                    route.remove("backend");
+                    if let Some(action) = action.as_object() {
+                        route.extend(action.clone());
+                    }
+                    route.extend(changes.route.clone());
+                    if changes.redirect.is_some() {
+                        // A redirect answers by itself: no timeouts or retries to set.
+                        route.remove("timeouts");
+                        route.remove("retry");
+                    }
+                }
+                routes.push(Route { rank, value });
+            }
+        }
+    }
+}
+
+/// Gateway API says a `backendRequest` timeout longer than the `request` timeout makes the
+/// route invalid: the whole object is rejected (and its status says why).
+fn timeouts_inverted(object: &Object, notes: &mut Vec<Note>) -> bool {
+    for (i, rule) in list(object.value.get("spec"), "rules").iter().enumerate() {
+        let get = |key: &str| {
+            rule.pointer(&format!("/timeouts/{key}"))
+                .and_then(Value::as_str)
+                .and_then(crate::lint::duration)
+                .filter(|d| !d.is_zero())
+        };
+        if let (Some(request), Some(backend)) = (get("request"), get("backendRequest")) {
+            if backend > request {
+                note(
+                    notes,
+                    object,
+                    &format!("spec.rules[{i}].timeouts"),
+                    Outcome::Rejected,
+                    format!(
+                        "backendRequest ({backend:?}) is longer than request ({request:?}): \
+                         Gateway API makes the route invalid; not applied"
+                    ),
+                );
+                return true;
+            }
+        }
+    }
+    false
+}
+
+fn timeouts(
+    object: &Object,
+    rule: &Value,
+    field: &str,
+    settings: &mut Settings,
+    notes: &mut Vec<Note>,
+) {
+    let Some(timeouts) = rule.get("timeouts") else {
+        return;
+    };
+    for (from, to) in [
+        ("request", "request"),
+        ("backendRequest", "backend_request"),
+    ] {
+        match text(timeouts, from) {
+            Some(d) if crate::lint::duration(d).is_some_and(|d| d.is_zero()) => note(
+                notes,
+                object,
+                &format!("{field}.timeouts.{from}"),
+                Outcome::Differs,
+                "0s (no timeout): hitless keeps its default (timeouts need a bound)".into(),
+            ),
+            Some(d) => {
+                settings.timeouts.insert(to.into(), json!(d));
+            }
+            None => {}
+        }
+    }
+}
+
+/// What a rule's filters add to its routes.
+#[derive(Default)]
+struct Changes {
+    /// `request_headers`, `response_headers`, `rewrite`.
+    route: Map<String, Value>,
+    /// A `RequestRedirect`: the route answers with it instead of forwarding.
+    redirect: Option<Value>,
+}
+
+fn filters(object: &Object, rule: &Value, field: &str, notes: &mut Vec<Note>) -> Changes {
+    let mut changes = Changes::default();
+    for (k, filter) in list(Some(rule), "filters").iter().enumerate() {
+        let at = format!("{field}.filters[{k}]");
+        match text(filter, "type").unwrap_or_default() {
+            "RequestHeaderModifier" => {
+                let value = header_changes(filter.get("requestHeaderModifier"));
+                changes.route.insert("request_headers".into(), value);
+            }
+            "ResponseHeaderModifier" => {
+                let value = header_changes(filter.get("responseHeaderModifier"));
+                changes.route.insert("response_headers".into(), value);
+            }
+            "RequestRedirect" => {
+                let r = filter.get("requestRedirect").unwrap_or(&Value::Null);
+                let mut redirect = Map::new();
+                if let Some(scheme) = text(r, "scheme") {
+                    redirect.insert("scheme".into(), json!(scheme));
+                }
+                if let Some(host) = text(r, "hostname") {
+                    redirect.insert("host".into(), json!(host));
+                }
+                if let Some(port) = r.get("port").and_then(Value::as_u64) {
+                    redirect.insert("port".into(), json!(port));
+                }
+                if let Some(status) = r.get("statusCode").and_then(Value::as_u64) {
+                    redirect.insert("status".into(), json!(status));
+                }
+                path_change(r.get("path"), &mut redirect);
+                changes.redirect = Some(Value::Object(redirect));
+            }
+            "URLRewrite" => {
+                let r = filter.get("urlRewrite").unwrap_or(&Value::Null);
+                let mut rewrite = Map::new();
+                if let Some(host) = text(r, "hostname") {
+                    rewrite.insert("host".into(), json!(host));
+                }
+                path_change(r.get("path"), &mut rewrite);
+                changes.route.insert("rewrite".into(), Value::Object(rewrite));
+            }
+            other => note(
+                notes,
+                object,
+                &at,
+                Outcome::Unsupported,
+                format!("filter {other}: not applied by hitless (header changes, redirects and rewrites are)"),
+            ),
+        }
+    }
+    changes
+}
+
+/// `{set: [{name, value}], add: [...], remove: [name]}` as hitless writes it.
+fn header_changes(modifier: Option<&Value>) -> Value {
+    let pairs = |key: &str| -> Map<String, Value> {
+        list(modifier, key)
+            .iter()
+            .filter_map(|p| Some((text(p, "name")?.to_string(), json!(text(p, "value")?))))
+            .collect()
+    };
+    let mut out = Map::new();
+    for key in ["set", "add"] {
+        let map = pairs(key);
+        if !map.is_empty() {
+            out.insert(key.into(), Value::Object(map));
+        }
+    }
+    let remove = list(modifier, "remove");
+    if !remove.is_empty() {
+        out.insert("remove".into(), Value::Array(remove.to_vec()));
+    }
+    Value::Object(out)
+}
+
+/// A `path` modifier (`ReplaceFullPath` or `ReplacePrefixMatch`) as `path` or `path_prefix`.
+fn path_change(path: Option<&Value>, into: &mut Map<String, Value>) {
+    let Some(path) = path else {
+        return;
+    };
+    match text(path, "type") {
+        Some("ReplaceFullPath") => {
+            if let Some(p) = text(path, "replaceFullPath") {
+                into.insert("path".into(), json!(p));
+            }
+        }
+        Some("ReplacePrefixMatch") => {
+            if let Some(p) = text(path, "replacePrefixMatch") {
+                into.insert("path_prefix".into(), json!(p));
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Where a rule forwards: `{backend}` or `{backends: [...]}` (or `{respond: 500}` when every
+/// reference has weight 0); `None` when nothing can be routed.
+fn targets(
+    object: &Object,
+    inventory: &Inventory,
+    rule: &Value,
+    field: &str,
+    settings: &Settings,
+    backends: &mut BTreeMap<String, Value>,
+    notes: &mut Vec<Note>,
+) -> Option<Value> {
+    let mut split: Vec<(String, u64)> = Vec::new();
+    for (k, r) in list(Some(rule), "backendRefs").iter().enumerate() {
+        let at = format!("{field}.backendRefs[{k}]");
+        let kind = text(r, "kind").unwrap_or("Service");
+        let group = text(r, "group").unwrap_or("");
+        if kind != "Service" || !group.is_empty() {
+            note(
+                notes,
+                object,
+                &at,
+                Outcome::Unsupported,
+                format!("{kind} backends: hitless forwards to Services only"),
+            );
+            continue;
+        }
+        if !list(Some(r), "filters").is_empty() {
+            note(
+                notes,
+                object,
+                &format!("{at}.filters"),
+                Outcome::Unsupported,
+                "filters on one backend: not applied (rule filters are)".into(),
+            );
+        }
+        let Some(service) = text(r, "name") else {
+            continue;
+        };
+        let backend = BackendRef {
+            namespace: text(r, "namespace")
+                .map(str::to_string)
+                .or_else(|| object.namespace.clone()),
+            service: service.to_string(),
+            port: r.get("port").cloned().unwrap_or(Value::Null),
+        };
+        let name = backend_entry(object, inventory, &backend, settings, backends, notes);
+        let weight = r.get("weight").and_then(Value::as_u64).unwrap_or(1);
+        if !split.iter().any(|(n, _)| *n == name) {
+            split.push((name, weight));
+        }
+    }
+    match split.as_slice() {
+        [] => {
+            note(
+                notes,
+                object,
+                &format!("{field}.backendRefs"),
+                Outcome::Unsupported,
+                "no Service to forward to: the rule is not imported".into(),
+            );
+            None
+        }
+        [(name, _)] => Some(json!({ "backend": name })),
+        s if s.iter().all(|(_, w)| *w == 0) => Some(json!({
+            // The spec: every backend weighted 0 means 500 for the rule's traffic.
+            "respond": {"status": 500, "body": "no backend takes traffic (every weight is 0)\n"}
+        })),
+        s => Some(json!({
+            "backends": s.iter().map(|(name, weight)| json!({"name": name, "weight": weight})).collect::<Vec<_>>()
+        })),
+    }
+}
+
+/// One match as hitless can check it.
+struct Condition {
+    exact: bool,
+    path: String,
+    /// `method`, `headers`, `query` for the route's `match:`.
+    extra: Map<String, Value>,
+    /// (no method match, negative header count, negative query count): the spec's tie-breakers.
+    rank: (u8, isize, isize),
+}
+
+fn condition(
+    object: &Object,
+    m: &Value,
+    grpc: bool,
+    field: &str,
+    notes: &mut Vec<Note>,
+) -> Option<Condition> {
+    let unsupported = |notes: &mut Vec<Note>, at: String, what: &str| {
+        note(
+            notes,
+            object,
+            &at,
+            Outcome::Unsupported,
+            format!("{what}: hitless matches exact values only; this match is not imported (without its condition it would take traffic that is not its own)"),
+        )
+    };
+    let (kind, path) = if grpc {
+        match grpc_path(m.get("method")) {
+            Some(found) => found,
+            None => {
+                unsupported(
+                    notes,
+                    format!("{field}.method"),
+                    "a method without its service, or a regular expression",
+                );
+                return None;
+            }
+        }
+    } else {
+        let path = m.get("path");
+        let kind = path.and_then(|p| text(p, "type")).unwrap_or("PathPrefix");
+        let value = path.and_then(|p| text(p, "value")).unwrap_or("/");
+        (kind, value.to_string())
+    };
+    if kind == "RegularExpression" {
+        unsupported(notes, format!("{field}.path"), "a regular expression");
+        return None;
+    }
+    let mut extra = Map::new();
+    let mut exacts = |key: &str, into: &str, notes: &mut Vec<Note>| -> Option<isize> {
+        let mut pairs = Vec::new();
+        for (k, h) in list(Some(m), key).iter().enumerate() {
+            if text(h, "type").unwrap_or("Exact") != "Exact" {
+                unsupported(notes, format!("{field}.{key}[{k}]"), "a regular expression");
+                return None;
+            }
+            pairs.push(json!({"name": text(h, "name")?, "value": text(h, "value")?}));
+        }
+        let count = isize::try_from(pairs.len()).unwrap_or(isize::MAX);
+        if !pairs.is_empty() {
+            extra.insert(into.into(), Value::Array(pairs));
+        }
+        Some(count)
+    };
+    let headers = exacts("headers", "headers", notes)?;
+    let query = if grpc {
+        0
+    } else {
+        exacts("queryParams", "query", notes)?
+    };
+    let method = if grpc { None } else { text(m, "method") };
+    if let Some(method) = method {
+        extra.insert("method".into(), json!(method));
+    }
+    Some(Condition {
+        exact: kind == "Exact",
+        path,
+        extra,
+        rank: (u8::from(method.is_none()), -headers, -query),
+    })
+}
+
+/// A GRPCRoute method match as a path match: `/service/method` exactly, or the `/service`
+/// prefix; no match at all is every path. `None`: a method without a service, or a regular
+/// expression.
+fn grpc_path(method: Option<&Value>) -> Option<(&'static str, String)> {
+    let Some(method) = method else {
+        return Some(("PathPrefix", "/".into()));
+    };
+    if text(method, "type").unwrap_or("Exact") != "Exact" {
+        return None;
+    }
+    match (text(method, "service"), text(method, "method")) {
+        (Some(s), Some(m)) => Some(("Exact", format!("/{s}/{m}"))),
+        (Some(s), None) => Some(("PathPrefix", format!("/{s}"))),
+        (None, None) => Some(("PathPrefix", "/".into())),
+        (None, Some(_)) => None,
+    }
+}
