@@ -54,13 +54,21 @@ fn an_ingress_nginx_shop_becomes_a_valid_config_with_its_routes_in_spec_order() 
         .collect();
     #[rustfmt::skip]
     let expected: Vec<(&str, Option<&str>, &str, &str)> = vec![
-        // Exact hosts first: exact paths, then prefixes longest first (routes of different
-        // exact hosts never overlap: their relative order is free).
+        // Exact hosts first. ssl-redirect (on by default for hosts in spec.tls): plain-HTTP
+        // requests get 308 to https, before any other route of the host.
+        ("shop/web-https-h0", Some("shop.example.com"), "^ /", "-"),
+        // Then exact paths, then prefixes longest first (routes of different exact hosts never
+        // overlap: their relative order is free).
         ("shop/web-r0-p2", Some("shop.example.com"), "= /healthz", "shop-web-http"),
+        // app-root: `/` redirects.
+        ("shop/docs-app-root-h0", Some("docs.example.com"), "= /", "-"),
         ("shop/web-r0-p1", Some("shop.example.com"), "^ /api", "shop-api-https"),
+        // rewrite-target's /docs(/|$)(.*) -> /$2 idiom: the /docs prefix, replaced by /.
+        ("shop/docs-r0-p0", Some("docs.example.com"), "^ /docs", "shop-web-http-2"),
         // The HTTPRoute's weighted backendRefs: a split (on backends of its own: no annotations).
         ("shop/search-r0-m0-h0", Some("search.example.com"), "^ /v1", "shop-web-http-2*90 shop-legacy-9000-2*10"),
-        ("shop/web-r0-p0", Some("shop.example.com"), "^ /", "shop-web-http"),
+        // The canary Ingress's canary-weight 5: a split of the main route.
+        ("shop/web-r0-p0", Some("shop.example.com"), "^ /", "shop-web-http*95 shop-legacy-9000-2*5"),
         // A header match: a route with that condition.
         ("shop/search-r1-m0-h0", Some("search.example.com"), "^ /", "shop-legacy-9000-2"),
         // Then wildcards, then the default backend (an unnamed port: the pod's, 9000).
@@ -91,11 +99,17 @@ fn an_ingress_nginx_shop_becomes_a_valid_config_with_its_routes_in_spec_order() 
         hitless::config::Protocol::Https,
         "from the port's name"
     );
-    let route = &config.routes[3];
+    let route = &config.routes[6];
     assert_eq!(route.retry.attempts, 4);
-    let canary = &config.routes[4];
+    let canary = &config.routes[7];
     assert_eq!(canary.conditions.headers.len(), 1);
     assert_eq!(canary.conditions.headers[0].0, "x-canary");
+    assert_eq!(config.routes[0].conditions.scheme, Some("http"));
+    let docs = &config.routes[4];
+    assert_eq!(
+        docs.rewrite.as_ref().and_then(|r| r.path.clone()),
+        Some(hitless::config::PathReplace::Prefix("/".into()))
+    );
     assert_eq!(
         route.backend_request_timeout,
         std::time::Duration::from_secs(20)
@@ -111,7 +125,7 @@ fn an_ingress_nginx_shop_becomes_a_valid_config_with_its_routes_in_spec_order() 
         ]
     );
     // The HTTPRoute's own timeouts and header filter.
-    let search = &config.routes[2];
+    let search = &config.routes[5];
     assert_eq!(search.request_headers.add.len(), 1);
     assert_eq!(search.request_timeout, std::time::Duration::from_secs(10));
     assert_eq!(
@@ -146,9 +160,17 @@ fn every_annotation_and_lossy_field_is_reported() {
         [Outcome::Unsupported]
     );
     assert_eq!(outcome_of(&import, "Service/api"), [Outcome::Differs]);
-    // Conditional or weighted copies are reported and left out, never imported as plain routes.
-    assert_eq!(a("canary"), [Outcome::Unsupported]);
-    assert_eq!(a("canary-weight"), [Outcome::Unsupported]);
+    // A weighted copy is merged into its main route, never imported as a plain route.
+    assert_eq!(a("canary"), [Outcome::Maps]);
+    assert_eq!(a("canary-weight"), [Outcome::Maps]);
+    assert_eq!(a("rewrite-target"), [Outcome::Maps]);
+    assert_eq!(a("app-root"), [Outcome::Maps]);
+    assert_eq!(a("use-regex"), [Outcome::Differs]);
+    // A regular expression that is not the rewrite idiom: reported, left out.
+    assert_eq!(
+        outcome_of(&import, "spec.rules[0].http.paths[1].path"),
+        [Outcome::Unsupported]
+    );
     assert_eq!(import.exit_code(), 1, "a snippet was refused");
     let report = import.render_report();
     assert!(
@@ -158,7 +180,7 @@ fn every_annotation_and_lossy_field_is_reported() {
         "{report}"
     );
     assert!(
-        report.ends_with("3 maps, 5 differs, 5 unsupported, 1 refused\n"),
+        report.ends_with("7 maps, 6 differs, 4 unsupported, 1 refused\n"),
         "{report}"
     );
 }

@@ -280,6 +280,33 @@ async fn annotations_change_what_they_name() {
         "flaky-2",
         json!({"nginx.ingress.kubernetes.io/proxy-next-upstream-tries": "1"}),
     ));
+    // TLS (ssl-redirect's default), the rewrite idiom and a header canary, to an echoing pod.
+    let echo = echo_upstream().await;
+    let canary_pod = named_upstream("canary").await;
+    api.apply(service("echo"));
+    api.apply(slice("echo", echo.addr.port()));
+    api.apply(service("canary"));
+    api.apply(slice("canary", canary_pod.addr.port()));
+    let mut docs = ingress(
+        "docs",
+        "docs.example.com",
+        "echo",
+        json!({"nginx.ingress.kubernetes.io/rewrite-target": "/$2"}),
+    );
+    docs["spec"]["rules"][0]["http"]["paths"][0]["path"] = json!("/docs(/|$)(.*)");
+    docs["spec"]["rules"][0]["http"]["paths"][0]["pathType"] = json!("ImplementationSpecific");
+    docs["spec"]["tls"] = json!([{"hosts": ["docs.example.com"], "secretName": "docs-tls"}]);
+    api.apply(docs);
+    let mut canary = ingress(
+        "docs-canary",
+        "docs.example.com",
+        "canary",
+        json!({"nginx.ingress.kubernetes.io/canary": "true",
+               "nginx.ingress.kubernetes.io/canary-by-header": "x-canary"}),
+    );
+    canary["spec"]["rules"][0]["http"]["paths"][0]["path"] = json!("/docs(/|$)(.*)");
+    canary["spec"]["rules"][0]["http"]["paths"][0]["pathType"] = json!("ImplementationSpecific");
+    api.apply(canary);
     let hitless = Controller::start(&api, "annotations", None, &[]).await;
     let client = client();
     let mut status = None;
@@ -320,6 +347,51 @@ async fn annotations_change_what_they_name() {
         failed.1 >= 1,
         "tries 1: the refusing pod's first request fails"
     );
+
+    // spec.tls: plain HTTP gets 308 to https (this listener is plain).
+    let moved = get(&client, hitless.proxy, "docs.example.com", "/docs/a?b=1").await;
+    assert_eq!(moved.status, 308);
+    assert_eq!(
+        moved.header("location"),
+        "https://docs.example.com/docs/a?b=1"
+    );
+    // A header canary (same host and path as its main Ingress): `x-canary: always` goes to
+    // the canary's Service, other requests to the main one.
+    let asked = |canary: bool| {
+        let mut request = http::Request::get(format!("http://{}/docs/x", hitless.proxy))
+            .header("host", "docs.example.com")
+            .header("x-forwarded-proto", "https");
+        if canary {
+            request = request.header("x-canary", "always");
+        }
+        request.body(Default::default()).unwrap()
+    };
+    // ssl-redirect: "false" lets plain HTTP through, rewritten by the idiom.
+    let mut docs = api.get("Ingress", "docs").unwrap();
+    docs["metadata"]["annotations"]["nginx.ingress.kubernetes.io/ssl-redirect"] = json!("false");
+    api.apply(docs);
+    let mut echoed = String::new();
+    for _ in 0..200 {
+        echoed = get(
+            &client,
+            hitless.proxy,
+            "docs.example.com",
+            "/docs/guide/x?b=1",
+        )
+        .await
+        .body;
+        if echoed.starts_with("GET ") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(echoed.starts_with("GET /guide/x?b=1 "), "{echoed}");
+    let canary = send(&client, asked(true)).await;
+    assert_eq!(canary.body, "canary");
+    assert!(send(&client, asked(false))
+        .await
+        .body
+        .starts_with("GET /x "));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

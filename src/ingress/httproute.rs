@@ -95,7 +95,11 @@ pub(super) fn translate(
                         route.remove("retry");
                     }
                 }
-                routes.push(Route { rank, value });
+                routes.push(Route {
+                    rank,
+                    value,
+                    source: None,
+                });
             }
         }
     }

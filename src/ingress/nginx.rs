@@ -23,8 +23,82 @@ pub(super) struct Settings {
     pub service_upstream: bool,
     /// `proxy-next-upstream: off`: no retry, whatever `-tries` says.
     no_retry: bool,
-    /// A canary Ingress (`canary: "true"`): a weighted or conditional copy of another one.
+    /// A canary Ingress (`canary: "true"`): a weighted or conditional copy of another one,
+    /// merged into the main Ingress's routes of the same host and path (`translate.rs`).
     pub canary: bool,
+    /// `canary-weight` out of `canary-weight-total` (default 100).
+    pub canary_weight: Option<u64>,
+    pub canary_weight_total: Option<u64>,
+    /// `canary-by-header` and its `canary-by-header-value` (default `always`).
+    pub canary_header: Option<String>,
+    pub canary_header_value: Option<String>,
+    /// `rewrite-target`: the path sent upstream (see `path_plan`).
+    pub rewrite_target: Option<String>,
+    /// `use-regex: "true"`: paths are regular expressions.
+    pub use_regex: bool,
+    /// `app-root`: `/` redirects there.
+    pub app_root: Option<String>,
+    /// `ssl-redirect` (`None`: the default, on for hosts with TLS).
+    pub ssl_redirect: Option<bool>,
+    /// `force-ssl-redirect: "true"`: every host redirects to HTTPS, TLS section or not.
+    pub force_ssl_redirect: bool,
+}
+
+/// How one Ingress path is matched and rewritten under the Ingress's annotations.
+pub(super) enum PathPlan {
+    /// Match the path as written, sending it upstream with `rewrite` (a route's `rewrite:`).
+    Literal { rewrite: Option<Value> },
+    /// ingress-nginx's documented idiom, path `/prefix(/|$)(.*)` with `rewrite-target:
+    /// /target/$2`: match `prefix` (segment-wise) and replace it with `target`.
+    Prefix { prefix: String, rewrite: Value },
+    /// A regular expression hitless cannot match: the path is left out, for this reason.
+    Regex(String),
+}
+
+/// Characters that make an nginx location a regular expression rather than a literal.
+fn regex_like(path: &str) -> bool {
+    path.contains([
+        '(', ')', '[', ']', '*', '+', '?', '{', '}', '|', '^', '$', '\\',
+    ])
+}
+
+/// The plan for `path` (an Ingress path) under `settings`.
+pub(super) fn path_plan(settings: &Settings, path: &str) -> PathPlan {
+    let Some(target) = &settings.rewrite_target else {
+        if settings.use_regex && regex_like(path) {
+            return PathPlan::Regex(format!(
+                "{path:?} is a regular expression (use-regex): hitless matches paths as prefixes or exactly"
+            ));
+        }
+        return PathPlan::Literal { rewrite: None };
+    };
+    // `/prefix(/|$)(.*)` -> `/target/$2`: the rest of the path kept under a new prefix.
+    let idiom = path
+        .strip_suffix("(/|$)(.*)")
+        .filter(|prefix| prefix.starts_with('/') && !regex_like(prefix));
+    let kept = target
+        .strip_suffix("$2")
+        .filter(|t| t.starts_with('/') && !t.contains('$'));
+    if let (Some(prefix), Some(kept)) = (idiom, kept) {
+        let replacement = match kept.trim_end_matches('/') {
+            "" => "/",
+            t => t,
+        };
+        return PathPlan::Prefix {
+            prefix: prefix.to_string(),
+            rewrite: json!({ "path_prefix": replacement }),
+        };
+    }
+    if regex_like(path) || target.contains('$') {
+        return PathPlan::Regex(format!(
+            "{path:?} with rewrite-target {target:?}: hitless rewrites the whole path, or a \
+             prefix in the /prefix(/|$)(.*) -> /target/$2 form; not imported"
+        ));
+    }
+    // No capture groups: nginx replaces the whole path with the target.
+    PathPlan::Literal {
+        rewrite: Some(json!({ "path": target })),
+    }
 }
 
 pub(super) fn settings(ingress: &Object, notes: &mut Vec<Note>) -> Settings {
@@ -180,15 +254,50 @@ fn one(name: &str, text: &str, s: &mut Settings) -> (Outcome, String) {
                 ),
             ),
         },
-        "ssl-redirect" | "force-ssl-redirect" => (
-            Unsupported,
-            "hitless routes do not redirect to HTTPS: redirect at the load balancer in front"
-                .into(),
-        ),
-        "rewrite-target" | "use-regex" | "app-root" => (
-            Unsupported,
-            "hitless forwards the path unchanged and matches paths as prefixes or exactly".into(),
-        ),
+        "ssl-redirect" => match text {
+            "true" | "false" => {
+                s.ssl_redirect = Some(text == "true");
+                (
+                    Maps,
+                    "plain-HTTP requests for the hosts in spec.tls get 308 to https when on".into(),
+                )
+            }
+            _ => bad(),
+        },
+        "force-ssl-redirect" => match text {
+            "true" | "false" => {
+                s.force_ssl_redirect = text == "true";
+                (
+                    Maps,
+                    "plain-HTTP requests for every host get 308 to https when on".into(),
+                )
+            }
+            _ => bad(),
+        },
+        "rewrite-target" if text.starts_with('/') => {
+            s.rewrite_target = Some(text.to_string());
+            (
+                Maps,
+                "a whole-path rewrite, or the /prefix(/|$)(.*) -> /target/$2 idiom as a prefix \
+                 rewrite; other regular expressions are reported per path"
+                    .into(),
+            )
+        }
+        "rewrite-target" => bad(),
+        "use-regex" => {
+            s.use_regex = text == "true";
+            (
+                Differs,
+                "paths that are regular expressions are reported per path and left out (hitless \
+                 matches prefixes and exact paths)"
+                    .into(),
+            )
+        }
+        "app-root" if text.starts_with('/') && !text.contains(['?', '#', ' ']) => {
+            s.app_root = Some(text.to_string());
+            (Maps, format!("`/` redirects (302) to {text}"))
+        }
+        "app-root" => bad(),
         "service-upstream" if text != "true" => (Maps, "off: hitless follows the pods".into()),
         "service-upstream" => {
             s.service_upstream = true;
@@ -212,15 +321,39 @@ fn one(name: &str, text: &str, s: &mut Settings) -> (Outcome, String) {
         "canary" if text == "true" => {
             s.canary = true;
             (
-                Unsupported,
-                "a canary Ingress (weighted or conditional copy of another): not imported, hitless \
-                 has no traffic split; the main Ingress's routes take all the traffic"
+                Maps,
+                "merged into the main Ingress's route of the same host and path: a weighted \
+                 split (canary-weight) or a header condition (canary-by-header)"
                     .into(),
             )
         }
+        "canary" => (Maps, "off".into()),
+        "canary-weight" | "canary-weight-total" => match text.parse::<u64>() {
+            Ok(n) if n <= 1_000_000 => {
+                if name == "canary-weight" {
+                    s.canary_weight = Some(n);
+                } else {
+                    s.canary_weight_total = Some(n);
+                }
+                (Maps, "the weights of the split with the main route".into())
+            }
+            _ => bad(),
+        },
+        "canary-by-header" if !text.is_empty() => {
+            s.canary_header = Some(text.to_string());
+            (
+                Maps,
+                "a route with that header condition, tried before the main one".into(),
+            )
+        }
+        "canary-by-header-value" if !text.is_empty() => {
+            s.canary_header_value = Some(text.to_string());
+            (Maps, "the header's value that selects the canary".into())
+        }
         n if n.starts_with("canary") => (
             Unsupported,
-            "canary settings: not imported (hitless has no traffic split)".into(),
+            "cookie and pattern canaries: hitless matches headers by exact value; not applied"
+                .into(),
         ),
         n if n.ends_with("-snippet") || n == "configuration-snippet" => (
             Refused,

@@ -22,6 +22,8 @@ pub(super) type Rank = (u8, u8, isize, u8, isize, isize);
 pub(super) struct Route {
     pub rank: Rank,
     pub value: Value,
+    /// An Ingress path's host and path as written: a canary of the same merges into it.
+    pub source: Option<(Option<String>, String)>,
 }
 
 /// The backend a route uses: a Service port, with the settings of the objects that use it.
@@ -33,16 +35,36 @@ pub(super) struct BackendRef {
     pub port: Value,
 }
 
+/// A canary Ingress's path: merged into the main Ingress's route of the same match.
+struct Canary {
+    object: Object,
+    field: String,
+    /// Host and path as written (what a canary shares with its main Ingress).
+    source: (Option<String>, String),
+    matcher: Map<String, Value>,
+    backend: String,
+    settings: Settings,
+}
+
 pub(super) fn config(objects: &[Object], notes: &mut Vec<Note>) -> Value {
     let inventory = Inventory::new(objects);
     let mut backends: BTreeMap<String, Value> = BTreeMap::new();
     let mut routes: Vec<Route> = Vec::new();
+    let mut canaries: Vec<Canary> = Vec::new();
     for object in objects {
         if object.is(&["networking.k8s.io", "extensions"], &["Ingress"]) {
-            ingress(object, &inventory, &mut backends, &mut routes, notes);
+            let out = Out {
+                backends: &mut backends,
+                routes: &mut routes,
+                canaries: &mut canaries,
+            };
+            ingress(object, &inventory, out, notes);
         } else if object.is(&["gateway.networking.k8s.io"], &["HTTPRoute", "GRPCRoute"]) {
             super::httproute::translate(object, &inventory, &mut backends, &mut routes, notes);
         }
+    }
+    for canary in canaries {
+        merge_canary(canary, &mut routes, notes);
     }
     if routes.is_empty() {
         return json!({});
@@ -69,17 +91,20 @@ pub(super) fn note(
     });
 }
 
-fn ingress(
-    object: &Object,
-    inventory: &Inventory,
-    backends: &mut BTreeMap<String, Value>,
-    routes: &mut Vec<Route>,
-    notes: &mut Vec<Note>,
-) {
+/// Where an Ingress's translation goes.
+struct Out<'a> {
+    backends: &'a mut BTreeMap<String, Value>,
+    routes: &'a mut Vec<Route>,
+    canaries: &'a mut Vec<Canary>,
+}
+
+fn ingress(object: &Object, inventory: &Inventory, out: Out<'_>, notes: &mut Vec<Note>) {
+    let Out {
+        backends,
+        routes,
+        canaries,
+    } = out;
     let settings = nginx::settings(object, notes);
-    if settings.canary {
-        return;
-    }
     let spec = object.value.get("spec");
     if spec.and_then(|s| s.get("tls")).is_some() {
         note(
@@ -93,8 +118,13 @@ fn ingress(
         );
     }
     let base = route_base(object);
-    // `spec.backend`: the default backend of v1beta1 Ingresses.
-    let default = spec.and_then(|s| s.get("defaultBackend").or_else(|| s.get("backend")));
+    if !settings.canary {
+        https_redirects(object, &settings, &base, routes);
+    }
+    // `spec.backend`: the default backend of v1beta1 Ingresses (a canary's has no main route).
+    let default = spec
+        .and_then(|s| s.get("defaultBackend").or_else(|| s.get("backend")))
+        .filter(|_| !settings.canary);
     if let Some(default) = default {
         let field = "spec.defaultBackend";
         if let Some(backend) = ingress_backend(object, default, field, notes) {
@@ -105,6 +135,7 @@ fn ingress(
             routes.push(Route {
                 rank: (3, 0, 0, 0, 0, 0),
                 value,
+                source: None,
             });
         }
     }
@@ -129,14 +160,28 @@ fn ingress(
             else {
                 continue;
             };
-            let text = path.get("path").and_then(Value::as_str).unwrap_or("/");
+            let written = path.get("path").and_then(Value::as_str).unwrap_or("/");
             let kind = path
                 .get("pathType")
                 .and_then(Value::as_str)
                 .unwrap_or("ImplementationSpecific");
-            let exact = kind == "Exact";
-            let (matcher, rank) = matched(host, exact, text);
-            if !exact && kind != "Prefix" {
+            let (text, rewrite, idiom) = match nginx::path_plan(&settings, written) {
+                nginx::PathPlan::Literal { rewrite } => (written.to_string(), rewrite, false),
+                nginx::PathPlan::Prefix { prefix, rewrite } => (prefix, Some(rewrite), true),
+                nginx::PathPlan::Regex(why) => {
+                    note(
+                        notes,
+                        object,
+                        &format!("{field}.path"),
+                        Outcome::Unsupported,
+                        why,
+                    );
+                    continue;
+                }
+            };
+            let exact = kind == "Exact" && !idiom;
+            let (matcher, rank) = matched(host, exact, &text);
+            if !exact && kind != "Prefix" && !idiom {
                 note(
                     notes,
                     object,
@@ -149,9 +194,181 @@ fn ingress(
                 );
             }
             let name = backend_entry(object, inventory, &backend, &settings, backends, notes);
-            let value = route_value(format!("{base}-r{i}-p{j}"), matcher, name, &settings);
-            routes.push(Route { rank, value });
+            if settings.canary {
+                canaries.push(Canary {
+                    object: object.clone(),
+                    field,
+                    source: (host.map(str::to_string), written.to_string()),
+                    matcher,
+                    backend: name,
+                    settings: settings.clone(),
+                });
+                continue;
+            }
+            let mut value = route_value(format!("{base}-r{i}-p{j}"), matcher, name, &settings);
+            if let (Some(rewrite), Some(route)) = (rewrite, value.as_object_mut()) {
+                route.insert("rewrite".into(), rewrite);
+            }
+            let source = Some((host.map(str::to_string), written.to_string()));
+            routes.push(Route {
+                rank,
+                value,
+                source,
+            });
         }
+    }
+    if let Some(root) = settings.app_root.as_ref().filter(|_| !settings.canary) {
+        for (k, host) in ingress_hosts(object).into_iter().enumerate() {
+            let (matcher, rank) = matched(host.as_deref(), true, "/");
+            routes.push(Route {
+                rank,
+                value: json!({
+                    "name": format!("{base}-app-root-h{k}"),
+                    "match": matcher,
+                    "redirect": {"path": root, "status": 302},
+                }),
+                source: None,
+            });
+        }
+    }
+}
+
+/// Merge a canary path into the main route of the same match: a header condition becomes a
+/// route of its own tried first, a weight turns the main route's backend into a split.
+fn merge_canary(canary: Canary, routes: &mut Vec<Route>, notes: &mut Vec<Note>) {
+    let s = &canary.settings;
+    let main = routes
+        .iter_mut()
+        .find(|r| r.source.as_ref() == Some(&canary.source) && r.value.get("backend").is_some());
+    let Some(main) = main else {
+        note(
+            notes,
+            &canary.object,
+            &canary.field,
+            Outcome::Unsupported,
+            "a canary without a main Ingress of the same host and path: not imported".into(),
+        );
+        return;
+    };
+    let mut rank = main.rank;
+    if let Some(header) = &s.canary_header {
+        let value = s.canary_header_value.as_deref().unwrap_or("always");
+        // The main route's match (and rewrite), with the header condition.
+        let mut matcher = match main.value.get("match") {
+            Some(Value::Object(m)) => m.clone(),
+            _ => canary.matcher.clone(),
+        };
+        matcher.insert("headers".into(), json!([{"name": header, "value": value}]));
+        // Before the main route: more header conditions sort first.
+        rank.4 = -1;
+        let name = format!("{}-canary-header", route_base(&canary.object));
+        let mut value = route_value(name, matcher, canary.backend.clone(), s);
+        if let (Some(rewrite), Some(route)) = (main.value.get("rewrite"), value.as_object_mut()) {
+            route.insert("rewrite".into(), rewrite.clone());
+        }
+        if s.canary_weight.is_some() {
+            weighted(main, &canary);
+        }
+        routes.push(Route {
+            rank,
+            value,
+            source: None,
+        });
+        return;
+    }
+    if s.canary_weight.is_none() {
+        note(
+            notes,
+            &canary.object,
+            &canary.field,
+            Outcome::Unsupported,
+            "a canary without canary-weight or canary-by-header takes no traffic in hitless".into(),
+        );
+        return;
+    }
+    weighted(main, &canary);
+}
+
+/// The main route's backend as a split with the canary's, by `canary-weight`.
+fn weighted(main: &mut Route, canary: &Canary) {
+    let s = &canary.settings;
+    let total = s.canary_weight_total.unwrap_or(100);
+    let weight = s.canary_weight.unwrap_or(0).min(total);
+    let Some(route) = main.value.as_object_mut() else {
+        return;
+    };
+    let Some(backend) = route.remove("backend") else {
+        return;
+    };
+    route.insert(
+        "backends".into(),
+        json!([
+            {"name": backend, "weight": total.saturating_sub(weight)},
+            {"name": canary.backend, "weight": weight},
+        ]),
+    );
+}
+
+/// The hosts of an Ingress's rules (`None`: a rule without a host), each once.
+fn ingress_hosts(object: &Object) -> Vec<Option<String>> {
+    let mut hosts: Vec<Option<String>> = Vec::new();
+    let rules = object
+        .value
+        .pointer("/spec/rules")
+        .and_then(Value::as_array);
+    for rule in rules.into_iter().flatten() {
+        let host = rule.get("host").and_then(Value::as_str).map(str::to_string);
+        if !hosts.contains(&host) {
+            hosts.push(host);
+        }
+    }
+    hosts
+}
+
+/// ingress-nginx redirects plain-HTTP requests for the hosts in `spec.tls` to HTTPS (308)
+/// unless `ssl-redirect: "false"`, and for every host with `force-ssl-redirect: "true"`: a
+/// route per host, tried before the host's others, that only plain-HTTP requests match.
+fn https_redirects(object: &Object, settings: &Settings, base: &str, routes: &mut Vec<Route>) {
+    let mut hosts: Vec<Option<String>> = Vec::new();
+    if settings.force_ssl_redirect {
+        hosts = ingress_hosts(object);
+    } else if settings.ssl_redirect != Some(false) {
+        let tls = object.value.pointer("/spec/tls").and_then(Value::as_array);
+        for entry in tls.into_iter().flatten() {
+            let named = entry.get("hosts").and_then(Value::as_array);
+            match named.filter(|h| !h.is_empty()) {
+                Some(named) => hosts.extend(
+                    named
+                        .iter()
+                        .filter_map(Value::as_str)
+                        .map(|h| Some(h.to_string())),
+                ),
+                // No hosts: the Ingress's own.
+                None => hosts.extend(ingress_hosts(object)),
+            }
+        }
+    }
+    let mut seen: Vec<Option<String>> = Vec::new();
+    hosts.retain(|h| {
+        let new = !seen.contains(h);
+        seen.push(h.clone());
+        new
+    });
+    for (k, host) in hosts.into_iter().enumerate() {
+        let (mut matcher, mut rank) = matched(host.as_deref(), false, "/");
+        matcher.insert("scheme".into(), json!("http"));
+        // Before every other route of its host.
+        rank.1 = 0;
+        rank.2 = isize::MIN;
+        routes.push(Route {
+            rank,
+            value: json!({
+                "name": format!("{base}-https-h{k}"),
+                "match": matcher,
+                "redirect": {"scheme": "https", "status": 308},
+            }),
+            source: None,
+        });
     }
 }
 
