@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use serde_json::{json, Map, Value};
 
 use super::nginx::Settings;
-use super::translate::{backend_entry, matched, note, route_base, route_value, BackendRef, Route};
+use super::routes::{backend_entry, matched, note, route_base, route_value, BackendRef, Route};
 use super::{Note, Outcome};
 use crate::lint::{Inventory, Object};
 

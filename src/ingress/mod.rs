@@ -12,6 +12,7 @@ mod gateway;
 mod httproute;
 mod leader;
 mod nginx;
+mod routes;
 mod secrets;
 mod status;
 mod translate;
