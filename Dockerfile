@@ -27,6 +27,6 @@ COPY --from=build /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certifica
 COPY --from=build --chown=65532:65532 /rootfs/ /
 COPY --from=build /hitless /usr/local/bin/hitless
 USER 65532:65532
-EXPOSE 8080 9901
+EXPOSE 8080 8443 9901
 ENTRYPOINT ["/usr/local/bin/hitless"]
 CMD ["--help"]

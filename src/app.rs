@@ -407,6 +407,10 @@ fn watch_certificates(tls: crate::config::tls::ListenerTls, shutdown: Cancellati
         .iter()
         .flat_map(|c| [c.cert.clone(), c.key.clone()])
         .collect();
+    if files.is_empty() {
+        // Only a self-signed certificate: nothing to watch.
+        return;
+    }
     let (watcher, mut changes) = match crate::runtime::watch::watch_files(&files) {
         Ok(w) => w,
         Err(e) => {

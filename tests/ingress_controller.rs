@@ -263,12 +263,11 @@ async fn tls_secrets_are_served_by_sni_and_a_rotation_reaches_new_connections() 
     )
     .await;
     // The Secret's certificate for its host (verified against the CA by the client).
-    until_shown(&ca, hitless.proxy, "shop.example.com", first.der()).await;
-    let (_, other) = handshake(&ca, hitless.proxy, "default.test").await.unwrap();
+    let tls_proxy = hitless.tls_proxy.unwrap();
+    until_shown(&ca, tls_proxy, "shop.example.com", first.der()).await;
+    let (_, other) = handshake(&ca, tls_proxy, "default.test").await.unwrap();
     assert_eq!(other, default_cert.der().to_vec());
-    let (open, _) = handshake(&ca, hitless.proxy, "shop.example.com")
-        .await
-        .unwrap();
+    let (open, _) = handshake(&ca, tls_proxy, "shop.example.com").await.unwrap();
 
     // Rotation: the Secret's content changes (cert-manager renewing it).
     let (second, second_key) = ca.leaf(&["shop.example.com"]);
@@ -277,9 +276,16 @@ async fn tls_secrets_are_served_by_sni_and_a_rotation_reaches_new_connections() 
         &second.pem(),
         &second_key.serialize_pem(),
     ));
-    until_shown(&ca, hitless.proxy, "shop.example.com", second.der()).await;
+    until_shown(&ca, tls_proxy, "shop.example.com", second.der()).await;
     // The connection made before the rotation keeps working.
     assert_eq!(get_over(open, "shop.example.com").await, "web");
+    // Plain HTTP for a host with TLS: 308 to https (ingress-nginx's ssl-redirect default).
+    let moved = get(&client(), hitless.proxy, "shop.example.com", "/cart?x=1").await;
+    assert_eq!(moved.status, 308);
+    assert_eq!(
+        moved.header("location"),
+        "https://shop.example.com/cart?x=1"
+    );
     // The first certificate's files are gone; the second's remain (two files).
     let files: Vec<_> = std::fs::read_dir(&secrets).unwrap().flatten().collect();
     assert_eq!(files.len(), 2, "{files:?}");
@@ -297,7 +303,7 @@ async fn statuses_and_events_are_written_once_by_the_leader() {
     // No equivalent in hitless: reported as an Event on the Ingress.
     shop["metadata"]["annotations"] = json!({"nginx.ingress.kubernetes.io/affinity": "cookie"});
     api.apply(shop);
-    let args = ["--publish-address", "203.0.113.7", "--lease-duration", "2s"];
+    let args = ["--publish-address", "203.0.113.7", "--lease-duration", "4s"];
     let one = Controller::start(&api, "one", None, &args).await;
     let two = Controller::start(&api, "two", None, &args).await;
     let client = client();

@@ -223,16 +223,16 @@ async fn routes_of_our_gateways_are_served_and_their_status_says_what_was_done()
         .unwrap()
         .get("status")
         .is_none());
-    // The rejection is an Event on the route, for `kubectl describe`.
-    let state = api.state.lock().unwrap();
-    assert!(
+    // The rejection is an Event on the route, for `kubectl describe` (written after the
+    // statuses).
+    eventually("an Event says why the route was rejected", || {
+        let state = api.state.lock().unwrap();
         state
             .events
             .iter()
-            .any(|e| e["regarding"]["name"] == "slow" && e["reason"] == "Rejected"),
-        "{:?}",
-        state.events
-    );
+            .any(|e| e["regarding"]["name"] == "slow" && e["reason"] == "Rejected")
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -307,7 +307,23 @@ async fn annotations_change_what_they_name() {
     canary["spec"]["rules"][0]["http"]["paths"][0]["path"] = json!("/docs(/|$)(.*)");
     canary["spec"]["rules"][0]["http"]["paths"][0]["pathType"] = json!("ImplementationSpecific");
     api.apply(canary);
-    let hitless = Controller::start(&api, "annotations", None, &[]).await;
+    // A TLS listener (with a default certificate): without one, redirects to https are not
+    // applied.
+    let ca = TestCa::new();
+    let (cert, key) = ca.leaf(&["default.test"]);
+    let dir = std::env::temp_dir().join(format!("hitless-annotations-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert_file, key_file) = (dir.join("default.crt"), dir.join("default.key"));
+    std::fs::write(&cert_file, cert.pem()).unwrap();
+    std::fs::write(&key_file, key.serialize_pem()).unwrap();
+    let secrets = dir.join("secrets");
+    let hitless = Controller::start(
+        &api,
+        "annotations",
+        Some((cert_file.to_str().unwrap(), key_file.to_str().unwrap())),
+        &["--secrets-dir", secrets.to_str().unwrap()],
+    )
+    .await;
     let client = client();
     let mut status = None;
     for _ in 0..100 {

@@ -137,6 +137,30 @@ fn ingress_controller_runs_controller_mode_with_a_base_config_that_passes_check(
     assert!(grace(&deployment) >= drain.delay + drain.timeout);
     assert_eq!(Path::new(&prestop_socket(hitless)), drain.control_socket);
     assert_hardened(hitless);
+    // HTTPS out of the box: a TLS listener whose default certificate is made at start, the
+    // Secrets' added at run time; the Service sends 80 and 443 to the plain and TLS ports.
+    let tls: Vec<_> = config.listener_tls.iter().flatten().collect();
+    assert_eq!(tls.len(), 1);
+    assert!(tls[0].self_signed && tls[0].certificates.is_empty());
+    let service = manifest("ingress/service.yaml");
+    let ports: Vec<(u64, &str)> = service["spec"]["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["port"].as_u64().unwrap(),
+                p["targetPort"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(ports, [(80, "http"), (443, "https")]);
+    for (name, listener) in [("http", 0), ("https", 1)] {
+        assert_eq!(
+            port_named(hitless, name),
+            u64::from(config.listeners[listener].port())
+        );
+    }
     // TLS Secrets become files in a writable, memory-backed folder.
     let dir_at = args.iter().position(|a| *a == "--secrets-dir").unwrap();
     assert_writable(
@@ -578,10 +602,14 @@ fn the_dockerfile_exposes_the_ports_the_manifests_use() {
         .filter_map(|l| l.strip_prefix("EXPOSE "))
         .flat_map(|l| l.split_whitespace().map(|p| p.parse::<u64>().unwrap()))
         .collect();
-    for path in ["gateway/deployment.yaml", "sidecar/deployment.yaml"] {
+    for (path, names) in [
+        ("gateway/deployment.yaml", &["http", "admin"][..]),
+        ("sidecar/deployment.yaml", &["http", "admin"][..]),
+        ("ingress/deployment.yaml", &["http", "https", "admin"][..]),
+    ] {
         let deployment = manifest(path);
         let hitless = container(&deployment, "hitless");
-        for name in ["http", "admin"] {
+        for &name in names {
             let port = port_named(hitless, name);
             assert!(
                 exposed.contains(&port),

@@ -426,3 +426,70 @@ async fn mtls_backend_gets_the_client_certificate_and_insecure_skip_verify_skips
     let app = start_proxy(&insecure).await;
     assert_eq!(get(&c, app.traffic_addrs[0], "shop", "/").await.status, 200);
 }
+
+/// The handshake's error naming `sni`, as the client's verifier words it (`None`: it passed).
+async fn handshake_error(pki: &Pki, addr: SocketAddr, sni: &'static str) -> Option<String> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(pki.ca_der.clone()).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    connector
+        .connect(ServerName::try_from(sni).unwrap(), tcp)
+        .await
+        .err()
+        .map(|e| format!("{e:?}"))
+}
+
+#[tokio::test]
+async fn a_self_signed_default_answers_names_no_certificate_serves() {
+    let pki = pki("self-signed");
+    let upstream = echo_upstream().await;
+    // Alone: the listener serves it to every name (a CA-verifying client does not know it).
+    let alone = format!(
+        "listeners:\n  - bind: 127.0.0.1:0\n    tls: {{self_signed: true}}\nbackends:\n  app: {{endpoints: [\"{}\"]}}\nroutes:\n  - backend: app\n",
+        upstream.addr
+    );
+    let app = start(&alone).await;
+    let error = handshake_error(&pki, app.traffic_addrs[0], "a.test").await;
+    assert!(
+        error
+            .as_deref()
+            .is_some_and(|e| e.contains("UnknownIssuer")),
+        "{error:?}"
+    );
+
+    // With a file certificate: that one for its name, the self-signed default for the others
+    // (without `self_signed` the first file's certificate answers them: a name mismatch).
+    let f = |n: &str| pki.dir.join(n).display().to_string();
+    for (self_signed, other) in [(true, "UnknownIssuer"), (false, "NotValidForName")] {
+        let yaml = format!(
+            "listeners:\n  - bind: 127.0.0.1:0\n    tls:\n      self_signed: {self_signed}\n      certificates:\n        - {{cert: \"{}\", key: \"{}\", server_names: [a.test]}}\nbackends:\n  app: {{endpoints: [\"{}\"]}}\nroutes:\n  - backend: app\n",
+            f("a.test.crt"),
+            f("a.test.key"),
+            upstream.addr
+        );
+        let app = start(&yaml).await;
+        let addr = app.traffic_addrs[0];
+        assert_eq!(handshake_error(&pki, addr, "a.test").await, None);
+        let error = handshake_error(&pki, addr, "other.test").await;
+        assert!(
+            error.as_deref().is_some_and(|e| e.contains(other)),
+            "{self_signed}: {error:?}"
+        );
+    }
+    // No certificate and no self-signed one: an error naming the field.
+    let none = Config::from_yaml("listeners:\n  - bind: 127.0.0.1:0\n    tls: {}\n")
+        .err()
+        .unwrap();
+    assert!(
+        none.to_string().contains("listeners[0].tls.certificates"),
+        "{none}"
+    );
+}

@@ -349,7 +349,11 @@ pub fn effective_yaml(config: &Config) -> String {
                     "key": c.key.display().to_string(),
                     "server_names": c.server_names,
                 })).collect();
-                obj.insert("tls".into(), json!({"certificates": certs}));
+                let mut tls_value = json!({"certificates": certs});
+                if tls.self_signed {
+                    tls_value["self_signed"] = json!(true);
+                }
+                obj.insert("tls".into(), tls_value);
             }
             v
         }).collect::<Vec<_>>(),

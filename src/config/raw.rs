@@ -67,7 +67,11 @@ pub struct RawListener {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawListenerTls {
+    #[serde(default)]
     pub certificates: Vec<RawCertificate>,
+    /// A certificate made at start for clients whose SNI names no certificate (as
+    /// ingress-nginx's default "fake" certificate); the only one when `certificates` is empty.
+    pub self_signed: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

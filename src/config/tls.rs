@@ -1,7 +1,10 @@
 //! TLS termination settings: certificate files loaded and checked at config load (a missing
 //! file or a key that does not match is an error naming the field), turned into a rustls
 //! server config: TLS 1.2 and 1.3 only, ALPN `h2` and `http/1.1`, the certificate chosen by
-//! SNI among `server_names` (exact, or `*.suffix`), the first one when nothing matches.
+//! SNI among `server_names` (exact, or `*.suffix`), the first one when nothing matches. With
+//! `self_signed`, a certificate made at start (rcgen) is the answer for names no file serves
+//! instead (as ingress-nginx's default certificate), and the only one of a listener that has no
+//! files yet (the ingress controller adds its Secrets' certificates at run time).
 
 use std::fmt;
 use std::path::PathBuf;
@@ -25,6 +28,8 @@ pub struct CertificateFiles {
 #[derive(Clone)]
 pub struct ListenerTls {
     pub certificates: Vec<CertificateFiles>,
+    /// A certificate made at start answers names no file serves (`self_signed: true`).
+    pub self_signed: bool,
     pub server: Arc<rustls::ServerConfig>,
     /// The certificates in use and the files they came from, swapped whole when the files
     /// change (`reload`) or a reload brings another set (`adopt`).
@@ -38,6 +43,23 @@ type Keys = Vec<(Vec<String>, Arc<CertifiedKey>)>;
 struct Loaded {
     files: Vec<CertificateFiles>,
     keys: Keys,
+    /// The self-signed certificate made at start: for names no file serves (kept across
+    /// reloads).
+    generated: Option<Arc<CertifiedKey>>,
+}
+
+impl Loaded {
+    fn new(
+        files: Vec<CertificateFiles>,
+        keys: Keys,
+        generated: Option<Arc<CertifiedKey>>,
+    ) -> Loaded {
+        Loaded {
+            files,
+            keys,
+            generated,
+        }
+    }
 }
 
 impl ListenerTls {
@@ -45,14 +67,17 @@ impl ListenerTls {
     /// error the certificates in use stay, and the error is returned. Connections already open
     /// keep the certificate they were established with; new handshakes use the new ones.
     pub fn reload(&self) -> Result<(), String> {
-        let files = self.keys.load().files.clone();
+        let loaded = self.keys.load();
+        let files = loaded.files.clone();
         let mut keys = Vec::new();
         for (i, f) in files.iter().enumerate() {
             let key = load(f)
                 .map_err(|(field, message)| format!("certificates[{i}].{field}: {message}"))?;
             keys.push((f.server_names.clone(), key));
         }
-        self.keys.store(Arc::new(Loaded { files, keys }));
+        let generated = loaded.generated.clone();
+        self.keys
+            .store(Arc::new(Loaded::new(files, keys, generated)));
         Ok(())
     }
 
@@ -60,11 +85,17 @@ impl ListenerTls {
     /// ingress controller adds one per TLS Secret). The listener's socket and rustls config
     /// stay; new handshakes choose among the new certificates. Whether anything changed.
     pub fn adopt(&self, other: &ListenerTls) -> bool {
-        let theirs = other.keys.load_full();
-        if self.keys.load().files == theirs.files {
+        let ours = self.keys.load();
+        let theirs = other.keys.load();
+        if ours.files == theirs.files {
             return false;
         }
-        self.keys.store(theirs);
+        // Our self-signed certificate stays: clients that pinned it keep seeing it.
+        let generated = ours.generated.clone().filter(|_| other.self_signed);
+        let generated = generated.or_else(|| theirs.generated.clone());
+        let keys = theirs.keys.clone();
+        self.keys
+            .store(Arc::new(Loaded::new(theirs.files.clone(), keys, generated)));
         true
     }
 }
@@ -115,9 +146,26 @@ fn load(files: &CertificateFiles) -> Result<Arc<CertifiedKey>, (&'static str, St
     Ok(Arc::new(certified))
 }
 
+/// A self-signed certificate for no name in particular (`hitless.invalid`), made now.
+fn self_signed() -> Result<Arc<CertifiedKey>, String> {
+    let key = rcgen::KeyPair::generate().map_err(|e| e.to_string())?;
+    let mut params = rcgen::CertificateParams::new(vec!["hitless.invalid".to_string()])
+        .map_err(|e| e.to_string())?;
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "hitless default certificate");
+    let cert = params.self_signed(&key).map_err(|e| e.to_string())?;
+    let der = PrivateKeyDer::try_from(key.serialize_der()).map_err(|e| e.to_string())?;
+    let provider = rustls::crypto::ring::default_provider();
+    CertifiedKey::from_der(vec![cert.der().clone()], der, &provider)
+        .map(Arc::new)
+        .map_err(|e| e.to_string())
+}
+
 /// Build the listener's TLS config; errors are `(index, field, message)`.
 pub fn build(
     certificates: Vec<CertificateFiles>,
+    self_signed_default: bool,
 ) -> Result<ListenerTls, Vec<(usize, &'static str, String)>> {
     let mut errors = Vec::new();
     let mut keys = Vec::new();
@@ -127,13 +175,25 @@ pub fn build(
             Err((field, message)) => errors.push((i, field, message)),
         }
     }
+    let generated = if self_signed_default {
+        match self_signed() {
+            Ok(key) => Some(key),
+            Err(e) => {
+                errors.push((0, "self_signed", e));
+                None
+            }
+        }
+    } else {
+        None
+    };
     if !errors.is_empty() {
         return Err(errors);
     }
-    let keys = Arc::new(ArcSwap::from_pointee(Loaded {
-        files: certificates.clone(),
+    let keys = Arc::new(ArcSwap::from_pointee(Loaded::new(
+        certificates.clone(),
         keys,
-    }));
+        generated,
+    )));
     let resolver = BySni {
         keys: Arc::clone(&keys),
     };
@@ -148,6 +208,7 @@ pub fn build(
     server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(ListenerTls {
         certificates,
+        self_signed: self_signed_default,
         server: Arc::new(server),
         keys,
     })
@@ -178,7 +239,12 @@ impl ResolvesServerCert for BySni {
             keys.iter()
                 .find(|(names, _)| names.iter().any(|p| name_matches(p, &name)))
         });
-        chosen.or(keys.first()).map(|(_, key)| Arc::clone(key))
+        // No name matched: the self-signed default when there is one, else the first file's.
+        match (chosen, &loaded.generated) {
+            (Some((_, key)), _) => Some(Arc::clone(key)),
+            (None, Some(generated)) => Some(Arc::clone(generated)),
+            (None, None) => keys.first().map(|(_, key)| Arc::clone(key)),
+        }
     }
 }
 

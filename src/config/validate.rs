@@ -746,10 +746,11 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
             listener_tls.push(None);
             continue;
         };
-        if tls.certificates.is_empty() {
+        let self_signed = tls.self_signed.unwrap_or(false);
+        if tls.certificates.is_empty() && !self_signed {
             errors.push(
                 format!("listeners[{i}].tls.certificates"),
-                "at least one certificate is required",
+                "at least one certificate is required (or `self_signed: true`)",
             );
             listener_tls.push(None);
             continue;
@@ -767,7 +768,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
                     .collect(),
             })
             .collect();
-        match super::tls::build(files) {
+        match super::tls::build(files, self_signed) {
             Ok(built) => listener_tls.push(Some(built)),
             Err(problems) => {
                 for (c, field, message) in problems {

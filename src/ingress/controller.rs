@@ -453,11 +453,14 @@ impl Controller {
                     continue;
                 }
             };
-            let check = crate::config::tls::build(vec![crate::config::tls::CertificateFiles {
-                cert: files.cert.clone(),
-                key: files.key.clone(),
-                server_names: hosts.clone(),
-            }]);
+            let check = crate::config::tls::build(
+                vec![crate::config::tls::CertificateFiles {
+                    cert: files.cert.clone(),
+                    key: files.key.clone(),
+                    server_names: hosts.clone(),
+                }],
+                false,
+            );
             if let Err(errors) = check {
                 let why = errors
                     .into_iter()
@@ -524,6 +527,21 @@ impl Controller {
             .and_then(Value::as_array)
             .cloned()
             .unwrap_or_default();
+        let has_tls = root
+            .get("listeners")
+            .and_then(Value::as_array)
+            .is_some_and(|ls| ls.iter().any(|l| l.get("tls").is_some()));
+        if !has_tls {
+            // Redirecting to an HTTPS that no listener serves would break every such host.
+            let before = routes.len();
+            routes.retain(|r| {
+                r.pointer("/redirect/scheme") != Some(&Value::from("https"))
+                    || r.pointer("/match/scheme").is_none()
+            });
+            if routes.len() != before {
+                tracing::warn!("ingress controller: the base config has no TLS listener: HTTP-to-HTTPS redirects (ssl-redirect) are not applied");
+            }
+        }
         if let Some(own) = root.get("routes").and_then(Value::as_array) {
             // The file's own routes come after the cluster's: a fallback.
             routes.extend(own.iter().cloned());

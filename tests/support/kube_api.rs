@@ -455,7 +455,10 @@ pub fn slice(service: &str, port: u16) -> Value {
 
 /// A `hitless ingress` child process on the fake API, with its base config file.
 pub struct Controller {
+    /// The plain listener.
     pub proxy: SocketAddr,
+    /// The TLS listener, when started with a default certificate.
+    pub tls_proxy: Option<SocketAddr>,
     pub admin: SocketAddr,
     pub base: std::path::PathBuf,
     pub child: ChildProxy,
@@ -468,25 +471,25 @@ impl Drop for Controller {
 }
 
 impl Controller {
-    /// Start one on `api` (namespace `shop`); `tls`: the default certificate and key files of
-    /// a TLS listener (the only listener then). Returns once it is ready.
+    /// Start one on `api` (namespace `shop`), with a plain listener and, given `tls` (the
+    /// default certificate and key files), a TLS one. Returns once it is ready.
     pub async fn start(
         api: &KubeApi,
         tag: &str,
         tls: Option<(&str, &str)>,
         extra: &[&str],
     ) -> Controller {
-        let (port, admin_port) = (free_port(), free_port());
+        let (port, tls_port, admin_port) = (free_port(), free_port(), free_port());
         let base = std::env::temp_dir().join(format!(
             "hitless-ingress-{tag}-{}-{port}.yaml",
             std::process::id()
         ));
-        let listener = match tls {
-            Some((cert, key)) => format!(
-                "{{bind: \"127.0.0.1:{port}\", tls: {{certificates: [{{cert: \"{cert}\", key: \"{key}\"}}]}}}}"
-            ),
-            None => format!("{{bind: \"127.0.0.1:{port}\"}}"),
-        };
+        let mut listener = format!("{{bind: \"127.0.0.1:{port}\"}}");
+        if let Some((cert, key)) = tls {
+            listener.push_str(&format!(
+                ", {{bind: \"127.0.0.1:{tls_port}\", tls: {{certificates: [{{cert: \"{cert}\", key: \"{key}\"}}]}}}}"
+            ));
+        }
         std::fs::write(
             &base,
             format!(
@@ -510,6 +513,7 @@ impl Controller {
         wait_ready(admin).await;
         Controller {
             proxy: format!("127.0.0.1:{port}").parse().unwrap(),
+            tls_proxy: tls.map(|_| format!("127.0.0.1:{tls_port}").parse().unwrap()),
             admin,
             base,
             child,
