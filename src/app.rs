@@ -115,6 +115,8 @@ pub struct App {
     connections: TaskTracker,
     /// The TLS settings of each listener, whose certificates a reload may change.
     listener_tls: Vec<Option<crate::config::tls::ListenerTls>>,
+    /// The listeners' addresses as configured at start.
+    listener_binds: Vec<SocketAddr>,
 }
 
 impl App {
@@ -263,6 +265,7 @@ impl App {
             shutdown,
             connections,
             listener_tls: config.listener_tls.clone(),
+            listener_binds: config.listeners.clone(),
         })
     }
 
@@ -308,7 +311,11 @@ impl App {
         self.backends.store(Arc::new(backends));
         // A listener's certificates may change (the ingress controller adds one per TLS
         // Secret): new handshakes choose among the new set; the sockets stay.
-        for (running, new) in self.listener_tls.iter().zip(&config.listener_tls) {
+        // Paired by position only while the listeners are those it started with (a changed
+        // list needs a restart, as the log says).
+        let same_listeners = config.listeners == self.listener_binds;
+        let pairs = self.listener_tls.iter().zip(&config.listener_tls);
+        for (running, new) in pairs.filter(|_| same_listeners) {
             if let (Some(running), Some(new)) = (running, new) {
                 if running.adopt(new) {
                     tracing::info!(

@@ -114,6 +114,19 @@ async fn routes_of_our_gateways_are_served_and_their_status_says_what_was_done()
     slow["spec"]["rules"][0]["timeouts"] = json!({"request": "1s", "backendRequest": "5s"});
     api.apply(slow);
     api.apply(http_route("foreign", "theirs", "/foreign", "web"));
+    // A Service of another namespace: refused (no ReferenceGrant is read), the rule answers 500.
+    let mut stealer = http_route("stealer", "web", "/steal", "web");
+    stealer["spec"]["rules"][0]["backendRefs"][0]["namespace"] = json!("kube-system");
+    api.apply(stealer);
+    // A Gateway whose listener serves one hostname: a route claiming another is not attached;
+    // a route naming none is served for the listener's only.
+    let mut tenant = gateway("tenant", "hitless");
+    tenant["spec"]["listeners"][0]["hostname"] = json!("tenant.example.com");
+    api.apply(tenant);
+    api.apply(http_route("hijack", "tenant", "/hijack", "web"));
+    let mut own = http_route("own", "tenant", "/own", "web");
+    own["spec"].as_object_mut().unwrap().remove("hostnames");
+    api.apply(own);
     api.apply(http_route("missing", "web", "/missing", "nope"));
     api.apply(
         json!({"kind": "GRPCRoute", "apiVersion": "gateway.networking.k8s.io/v1",
@@ -144,7 +157,28 @@ async fn routes_of_our_gateways_are_served_and_their_status_says_what_was_done()
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert_eq!(status, Some(ServingStatus::Serving as i32));
-    // The rejected route and the other class's route are not served: the file's fallback.
+    let stolen = get(&client, hitless.proxy, "gw.example.com", "/steal").await;
+    assert_eq!(stolen.status, 500, "{}", stolen.body);
+    assert_eq!(
+        get(&client, hitless.proxy, "tenant.example.com", "/own")
+            .await
+            .body,
+        "web"
+    );
+    // The rejected route, the other class's, the hijacker's and `own` on another host: the
+    // file's fallback.
+    for (host, path) in [
+        ("gw.example.com", "/own"),
+        ("gw.example.com", "/hijack"),
+        ("tenant.example.com", "/hijack"),
+    ] {
+        let answer = get(&client, hitless.proxy, host, path).await;
+        assert_eq!(
+            (answer.status, answer.body.as_str()),
+            (404, "no ingress"),
+            "{host}{path}"
+        );
+    }
     for path in ["/slow", "/foreign"] {
         let answer = get(&client, hitless.proxy, "gw.example.com", path).await;
         assert_eq!(
@@ -185,6 +219,16 @@ async fn routes_of_our_gateways_are_served_and_their_status_says_what_was_done()
         (missing["status"].as_str(), missing["reason"].as_str()),
         (Some("False"), Some("BackendNotFound"))
     );
+    let refused = route_condition(&api, "HTTPRoute", "stealer", "ResolvedRefs").unwrap();
+    assert_eq!(
+        (refused["status"].as_str(), refused["reason"].as_str()),
+        (Some("False"), Some("RefNotPermitted"))
+    );
+    let hijack = route_condition(&api, "HTTPRoute", "hijack", "Accepted").unwrap();
+    assert_eq!(
+        (hijack["status"].as_str(), hijack["reason"].as_str()),
+        (Some("False"), Some("NoMatchingListenerHostname"))
+    );
     let grpc_accepted = route_condition(&api, "GRPCRoute", "cart", "Accepted").unwrap();
     assert_eq!(grpc_accepted["status"], "True");
     // Another controller's route: hitless writes nothing on it.
@@ -205,8 +249,8 @@ async fn routes_of_our_gateways_are_served_and_their_status_says_what_was_done()
     };
     assert_eq!(condition("Accepted"), Some(json!("True")));
     assert_eq!(condition("Programmed"), Some(json!("True")));
-    // store, missing and cart; not the rejected one.
-    assert_eq!(web_gateway["status"]["listeners"][0]["attachedRoutes"], 3);
+    // store, missing, stealer and cart; not the rejected one.
+    assert_eq!(web_gateway["status"]["listeners"][0]["attachedRoutes"], 4);
     assert_eq!(
         web_gateway["status"]["addresses"][0]["value"],
         "203.0.113.7"
@@ -307,20 +351,13 @@ async fn annotations_change_what_they_name() {
     canary["spec"]["rules"][0]["http"]["paths"][0]["path"] = json!("/docs(/|$)(.*)");
     canary["spec"]["rules"][0]["http"]["paths"][0]["pathType"] = json!("ImplementationSpecific");
     api.apply(canary);
-    // A TLS listener (with a default certificate): without one, redirects to https are not
-    // applied.
-    let ca = TestCa::new();
-    let (cert, key) = ca.leaf(&["default.test"]);
+    // A TLS listener: without one, redirects to https are not applied.
     let dir = std::env::temp_dir().join(format!("hitless-annotations-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (cert_file, key_file) = (dir.join("default.crt"), dir.join("default.key"));
-    std::fs::write(&cert_file, cert.pem()).unwrap();
-    std::fs::write(&key_file, key.serialize_pem()).unwrap();
     let secrets = dir.join("secrets");
     let hitless = Controller::start(
         &api,
         "annotations",
-        Some((cert_file.to_str().unwrap(), key_file.to_str().unwrap())),
+        Some("{self_signed: true}"),
         &["--secrets-dir", secrets.to_str().unwrap()],
     )
     .await;

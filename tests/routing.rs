@@ -506,6 +506,25 @@ routes:
 }
 
 #[tokio::test]
+async fn a_redirect_without_a_host_to_send_to_is_a_bad_request() {
+    let proxy = start_proxy("routes:\n  - redirect: {scheme: https}\n").await;
+    // HTTP/1.0 may leave Host out: there is no `https://<host>/...` to answer with.
+    let mut stream = TcpStream::connect(proxy.traffic_addrs[0]).await.unwrap();
+    stream.write_all(b"GET /x HTTP/1.0\r\n\r\n").await.unwrap();
+    let mut bytes = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut bytes))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&bytes);
+    assert!(
+        text.starts_with("HTTP/1.0 400") || text.starts_with("HTTP/1.1 400"),
+        "{text}"
+    );
+    assert!(!text.to_ascii_lowercase().contains("location:"), "{text}");
+}
+
+#[tokio::test]
 async fn rewrites_change_the_path_and_host_the_upstream_sees() {
     let echo = echo_upstream().await;
     let config = render(

@@ -31,15 +31,17 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::cluster::{object_id, Built, Change, Cluster, Kind};
-use super::gateway::Ours;
+use super::gateway::{Hosts, Ours};
 use super::status::Writer;
 use super::{leader, secrets, translate, Note, Outcome};
 use crate::config::discovery::KubernetesDiscovery;
 use crate::config::Config;
 
 /// Changes are applied once the objects have been quiet this long (a `kubectl apply` of a
-/// folder is many events).
+/// folder is many events), and at the latest this long after the first (a cluster that never
+/// stops changing still gets its routes).
 const SETTLE: Duration = Duration::from_millis(200);
+const SETTLE_AT_MOST: Duration = Duration::from_secs(2);
 
 /// What the controller watches and what it builds on.
 #[derive(Debug, Clone)]
@@ -139,6 +141,7 @@ impl Controller {
         tracing::info!(class = %self.class, namespace = self.namespace.as_deref().unwrap_or("(all)"), "ingress controller: watching Ingresses, Gateway API routes, Services and TLS Secrets");
         let mut cluster = Cluster::default();
         let mut apply_at: Option<tokio::time::Instant> = None;
+        let mut first_change: Option<tokio::time::Instant> = None;
         let mut last: Option<String> = None;
         let mut built: Option<Built> = None;
         loop {
@@ -160,7 +163,9 @@ impl Controller {
                         }
                     };
                     if changed && cluster.ready() {
-                        apply_at = Some(tokio::time::Instant::now() + SETTLE);
+                        let now = tokio::time::Instant::now();
+                        let first = *first_change.get_or_insert(now);
+                        apply_at = Some((now + SETTLE).min(first + SETTLE_AT_MOST));
                     }
                 }
                 changed = leading.changed() => {
@@ -172,10 +177,13 @@ impl Controller {
                         if let Some(built) = &built {
                             writer.write(&cluster, built).await;
                         }
+                    } else {
+                        writer.step_down();
                     }
                 }
                 _ = sleep_until(apply_at) => {
                     apply_at = None;
+                    first_change = None;
                     let Some(fresh) = self.build(&base, &cluster) else { continue };
                     // The same objects after a relist: nothing to swap.
                     if last.as_deref() != Some(fresh.text.as_str()) {
@@ -276,13 +284,21 @@ impl Controller {
             .filter(|i| self.is_ours(i))
             .cloned()
             .collect();
-        candidates.extend(
-            cluster
-                .of(Kind::HttpRoute)
-                .chain(cluster.of(Kind::GrpcRoute))
-                .filter(|r| ours.attached(r))
-                .cloned(),
-        );
+        for route in cluster
+            .of(Kind::HttpRoute)
+            .chain(cluster.of(Kind::GrpcRoute))
+        {
+            match ours.attached(route) {
+                None => {}
+                Some(Hosts::AsWritten) => candidates.push(route.clone()),
+                // Served only for the hostnames it shares with the listeners that take it.
+                Some(Hosts::Only(hosts)) => {
+                    let mut route = route.clone();
+                    route["spec"]["hostnames"] = Value::from(hosts);
+                    candidates.push(route);
+                }
+            }
+        }
         let gateways: Vec<Value> = ours.gateways.iter().map(|g| (*g).clone()).collect();
         let services: Vec<crate::lint::Object> =
             crate::lint::objects_from_values("cluster", cluster.of(Kind::Service).cloned());
@@ -314,11 +330,14 @@ impl Controller {
         let built = match self.config_for(base, objects(&good), &tls) {
             Ok(built) => Ok(built),
             Err(_) => {
-                let mut kept = Vec::new();
+                // Some object breaks the config, alone or with others (two routes of the same
+                // name, say): keep each only if the objects kept so far and it still make a
+                // valid config.
+                let mut kept: Vec<Value> = Vec::new();
                 for value in std::mem::take(&mut good) {
-                    match self.config_for(base, objects(std::slice::from_ref(&value)), &[]) {
-                        Ok(_) => kept.push(value),
-                        Err(e) => {
+                    kept.push(value);
+                    if let Err(e) = self.config_for(base, objects(&kept), &[]) {
+                        if let Some(value) = kept.pop() {
                             let id = object_id(&value);
                             tracing::error!(object = %id, error = %e, "ingress controller: object rejected (the others are applied)");
                             rejected.insert(id, (value, e));
@@ -414,18 +433,26 @@ impl Controller {
                     .map(|h| vec![h.to_string()])
                     .unwrap_or_default();
                 for r in refs.into_iter().flatten() {
-                    // Same-namespace Secrets only (another namespace needs a ReferenceGrant).
-                    let same = r
-                        .get("namespace")
-                        .and_then(Value::as_str)
-                        .is_none_or(|ns| ns == namespace);
-                    if let (Some(name), true) = (r.get("name").and_then(Value::as_str), same) {
-                        wanted.push((
+                    let Some(name) = r.get("name").and_then(Value::as_str) else {
+                        continue;
+                    };
+                    // Same-namespace Secrets only (another namespace needs a ReferenceGrant,
+                    // which hitless does not read).
+                    match r.get("namespace").and_then(Value::as_str) {
+                        Some(ns) if ns != namespace => notes.push(Note {
+                            object: object_id(gateway),
+                            source: format!("Secret/{ns}/{name}"),
+                            outcome: Outcome::Unsupported,
+                            message: "a Secret in another namespace (needs a ReferenceGrant, \
+                                      not read by hitless): refused"
+                                .into(),
+                        }),
+                        _ => wanted.push((
                             object_id(gateway),
                             namespace,
                             name.to_string(),
                             hosts.clone(),
-                        ));
+                        )),
                     }
                 }
             }
@@ -452,6 +479,13 @@ impl Controller {
                     problem(e);
                     continue;
                 }
+            };
+            // No host names given: the certificate's own (it would otherwise only answer names
+            // nothing else serves, and a self-signed default takes those).
+            let hosts = if hosts.is_empty() {
+                secrets::dns_names(&files.cert)
+            } else {
+                hosts
             };
             let check = crate::config::tls::build(
                 vec![crate::config::tls::CertificateFiles {
@@ -570,10 +604,14 @@ fn add_certificates(root: &mut serde_json::Map<String, Value>, certificates: &[C
         tracing::warn!("ingress controller: TLS Secrets are named, but the base config has no TLS listener (listeners[].tls): HTTPS is not served");
     }
     for listener in listeners {
-        let Some(list) = listener
-            .pointer_mut("/tls/certificates")
-            .and_then(Value::as_array_mut)
-        else {
+        let Some(tls) = listener.get_mut("tls").and_then(Value::as_object_mut) else {
+            continue;
+        };
+        // `tls: {self_signed: true}` has no list yet.
+        let list = tls
+            .entry("certificates")
+            .or_insert_with(|| Value::Array(Vec::new()));
+        let Some(list) = list.as_array_mut() else {
             continue;
         };
         for c in certificates {

@@ -1,7 +1,9 @@
 //! Which Gateway API objects are hitless's: a GatewayClass whose `controllerName` is
 //! [`CONTROLLER`], the Gateways of such a class, and the HTTPRoutes and GRPCRoutes whose
 //! `parentRefs` name one of those Gateways and that the Gateway's listeners allow
-//! (`allowedRoutes`: the route's namespace, `Same` by default or `All`, and its kind).
+//! (`allowedRoutes`: the route's namespace, `Same` by default or `All`, and its kind) and whose
+//! hostnames meet the listener's `hostname` (a route then serves only the hostnames it shares
+//! with the listeners that take it: one tenant's route cannot claim another's host).
 //! `Selector` namespaces are not read: such a listener allows no route, and says so.
 
 use std::collections::BTreeSet;
@@ -33,8 +35,18 @@ pub struct Parent<'a> {
     pub reference: &'a Value,
     /// The Gateway it names, when that is one of ours.
     pub gateway: Option<&'a Value>,
-    /// `Err(reason, message)`: a Gateway of ours that does not take this route.
-    pub allowed: Result<(), (&'static str, String)>,
+    /// The hostnames the Gateway takes the route for; `Err(reason, message)`: a Gateway of ours
+    /// that does not take this route.
+    pub allowed: Result<Hosts, (&'static str, String)>,
+}
+
+/// The hostnames a route is served for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Hosts {
+    /// As the route says (every host when it names none).
+    AsWritten,
+    /// Only these (the route's hostnames within its listeners').
+    Only(Vec<String>),
 }
 
 /// Our GatewayClasses and their Gateways.
@@ -82,8 +94,8 @@ impl<'a> Ours<'a> {
                         && text(g, "/metadata/namespace").unwrap_or_default() == gateway_namespace
                 });
                 let allowed = match gateway {
-                    Some(g) => allows(g, text(r, "/sectionName"), namespace, kind),
-                    None => Ok(()),
+                    Some(g) => allows(g, text(r, "/sectionName"), route, namespace, kind),
+                    None => Ok(Hosts::AsWritten),
                 };
                 Parent {
                     reference: r,
@@ -94,22 +106,74 @@ impl<'a> Ours<'a> {
             .collect()
     }
 
-    /// Whether some Gateway of ours takes `route`.
-    pub fn attached(&self, route: &'a Value) -> bool {
-        self.parents(route)
-            .iter()
-            .any(|p| p.gateway.is_some() && p.allowed.is_ok())
+    /// The hostnames the Gateways of ours that take `route` serve it for; `None`: none takes it.
+    pub fn attached(&self, route: &'a Value) -> Option<Hosts> {
+        let mut only: Vec<String> = Vec::new();
+        let mut taken = false;
+        for parent in self.parents(route) {
+            match (parent.gateway, parent.allowed) {
+                (Some(_), Ok(Hosts::AsWritten)) => return Some(Hosts::AsWritten),
+                (Some(_), Ok(Hosts::Only(hosts))) => {
+                    taken = true;
+                    for h in hosts {
+                        if !only.contains(&h) {
+                            only.push(h);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        taken.then_some(Hosts::Only(only))
     }
 }
 
-/// Whether a listener of `gateway` (the one named `section`, or any) takes a route of `kind`
-/// from `namespace`.
+/// Whether `name` (a host or a `*.` wildcard) and `pattern` (a listener's hostname) share
+/// hosts; the narrower of the two when they do.
+fn meet(name: &str, pattern: &str) -> Option<String> {
+    // `*.example.com` covers `a.example.com` and `a.b.example.com`, not `example.com`.
+    let covers = |wild: &str, host: &str| {
+        wild.strip_prefix("*.").is_some_and(|suffix| {
+            host.strip_suffix(suffix)
+                .and_then(|rest| rest.strip_suffix('.'))
+                .is_some_and(|label| !label.is_empty())
+        })
+    };
+    let (name, pattern) = (name.to_ascii_lowercase(), pattern.to_ascii_lowercase());
+    if name == pattern || covers(&pattern, &name) {
+        Some(name)
+    } else if covers(&name, &pattern) {
+        Some(pattern)
+    } else {
+        None
+    }
+}
+
+/// The hostnames a route shares with a listener's `hostname` (`None`: any host).
+fn shared_hosts(route: &Value, listener_host: Option<&str>) -> Hosts {
+    let Some(pattern) = listener_host else {
+        return Hosts::AsWritten;
+    };
+    let names: Vec<&str> = route
+        .pointer("/spec/hostnames")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    if names.is_empty() {
+        return Hosts::Only(vec![pattern.to_ascii_lowercase()]);
+    }
+    Hosts::Only(names.iter().filter_map(|n| meet(n, pattern)).collect())
+}
+
+/// Whether a listener of `gateway` (the one named `section`, or any) takes `route`, of `kind`
+/// from `namespace`, and for which hostnames.
 fn allows(
     gateway: &Value,
     section: Option<&str>,
+    route: &Value,
     namespace: &str,
     kind: &str,
-) -> Result<(), (&'static str, String)> {
+) -> Result<Hosts, (&'static str, String)> {
     let listeners = gateway
         .pointer("/spec/listeners")
         .and_then(Value::as_array)
@@ -127,6 +191,8 @@ fn allows(
     }
     let gateway_namespace = text(gateway, "/metadata/namespace").unwrap_or_default();
     let mut why = String::new();
+    let mut hosts: Vec<String> = Vec::new();
+    let mut taken = false;
     for listener in named {
         let from = text(listener, "/allowedRoutes/namespaces/from").unwrap_or("Same");
         let namespace_ok = match from {
@@ -143,7 +209,24 @@ fn allows(
             .filter(|k| !k.is_empty());
         let kind_ok = kinds.is_none_or(|k| k.iter().any(|k| text(k, "/kind") == Some(kind)));
         if namespace_ok && kind_ok {
-            return Ok(());
+            match shared_hosts(route, text(listener, "/hostname")) {
+                Hosts::AsWritten => return Ok(Hosts::AsWritten),
+                Hosts::Only(shared) if shared.is_empty() => {
+                    if why.is_empty() {
+                        why = "no hostname of the route is within the listener's hostname".into();
+                    }
+                    continue;
+                }
+                Hosts::Only(shared) => {
+                    taken = true;
+                    for h in shared {
+                        if !hosts.contains(&h) {
+                            hosts.push(h);
+                        }
+                    }
+                    continue;
+                }
+            }
         }
         if why.is_empty() {
             why = if namespace_ok {
@@ -152,6 +235,12 @@ fn allows(
                 format!("the listener allows routes from namespace {gateway_namespace} only")
             };
         }
+    }
+    if taken {
+        return Ok(Hosts::Only(hosts));
+    }
+    if why.starts_with("no hostname") {
+        return Err(("NoMatchingListenerHostname", why));
     }
     Err(("NotAllowedByListeners", why))
 }

@@ -81,7 +81,9 @@ pub(super) fn translate(
                 let (mut matcher, mut rank) = matched(*host, condition.exact, &condition.path);
                 matcher.extend(condition.extra.clone());
                 (rank.3, rank.4, rank.5) = condition.rank;
-                let name = format!("{base}-r{i}-m{j}-h{k}");
+                // GRPCRoutes' rules are `g`: an HTTPRoute of the same name is another object.
+                let rule = if grpc { "g" } else { "r" };
+                let name = format!("{base}-{rule}{i}-m{j}-h{k}");
                 let mut value = route_value(name, matcher, String::new(), &settings);
                 if let Some(route) = value.as_object_mut() {
                     route.remove("backend");
@@ -268,7 +270,7 @@ fn path_change(path: Option<&Value>, into: &mut Map<String, Value>) {
 }
 
 /// Where a rule forwards: `{backend}` or `{backends: [...]}` (or `{respond: 500}` when every
-/// reference has weight 0); `None` when nothing can be routed.
+/// reference has weight 0 or none is usable, as the spec says); `None` without references.
 fn targets(
     object: &Object,
     inventory: &Inventory,
@@ -305,10 +307,22 @@ fn targets(
         let Some(service) = text(r, "name") else {
             continue;
         };
+        if text(r, "namespace").is_some_and(|ns| Some(ns) != object.namespace.as_deref()) {
+            // Gateway API: another namespace's Service needs a ReferenceGrant there, which
+            // hitless does not read; without this check any route could expose any Service.
+            note(
+                notes,
+                object,
+                &format!("{at}.namespace"),
+                Outcome::Unsupported,
+                "a Service in another namespace (needs a ReferenceGrant, not read by hitless): \
+                 refused"
+                    .into(),
+            );
+            continue;
+        }
         let backend = BackendRef {
-            namespace: text(r, "namespace")
-                .map(str::to_string)
-                .or_else(|| object.namespace.clone()),
+            namespace: object.namespace.clone(),
             service: service.to_string(),
             port: r.get("port").cloned().unwrap_or(Value::Null),
         };
@@ -318,7 +332,12 @@ fn targets(
             split.push((name, weight));
         }
     }
+    let given = !list(Some(rule), "backendRefs").is_empty();
     match split.as_slice() {
+        // References, none usable: the spec's 500 for the rule's traffic.
+        [] if given => Some(json!({
+            "respond": {"status": 500, "body": "no usable backend for this route\n"}
+        })),
         [] => {
             note(
                 notes,
@@ -329,11 +348,11 @@ fn targets(
             );
             None
         }
-        [(name, _)] => Some(json!({ "backend": name })),
         s if s.iter().all(|(_, w)| *w == 0) => Some(json!({
             // The spec: every backend weighted 0 means 500 for the rule's traffic.
             "respond": {"status": 500, "body": "no backend takes traffic (every weight is 0)\n"}
         })),
+        [(name, _)] => Some(json!({ "backend": name })),
         s => Some(json!({
             "backends": s.iter().map(|(name, weight)| json!({"name": name, "weight": weight})).collect::<Vec<_>>()
         })),

@@ -2,11 +2,12 @@
 //! (client-go's leader election, in small). Every replica routes traffic from the same objects;
 //! only the holder writes statuses and Events, so `kubectl get` shows one answer, written once.
 //!
-//! The holder renews every third of the lease's duration. Another replica takes the lease over
-//! when it has seen the same `resourceVersion` for a whole duration (time measured on its own
-//! clock, so clock skew between nodes does not matter), with an optimistic update: of two
-//! replicas trying at once, the API server accepts one. A holder that cannot renew for a whole
-//! duration stops leading. On shutdown the holder releases the lease so the next replica takes
+//! The holder renews every third of the lease's duration (each call bounded by that third).
+//! Another replica takes the lease over when it has seen the same `resourceVersion` for a whole
+//! duration (time measured on its own clock, so clock skew between nodes does not matter), with
+//! an optimistic update: of two replicas trying at once, the API server accepts one. A holder
+//! that cannot renew for two thirds of a duration (counted from before its last successful
+//! request) stops leading, before anyone may take over. On shutdown the holder releases the lease so the next replica takes
 //! over at once rather than after a duration.
 
 use std::time::Duration;
@@ -38,18 +39,27 @@ impl Election {
     /// Hold or wait for the lease until `shutdown`; `leading` says whether we hold it.
     pub async fn run(self, leading: watch::Sender<bool>, shutdown: CancellationToken) {
         let renew = self.duration / 3;
+        // A holder that could not renew for this long steps down: well before another replica
+        // may take over (a whole duration after the last renewal it saw).
+        let deadline = self.duration * 2 / 3;
         let mut seen: Option<Seen> = None;
         let mut renewed: Option<Instant> = None;
         loop {
-            let held = match self.try_hold(&mut seen).await {
-                Ok(held) => {
-                    renewed = held.then(Instant::now);
+            // Timed from before the request: the API server may have stamped it any time since.
+            let started = Instant::now();
+            let attempt = tokio::time::timeout(renew, self.try_hold(&mut seen)).await;
+            let held = match attempt {
+                Ok(Ok(held)) => {
+                    renewed = held.then_some(started);
                     held
                 }
-                Err(e) => {
+                Ok(Err(e)) => {
                     tracing::warn!(error = %e, lease = %self.name, "leader election: cannot read or write the Lease");
-                    // Still ours until a whole duration passed without a renewal.
-                    renewed.is_some_and(|at| at.elapsed() < self.duration)
+                    renewed.is_some_and(|at| at.elapsed() < deadline)
+                }
+                Err(_) => {
+                    tracing::warn!(lease = %self.name, "leader election: the API server did not answer in time");
+                    renewed.is_some_and(|at| at.elapsed() < deadline)
                 }
             };
             if *leading.borrow() != held {

@@ -329,6 +329,7 @@ fn one(name: &str, text: &str, s: &mut Settings) -> (Outcome, String) {
         }
         "canary" => (Maps, "off".into()),
         "canary-weight" | "canary-weight-total" => match text.parse::<u64>() {
+            Ok(0) if name == "canary-weight-total" => bad(),
             Ok(n) if n <= 1_000_000 => {
                 if name == "canary-weight" {
                     s.canary_weight = Some(n);

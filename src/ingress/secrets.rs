@@ -55,13 +55,24 @@ pub fn write(dir: &Path, secret: &Value) -> Result<Written, String> {
         .pointer("/metadata/name")
         .and_then(Value::as_str)
         .unwrap_or("secret");
-    // Namespaces and Secret names are DNS labels/subdomains: no `/`, safe as file names.
-    let base = format!("{namespace}_{name}-{hex}");
+    // Namespaces and Secret names are DNS labels/subdomains (the API server checks): no `/`.
+    // Anything else is refused rather than trusted as a file name.
+    let safe = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 253
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+            && !s.starts_with('.')
+    };
+    if !safe(namespace) || !safe(name) {
+        return Err("not a valid namespace/name for a file".into());
+    }
+    let base = format!("{PREFIX}{namespace}_{name}-{hex}");
     let written = Written {
         cert: dir.join(format!("{base}.crt")),
         key: dir.join(format!("{base}.key")),
     };
-    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    private_dir(dir)?;
     for (path, bytes) in [(&written.cert, &cert), (&written.key, &key)] {
         if !path.exists() {
             write_private(path, bytes)?;
@@ -70,14 +81,40 @@ pub fn write(dir: &Path, secret: &Value) -> Result<Written, String> {
     Ok(written)
 }
 
-/// Write a file readable by this user only, whole or not at all (a temporary file renamed).
+/// Our files' names start so: `remove_unused` touches nothing else.
+const PREFIX: &str = "hitless-";
+
+/// `dir`, created for this user only (0700) when missing; refused when another user owns it
+/// or others may write to it (private keys go there).
+fn private_dir(dir: &Path) -> Result<(), String> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let meta = std::fs::symlink_metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    // `/proc/self` belongs to this process's user.
+    let me = std::fs::metadata("/proc/self").map(|m| m.uid()).ok();
+    if !meta.is_dir() || meta.mode() & 0o022 != 0 || me.is_some_and(|uid| uid != meta.uid()) {
+        return Err(format!(
+            "{} must be a folder of this user that others cannot write to",
+            dir.display()
+        ));
+    }
+    Ok(())
+}
+
+/// Write a file readable by this user only, whole or not at all (a new temporary file, never
+/// one that exists or a link, renamed into place).
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
     use std::os::unix::fs::OpenOptionsExt;
     let partial = path.with_extension("partial");
+    // A partial file left by a crash.
+    let _ = std::fs::remove_file(&partial);
     let result = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(0o600)
         .open(&partial)
         .and_then(|mut f| f.write_all(bytes))
@@ -92,13 +129,14 @@ pub fn remove_unused(dir: &Path, used: &BTreeSet<PathBuf>) {
     };
     for entry in entries.flatten() {
         let path = entry.path();
-        // Only files named as `write` names them: `<namespace>_<name>-<16 hex>.crt|key`.
+        // Only files named as `write` names them: `hitless-<namespace>_<name>-<16 hex>.crt|key`.
         let ours = matches!(
             path.extension().and_then(|e| e.to_str()),
             Some("crt" | "key")
         ) && path
             .file_stem()
             .and_then(|s| s.to_str())
+            .filter(|s| s.starts_with(PREFIX))
             .and_then(|s| s.rsplit_once('-'))
             .is_some_and(|(_, hex)| hex.len() == 16 && hex.bytes().all(|b| b.is_ascii_hexdigit()));
         if ours && !used.contains(&path) {
@@ -107,4 +145,29 @@ pub fn remove_unused(dir: &Path, used: &BTreeSet<PathBuf>) {
             }
         }
     }
+}
+
+/// The DNS names a certificate file's first certificate is for (subject alternative names).
+pub fn dns_names(cert: &Path) -> Vec<String> {
+    let Ok(pem) = std::fs::read(cert) else {
+        return Vec::new();
+    };
+    let Ok((_, pem)) = x509_parser::pem::parse_x509_pem(&pem) else {
+        return Vec::new();
+    };
+    let Ok(parsed) = pem.parse_x509() else {
+        return Vec::new();
+    };
+    let Ok(Some(names)) = parsed.subject_alternative_name() else {
+        return Vec::new();
+    };
+    names
+        .value
+        .general_names
+        .iter()
+        .filter_map(|n| match n {
+            x509_parser::extensions::GeneralName::DNSName(name) => Some(name.to_ascii_lowercase()),
+            _ => None,
+        })
+        .collect()
 }

@@ -49,6 +49,11 @@ impl Writer {
         }
     }
 
+    /// Another replica writes now: what this one published is its to repeat if it leads again.
+    pub fn step_down(&mut self) {
+        self.published.clear();
+    }
+
     /// Write everything `built` says about the cluster's objects.
     pub(super) async fn write(&mut self, cluster: &Cluster, built: &Built) {
         self.ingresses(built).await;
@@ -105,6 +110,18 @@ impl Writer {
         for route in &routes {
             let parents = ours.parents(route);
             if parents.iter().all(|p| p.gateway.is_none()) {
+                // No longer on a Gateway of ours: take our entries out of its status.
+                let all = route.pointer("/status/parents").and_then(Value::as_array);
+                let others: Vec<Value> = all
+                    .into_iter()
+                    .flatten()
+                    .filter(|p| p["controllerName"] != gateway::CONTROLLER)
+                    .cloned()
+                    .collect();
+                if all.is_some_and(|a| a.len() != others.len()) {
+                    self.patch(kind_of(route), route, json!({ "parents": others }))
+                        .await;
+                }
                 continue;
             }
             let id = object_id(route);
@@ -122,16 +139,16 @@ impl Writer {
                     (Err((reason, message)), _) => {
                         condition(route, "Accepted", false, reason, message)
                     }
-                    (Ok(()), Some((_, why))) => {
+                    (Ok(_), Some((_, why))) => {
                         condition(route, "Accepted", false, "UnsupportedValue", why)
                     }
-                    (Ok(()), None) => {
+                    (Ok(_), None) => {
                         condition(route, "Accepted", true, "Accepted", "routes applied")
                     }
                 };
                 let refs = match &resolved {
-                    Some(missing) => {
-                        condition(route, "ResolvedRefs", false, "BackendNotFound", missing)
+                    Some((reason, missing)) => {
+                        condition(route, "ResolvedRefs", false, reason, missing)
                     }
                     None => condition(
                         route,
@@ -322,6 +339,13 @@ impl Writer {
                 format!("not applied: {why}"),
             ));
         }
+        // Only the findings of now are remembered: the set stays as large as the cluster's
+        // current findings, and one that comes back is published again.
+        let current: HashSet<String> = findings
+            .iter()
+            .map(|(object, _, reason, message)| format!("{}|{reason}|{message}", object_id(object)))
+            .collect();
+        self.published.retain(|k| current.contains(k));
         for (object, type_, reason, message) in findings {
             let key = format!("{}|{reason}|{message}", object_id(object));
             if self.published.contains(&key) {
@@ -355,8 +379,8 @@ fn kind_of(route: &Value) -> Kind {
     }
 }
 
-/// The first backendRef of `route` whose Service is not in the cluster, said in words.
-fn unresolved_backend(cluster: &Cluster, route: &Value) -> Option<String> {
+/// The first backendRef of `route` hitless cannot use, with the reason's code and words.
+fn unresolved_backend(cluster: &Cluster, route: &Value) -> Option<(&'static str, String)> {
     let namespace = route
         .pointer("/metadata/namespace")
         .and_then(Value::as_str)
@@ -379,13 +403,23 @@ fn unresolved_backend(cluster: &Cluster, route: &Value) -> Option<String> {
                 .and_then(Value::as_str)
                 .unwrap_or(namespace);
             if kind != "Service" {
-                return Some(format!("{kind} {name}: hitless forwards to Services only"));
+                return Some((
+                    "InvalidKind",
+                    format!("{kind} {name}: hitless forwards to Services only"),
+                ));
+            }
+            if ns != namespace {
+                // Another namespace needs a ReferenceGrant, which hitless does not read.
+                return Some((
+                    "RefNotPermitted",
+                    format!("Service {ns}/{name}: references to other namespaces are refused"),
+                ));
             }
             let key = format!("{ns}/{name}");
             cluster
                 .get(Kind::Service, &key)
                 .is_none()
-                .then(|| format!("Service {key} not found"))
+                .then(|| ("BackendNotFound", format!("Service {key} not found")))
         })
 }
 

@@ -39,8 +39,8 @@ pub(super) fn config(objects: &[Object], notes: &mut Vec<Note>) -> Value {
             super::httproute::translate(object, &inventory, &mut backends, &mut routes, notes);
         }
     }
-    for canary in canaries {
-        merge_canary(canary, &mut routes, notes);
+    for (k, canary) in canaries.into_iter().enumerate() {
+        merge_canary(canary, k, &mut routes, notes);
     }
     if routes.is_empty() {
         return json!({});
@@ -196,7 +196,7 @@ fn ingress(object: &Object, inventory: &Inventory, out: Out<'_>, notes: &mut Vec
 
 /// Merge a canary path into the main route of the same match: a header condition becomes a
 /// route of its own tried first, a weight turns the main route's backend into a split.
-fn merge_canary(canary: Canary, routes: &mut Vec<Route>, notes: &mut Vec<Note>) {
+fn merge_canary(canary: Canary, k: usize, routes: &mut Vec<Route>, notes: &mut Vec<Note>) {
     let s = &canary.settings;
     let main = routes
         .iter_mut()
@@ -222,7 +222,7 @@ fn merge_canary(canary: Canary, routes: &mut Vec<Route>, notes: &mut Vec<Note>) 
         matcher.insert("headers".into(), json!([{"name": header, "value": value}]));
         // Before the main route: more header conditions sort first.
         rank.4 = -1;
-        let name = format!("{}-canary-header", route_base(&canary.object));
+        let name = format!("{}-canary-{k}", route_base(&canary.object));
         let mut value = route_value(name, matcher, canary.backend.clone(), s);
         if let (Some(rewrite), Some(route)) = (main.value.get("rewrite"), value.as_object_mut()) {
             route.insert("rewrite".into(), rewrite.clone());
@@ -258,6 +258,10 @@ fn weighted(main: &mut Route, canary: &Canary) {
     let Some(route) = main.value.as_object_mut() else {
         return;
     };
+    // The same Service port (and settings) as the main route: nothing to split.
+    if route.get("backend") == Some(&Value::from(canary.backend.as_str())) {
+        return;
+    }
     let Some(backend) = route.remove("backend") else {
         return;
     };
@@ -315,8 +319,10 @@ fn https_redirects(object: &Object, settings: &Settings, base: &str, routes: &mu
         seen.push(h.clone());
         new
     });
-    for (k, host) in hosts.into_iter().enumerate() {
-        let (mut matcher, mut rank) = matched(host.as_deref(), false, "/");
+    // A rule without a host is left alone: a redirect of every host's `/` would take other
+    // Ingresses' traffic too.
+    for (k, host) in hosts.into_iter().flatten().enumerate() {
+        let (mut matcher, mut rank) = matched(Some(&host), false, "/");
         matcher.insert("scheme".into(), json!("http"));
         // Before every other route of its host.
         rank.1 = 0;

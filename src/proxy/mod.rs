@@ -410,6 +410,13 @@ impl Proxy {
         mut log: RequestLog,
     ) -> Response<ResponseBody> {
         let id = request_id_of(&parts.headers);
+        if authority_of(parts).is_empty() && redirect.host.is_none() {
+            // HTTP/1.0 without Host: no host to send the client to.
+            let error = ProxyError::BadRequest {
+                reason: "no Host to redirect to",
+            };
+            return self.error(error, is_grpc(&parts.headers), id, log);
+        }
         let location = route.location(
             redirect,
             log.conn.scheme,

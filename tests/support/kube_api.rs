@@ -471,24 +471,17 @@ impl Drop for Controller {
 }
 
 impl Controller {
-    /// Start one on `api` (namespace `shop`), with a plain listener and, given `tls` (the
-    /// default certificate and key files), a TLS one. Returns once it is ready.
-    pub async fn start(
-        api: &KubeApi,
-        tag: &str,
-        tls: Option<(&str, &str)>,
-        extra: &[&str],
-    ) -> Controller {
+    /// Start one on `api` (namespace `shop`), with a plain listener and, given `tls` (the TLS
+    /// listener's `tls:` mapping, YAML), a TLS one. Returns once it is ready.
+    pub async fn start(api: &KubeApi, tag: &str, tls: Option<&str>, extra: &[&str]) -> Controller {
         let (port, tls_port, admin_port) = (free_port(), free_port(), free_port());
         let base = std::env::temp_dir().join(format!(
             "hitless-ingress-{tag}-{}-{port}.yaml",
             std::process::id()
         ));
         let mut listener = format!("{{bind: \"127.0.0.1:{port}\"}}");
-        if let Some((cert, key)) = tls {
-            listener.push_str(&format!(
-                ", {{bind: \"127.0.0.1:{tls_port}\", tls: {{certificates: [{{cert: \"{cert}\", key: \"{key}\"}}]}}}}"
-            ));
+        if let Some(tls) = tls {
+            listener.push_str(&format!(", {{bind: \"127.0.0.1:{tls_port}\", tls: {tls}}}"));
         }
         std::fs::write(
             &base,
