@@ -12,7 +12,8 @@
 # `worker_processes 1`, hitless `runtime.worker_threads: 1`); the upstream (nginx `return 200`)
 # and the load generator (wrk, 1 thread) on core 1. Access logs off on both. CPU per request is
 # the proxy process's user+system time (from /proc/PID/stat) divided by requests served.
-# Reports the median of the rounds for each figure, and hitless/nginx ratios.
+# Reports the median of the rounds for each figure, hitless/nginx ratios, and each proxy's peak
+# resident memory over the run.
 set -euo pipefail
 ROUNDS=${ROUNDS:-3}
 SECS=${SECS:-8}
@@ -151,7 +152,15 @@ for i in $(seq "$ROUNDS"); do
   if [ -n "${BASELINE:-}" ]; then run baseline "$HLB" "$BPID" >> "$results"; fi
   if [ -n "${HAPROXY:-}" ]; then run haproxy "$HAP" "$APID" >> "$results"; fi
 done
-python3 - "$results" "$ROUNDS" "$SECS" "$CONNS" "$PROTO" <<'PY'
+# Peak resident memory over the whole run (VmHWM; nginx: master + worker).
+hwm() { awk '/VmHWM/{print $2}' "/proc/$1/status"; }
+{
+  echo "nginx $(( $(hwm "${pids[1]}") + $(hwm "$NPID") ))"
+  echo "hitless $(hwm "$HPID")"
+  if [ -n "${BASELINE:-}" ]; then echo "baseline $(hwm "$BPID")"; fi
+  if [ -n "${HAPROXY:-}" ]; then echo "haproxy $(hwm "$APID")"; fi
+} > "$dir/peaks"
+python3 - "$results" "$ROUNDS" "$SECS" "$CONNS" "$PROTO" "$dir/peaks" <<'PY'
 import sys, statistics as st
 rows = [l.split() for l in open(sys.argv[1])]
 by = {}
@@ -173,6 +182,9 @@ print(f"ratio hitless/nginx: requests/s {h[0]/n[0]:.2f}x, p50 {h[1]/n[1]:.2f}x, 
 if 'haproxy' in med:
     a = med['haproxy']
     print(f"ratio haproxy/nginx: requests/s {a[0]/n[0]:.2f}x, CPU per request {(a[3]+a[4])/(n[3]+n[4]):.2f}x")
+peaks = dict(l.split() for l in open(sys.argv[6]))
+print("peak RSS (VmHWM) over the run: " + ", ".join(
+    f"{k} {int(v)/1024:.1f} MiB" for k, v in peaks.items()))
 if 'baseline' in med:
     b = med['baseline']
     print(f"ratio hitless/baseline: requests/s {h[0]/b[0]:.2f}x, CPU per request {(h[3]+h[4])/(b[3]+b[4]):.2f}x, "
