@@ -3,32 +3,18 @@
 //! and the client library seeing UNAVAILABLE (not an HTTP error) when no backend is up.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests: failing is the point
 
+#[path = "support/grpc.rs"]
+mod grpc_support;
 mod support;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use support::*;
-use tonic::transport::server::TcpIncoming;
 use tonic::transport::Channel;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
-
-async fn grpc_server() -> (SocketAddr, tonic_health::server::HealthReporter) {
-    let (reporter, service) = tonic_health::server::health_reporter();
-    reporter
-        .set_service_status("shop.Cart", tonic_health::ServingStatus::Serving)
-        .await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(service)
-            .serve_with_incoming(TcpIncoming::from(listener)),
-    );
-    (addr, reporter)
-}
 
 async fn client_through(proxy: SocketAddr) -> HealthClient<Channel> {
     let channel = Channel::from_shared(format!("http://{proxy}"))
@@ -45,7 +31,7 @@ fn grpc_config(backend: SocketAddr) -> String {
 
 #[tokio::test]
 async fn unary_stream_and_status_codes_pass_through() {
-    let (backend, reporter) = grpc_server().await;
+    let (backend, reporter) = grpc_support::health_server().await;
     let app = start_proxy(&grpc_config(backend)).await;
     let mut client = client_through(app.traffic_addrs[0]).await;
 
@@ -105,7 +91,7 @@ async fn no_backend_up_is_unavailable_to_the_grpc_client() {
 
 #[tokio::test]
 async fn active_checks_speak_the_grpc_health_protocol() {
-    let (backend, reporter) = grpc_server().await;
+    let (backend, reporter) = grpc_support::health_server().await;
     reporter
         .set_service_status("shop.Cart", tonic_health::ServingStatus::NotServing)
         .await;

@@ -7,6 +7,8 @@
 //! `proxy-next-upstream-tries: 1` turns retries off.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests: failing is the point
 
+#[path = "support/grpc.rs"]
+mod grpc_support;
 mod support;
 
 use std::net::SocketAddr;
@@ -14,7 +16,6 @@ use std::net::SocketAddr;
 use serde_json::{json, Value};
 use support::kube_api::{eventually, service, slice, until, Controller, KubeApi as Api};
 use support::*;
-use tonic::transport::server::TcpIncoming;
 use tonic::transport::Channel;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -40,23 +41,6 @@ fn http_route(name: &str, parent: &str, path: &str, service: &str) -> Value {
                 "backendRefs": [{"name": service, "port": 80}]}]}})
 }
 
-/// A gRPC server (tonic, with tonic-health's service) answering SERVING for `shop.Cart` while
-/// the reporter returned is held.
-async fn grpc_server() -> (SocketAddr, tonic_health::server::HealthReporter) {
-    let (reporter, service) = tonic_health::server::health_reporter();
-    reporter
-        .set_service_status("shop.Cart", tonic_health::ServingStatus::Serving)
-        .await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(service)
-            .serve_with_incoming(TcpIncoming::from(listener)),
-    );
-    (addr, reporter)
-}
-
 /// A health check of `shop.Cart` through `proxy`, sent with `authority` (`None`: when it
 /// fails).
 async fn health_through(proxy: SocketAddr, authority: &str) -> Option<i32> {
@@ -73,6 +57,18 @@ async fn health_through(proxy: SocketAddr, authority: &str) -> Option<i32> {
         .await
         .ok()?;
     Some(answer.into_inner().status)
+}
+
+/// `health_through` until it is answered (bounded: 5 s): the controller applies the objects
+/// in the background.
+async fn health_until_served(proxy: SocketAddr, authority: &str) -> Option<i32> {
+    for _ in 0..100 {
+        if let Some(status) = health_through(proxy, authority).await {
+            return Some(status);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    None
 }
 
 /// The condition `kind` of the first parent status hitless wrote on route `name`.
@@ -92,7 +88,7 @@ fn route_condition(api: &Api, kind: &str, name: &str, condition: &str) -> Option
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn routes_of_our_gateways_are_served_and_their_status_says_what_was_done() {
     let web = named_upstream("web").await;
-    let (grpc, _health) = grpc_server().await;
+    let (grpc, _health) = grpc_support::health_server().await;
     let api = Api::start(true).await;
     api.apply(service("web"));
     api.apply(slice("web", web.addr.port()));
@@ -148,14 +144,7 @@ async fn routes_of_our_gateways_are_served_and_their_status_says_what_was_done()
     )
     .await;
     // gRPC to an h2c backend, chosen by the GRPCRoute's service.
-    let mut status = None;
-    for _ in 0..100 {
-        status = health_through(hitless.proxy, "grpc.example.com").await;
-        if status.is_some() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    let status = health_until_served(hitless.proxy, "grpc.example.com").await;
     assert_eq!(status, Some(ServingStatus::Serving as i32));
     let stolen = get(&client, hitless.proxy, "gw.example.com", "/steal").await;
     assert_eq!(stolen.status, 500, "{}", stolen.body);
@@ -281,7 +270,7 @@ async fn routes_of_our_gateways_are_served_and_their_status_says_what_was_done()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn annotations_change_what_they_name() {
-    let (grpc, _health) = grpc_server().await;
+    let (grpc, _health) = grpc_support::health_server().await;
     let web = named_upstream("web").await;
     let refused = refused_addr().await;
     let api = Api::start(false).await;
@@ -362,14 +351,7 @@ async fn annotations_change_what_they_name() {
     )
     .await;
     let client = client();
-    let mut status = None;
-    for _ in 0..100 {
-        status = health_through(hitless.proxy, "grpc.example.com").await;
-        if status.is_some() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    let status = health_until_served(hitless.proxy, "grpc.example.com").await;
     assert_eq!(
         status,
         Some(ServingStatus::Serving as i32),

@@ -1338,11 +1338,7 @@ fn parse_action(
     .map(|(key, _)| *key)
     .collect();
     if given.len() != 1 {
-        let got = if given.is_empty() {
-            "none".to_string()
-        } else {
-            given.join(" and ")
-        };
+        let got = listed(&given, " and ");
         errors.push(
             base,
             format!("a route needs exactly one of `backend` (forward), `backends` (weighted split), `respond` (answer directly) or `redirect`; got {got}"),
@@ -1365,6 +1361,15 @@ fn parse_action(
     Some(Action::Respond(parse_respond(errors, base, resp)))
 }
 
+/// `items` joined by `separator` for an error message, or `none`.
+fn listed(items: &[&str], separator: &str) -> String {
+    if items.is_empty() {
+        "none".to_string()
+    } else {
+        items.join(separator)
+    }
+}
+
 /// The index of backend `name`, or an error at `path` listing the defined ones.
 fn find_backend(
     errors: &mut Errors,
@@ -1375,11 +1380,7 @@ fn find_backend(
     let found = backends.iter().position(|x| x.name == name);
     if found.is_none() {
         let known: Vec<&str> = backends.iter().map(|x| x.name.as_str()).collect();
-        let known = if known.is_empty() {
-            "none".to_string()
-        } else {
-            known.join(", ")
-        };
+        let known = listed(&known, ", ");
         errors.push(
             path,
             format!("unknown backend \"{name}\" (defined: {known})"),
