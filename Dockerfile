@@ -2,7 +2,8 @@
 # A static hitless binary on an empty base: the binary and CA certificates, nothing else.
 #   docker build -t hitless .
 #   docker run --rm -p 8080:8080 hitless sidecar --upstream host.docker.internal:3000
-# Ports: 8080 traffic, 9901 admin (/healthz, /readyz, /metrics), as in k8s/.
+# Ports: 8080 traffic, 8443 TLS traffic (the ingress controller), 9901 admin (/healthz, /readyz,
+# /metrics), as in k8s/.
 
 FROM rust:1.95-bookworm AS build
 # musl makes the binary static (no libc in the final image); musl-tools provides the C
@@ -12,6 +13,8 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
+# .cargo/config.toml: mimalloc commits memory on demand (lower resident memory).
+COPY .cargo ./.cargo
 COPY src ./src
 COPY benches ./benches
 RUN target="$(uname -m)-unknown-linux-musl" \
