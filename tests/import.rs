@@ -5,6 +5,8 @@
 
 mod support;
 
+use std::path::Path;
+
 use hitless::config::Config;
 use hitless::ingress::{import_str, Outcome};
 use support::hitless_bin;
@@ -241,4 +243,24 @@ fn the_binary_writes_the_config_and_the_report_and_exits_by_what_was_refused() {
         .unwrap();
     assert_eq!(unreadable.status.code(), Some(64));
     std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn a_folder_imports_to_exactly_the_expected_config_and_report() {
+    // `hitless import tests/fixtures/import/` as a user runs it; the expected output was
+    // reviewed by hand (tests/fixtures/import-expected/). Any change to the translation shows
+    // here as a diff to read.
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let out = hitless_bin()
+        .args(["import", dir.join("import").to_str().unwrap()])
+        .output()
+        .unwrap();
+    let expected =
+        |name: &str| std::fs::read_to_string(dir.join("import-expected").join(name)).unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        expected("hitless.yaml")
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stderr), expected("report.txt"));
+    assert_eq!(out.status.code(), Some(1), "the snippet was refused");
 }

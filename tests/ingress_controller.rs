@@ -371,3 +371,51 @@ async fn statuses_and_events_are_written_once_by_the_leader() {
     .await;
     let _ = follower.admin;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ingress_with_two_hosts_and_three_path_types_routes_as_the_spec_says() {
+    let web = named_upstream("web").await;
+    let api_app = named_upstream("api").await;
+    let api = Api::start(false).await;
+    for (name, server) in [("web", &web), ("api", &api_app)] {
+        api.apply(service(name));
+        api.apply(slice(name, server.addr.port()));
+    }
+    let path = |path: &str, kind: &str, service: &str| {
+        json!({"path": path, "pathType": kind,
+            "backend": {"service": {"name": service, "port": {"number": 80}}}})
+    };
+    api.apply(
+        json!({"kind": "Ingress", "apiVersion": "networking.k8s.io/v1",
+        "metadata": {"name": "paths", "namespace": "shop"},
+        "spec": {"ingressClassName": "hitless", "rules": [
+            {"host": "a.example.com", "http": {"paths": [
+                path("/foo", "Prefix", "web"),
+                path("/exact", "Exact", "api"),
+                path("/impl", "ImplementationSpecific", "api"),
+            ]}},
+            {"host": "b.example.com", "http": {"paths": [path("/", "Prefix", "api")]}},
+        ]}}),
+    );
+    let hitless = Controller::start(&api, "paths", None, &[]).await;
+    let client = client();
+    until(&client, hitless.proxy, "a.example.com", "/foo", "web").await;
+    for (host, target, want) in [
+        // Prefix matches by path segment: /foo and /foo/bar, never /foobar.
+        ("a.example.com", "/foo/bar", "web"),
+        ("a.example.com", "/foo/", "web"),
+        ("a.example.com", "/foobar", "no ingress"),
+        // Exact: that path only.
+        ("a.example.com", "/exact", "api"),
+        ("a.example.com", "/exact/x", "no ingress"),
+        // ImplementationSpecific: a prefix, as ingress-nginx reads it.
+        ("a.example.com", "/impl/x", "api"),
+        // The other host; and a host no rule names.
+        ("b.example.com", "/anything", "api"),
+        ("B.Example.com:8080", "/", "api"),
+        ("c.example.com", "/foo", "no ingress"),
+    ] {
+        let answer = get(&client, hitless.proxy, host, target).await;
+        assert_eq!(answer.body, want, "{host}{target}");
+    }
+}
