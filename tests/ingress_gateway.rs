@@ -307,6 +307,21 @@ async fn annotations_change_what_they_name() {
         "flaky-1",
         json!({}),
     ));
+    // `slow`: answers after 3 s; `proxy-read-timeout: "1"` gives up on it after 1 s (504).
+    let slow_pod = upstream(|_req| async {
+        tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+        http::Response::new(full("late"))
+    })
+    .await;
+    api.apply(service("slow"));
+    api.apply(slice("slow", slow_pod.addr.port()));
+    api.apply(ingress(
+        "slow",
+        "slow.example.com",
+        "slow",
+        json!({"nginx.ingress.kubernetes.io/proxy-read-timeout": "1",
+               "nginx.ingress.kubernetes.io/proxy-next-upstream": "off"}),
+    ));
     api.apply(ingress(
         "once",
         "once.example.com",
@@ -382,6 +397,14 @@ async fn annotations_change_what_they_name() {
         failed.1 >= 1,
         "tries 1: the refusing pod's first request fails"
     );
+
+    // proxy-read-timeout: hitless answers 504 with its cause instead of waiting for the 3 s
+    // answer.
+    let timed_out = get(&client, hitless.proxy, "slow.example.com", "/").await;
+    assert_eq!(timed_out.status, 504, "{}", timed_out.body);
+    assert!(timed_out
+        .header("proxy-status")
+        .contains("http_response_timeout"));
 
     // spec.tls: plain HTTP gets 308 to https (this listener is plain).
     let moved = get(&client, hitless.proxy, "docs.example.com", "/docs/a?b=1").await;
