@@ -27,6 +27,8 @@ pub struct CertificateFiles {
 /// A TLS listener's settings and the rustls config built from them.
 #[derive(Clone)]
 pub struct ListenerTls {
+    /// The files this config named. A running listener serves `keys`' files, which `adopt`
+    /// may have replaced since: read those, not this, for what is served now.
     pub certificates: Vec<CertificateFiles>,
     /// A certificate made at start answers names no file serves (`self_signed: true`).
     pub self_signed: bool,

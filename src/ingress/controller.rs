@@ -309,23 +309,7 @@ impl Controller {
         };
         let mut rejected = BTreeMap::new();
         let mut notes = Vec::new();
-        // Objects the translation itself rejects (e.g. an HTTPRoute whose backendRequest
-        // timeout exceeds its request timeout) are left out with the reason.
-        let mut good: Vec<Value> = Vec::new();
-        let mut translated_notes = Vec::new();
-        translate::config(&objects(&candidates), &mut translated_notes);
-        for value in candidates {
-            let id = object_id(&value);
-            match translated_notes
-                .iter()
-                .find(|n| n.object == id && n.outcome == Outcome::Rejected)
-            {
-                Some(n) => {
-                    rejected.insert(id, (value, format!("{}: {}", n.source, n.message)));
-                }
-                None => good.push(value),
-            }
-        }
+        let mut good = candidates;
         let mut tls = self.certificates(cluster, &good, &gateways, &mut notes);
         let built = match self.config_for(base, objects(&good), &tls) {
             Ok(built) => Ok(built),
@@ -357,6 +341,22 @@ impl Controller {
                 return None;
             }
         };
+        // Objects the translation itself rejects (an HTTPRoute whose backendRequest timeout
+        // exceeds its request timeout) added nothing to the config: listed as rejected.
+        good.retain(|value| {
+            let id = object_id(value);
+            match translated
+                .iter()
+                .find(|n| n.object == id && n.outcome == Outcome::Rejected)
+            {
+                Some(n) => {
+                    let why = format!("{}: {}", n.source, n.message);
+                    rejected.insert(id, (value.clone(), why));
+                    false
+                }
+                None => true,
+            }
+        });
         notes.extend(translated);
         for n in notes.iter().filter(|n| n.outcome != Outcome::Maps) {
             tracing::warn!(object = %n.object, source = %n.source, outcome = n.outcome.as_str(), "{}", n.message);
@@ -521,14 +521,16 @@ impl Controller {
         objects: Vec<crate::lint::Object>,
         certificates: &[Certificate],
     ) -> Result<(Config, String, Vec<Note>), String> {
-        let mut notes = Vec::new();
-        let imported = translate::config(&objects, &mut notes);
-        // `hitless import` says to mount TLS Secrets as files; here the controller does it.
-        notes.retain(|n| n.source != "spec.tls");
         let mut base = base.clone();
         let Some(root) = base.as_object_mut() else {
             return Err("the base config is not a mapping".into());
         };
+        let https = root
+            .get("listeners")
+            .and_then(Value::as_array)
+            .is_some_and(|ls| ls.iter().any(|l| l.get("tls").is_some()));
+        let mut notes = Vec::new();
+        let imported = translate::config(&objects, translate::Tls::Secrets(https), &mut notes);
         let mut backends = imported
             .get("backends")
             .and_then(Value::as_object)
@@ -561,21 +563,6 @@ impl Controller {
             .and_then(Value::as_array)
             .cloned()
             .unwrap_or_default();
-        let has_tls = root
-            .get("listeners")
-            .and_then(Value::as_array)
-            .is_some_and(|ls| ls.iter().any(|l| l.get("tls").is_some()));
-        if !has_tls {
-            // Redirecting to an HTTPS that no listener serves would break every such host.
-            let before = routes.len();
-            routes.retain(|r| {
-                r.pointer("/redirect/scheme") != Some(&Value::from("https"))
-                    || r.pointer("/match/scheme").is_none()
-            });
-            if routes.len() != before {
-                tracing::warn!("ingress controller: the base config has no TLS listener: HTTP-to-HTTPS redirects (ssl-redirect) are not applied");
-            }
-        }
         if let Some(own) = root.get("routes").and_then(Value::as_array) {
             // The file's own routes come after the cluster's: a fallback.
             routes.extend(own.iter().cloned());

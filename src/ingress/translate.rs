@@ -17,12 +17,22 @@ struct Canary {
     field: String,
     /// Host and path as written (what a canary shares with its main Ingress).
     source: (Option<String>, String),
-    matcher: Map<String, Value>,
     backend: String,
     settings: Settings,
 }
 
-pub(super) fn config(objects: &[Object], notes: &mut Vec<Note>) -> Value {
+/// How the config being written serves TLS, which decides what an Ingress's `spec.tls` becomes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Tls {
+    /// `hitless import`: a file config, whose certificates its author names (the report says
+    /// so); HTTPS redirects are written.
+    Files,
+    /// Controller mode: the Secrets are served by the base config's TLS listeners, when it
+    /// has one (`true`); without, HTTPS redirects would send clients nowhere and are left out.
+    Secrets(bool),
+}
+
+pub(super) fn config(objects: &[Object], tls: Tls, notes: &mut Vec<Note>) -> Value {
     let inventory = Inventory::new(objects);
     let mut backends: BTreeMap<String, Value> = BTreeMap::new();
     let mut routes: Vec<Route> = Vec::new();
@@ -34,7 +44,7 @@ pub(super) fn config(objects: &[Object], notes: &mut Vec<Note>) -> Value {
                 routes: &mut routes,
                 canaries: &mut canaries,
             };
-            ingress(object, &inventory, out, notes);
+            ingress(object, &inventory, tls, out, notes);
         } else if object.is(&["gateway.networking.k8s.io"], &["HTTPRoute", "GRPCRoute"]) {
             super::httproute::translate(object, &inventory, &mut backends, &mut routes, notes);
         }
@@ -59,7 +69,7 @@ struct Out<'a> {
     canaries: &'a mut Vec<Canary>,
 }
 
-fn ingress(object: &Object, inventory: &Inventory, out: Out<'_>, notes: &mut Vec<Note>) {
+fn ingress(object: &Object, inventory: &Inventory, tls: Tls, out: Out<'_>, notes: &mut Vec<Note>) {
     let Out {
         backends,
         routes,
@@ -67,7 +77,7 @@ fn ingress(object: &Object, inventory: &Inventory, out: Out<'_>, notes: &mut Vec
     } = out;
     let settings = nginx::settings(object, notes);
     let spec = object.value.get("spec");
-    if spec.and_then(|s| s.get("tls")).is_some() {
+    if tls == Tls::Files && spec.and_then(|s| s.get("tls")).is_some() {
         note(
             notes,
             object,
@@ -79,7 +89,7 @@ fn ingress(object: &Object, inventory: &Inventory, out: Out<'_>, notes: &mut Vec
         );
     }
     let base = route_base(object);
-    if !settings.canary {
+    if !settings.canary && tls != Tls::Secrets(false) {
         https_redirects(object, &settings, &base, routes);
     }
     // `spec.backend`: the default backend of v1beta1 Ingresses (a canary's has no main route).
@@ -160,7 +170,6 @@ fn ingress(object: &Object, inventory: &Inventory, out: Out<'_>, notes: &mut Vec
                     object: object.clone(),
                     field,
                     source: (host.map(str::to_string), written.to_string()),
-                    matcher,
                     backend: name,
                     settings: settings.clone(),
                 });
@@ -217,7 +226,7 @@ fn merge_canary(canary: Canary, k: usize, routes: &mut Vec<Route>, notes: &mut V
         // The main route's match (and rewrite), with the header condition.
         let mut matcher = match main.value.get("match") {
             Some(Value::Object(m)) => m.clone(),
-            _ => canary.matcher.clone(),
+            _ => Map::new(),
         };
         matcher.insert("headers".into(), json!([{"name": header, "value": value}]));
         // Before the main route: more header conditions sort first.
