@@ -215,9 +215,16 @@ pub async fn scripted_upstream(bytes: &'static [u8]) -> Server {
 
 /// An address where nothing listens: connections are refused.
 pub async fn refused_addr() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    drop(listener);
+    // Bound but never listening: connects get a reset, and while the socket stays bound no
+    // other test's listener can be given the port (a freed port was, now and then, and the
+    // "refused" backend answered). Held for the test binary's life.
+    static HELD: std::sync::Mutex<Vec<socket2::Socket>> = std::sync::Mutex::new(Vec::new());
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket
+        .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
+    let addr = socket.local_addr().unwrap().as_socket().unwrap();
+    HELD.lock().unwrap().push(socket);
     addr
 }
 
