@@ -136,12 +136,15 @@ impl App {
     ) -> io::Result<App> {
         let metrics = Arc::new(Metrics::new(&ProxyError::CAUSES));
         let (router, backends) = build_router(config, &metrics, workers);
-        let proxy = Arc::new(Proxy::new(
-            router,
-            Arc::clone(&metrics),
-            config.access_log,
-            &config.downstream,
-        ));
+        let proxy = Arc::new(
+            Proxy::new(
+                router,
+                Arc::clone(&metrics),
+                config.access_log,
+                &config.downstream,
+            )
+            .with_raw_streams(config.direct_path),
+        );
         let server = Arc::new(Server::new(
             Arc::clone(&proxy),
             &config.downstream,

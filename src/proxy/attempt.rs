@@ -113,6 +113,18 @@ pub struct Outcome<A> {
     pub failed: Vec<FailedTry>,
 }
 
+impl<A> Outcome<A> {
+    /// The same outcome with its answer turned into `f`'s.
+    pub fn map<B>(self, f: impl FnOnce(A) -> B) -> Outcome<B> {
+        Outcome {
+            result: self.result.map(f),
+            attempts: self.attempts,
+            endpoint: self.endpoint,
+            failed: self.failed,
+        }
+    }
+}
+
 /// One try that did not produce the answer, for the access log.
 pub struct FailedTry {
     pub endpoint: SocketAddr,

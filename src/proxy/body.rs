@@ -20,6 +20,7 @@ use super::attempt::FailedTry;
 use super::route::Route;
 pub use crate::runtime::clock::now_ms;
 use crate::upstream::lease::UpstreamBody;
+use crate::upstream::raw_body::RawBody;
 use crate::upstream::Admission;
 
 /// One client connection, shared by its requests and its connection task: who the client is
@@ -182,10 +183,17 @@ impl std::fmt::Display for FailedTries<'_> {
     }
 }
 
+// `Raw` is the common case of HTTP/2 streams: boxing it would allocate once per request.
+#[allow(clippy::large_enum_variant)]
 enum Kind {
     Full(Option<Bytes>),
     Upstream(UpstreamBody),
+    /// Read from a raw connection (an HTTP/2 stream's request to an `http` backend).
+    Raw(RawBody),
 }
+
+/// What a response body fails with: hyper's errors, or a raw body's.
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
 
 pub struct ResponseBody {
     kind: Kind,
@@ -207,6 +215,13 @@ impl ResponseBody {
         }
     }
 
+    pub fn raw(body: RawBody) -> ResponseBody {
+        ResponseBody {
+            kind: Kind::Raw(body),
+            log: None,
+        }
+    }
+
     pub fn with_log(mut self, log: RequestLog) -> ResponseBody {
         self.log = Some(log);
         self
@@ -221,16 +236,17 @@ impl From<Bytes> for ResponseBody {
 
 impl Body for ResponseBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = &mut *self;
         let polled = match &mut this.kind {
             Kind::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
-            Kind::Upstream(body) => Pin::new(body).poll_frame(cx),
+            Kind::Upstream(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            Kind::Raw(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
         };
         if let (Poll::Ready(Some(Ok(frame))), Some(log)) = (&polled, &mut this.log) {
             if let Some(data) = frame.data_ref() {
@@ -244,6 +260,7 @@ impl Body for ResponseBody {
         match &self.kind {
             Kind::Full(data) => data.is_none(),
             Kind::Upstream(body) => body.is_end_stream(),
+            Kind::Raw(body) => body.is_end_stream(),
         }
     }
 
@@ -252,6 +269,7 @@ impl Body for ResponseBody {
             Kind::Full(Some(d)) => SizeHint::with_exact(d.len() as u64),
             Kind::Full(None) => SizeHint::with_exact(0),
             Kind::Upstream(body) => body.size_hint(),
+            Kind::Raw(body) => body.size_hint(),
         }
     }
 }

@@ -33,12 +33,11 @@ use super::body::{ClientConn, RequestLog};
 use super::headers::{self, Forwarding, Head, Kind};
 use super::route::RouteAction;
 use super::Proxy;
-use crate::config::Protocol;
 use crate::error::ProxyError;
 use crate::upstream::endpoints::Endpoint;
-use crate::upstream::h1::{self, ChunkedEnd, Framing, HeadError, RawConn, ResponseHead};
+use crate::upstream::h1::{ChunkedEnd, Framing, RawConn, ResponseHead};
 use crate::upstream::lease::Lease;
-use crate::upstream::{proven_unread, Backend, Failure, SendError, SendOptions};
+use crate::upstream::{Backend, SendError, SendOptions};
 
 /// At most this many request header fields on the direct path (more: hyper's engine).
 const MAX_HEADERS: usize = 64;
@@ -449,43 +448,16 @@ impl Transport for RawTry<'_> {
         options: SendOptions,
         _keep_copy: bool,
     ) -> Result<RawAnswer, SendError> {
-        let addr = endpoint.addr;
-        let lease = Lease::new(Arc::clone(endpoint));
-        let pool = endpoint.pool.local();
-        let (mut up, reused) = match pool.checkout_raw(addr, options).await {
-            Ok(found) => found,
-            Err(error) => return Err(failed(error, false, false)),
-        };
-        let sent_at = Instant::now();
-        let failure = |reused, nothing_back, reset| Failure {
-            reused,
-            nothing_back,
-            reset,
-            since_send: sent_at.elapsed(),
-            one_write: Some(self.bytes.len()),
-        };
-        if up.stream.write_all(self.bytes).await.is_err() {
-            // The upstream had reset the connection before the request went out.
-            let unread = proven_unread(failure(reused, true, true));
-            let error = ProxyError::UpstreamReset { endpoint: addr };
-            return Err(failed(error, unread, reused));
-        }
-        up.buf.clear();
-        let max_head = pool.settings().max_response_header_bytes;
-        let keepalive = &endpoint.pool.keepalive;
-        loop {
-            let out = &mut *self.out;
-            out.clear();
-            let parsed = h1::parse_response(
-                &mut up.buf,
+        let out = &mut *self.out;
+        let request_id = self.request_id;
+        let exchange = backend
+            .send_raw(
+                endpoint,
+                self.bytes,
                 self.head_request,
-                max_head,
+                options,
                 |status, framing, fields| {
-                    for f in fields {
-                        if eq(f.name, "keep-alive") {
-                            keepalive.announced(f.value, addr, &backend.metrics);
-                        }
-                    }
+                    out.clear();
                     status_line(out, status);
                     let mut head = ByteHead::new(fields, out);
                     // The framing this engine relays with (`relay`): a length only when the
@@ -495,56 +467,23 @@ impl Transport for RawTry<'_> {
                     if !length {
                         head.remove("content-length");
                     }
-                    headers::rewrite_response(&mut head, self.request_id);
+                    headers::rewrite_response(&mut head, request_id);
                     head.finish();
                 },
-            );
-            match parsed {
-                Ok(Some(head)) => {
-                    if head.framing == Framing::Chunked {
-                        header_line(self.out, b"transfer-encoding", b"chunked");
-                    }
-                    if self.close || head.framing == Framing::Close {
-                        self.out.extend_from_slice(b"connection: close\r\n");
-                    }
-                    self.out.extend_from_slice(b"\r\n");
-                    up.buf.advance(head.len);
-                    return Ok(RawAnswer { up, head, lease });
-                }
-                Ok(None) => {}
-                Err(HeadError::TooLarge) => {
-                    let error = ProxyError::UpstreamHeaderTooLarge { endpoint: addr };
-                    return Err(failed(error, false, reused));
-                }
-                Err(HeadError::Invalid(reason)) => {
-                    let error = ProxyError::UpstreamProtocol {
-                        endpoint: addr,
-                        reason: reason.to_string(),
-                    };
-                    let first = (!reused).then_some(&up.buf[..]);
-                    let error =
-                        crate::upstream::diagnose_bytes(error, Protocol::Http, first, !reused);
-                    return Err(failed(error, false, reused));
-                }
-            }
-            if up.buf.capacity() - up.buf.len() < 1024 {
-                up.buf.reserve(h1::READ_BUF);
-            }
-            let had = up.buf.len();
-            let read = up.stream.read_buf(&mut up.buf).await;
-            let reset = match read {
-                Ok(0) => false,
-                Ok(_) => continue,
-                Err(e) => matches!(
-                    e.kind(),
-                    std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
-                ),
-            };
-            // Closed (or reset) before a whole head: was the request read?
-            let unread = proven_unread(failure(reused, had == 0, reset));
-            let error = ProxyError::UpstreamReset { endpoint: addr };
-            return Err(failed(error, unread, reused));
+            )
+            .await?;
+        if exchange.head.framing == Framing::Chunked {
+            header_line(out, b"transfer-encoding", b"chunked");
         }
+        if self.close || exchange.head.framing == Framing::Close {
+            out.extend_from_slice(b"connection: close\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        Ok(RawAnswer {
+            up: exchange.conn,
+            head: exchange.head,
+            lease: exchange.lease,
+        })
     }
 
     fn status(answer: &RawAnswer) -> u16 {
@@ -557,16 +496,6 @@ impl Transport for RawTry<'_> {
 
     fn has_request(&self) -> bool {
         true
-    }
-}
-
-/// A failure of a raw try, as `Backend::send` reports them.
-fn failed(error: ProxyError, unread: bool, reused: bool) -> SendError {
-    SendError {
-        error,
-        reused,
-        request: None,
-        unread,
     }
 }
 
@@ -916,7 +845,7 @@ mod tests {
         let conn = ClientConn::new(([10, 0, 0, 1], 1234).into(), "http");
         let seed = b"GET /a/b?c=d HTTP/1.1\r\nHost: example.com\r\nX-Forwarded-For: 1.2.3.4\r\nX-Request-Id: abc\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n";
         let alphabet = b"\r\n :;,/?#%\t\x00\x7f\xffGETHOSTa0_";
-        let mut next = h1::test_rng(0x9e37_79b9_7f4a_7c15);
+        let mut next = crate::upstream::h1::test_rng(0x9e37_79b9_7f4a_7c15);
         let mut upstream = Vec::new();
         let mut taken = 0;
         for _ in 0..20_000 {

@@ -51,6 +51,13 @@ impl HyperTry {
     }
 }
 
+impl HyperTry {
+    /// The request the next try would send.
+    pub fn request(&self) -> Option<&Request<RequestBody>> {
+        self.request.as_ref()
+    }
+}
+
 impl Transport for HyperTry {
     type Answer = Exchange;
 

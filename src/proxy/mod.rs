@@ -15,6 +15,7 @@ pub mod fault;
 pub mod forward;
 pub mod headers;
 pub mod route;
+pub mod stream;
 pub mod tunnel;
 
 use std::sync::Arc;
@@ -40,6 +41,9 @@ pub struct Proxy {
     tunnel_idle: std::time::Duration,
     /// Forward request header names with `_` (`limits.keep_underscore_headers`).
     pub(crate) keep_underscores: bool,
+    /// Carry plain requests to `http` backends on raw connections (`stream.rs`;
+    /// `runtime.direct_path`).
+    raw_streams: bool,
 }
 
 /// Whether a request is a gRPC call (its errors are then gRPC-shaped answers).
@@ -95,7 +99,15 @@ impl Proxy {
             tunnels: tokio_util::task::TaskTracker::new(),
             tunnel_idle: downstream.tunnel_idle,
             keep_underscores: downstream.keep_underscore_headers,
+            raw_streams: false,
         }
+    }
+
+    /// Carry the requests hyper's engine read to `http` backends over raw connections when
+    /// they allow it (`stream.rs`), as the direct engine does (`runtime.direct_path`).
+    pub fn with_raw_streams(mut self, on: bool) -> Proxy {
+        self.raw_streams = on;
+        self
     }
 
     /// Install a new routing table; requests already routed keep the old one.
@@ -273,13 +285,29 @@ impl Proxy {
                 Ok(t) => t,
                 Err(error) => return self.error(error, grpc, request_id, log),
             };
-        let outcome = attempt::run(&route, backend, &mut transport, &plan).await;
+        let raw = self.raw_streams
+            && upgrade.is_none()
+            && backend.config.protocol == crate::config::Protocol::Http;
+        let outcome = match transport
+            .request()
+            .filter(|_| raw)
+            .and_then(stream::StreamTry::of)
+        {
+            Some(mut raw) => attempt::run(&route, backend, &mut raw, &plan)
+                .await
+                .map(|answer| (answer.head, ResponseBody::raw(answer.body))),
+            None => attempt::run(&route, backend, &mut transport, &plan)
+                .await
+                .map(|exchange| {
+                    let (head, body) = exchange.response.into_parts();
+                    (head, ResponseBody::upstream(body))
+                }),
+        };
         log.attempts = outcome.attempts;
         log.endpoint = outcome.endpoint;
         log.failed = outcome.failed;
         match outcome.result {
-            Ok(exchange) => {
-                let (mut head, body) = exchange.response.into_parts();
+            Ok((mut head, body)) => {
                 let switching = head.status == http::StatusCode::SWITCHING_PROTOCOLS;
                 // To an HTTP/2 client any 2xx means "tunnel open": a backend that answered
                 // the handshake without switching must not look like one that did.
@@ -338,7 +366,7 @@ impl Proxy {
                 }
                 log.status = head.status.as_u16();
                 log.request_id = Some(request_id);
-                Response::from_parts(head, ResponseBody::upstream(body).with_log(log))
+                Response::from_parts(head, body.with_log(log))
             }
             Err(error) => self.error(error, grpc, request_id, log),
         }

@@ -75,6 +75,15 @@ pub struct ChunkedEnd {
     pub data: u64,
 }
 
+/// What `ChunkedEnd::scan_with` found in the bytes it was given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Part {
+    /// These bytes are payload.
+    Data(std::ops::Range<usize>),
+    /// The byte at this index belongs to the trailer section (a field line, CRLF included).
+    Trailer(usize),
+}
+
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 enum ChunkState {
     #[default]
@@ -126,6 +135,16 @@ fn token(b: u8) -> bool {
 impl ChunkedEnd {
     /// Scan `bytes`; `Ok(Some(n))`: the body ends after the first `n` of them.
     pub fn scan(&mut self, bytes: &[u8]) -> Result<Option<usize>, &'static str> {
+        self.scan_with(bytes, |_| {})
+    }
+
+    /// `scan`, telling `on_part` where the payload and the trailer section's bytes are (for
+    /// a reader that takes the body apart instead of relaying it as it is).
+    pub fn scan_with(
+        &mut self,
+        bytes: &[u8],
+        mut on_part: impl FnMut(Part),
+    ) -> Result<Option<usize>, &'static str> {
         let mut i = 0;
         while let Some(&b) = bytes.get(i) {
             match self.state {
@@ -206,6 +225,9 @@ impl ChunkedEnd {
                     let take = usize::try_from(self.size).map_or(left, |s| s.min(left));
                     self.size -= take as u64;
                     self.data += take as u64;
+                    if take > 0 {
+                        on_part(Part::Data(i..i + take));
+                    }
                     i += take;
                     if self.size == 0 {
                         self.state = ChunkState::DataCr;
@@ -228,17 +250,26 @@ impl ChunkedEnd {
                 }
                 ChunkState::TrailerStart => match b {
                     b'\r' => self.state = ChunkState::LastLf,
-                    b if token(b) => self.state = ChunkState::TrailerName,
+                    b if token(b) => {
+                        self.state = ChunkState::TrailerName;
+                        on_part(Part::Trailer(i));
+                    }
                     _ => return Err("invalid trailer line"),
                 },
                 ChunkState::TrailerName => match b {
-                    b':' => self.state = ChunkState::Trailer,
-                    b if token(b) => {}
+                    b':' => {
+                        self.state = ChunkState::Trailer;
+                        on_part(Part::Trailer(i));
+                    }
+                    b if token(b) => on_part(Part::Trailer(i)),
                     _ => return Err("invalid trailer field name"),
                 },
                 ChunkState::Trailer => match b {
-                    b'\r' => self.state = ChunkState::TrailerLf,
-                    b if text(b) => {}
+                    b'\r' => {
+                        self.state = ChunkState::TrailerLf;
+                        on_part(Part::Trailer(i));
+                    }
+                    b if text(b) => on_part(Part::Trailer(i)),
                     _ => return Err("invalid trailer field value"),
                 },
                 ChunkState::TrailerLf => {
@@ -246,6 +277,7 @@ impl ChunkedEnd {
                         return Err("bare CR in a trailer");
                     }
                     self.state = ChunkState::TrailerStart;
+                    on_part(Part::Trailer(i));
                 }
                 ChunkState::LastLf => {
                     if b != b'\n' {

@@ -17,6 +17,7 @@ pub mod keepalive;
 pub mod lease;
 pub mod pool;
 pub mod probe;
+pub mod raw_body;
 pub mod reach;
 pub mod readiness;
 pub mod sniff;
@@ -176,6 +177,24 @@ pub struct SendOptions {
     /// Wait for a connect up to `connect_timeout`: no other endpoint could take the request
     /// (no retries), so giving up after the connect patience would only fail it sooner.
     pub patient: bool,
+}
+
+/// A response head read from a raw connection (`Backend::send_raw`): the connection, whose
+/// buffer holds what came after the head, and the lease on the endpoint.
+pub struct RawExchange {
+    pub conn: h1::RawConn,
+    pub head: h1::ResponseHead,
+    pub lease: Lease,
+}
+
+/// A failure of a raw exchange, as `Backend::send` reports them (the bytes stay the caller's).
+fn raw_failure(error: ProxyError, unread: bool, reused: bool) -> SendError {
+    SendError {
+        error,
+        reused,
+        request: None,
+        unread,
+    }
 }
 
 /// A response head from an endpoint, with what the exchange tells the caller.
@@ -476,6 +495,100 @@ impl Backend {
             request: Some(request),
             unread: false,
         })
+    }
+
+    /// One exchange on a raw pooled HTTP/1.1 connection (`h1.rs`): `bytes`, a whole request,
+    /// written at once, and the response head read and parsed as it comes; `on_head` sees its
+    /// status, framing and fields once, while they are still in the read buffer. The head's
+    /// bytes are consumed: what follows in `conn.buf` is the body. A failure says, as
+    /// `send` does, whether the request was proven unread.
+    pub async fn send_raw(
+        &self,
+        endpoint: &Arc<Endpoint>,
+        bytes: &[u8],
+        head_request: bool,
+        options: SendOptions,
+        mut on_head: impl FnMut(u16, h1::Framing, &[httparse::Header<'_>]),
+    ) -> Result<RawExchange, SendError> {
+        use bytes::Buf;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let addr = endpoint.addr;
+        let lease = Lease::new(Arc::clone(endpoint));
+        let pool = endpoint.pool.local();
+        let (mut conn, reused) = match pool.checkout_raw(addr, options).await {
+            Ok(found) => found,
+            Err(error) => return Err(raw_failure(error, false, false)),
+        };
+        let sent_at = tokio::time::Instant::now();
+        let failure = |reused, nothing_back, reset| Failure {
+            reused,
+            nothing_back,
+            reset,
+            since_send: sent_at.elapsed(),
+            one_write: Some(bytes.len()),
+        };
+        if conn.stream.write_all(bytes).await.is_err() {
+            // The upstream had reset the connection before the request went out.
+            let unread = proven_unread(failure(reused, true, true));
+            let error = ProxyError::UpstreamReset { endpoint: addr };
+            return Err(raw_failure(error, unread, reused));
+        }
+        conn.buf.clear();
+        let max_head = pool.settings().max_response_header_bytes;
+        let keepalive = &endpoint.pool.keepalive;
+        loop {
+            let parsed = h1::parse_response(
+                &mut conn.buf,
+                head_request,
+                max_head,
+                |status, framing, fields| {
+                    for f in fields {
+                        if f.name.eq_ignore_ascii_case("keep-alive") {
+                            keepalive.announced(f.value, addr, &self.metrics);
+                        }
+                    }
+                    on_head(status, framing, fields);
+                },
+            );
+            match parsed {
+                Ok(Some(head)) => {
+                    conn.buf.advance(head.len);
+                    return Ok(RawExchange { conn, head, lease });
+                }
+                Ok(None) => {}
+                Err(h1::HeadError::TooLarge) => {
+                    let error = ProxyError::UpstreamHeaderTooLarge { endpoint: addr };
+                    return Err(raw_failure(error, false, reused));
+                }
+                Err(h1::HeadError::Invalid(reason)) => {
+                    let error = ProxyError::UpstreamProtocol {
+                        endpoint: addr,
+                        reason: reason.to_string(),
+                    };
+                    let first = (!reused).then_some(&conn.buf[..]);
+                    let error = diagnose_bytes(error, Protocol::Http, first, !reused);
+                    return Err(raw_failure(error, false, reused));
+                }
+            }
+            if conn.buf.capacity() - conn.buf.len() < 1024 {
+                conn.buf.reserve(h1::READ_BUF);
+            }
+            let had = conn.buf.len();
+            let read = conn.stream.read_buf(&mut conn.buf).await;
+            let reset = match read {
+                Ok(0) => false,
+                Ok(_) => continue,
+                Err(e) => matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+                ),
+            };
+            // Closed (or reset) before a whole head: was the request read?
+            let unread = proven_unread(failure(reused, had == 0, reset));
+            let error = ProxyError::UpstreamReset { endpoint: addr };
+            return Err(raw_failure(error, unread, reused));
+        }
     }
 
     /// One exchange over the endpoint's multiplexed HTTP/2 connection.
