@@ -6,10 +6,12 @@
 //! bytes) or `inbound::hyper` (hyper's engine: HTTP/2, and what the direct engine hands over;
 //! `proxy::Proxy::handle`) -> `proxy::route` (host + path) -> `proxy::headers` (the one rewrite
 //! rule, over hyper's maps or heads parsed in place) -> `proxy::attempt` (the one attempt loop:
-//! pick, retry, hold, budget, over a transport: `proxy::forward::HyperTry` or
-//! `proxy::direct::RawTry`) -> `upstream::Backend` (endpoints, reachability, passive health,
-//! pooled connections) -> back through `proxy::body::ResponseBody` or `proxy::direct`'s relay
-//! (streams, logs, counts). The client-side timer model of both engines is
+//! pick, retry, hold, budget, over a transport: `proxy::forward::HyperTry`,
+//! `proxy::direct::RawTry`, or `proxy::stream::StreamTry` for what hyper's engine read to a
+//! plain `http` backend) -> `upstream::Backend` (endpoints, reachability, passive health,
+//! pooled connections: hyper's, or raw ones read by `Backend::send_raw`) -> back through
+//! `proxy::body::ResponseBody` (hyper's body, or `upstream::raw_body`'s) or `proxy::direct`'s
+//! relay (streams, logs, counts). The client-side timer model of both engines is
 //! `inbound::server::Server::due`.
 //! Errors become responses in exactly one place: `error::ProxyError`, a leaf that every
 //! layer converts into.

@@ -149,6 +149,11 @@ async fn every_response_framing_reaches_http2_clients_as_sent() {
                 .to_vec(),
             true,
         ),
+        "/chunked-hop" => (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\nconnection: x\r\nx-ok: 1\r\n\r\n"
+                .to_vec(),
+            true,
+        ),
         "/chunked-plain" => (
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n".to_vec(),
             true,
@@ -183,6 +188,13 @@ async fn every_response_framing_reaches_http2_clients_as_sent() {
     assert_eq!(got.body.unwrap(), "abc");
     assert!(got.trailers.is_none());
 
+    // A connection-specific trailer is not HTTP/2's: left out, the others kept.
+    let got = fetch(&c, get_of(proxy, "/chunked-hop")).await;
+    assert_eq!(got.body.unwrap(), "hi");
+    let trailers = got.trailers.expect("the backend's other trailer");
+    assert_eq!(trailers["x-ok"], "1");
+    assert!(trailers.get("connection").is_none());
+
     let got = fetch(&c, get_of(proxy, "/empty")).await;
     assert_eq!(got.status, 204);
     assert_eq!(got.body.unwrap().len(), 0);
@@ -195,7 +207,7 @@ async fn every_response_framing_reaches_http2_clients_as_sent() {
     assert_eq!(got.status, 404);
     assert_eq!(got.body.unwrap(), "nope");
 
-    // Keep-alive so far: one connection for the five answers above.
+    // Keep-alive so far: one connection for the six answers above.
     assert_eq!(backend.connections(), 1);
 
     let got = fetch(&c, get_of(proxy, "/close")).await;
@@ -377,4 +389,35 @@ async fn stale_pooled_connections_cost_no_request_at_load() {
     // ones were retried on fresh ones, not answered with 502s).
     assert!(backend.connections() >= 2000, "{}", backend.connections());
     eprintln!("2000 requests in {elapsed:?}");
+}
+
+#[tokio::test]
+async fn an_early_answer_to_a_large_body_is_passed_on_at_once() {
+    // Reads the head only, answers 413 and keeps the connection open without reading the
+    // body (as an app with a body limit does).
+    let backend = raw_server(|mut stream: TcpStream| async move {
+        read_head(&mut stream).await;
+        let _ = stream
+            .write_all(b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 8\r\n\r\ntoo big!")
+            .await;
+        tokio::time::sleep(Duration::from_secs(30)).await;
+    })
+    .await;
+    let config = format!(
+        "retry: {{max_replay_bytes: 16777216}}\ntimeouts: {{backend_request: 5s}}\nbackends:\n  app: {{endpoints: [\"{}\"]}}\nroutes:\n  - backend: app\n",
+        backend.addr
+    );
+    let app = start_proxy(&config).await;
+    let proxy = app.traffic_addrs[0];
+    let c = h2c_client();
+    let post = Request::post(format!("http://{proxy}/upload"))
+        .body(full(vec![b'x'; 8 << 20]))
+        .unwrap();
+    let start = std::time::Instant::now();
+    let response = tokio::time::timeout(Duration::from_secs(4), c.request(post))
+        .await
+        .expect("the 413 must not wait for the try's timeout")
+        .expect("an answer");
+    assert_eq!(response.status(), 413);
+    eprintln!("413 after {:?}", start.elapsed());
 }

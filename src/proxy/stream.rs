@@ -23,6 +23,12 @@ use crate::upstream::h1::Framing;
 use crate::upstream::raw_body::RawBody;
 use crate::upstream::{Backend, SendError, SendOptions};
 
+/// At most this many body bytes go on the raw transport: written whole before the answer is
+/// read, a larger body could fill the socket buffers of a backend that answers early without
+/// reading it (a 413, a 401) and stalls until the try's timeout; hyper's client reads the
+/// answer while it writes. 16 KiB is the kernel's smallest default send buffer.
+const MAX_BODY: usize = 16 * 1024;
+
 /// A request's bytes for the raw transport.
 pub struct StreamTry {
     /// The request as HTTP/1.1: head and body.
@@ -38,8 +44,9 @@ pub struct StreamAnswer {
 
 impl StreamTry {
     /// The request as HTTP/1.1 bytes, when it can take the raw transport: its body is in
-    /// memory (or it has none) and it is not framed by a transfer coding. Its head was
-    /// rewritten already (origin-form target, `Host`, hop-by-hop fields out).
+    /// memory (or it has none) and at most `MAX_BODY`, and it is not framed by a transfer
+    /// coding. Its head was rewritten already (origin-form target, `Host`, hop-by-hop fields
+    /// out).
     pub fn of(request: &Request<RequestBody>) -> Option<StreamTry> {
         let body: &[u8] = match request.body() {
             RequestBody::Full(Some(data)) => data,
@@ -48,19 +55,20 @@ impl StreamTry {
             RequestBody::Streaming(_) => return None,
         };
         let headers = request.headers();
-        if headers.contains_key(TRANSFER_ENCODING) {
+        if headers.contains_key(TRANSFER_ENCODING) || body.len() > MAX_BODY {
             return None;
         }
         let method = request.method();
-        let target = request
-            .uri()
-            .path_and_query()
-            .map(|pq| pq.as_str())
-            .unwrap_or("/");
         let mut bytes = Vec::with_capacity(256 + body.len());
         bytes.extend_from_slice(method.as_str().as_bytes());
         bytes.push(b' ');
-        bytes.extend_from_slice(target.as_bytes());
+        // The path routing saw (`/` for an HTTP/2 `:path` of only a query), then the query.
+        let uri = request.uri();
+        bytes.extend_from_slice(uri.path().as_bytes());
+        if let Some(query) = uri.query() {
+            bytes.push(b'?');
+            bytes.extend_from_slice(query.as_bytes());
+        }
         bytes.extend_from_slice(b" HTTP/1.1\r\n");
         for (name, value) in headers {
             if name != CONTENT_LENGTH {
@@ -171,4 +179,70 @@ fn response_head(
     }
     head.headers = headers;
     Ok(head)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn bytes_of(request: Request<RequestBody>) -> Option<String> {
+        StreamTry::of(&request).map(|t| String::from_utf8_lossy(&t.bytes).into_owned())
+    }
+
+    #[test]
+    fn requests_become_http1_bytes_with_their_length() {
+        let get = Request::get("/a?b=1")
+            .header("host", "example.com")
+            .body(RequestBody::empty())
+            .unwrap();
+        assert_eq!(
+            bytes_of(get).unwrap(),
+            "GET /a?b=1 HTTP/1.1\r\nhost: example.com\r\n\r\n"
+        );
+        // A client's length is replaced by the length of what is sent.
+        let post = Request::post("/p")
+            .header("content-length", "99")
+            .body(RequestBody::from(Bytes::from_static(b"abc")))
+            .unwrap();
+        assert_eq!(
+            bytes_of(post).unwrap(),
+            "POST /p HTTP/1.1\r\ncontent-length: 3\r\n\r\nabc"
+        );
+        let empty_put = Request::put("/p").body(RequestBody::empty()).unwrap();
+        assert!(bytes_of(empty_put)
+            .unwrap()
+            .ends_with("content-length: 0\r\n\r\n"));
+    }
+
+    #[test]
+    fn a_query_only_target_is_sent_with_the_path_routing_saw() {
+        let uri = http::Uri::from_parts({
+            let mut parts = http::uri::Parts::default();
+            parts.path_and_query = Some(http::uri::PathAndQuery::from_static("?a=1"));
+            parts
+        })
+        .unwrap();
+        let request = Request::get(uri).body(RequestBody::empty()).unwrap();
+        assert!(bytes_of(request)
+            .unwrap()
+            .starts_with("GET /?a=1 HTTP/1.1\r\n"));
+    }
+
+    #[test]
+    fn chunked_or_large_bodies_stay_on_hyper() {
+        let chunked = Request::post("/p")
+            .header("transfer-encoding", "chunked")
+            .body(RequestBody::from(Bytes::from_static(b"abc")))
+            .unwrap();
+        assert!(bytes_of(chunked).is_none());
+        let large = Request::post("/p")
+            .body(RequestBody::from(Bytes::from(vec![b'x'; MAX_BODY + 1])))
+            .unwrap();
+        assert!(bytes_of(large).is_none());
+        let at_limit = Request::post("/p")
+            .body(RequestBody::from(Bytes::from(vec![b'x'; MAX_BODY])))
+            .unwrap();
+        assert!(bytes_of(at_limit).is_some());
+    }
 }

@@ -73,7 +73,13 @@ pub struct ChunkedEnd {
     sized: bool,
     /// Payload bytes seen (for the access log).
     pub data: u64,
+    /// Chunk extension bytes seen (bounded: they carry nothing a client gets).
+    extensions: usize,
 }
+
+/// At most this many bytes of chunk extensions in one body (hyper's limit too): a backend
+/// could otherwise keep a stream busy without sending a byte of payload.
+const MAX_EXTENSION_BYTES: usize = 16 * 1024;
 
 /// What `ChunkedEnd::scan_with` found in the bytes it was given.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,6 +128,22 @@ enum ChunkState {
     Done,
 }
 
+impl ChunkState {
+    fn in_extension(self) -> bool {
+        matches!(
+            self,
+            ChunkState::ExtStart
+                | ChunkState::ExtName
+                | ChunkState::ExtAfterName
+                | ChunkState::ExtValStart
+                | ChunkState::ExtValToken
+                | ChunkState::ExtQuoted
+                | ChunkState::ExtQuotedEscape
+                | ChunkState::ExtAfterVal
+        )
+    }
+}
+
 /// A byte allowed in chunk extensions and trailer values: visible, space, tab, obs-text.
 fn text(b: u8) -> bool {
     b == b'\t' || (0x20..0x7f).contains(&b) || b >= 0x80
@@ -147,6 +169,12 @@ impl ChunkedEnd {
     ) -> Result<Option<usize>, &'static str> {
         let mut i = 0;
         while let Some(&b) = bytes.get(i) {
+            if self.state.in_extension() {
+                self.extensions += 1;
+                if self.extensions > MAX_EXTENSION_BYTES {
+                    return Err("chunk extensions too long");
+                }
+            }
             match self.state {
                 ChunkState::Size => match b {
                     b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F' => {
@@ -543,6 +571,48 @@ mod tests {
             "a trailer without a colon"
         );
         assert!(ends(b"0\r\nx: 1\n\r\n").is_err(), "bare LF in a trailer");
+        // Chunk extensions are bounded per body (16 KiB), split or not.
+        let mut long = b"1;e=".to_vec();
+        long.extend(std::iter::repeat_n(b'x', 16 * 1024));
+        long.extend_from_slice(b"\r\na\r\n0\r\n\r\n");
+        assert_eq!(ends(&long), Err("chunk extensions too long"));
+        let mut scanner = ChunkedEnd::default();
+        let mut many = Vec::new();
+        for _ in 0..2000 {
+            many.extend_from_slice(b"1;ext=value\r\na\r\n");
+        }
+        let verdicts: Vec<_> = many.chunks(1000).map(|p| scanner.scan(p)).collect();
+        assert!(verdicts.contains(&Err("chunk extensions too long")));
+        let mut fine = b"1;e=".to_vec();
+        fine.extend(std::iter::repeat_n(b'x', 1000));
+        fine.extend_from_slice(b"\r\na\r\n0\r\n\r\n");
+        assert_eq!(ends(&fine), Ok(Some(fine.len())));
+    }
+
+    #[test]
+    fn scan_with_reports_payload_and_trailer_bytes() {
+        let body = b"5;x=1\r\nhello\r\n6\r\n world\r\n0\r\nx-a: 1\r\nx-b: 2\r\n\r\n";
+        // Split anywhere, the pieces give the same payload and trailer section.
+        for split in 0..body.len() {
+            let mut scanner = ChunkedEnd::default();
+            let (mut data, mut trailer) = (Vec::new(), Vec::new());
+            let mut end = None;
+            for (piece, offset) in [(&body[..split], 0), (&body[split..], split)] {
+                if end.is_some() {
+                    break;
+                }
+                let found = scanner
+                    .scan_with(piece, |part| match part {
+                        Part::Data(r) => data.extend_from_slice(&piece[r]),
+                        Part::Trailer(i) => trailer.push(piece[i]),
+                    })
+                    .unwrap();
+                end = found.map(|n| n + offset);
+            }
+            assert_eq!(end, Some(body.len()), "split at {split}");
+            assert_eq!(data, b"hello world", "split at {split}");
+            assert_eq!(trailer, b"x-a: 1\r\nx-b: 2\r\n", "split at {split}");
+        }
     }
 
     fn head(raw: &[u8], head_request: bool) -> Result<Option<ResponseHead>, HeadError> {

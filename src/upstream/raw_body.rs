@@ -165,7 +165,10 @@ impl RawBody {
     }
 }
 
-/// The trailer section's field lines as a map (`None`: there were none).
+/// The trailer section's field lines as a map (`None`: there were none), without the fields
+/// that HTTP/2 does not carry (connection-specific ones: h2 would refuse the whole trailers).
+/// A field that is not valid HTTP fails the body, as hyper's client does: never dropped
+/// silently.
 fn trailer_fields(bytes: &[u8]) -> Result<Option<HeaderMap>, &'static str> {
     if bytes.is_empty() {
         return Ok(None);
@@ -182,11 +185,23 @@ fn trailer_fields(bytes: &[u8]) -> Result<Option<HeaderMap>, &'static str> {
     for f in fields {
         let name = HeaderName::from_bytes(f.name.as_bytes());
         let value = HeaderValue::from_bytes(f.value);
-        if let (Ok(name), Ok(value)) = (name, value) {
+        let (Ok(name), Ok(value)) = (name, value) else {
+            return Err("invalid response trailer");
+        };
+        let hop = matches!(
+            name.as_str(),
+            "connection"
+                | "keep-alive"
+                | "proxy-connection"
+                | "transfer-encoding"
+                | "upgrade"
+                | "te"
+        );
+        if !hop {
             map.append(name, value);
         }
     }
-    Ok(Some(map))
+    Ok((!map.is_empty()).then_some(map))
 }
 
 impl Drop for RawBody {
