@@ -63,6 +63,26 @@ async fn rolling_restart_post_has_zero_errors_and_each_post_reaches_an_app_once(
     );
 }
 
+/// HTTP/2 clients (64 connections, one stream at a time each): their requests reach the
+/// HTTP/1.1 replicas over hitless's raw transport for HTTP/2 streams (`proxy/stream.rs`), and
+/// the rollout must cost them nothing either; POSTs reach an application exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolling_restart_over_http2_has_zero_errors() {
+    let _turn = LOAD.lock().await;
+    let run = demo::rolling_restart_with(Mode::Hitless, Method::GET, true)
+        .await
+        .unwrap();
+    zero_errors(&run, 5.5);
+    let run = demo::rolling_restart_with(Mode::Hitless, Method::POST, true)
+        .await
+        .unwrap();
+    zero_errors(&run, 5.5);
+    assert_eq!(
+        run.posts, run.report.ok,
+        "each answered POST reached an app once"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_start_with_503_for_two_seconds_has_zero_errors() {
     let _turn = LOAD.lock().await;

@@ -531,3 +531,65 @@ async fn httproute_weights_matches_and_filters_take_effect() {
         "https://gw.example.com/old/page?x=1"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_takes_routes_from_the_namespaces_its_selector_selects() {
+    let web = named_upstream("web").await;
+    let api = Api::start(true).await;
+    api.apply(service("web"));
+    api.apply(slice("web", web.addr.port()));
+    api.apply(gateway_class("hitless", "hitless.dev/gateway"));
+    // The shared-gateway pattern: routes from namespaces labelled for it.
+    let mut shared = gateway("shared", "hitless");
+    shared["spec"]["listeners"][0]["allowedRoutes"] = json!({"namespaces": {"from": "Selector",
+        "selector": {"matchLabels": {"gateway-access": "yes"},
+            "matchExpressions": [{"key": "env", "operator": "NotIn", "values": ["sandbox"]}]}}});
+    api.apply(shared);
+    api.apply(json!({"kind": "Namespace", "apiVersion": "v1",
+        "metadata": {"name": "shop", "labels": {"env": "prod"}}}));
+    api.apply(http_route("labelled", "shared", "/labelled", "web"));
+
+    let hitless = Controller::start(&api, "selector", None, &[]).await;
+    let client = client();
+    eventually(
+        "the route's status says the selector does not select its namespace",
+        || {
+            route_condition(&api, "HTTPRoute", "labelled", "Accepted")
+                .is_some_and(|c| c["reason"] == "NotAllowedByListeners")
+        },
+    )
+    .await;
+    let refused = route_condition(&api, "HTTPRoute", "labelled", "Accepted").unwrap();
+    assert_eq!(refused["status"], "False");
+    assert!(
+        refused["message"]
+            .as_str()
+            .unwrap()
+            .contains("does not select namespace shop"),
+        "{refused}"
+    );
+    let answer = get(&client, hitless.proxy, "gw.example.com", "/labelled").await;
+    assert_eq!((answer.status, answer.body.as_str()), (404, "no ingress"));
+
+    // Labelling the namespace attaches the route: one reload, no restart.
+    api.apply(json!({"kind": "Namespace", "apiVersion": "v1",
+        "metadata": {"name": "shop", "labels": {"env": "prod", "gateway-access": "yes"}}}));
+    until(&client, hitless.proxy, "gw.example.com", "/labelled", "web").await;
+    eventually("the route is accepted", || {
+        route_condition(&api, "HTTPRoute", "labelled", "Accepted")
+            .is_some_and(|c| c["status"] == "True")
+    })
+    .await;
+
+    // A label the expressions exclude detaches it again.
+    api.apply(json!({"kind": "Namespace", "apiVersion": "v1",
+        "metadata": {"name": "shop", "labels": {"env": "sandbox", "gateway-access": "yes"}}}));
+    until(
+        &client,
+        hitless.proxy,
+        "gw.example.com",
+        "/labelled",
+        "no ingress",
+    )
+    .await;
+}

@@ -1,5 +1,5 @@
 //! A bounded load generator for the demo and the resilience tests: `connections` clients, each
-//! with its own keep-alive HTTP/1.1 connection, sending requests one after another -- paced so
+//! with its own keep-alive HTTP/1.1 (or HTTP/2) connection, sending requests one after another -- paced so
 //! that together they send `rate` requests a second (production load: the promises are
 //! measured there, not at a few requests a second where every policy looks fine), or with an
 //! idle gap between requests -- for `duration`, and counting what a user would see: 2xx
@@ -14,8 +14,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Method, Request};
 use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
@@ -36,6 +36,8 @@ pub struct Load {
     pub gap: Duration,
     /// Size of each request body (sent with POST).
     pub body_bytes: usize,
+    /// Clients speak HTTP/2 (prior knowledge), one stream at a time each, instead of HTTP/1.1.
+    pub http2: bool,
 }
 
 impl Load {
@@ -56,6 +58,7 @@ impl Load {
             rate,
             gap: Duration::ZERO,
             body_bytes: 128,
+            http2: false,
         }
     }
 }
@@ -141,17 +144,55 @@ impl Load {
     }
 }
 
-async fn connect(target: SocketAddr) -> Option<http1::SendRequest<Full<Bytes>>> {
+/// A client's connection: HTTP/1.1 or HTTP/2.
+enum Sender {
+    H1(http1::SendRequest<Full<Bytes>>),
+    H2(http2::SendRequest<Full<Bytes>>),
+}
+
+impl Sender {
+    fn is_closed(&self) -> bool {
+        match self {
+            Sender::H1(s) => s.is_closed(),
+            Sender::H2(s) => s.is_closed(),
+        }
+    }
+
+    async fn send(
+        &mut self,
+        request: Request<Full<Bytes>>,
+    ) -> Result<http::Response<hyper::body::Incoming>, hyper::Error> {
+        match self {
+            Sender::H1(s) => {
+                s.ready().await?;
+                s.send_request(request).await
+            }
+            Sender::H2(s) => {
+                s.ready().await?;
+                s.send_request(request).await
+            }
+        }
+    }
+}
+
+async fn connect(target: SocketAddr, h2: bool) -> Option<Sender> {
     let stream = TcpStream::connect(target).await.ok()?;
     let _ = stream.set_nodelay(true);
+    if h2 {
+        let (sender, conn) = http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .ok()?;
+        tokio::spawn(conn);
+        return Some(Sender::H2(sender));
+    }
     let (sender, conn) = http1::handshake(TokioIo::new(stream)).await.ok()?;
     tokio::spawn(conn);
-    Some(sender)
+    Some(Sender::H1(sender))
 }
 
 async fn client_loop(load: Load, end: Instant, interval: Duration, offset: Duration) -> Report {
     let mut report = Report::default();
-    let mut sender: Option<http1::SendRequest<Full<Bytes>>> = None;
+    let mut sender: Option<Sender> = None;
     let body = if load.method == Method::POST {
         Bytes::from(vec![b'x'; load.body_bytes])
     } else {
@@ -171,23 +212,30 @@ async fn client_loop(load: Load, end: Instant, interval: Duration, offset: Durat
             break;
         }
         if sender.as_ref().is_none_or(|s| s.is_closed()) {
-            sender = connect(load.target).await;
+            sender = connect(load.target, load.http2).await;
         }
         let Some(s) = sender.as_mut() else {
             report.client_errors += 1;
             tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
         };
-        let request = Request::builder()
-            .method(load.method.clone())
-            .uri("/")
-            .header("host", "demo.local")
-            .body(Full::new(body.clone()));
+        let request = if load.http2 {
+            // HTTP/2 carries the host as the `:authority`.
+            Request::builder()
+                .method(load.method.clone())
+                .uri(format!("http://demo.local:{}/", load.target.port()))
+                .body(Full::new(body.clone()))
+        } else {
+            Request::builder()
+                .method(load.method.clone())
+                .uri("/")
+                .header("host", "demo.local")
+                .body(Full::new(body.clone()))
+        };
         let Ok(request) = request else { break };
         let started = Instant::now();
         let answer = async {
-            s.ready().await?;
-            let response = s.send_request(request).await?;
+            let response = s.send(request).await?;
             let (head, body) = response.into_parts();
             body.collect().await?;
             Ok::<_, hyper::Error>(head)

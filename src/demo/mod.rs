@@ -182,6 +182,7 @@ async fn under_load<F, Fut>(
     mut replicas: Replicas,
     method: Method,
     duration: Duration,
+    http2: bool,
     config: impl FnOnce(String) -> String,
     faults: F,
 ) -> io::Result<Run>
@@ -190,7 +191,8 @@ where
     Fut: std::future::Future<Output = io::Result<Replicas>>,
 {
     let app = start_proxy(&config(proxy_config(mode, &replicas.addrs))).await?;
-    let traffic = production_load(app.traffic_addrs[0], method, duration);
+    let mut traffic = production_load(app.traffic_addrs[0], method, duration);
+    traffic.http2 = http2;
     let running = tokio::spawn(traffic.run());
     replicas = faults(replicas).await?;
     let report = running.await.unwrap_or_default();
@@ -213,12 +215,19 @@ where
 /// does, seconds apart: each stops gracefully (new connections refused at once, in-flight
 /// requests finished), is down for a second, and starts again; half a second later the next.
 pub async fn rolling_restart(mode: Mode, method: Method) -> io::Result<Run> {
+    rolling_restart_with(mode, method, false).await
+}
+
+/// `rolling_restart`, the clients speaking HTTP/2 when `http2` (hitless's raw transport for
+/// HTTP/2 streams then carries the requests to the HTTP/1.1 replicas).
+pub async fn rolling_restart_with(mode: Mode, method: Method, http2: bool) -> io::Result<Run> {
     let replicas = Replicas::start(&[app_replica("a"), app_replica("b"), app_replica("c")]).await?;
     under_load(
         mode,
         replicas,
         method,
         Duration::from_millis(5500),
+        http2,
         |c| c,
         |mut r| async move {
             tokio::time::sleep(Duration::from_millis(500)).await;
@@ -243,6 +252,7 @@ pub async fn slow_start(mode: Mode) -> io::Result<Run> {
         replicas,
         Method::GET,
         Duration::from_millis(5500),
+        false,
         |c| c,
         |mut r| async move {
             for (i, name) in ["a", "b"].into_iter().enumerate() {
@@ -273,6 +283,7 @@ pub async fn crash(mode: Mode) -> io::Result<Run> {
         replicas,
         Method::GET,
         Duration::from_millis(3500),
+        false,
         |c| c,
         |mut r| async move {
             for i in 0..2 {

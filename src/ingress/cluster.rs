@@ -21,10 +21,12 @@ pub enum Kind {
     Gateway,
     HttpRoute,
     GrpcRoute,
+    /// Their labels, for listeners that allow routes from namespaces by selector.
+    Namespace,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 8] = [
         Kind::Ingress,
         Kind::Service,
         Kind::Secret,
@@ -32,6 +34,7 @@ impl Kind {
         Kind::Gateway,
         Kind::HttpRoute,
         Kind::GrpcRoute,
+        Kind::Namespace,
     ];
 
     pub(super) fn name(self) -> &'static str {
@@ -43,13 +46,14 @@ impl Kind {
             Kind::Gateway => "Gateway",
             Kind::HttpRoute => "HTTPRoute",
             Kind::GrpcRoute => "GRPCRoute",
+            Kind::Namespace => "Namespace",
         }
     }
 
     pub fn api_version(self) -> &'static str {
         match self {
             Kind::Ingress => "networking.k8s.io/v1",
-            Kind::Service | Kind::Secret => "v1",
+            Kind::Service | Kind::Secret | Kind::Namespace => "v1",
             _ => "gateway.networking.k8s.io/v1",
         }
     }
@@ -134,6 +138,22 @@ impl Cluster {
 
     pub(super) fn get(&self, kind: Kind, key: &str) -> Option<&Value> {
         self.stores.get(&kind)?.objects.get(key)
+    }
+
+    /// Each namespace's labels by its name; `None` while they are not known (not listed yet,
+    /// or not allowed to: the RBAC of `k8s/ingress` grants it).
+    pub fn namespace_labels(&self) -> Option<BTreeMap<&str, &Value>> {
+        let store = self.stores.get(&Kind::Namespace).filter(|s| s.synced)?;
+        Some(
+            store
+                .objects
+                .values()
+                .filter_map(|n| {
+                    let name = n.pointer("/metadata/name")?.as_str()?;
+                    Some((name, n.pointer("/metadata/labels").unwrap_or(&Value::Null)))
+                })
+                .collect(),
+        )
     }
 
     /// Every required kind listed, and every optional one listed or failing.

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
-use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
 use k8s_openapi::api::networking::v1::Ingress;
 use kube::api::DynamicObject;
 use kube::runtime::watcher::{self, Event};
@@ -242,6 +242,12 @@ impl Controller {
             changes(Kind::Ingress, api::<Ingress>(client, ns), all.clone()),
             changes(Kind::Service, api::<Service>(client, ns), all.clone()),
             changes(Kind::Secret, api::<Secret>(client, ns), tls),
+            // Cluster-wide, for `allowedRoutes.namespaces.from: Selector` (labels only matter).
+            changes(
+                Kind::Namespace,
+                Api::<Namespace>::all(client.clone()),
+                all.clone(),
+            ),
         ];
         for kind in [
             Kind::GatewayClass,
@@ -278,7 +284,11 @@ impl Controller {
     /// The config for the current objects: all together first (the usual case: one
     /// translation, one validation); when that fails, each alone, and the good ones together.
     fn build(&self, base: &Value, cluster: &Cluster) -> Option<Built> {
-        let ours = Ours::new(cluster.of(Kind::GatewayClass), cluster.of(Kind::Gateway));
+        let ours = Ours::new(
+            cluster.of(Kind::GatewayClass),
+            cluster.of(Kind::Gateway),
+            cluster.namespace_labels(),
+        );
         let mut candidates: Vec<Value> = cluster
             .of(Kind::Ingress)
             .filter(|i| self.is_ours(i))

@@ -4,9 +4,11 @@
 //! (`allowedRoutes`: the route's namespace, `Same` by default or `All`, and its kind) and whose
 //! hostnames meet the listener's `hostname` (a route then serves only the hostnames it shares
 //! with the listeners that take it: one tenant's route cannot claim another's host).
-//! `Selector` namespaces are not read: such a listener allows no route, and says so.
+//! `from: Selector` matches the route's namespace's labels (`matchLabels`, `matchExpressions`)
+//! when the controller can list Namespaces; until it can, such a listener allows no route
+//! from another namespace, and says why.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
 
@@ -53,12 +55,15 @@ pub enum Hosts {
 pub struct Ours<'a> {
     pub classes: BTreeSet<String>,
     pub gateways: Vec<&'a Value>,
+    /// Each namespace's labels (`metadata.labels`) by name; `None`: not known.
+    namespaces: Option<BTreeMap<&'a str, &'a Value>>,
 }
 
 impl<'a> Ours<'a> {
     pub fn new(
         classes: impl IntoIterator<Item = &'a Value>,
         gateways: impl IntoIterator<Item = &'a Value>,
+        namespaces: Option<BTreeMap<&'a str, &'a Value>>,
     ) -> Ours<'a> {
         let classes: BTreeSet<String> = classes
             .into_iter()
@@ -69,7 +74,11 @@ impl<'a> Ours<'a> {
             .into_iter()
             .filter(|g| text(g, "/spec/gatewayClassName").is_some_and(|c| classes.contains(c)))
             .collect();
-        Ours { classes, gateways }
+        Ours {
+            classes,
+            gateways,
+            namespaces,
+        }
     }
 
     /// The parents of `route` (an HTTPRoute or GRPCRoute) that are Gateways.
@@ -94,7 +103,11 @@ impl<'a> Ours<'a> {
                         && text(g, "/metadata/namespace").unwrap_or_default() == gateway_namespace
                 });
                 let allowed = match gateway {
-                    Some(g) => allows(g, text(r, "/sectionName"), route, namespace, kind),
+                    Some(g) => {
+                        let labels = self.namespaces.as_ref().map(|n| n.get(namespace).copied());
+                        let from = From { namespace, labels };
+                        allows(g, text(r, "/sectionName"), route, &from, kind)
+                    }
                     None => Ok(Hosts::AsWritten),
                 };
                 Parent {
@@ -165,15 +178,64 @@ fn shared_hosts(route: &Value, listener_host: Option<&str>) -> Hosts {
     Hosts::Only(names.iter().filter_map(|n| meet(n, pattern)).collect())
 }
 
+/// Where a route comes from: its namespace, and that namespace's labels (`None`: namespaces
+/// are not known; `Some(None)`: no such namespace listed).
+struct From<'a> {
+    namespace: &'a str,
+    labels: Option<Option<&'a Value>>,
+}
+
+/// Whether a label selector (`matchLabels`, `matchExpressions`) selects `labels`; `Err` names
+/// what is invalid in it. An empty selector selects every namespace (Kubernetes' rule).
+fn selects(selector: Option<&Value>, labels: Option<&Value>) -> Result<bool, String> {
+    let label = |key: &str| labels.and_then(|l| l.get(key)).and_then(Value::as_str);
+    let Some(selector) = selector else {
+        return Ok(true);
+    };
+    if let Some(wanted) = selector.get("matchLabels").and_then(Value::as_object) {
+        for (key, value) in wanted {
+            if label(key) != value.as_str() {
+                return Ok(false);
+            }
+        }
+    }
+    let expressions = selector
+        .get("matchExpressions")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    for e in expressions {
+        let key = text(e, "/key").unwrap_or_default();
+        let values: Vec<&str> = e
+            .get("values")
+            .and_then(Value::as_array)
+            .map(|v| v.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        let have = label(key);
+        let ok = match text(e, "/operator").unwrap_or_default() {
+            "In" => have.is_some_and(|h| values.contains(&h)),
+            "NotIn" => have.is_none_or(|h| !values.contains(&h)),
+            "Exists" => have.is_some(),
+            "DoesNotExist" => have.is_none(),
+            other => return Err(format!("label selector operator {other:?} is not valid")),
+        };
+        if !ok {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
 /// Whether a listener of `gateway` (the one named `section`, or any) takes `route`, of `kind`
-/// from `namespace`, and for which hostnames.
+/// from `from`, and for which hostnames.
 fn allows(
     gateway: &Value,
     section: Option<&str>,
     route: &Value,
-    namespace: &str,
+    from: &From<'_>,
     kind: &str,
 ) -> Result<Hosts, (&'static str, String)> {
+    let namespace = from.namespace;
     let listeners = gateway
         .pointer("/spec/listeners")
         .and_then(Value::as_array)
@@ -194,12 +256,38 @@ fn allows(
     let mut hosts: Vec<String> = Vec::new();
     let mut taken = false;
     for listener in named {
-        let from = text(listener, "/allowedRoutes/namespaces/from").unwrap_or("Same");
-        let namespace_ok = match from {
+        let allowed_from = text(listener, "/allowedRoutes/namespaces/from").unwrap_or("Same");
+        let namespace_ok = match allowed_from {
             "All" => true,
             "Same" => namespace == gateway_namespace,
+            "Selector" => {
+                let selector = listener.pointer("/allowedRoutes/namespaces/selector");
+                match from.labels {
+                    None => {
+                        why = format!(
+                            "allowedRoutes.namespaces.from: Selector, and the labels of namespace {namespace} are not known (hitless needs list and watch on namespaces)"
+                        );
+                        false
+                    }
+                    Some(labels) => match selects(selector, labels) {
+                        Ok(true) => true,
+                        Ok(false) => {
+                            why = format!(
+                                "the listener's namespace selector does not select namespace {namespace}"
+                            );
+                            false
+                        }
+                        Err(invalid) => {
+                            why = format!("allowedRoutes.namespaces.selector: {invalid}");
+                            false
+                        }
+                    },
+                }
+            }
             other => {
-                why = format!("allowedRoutes.namespaces.from: {other} is not supported by hitless (Same or All)");
+                why = format!(
+                    "allowedRoutes.namespaces.from: {other} is not valid (Same, All or Selector)"
+                );
                 false
             }
         };
@@ -243,4 +331,44 @@ fn allows(
         return Err(("NoMatchingListenerHostname", why));
     }
     Err(("NotAllowedByListeners", why))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn label_selectors_select_namespaces_as_kubernetes_does() {
+        let labels = json!({"team": "shop", "env": "prod"});
+        let sel = |v: Value| selects(Some(&v), Some(&labels));
+        assert_eq!(sel(json!({})), Ok(true), "an empty selector selects all");
+        assert_eq!(sel(json!({"matchLabels": {"team": "shop"}})), Ok(true));
+        assert_eq!(
+            sel(json!({"matchLabels": {"team": "shop", "env": "dev"}})),
+            Ok(false)
+        );
+        let expr = |op: &str, values: Value| {
+            sel(json!({"matchExpressions": [{"key": "env", "operator": op, "values": values}]}))
+        };
+        assert_eq!(expr("In", json!(["prod", "staging"])), Ok(true));
+        assert_eq!(expr("In", json!(["dev"])), Ok(false));
+        assert_eq!(expr("NotIn", json!(["dev"])), Ok(true));
+        assert_eq!(expr("NotIn", json!(["prod"])), Ok(false));
+        assert_eq!(expr("Exists", json!([])), Ok(true));
+        assert_eq!(expr("DoesNotExist", json!([])), Ok(false));
+        assert!(expr("Matches", json!([])).is_err());
+        // A namespace without labels: only what needs no label selects it.
+        assert_eq!(
+            selects(Some(&json!({"matchLabels": {"team": "shop"}})), None),
+            Ok(false)
+        );
+        assert_eq!(
+            selects(
+                Some(&json!({"matchExpressions": [{"key": "team", "operator": "DoesNotExist"}]})),
+                None
+            ),
+            Ok(true)
+        );
+    }
 }

@@ -85,7 +85,11 @@ impl Writer {
     }
 
     async fn gateway_api(&self, cluster: &Cluster, built: &Built) {
-        let ours = Ours::new(cluster.of(Kind::GatewayClass), cluster.of(Kind::Gateway));
+        let ours = Ours::new(
+            cluster.of(Kind::GatewayClass),
+            cluster.of(Kind::Gateway),
+            cluster.namespace_labels(),
+        );
         for class in cluster.of(Kind::GatewayClass) {
             let Some(name) = class.pointer("/metadata/name").and_then(Value::as_str) else {
                 continue;

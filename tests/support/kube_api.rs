@@ -75,6 +75,7 @@ fn collection(kind: &str, namespace: &str) -> Option<Collection> {
             "gateway.networking.k8s.io/v1",
             false,
         ),
+        "Namespace" => ("/api/v1", "namespaces", "NamespaceList", "v1", false),
         _ => return None,
     };
     let path = if namespaced {
@@ -266,7 +267,8 @@ fn broadcast(state: &mut State, path: &str, event: Value) {
     });
 }
 
-const KINDS: [&str; 8] = [
+// Namespace last: its path is a prefix of every namespaced one (status patches match by prefix).
+const KINDS: [&str; 9] = [
     "Ingress",
     "Service",
     "Secret",
@@ -275,6 +277,7 @@ const KINDS: [&str; 8] = [
     "HTTPRoute",
     "GRPCRoute",
     "GatewayClass",
+    "Namespace",
 ];
 
 async fn answer(
