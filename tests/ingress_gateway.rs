@@ -593,3 +593,74 @@ async fn a_listener_takes_routes_from_the_namespaces_its_selector_selects() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listeners_hitless_cannot_serve_say_so_in_their_status() {
+    let web = named_upstream("web").await;
+    let api = Api::start(true).await;
+    api.apply(service("web"));
+    api.apply(slice("web", web.addr.port()));
+    api.apply(gateway_class("hitless", "hitless.dev/gateway"));
+    let mut mixed = gateway("mixed", "hitless");
+    mixed["spec"]["listeners"] = json!([
+        {"name": "http", "port": 80, "protocol": "HTTP"},
+        {"name": "secure", "port": 443, "protocol": "HTTPS",
+            "tls": {"certificateRefs": [{"name": "missing-cert"}]}},
+        {"name": "raw", "port": 5432, "protocol": "TCP"}
+    ]);
+    api.apply(mixed);
+    api.apply(http_route("web", "mixed", "/web", "web"));
+    let mut on_tcp = http_route("on-tcp", "mixed", "/tcp", "web");
+    on_tcp["spec"]["parentRefs"][0]["sectionName"] = json!("raw");
+    api.apply(on_tcp);
+
+    // No TLS listener in this controller's config.
+    let hitless = Controller::start(&api, "listeners", None, &[]).await;
+    let client = client();
+    until(&client, hitless.proxy, "gw.example.com", "/web", "web").await;
+    eventually("the listeners' statuses are written", || {
+        api.get("Gateway", "mixed")
+            .is_some_and(|g| g.pointer("/status/listeners/2").is_some())
+    })
+    .await;
+    let gateway = api.get("Gateway", "mixed").unwrap();
+    let listener = |name: &str| {
+        gateway["status"]["listeners"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["name"] == name)
+            .cloned()
+            .unwrap()
+    };
+    let condition = |l: &Value, kind: &str| {
+        l["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == kind)
+            .cloned()
+            .unwrap()
+    };
+    let http = listener("http");
+    assert_eq!(condition(&http, "Programmed")["status"], "True");
+    let raw = listener("raw");
+    assert_eq!(condition(&raw, "Accepted")["reason"], "UnsupportedProtocol");
+    assert_eq!(condition(&raw, "Programmed")["status"], "False");
+    assert_eq!(raw["attachedRoutes"], 0);
+    let secure = listener("secure");
+    let programmed = condition(&secure, "Programmed");
+    assert_eq!(programmed["status"], "False", "{secure}");
+    assert!(programmed["message"]
+        .as_str()
+        .unwrap()
+        .contains("no TLS listener"));
+    // A route attached only to the TCP listener is not served, and says why.
+    let answer = get(&client, hitless.proxy, "gw.example.com", "/tcp").await;
+    assert_eq!((answer.status, answer.body.as_str()), (404, "no ingress"));
+    eventually("the TCP-only route's status", || {
+        route_condition(&api, "HTTPRoute", "on-tcp", "Accepted")
+            .is_some_and(|c| c["reason"] == "NotAllowedByListeners")
+    })
+    .await;
+}

@@ -256,6 +256,13 @@ fn allows(
     let mut hosts: Vec<String> = Vec::new();
     let mut taken = false;
     for listener in named {
+        if !matches!(text(listener, "/protocol"), Some("HTTP" | "HTTPS")) {
+            // TCP, TLS passthrough, UDP: not hitless's (its status says so).
+            if why.is_empty() {
+                why = "the listener's protocol is not HTTP or HTTPS".into();
+            }
+            continue;
+        }
         let allowed_from = text(listener, "/allowedRoutes/namespaces/from").unwrap_or("Same");
         let namespace_ok = match allowed_from {
             "All" => true,

@@ -4,8 +4,10 @@
 //! - an HTTPRoute or GRPCRoute, for each parent Gateway of ours: `Accepted` (false with
 //!   `NotAllowedByListeners`, `NoMatchingParent` or `UnsupportedValue` and the reason) and
 //!   `ResolvedRefs` (false with `BackendNotFound` when a Service is missing);
-//! - a Gateway of ours: `Accepted`, `Programmed`, its listeners' conditions and attached route
-//!   counts, the publish address; a GatewayClass of ours: `Accepted`;
+//! - a Gateway of ours: `Accepted`, `Programmed`, its listeners' conditions (a listener of a
+//!   protocol other than HTTP and HTTPS is not accepted; HTTPS is not programmed without a TLS
+//!   listener in the config) and attached route counts, the publish address; a GatewayClass
+//!   of ours: `Accepted`;
 //! - an Event per setting that differs, is unsupported or refused, and per object rejected,
 //!   once per process (the same finding is not repeated at every change).
 //!
@@ -202,11 +204,55 @@ impl Writer {
             .pointer("/status/listeners")
             .and_then(Value::as_array);
         let mut statuses = Vec::new();
+        // What hitless's own listeners can serve: HTTP always, HTTPS with a TLS listener.
+        let tls_listener = built.config.listener_tls.iter().any(Option::is_some);
         for listener in listeners {
             let name = listener
                 .get("name")
                 .and_then(Value::as_str)
                 .unwrap_or_default();
+            let protocol = listener
+                .get("protocol")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            if !matches!(protocol, "HTTP" | "HTTPS") {
+                // Routes never attach here (`gateway::allows` skips such listeners).
+                let message = "hitless serves HTTP and HTTPS listeners (HTTPRoute, GRPCRoute) only";
+                let old = previous
+                    .and_then(|ls| {
+                        ls.iter()
+                            .find(|l| l.get("name").and_then(Value::as_str) == Some(name))
+                    })
+                    .and_then(|l| l.get("conditions"));
+                statuses.push(json!({
+                    "name": name,
+                    "attachedRoutes": 0,
+                    "supportedKinds": [],
+                    "conditions": merge_times(old, vec![
+                        condition(gateway, "Accepted", false, "UnsupportedProtocol", message),
+                        condition(gateway, "Programmed", false, "Invalid", message),
+                        condition(gateway, "ResolvedRefs", true, "ResolvedRefs", "references resolved"),
+                    ]),
+                }));
+                continue;
+            }
+            let programmed = if protocol == "HTTPS" && !tls_listener {
+                condition(
+                    gateway,
+                    "Programmed",
+                    false,
+                    "Invalid",
+                    "hitless has no TLS listener in its config (listeners[].tls): its routes are served over plain HTTP only",
+                )
+            } else {
+                condition(
+                    gateway,
+                    "Programmed",
+                    true,
+                    "Programmed",
+                    "served by hitless's listeners",
+                )
+            };
             let attached = routes
                 .iter()
                 .filter(|r| built.applied.contains_key(&object_id(r)))
@@ -265,7 +311,7 @@ impl Writer {
                 ],
                 "conditions": merge_times(old, vec![
                     condition(gateway, "Accepted", true, "Accepted", "listener accepted"),
-                    condition(gateway, "Programmed", true, "Programmed", "served by hitless's listeners"),
+                    programmed,
                     refs,
                 ]),
             }));
