@@ -30,6 +30,11 @@ COPY --from=build /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certifica
 COPY --from=build --chown=65532:65532 /rootfs/ /
 COPY --from=build /hitless /usr/local/bin/hitless
 USER 65532:65532
+# mimalloc keeps freed memory for reuse and gives it back only when it allocates again: after a
+# burst of connections closes, RSS would stay at its peak (a memory limit sees that). Purging at
+# once returns it (1,000 idle h2c connections closed: 37.2 -> 15.6 MB) at the same CPU per
+# request (README, Performance).
+ENV MIMALLOC_PURGE_DELAY=0
 EXPOSE 8080 8443 9901
 ENTRYPOINT ["/usr/local/bin/hitless"]
 CMD ["--help"]
