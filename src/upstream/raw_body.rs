@@ -10,7 +10,7 @@ use std::fmt;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use http_body::{Body, Frame, SizeHint};
 
@@ -123,11 +123,20 @@ impl RawBody {
                     return None;
                 }
                 let buf = &conn.buf;
+                // The payload of one chunk (the common case: a read holds one) is split off
+                // the buffer without a copy; the pieces of several are copied together.
+                let mut first: Option<std::ops::Range<usize>> = None;
                 let mut data = BytesMut::new();
                 let mut too_large = false;
                 let trailer = &mut dechunk.trailer;
                 let scanned = dechunk.scanner.scan_with(buf, |part| match part {
-                    Part::Data(range) => data.extend_from_slice(buf.get(range).unwrap_or(&[])),
+                    Part::Data(range) if first.is_none() && data.is_empty() => first = Some(range),
+                    Part::Data(range) => {
+                        if let Some(f) = first.take() {
+                            data.extend_from_slice(buf.get(f).unwrap_or(&[]));
+                        }
+                        data.extend_from_slice(buf.get(range).unwrap_or(&[]));
+                    }
                     Part::Trailer(i) => {
                         if trailer.len() >= MAX_TRAILER_BYTES {
                             too_large = true;
@@ -139,27 +148,38 @@ impl RawBody {
                 if too_large {
                     return Some(Err(BodyError("response trailers too large")));
                 }
-                match scanned {
-                    Err(why) => Some(Err(BodyError(why))),
-                    Ok(None) => {
-                        conn.buf.clear();
-                        (!data.is_empty()).then(|| Ok(Frame::data(data.freeze())))
+                let end = match scanned {
+                    Err(why) => return Some(Err(BodyError(why))),
+                    Ok(end) => end,
+                };
+                // What this read gave: `consumed` bytes of the buffer are the body's.
+                let consumed = end.unwrap_or(conn.buf.len()).min(conn.buf.len());
+                let payload = match first {
+                    Some(range) if range.end <= consumed => {
+                        conn.buf.advance(range.start);
+                        let piece = conn.buf.split_to(range.len()).freeze();
+                        conn.buf.advance(consumed - range.end);
+                        piece
                     }
-                    Ok(Some(end)) => {
-                        let _ = conn.buf.split_to(end.min(conn.buf.len()));
-                        let trailers = match trailer_fields(&dechunk.trailer) {
-                            Ok(fields) => fields,
-                            Err(why) => return Some(Err(BodyError(why))),
-                        };
-                        self.finish(true);
-                        if data.is_empty() {
-                            // Nothing more to pass on but the trailers (or the end).
-                            return trailers.map(|t| Ok(Frame::trailers(t)));
-                        }
-                        self.trailers = trailers;
-                        Some(Ok(Frame::data(data.freeze())))
+                    _ => {
+                        conn.buf.advance(consumed);
+                        data.freeze()
                     }
+                };
+                if end.is_none() {
+                    return (!payload.is_empty()).then(|| Ok(Frame::data(payload)));
                 }
+                let trailers = match trailer_fields(&dechunk.trailer) {
+                    Ok(fields) => fields,
+                    Err(why) => return Some(Err(BodyError(why))),
+                };
+                self.finish(true);
+                if payload.is_empty() {
+                    // Nothing more to pass on but the trailers (or the end).
+                    return trailers.map(|t| Ok(Frame::trailers(t)));
+                }
+                self.trailers = trailers;
+                Some(Ok(Frame::data(payload)))
             }
         }
     }
