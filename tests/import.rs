@@ -39,6 +39,7 @@ fn an_ingress_nginx_shop_becomes_a_valid_config_with_its_routes_in_spec_order() 
             let path = match &r.path {
                 hitless::config::PathMatch::Exact(p) => format!("= {p}"),
                 hitless::config::PathMatch::Prefix(p) => format!("^ {p}"),
+                hitless::config::PathMatch::Regex(r) => format!("~ {}", r.0.as_str()),
             };
             let backend = match &r.action {
                 hitless::config::Action::Forward { backend } => {
@@ -64,6 +65,9 @@ fn an_ingress_nginx_shop_becomes_a_valid_config_with_its_routes_in_spec_order() 
         ("shop/web-r0-p2", Some("shop.example.com"), "= /healthz", "shop-web-http"),
         // app-root: `/` redirects.
         ("shop/docs-app-root-h0", Some("docs.example.com"), "= /", "-"),
+        // The HTTPRoute's RegularExpression match: the whole path must match, ranked as a
+        // prefix as long as the expression.
+        ("shop/search-r0-m1-h0", Some("search.example.com"), "~ ^(?:/v[0-9]+/beta)$", "shop-web-http-2*90 shop-legacy-9000-2*10"),
         ("shop/web-r0-p1", Some("shop.example.com"), "^ /api", "shop-api-https"),
         // rewrite-target's /docs(/|$)(.*) -> /$2 idiom: the /docs prefix, replaced by /.
         ("shop/docs-r0-p0", Some("docs.example.com"), "^ /docs", "shop-web-http-2"),
@@ -101,13 +105,14 @@ fn an_ingress_nginx_shop_becomes_a_valid_config_with_its_routes_in_spec_order() 
         hitless::config::Protocol::Https,
         "from the port's name"
     );
-    let route = &config.routes[6];
+    let named = |name: &str| config.routes.iter().find(|r| r.name == name).unwrap();
+    let route = named("shop/web-r0-p0");
     assert_eq!(route.retry.attempts, 4);
-    let canary = &config.routes[7];
+    let canary = named("shop/search-r1-m0-h0");
     assert_eq!(canary.conditions.headers.len(), 1);
     assert_eq!(canary.conditions.headers[0].0, "x-canary");
     assert_eq!(config.routes[0].conditions.scheme, Some("http"));
-    let docs = &config.routes[4];
+    let docs = named("shop/docs-r0-p0");
     assert_eq!(
         docs.rewrite.as_ref().and_then(|r| r.path.clone()),
         Some(hitless::config::PathReplace::Prefix("/".into()))
@@ -127,7 +132,7 @@ fn an_ingress_nginx_shop_becomes_a_valid_config_with_its_routes_in_spec_order() 
         ]
     );
     // The HTTPRoute's own timeouts and header filter.
-    let search = &config.routes[5];
+    let search = named("shop/search-r0-m0-h0");
     assert_eq!(search.request_headers.add.len(), 1);
     assert_eq!(search.request_timeout, std::time::Duration::from_secs(10));
     assert_eq!(
@@ -157,10 +162,8 @@ fn every_annotation_and_lossy_field_is_reported() {
         outcome_of(&import, "spec.rules[1].http.paths[0].pathType"),
         [Outcome::Differs]
     );
-    assert_eq!(
-        outcome_of(&import, "spec.rules[0].matches[1].path"),
-        [Outcome::Unsupported]
-    );
+    // A RegularExpression path is imported (as `path_regex`): nothing to report.
+    assert_eq!(outcome_of(&import, "spec.rules[0].matches[1].path"), []);
     assert_eq!(outcome_of(&import, "Service/api"), [Outcome::Differs]);
     // A weighted copy is merged into its main route, never imported as a plain route.
     assert_eq!(a("canary"), [Outcome::Maps]);
@@ -182,7 +185,7 @@ fn every_annotation_and_lossy_field_is_reported() {
         "{report}"
     );
     assert!(
-        report.ends_with("7 maps, 6 differs, 4 unsupported, 1 refused\n"),
+        report.ends_with("7 maps, 6 differs, 3 unsupported, 1 refused\n"),
         "{report}"
     );
 }
@@ -263,4 +266,56 @@ fn a_folder_imports_to_exactly_the_expected_config_and_report() {
     );
     assert_eq!(String::from_utf8_lossy(&out.stderr), expected("report.txt"));
     assert_eq!(out.status.code(), Some(1), "the snippet was refused");
+}
+
+#[test]
+fn use_regex_paths_match_as_nginx_matches_them_or_are_reported() {
+    let yaml = r#"
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: api
+  namespace: shop
+  annotations:
+    nginx.ingress.kubernetes.io/use-regex: "true"
+spec:
+  ingressClassName: nginx
+  rules:
+    - host: api.example.com
+      http:
+        paths:
+          - {path: "/v[0-9]+/users/.*", pathType: ImplementationSpecific, backend: {service: {name: web, port: {number: 80}}}}
+          - {path: "/(?=admin)", pathType: ImplementationSpecific, backend: {service: {name: web, port: {number: 80}}}}
+          - {path: /plain, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}
+"#;
+    let import = import_str("api.yaml", yaml).unwrap();
+    let config = hitless::config::Config::from_yaml(&import.config).unwrap();
+    let regexes: Vec<&str> = config
+        .routes
+        .iter()
+        .filter_map(|r| match &r.path {
+            hitless::config::PathMatch::Regex(re) => Some(re.0.as_str()),
+            _ => None,
+        })
+        .collect();
+    // nginx's `location ~* "^/v[0-9]+/users/.*"`: case-insensitive, from the start.
+    assert_eq!(regexes, ["(?i)^/v[0-9]+/users/.*"], "{}", import.config);
+    let re = match &config
+        .routes
+        .iter()
+        .find(|r| r.name.ends_with("-p0"))
+        .unwrap()
+        .path
+    {
+        hitless::config::PathMatch::Regex(re) => re.0.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert!(re.is_match("/V2/Users/7"));
+    assert!(!re.is_match("/x/v2/users/7"));
+    // Look-around is not something hitless can match: reported, left out.
+    assert_eq!(
+        outcome_of(&import, "spec.rules[0].http.paths[1].path"),
+        [Outcome::Unsupported]
+    );
+    assert!(config.routes.iter().any(|r| r.name.ends_with("-p2")));
 }

@@ -576,3 +576,52 @@ routes:
         }
     }
 }
+
+#[tokio::test]
+async fn regular_expression_paths_route_on_both_engines_and_over_http2() {
+    let users = named_upstream("users").await;
+    let web = named_upstream("web").await;
+    let config = render(
+        r#"
+backends:
+  users: {endpoints: ["{users}"]}
+  web: {endpoints: ["{web}"]}
+routes:
+  - name: user-by-id
+    match: {path_regex: "^/api/v[0-9]+/users/[0-9]+$"}
+    backend: users
+  - name: images
+    match: {path_regex: "(?i)^/static/.+\\.(png|jpe?g)$"}
+    respond: {status: 200, body: "image"}
+  - name: web
+    backend: web
+"#,
+        &[
+            ("users", users.addr.to_string()),
+            ("web", web.addr.to_string()),
+        ],
+    );
+    let app = start_proxy(&config).await;
+    let addr = app.traffic_addrs[0];
+    let cases = [
+        ("/api/v1/users/42", "users"),
+        ("/api/v12/users/7", "users"),
+        ("/api/v1/users/42/photos", "web"), // `$`: the whole path
+        ("/api/vx/users/42", "web"),
+        ("/api/v1/users/42?full=1", "users"), // the query is not the path
+        ("/static/a/b.PNG", "image"),
+        ("/static/b.jpeg", "image"),
+        ("/static/b.gif", "web"),
+    ];
+    // HTTP/1.1 (the direct engine) and HTTP/2 (hyper's) choose the same routes.
+    for c in [client(), h2c_client()] {
+        for (path, expected) in cases {
+            let answer = get(&c, addr, "any.example", path).await;
+            assert_eq!(
+                (answer.status, answer.body.as_str()),
+                (200, expected),
+                "{path}"
+            );
+        }
+    }
+}

@@ -262,6 +262,7 @@ pub fn effective_yaml(config: &Config) -> String {
             match &r.path {
                 PathMatch::Prefix(p) => m.insert("path_prefix".into(), json!(p)),
                 PathMatch::Exact(p) => m.insert("path".into(), json!(p)),
+                PathMatch::Regex(r) => m.insert("path_regex".into(), json!(r.0.as_str())),
             };
             conditions_json(&r.conditions, &mut m);
             let mut route = json!({

@@ -291,6 +291,8 @@ pub struct RawMatch {
     pub host: Option<String>,
     pub path_prefix: Option<String>,
     pub path: Option<String>,
+    /// A regular expression the path must match (unanchored unless it says `^`/`$`).
+    pub path_regex: Option<String>,
     /// `http` or `https`: the listener the request came in on (plain or TLS).
     pub scheme: Option<String>,
     /// Exact request method (`GET`).

@@ -561,3 +561,44 @@ fn new_route_keys_survive_the_effective_config_round_trip() {
     assert!(matches!(&c.routes[0].action, Action::Split(s) if s.len() == 2));
     assert!(matches!(&c.routes[1].action, Action::Redirect(r) if r.status.as_u16() == 308));
 }
+
+#[test]
+fn path_regex_is_compiled_bounded_and_exclusive() {
+    let ok =
+        format!("{BASE}routes:\n  - match: {{path_regex: \"^/a/[0-9]+$\"}}\n    backend: api\n");
+    let config = Config::from_yaml(&ok).unwrap();
+    assert!(matches!(&config.routes[0].path, PathMatch::Regex(r) if r.0.is_match("/a/12")));
+    let e = errors(&format!(
+        "{BASE}routes:\n  - match: {{path_regex: \"^/a/(\"}}\n    backend: api\n"
+    ));
+    assert!(
+        e.iter()
+            .any(|e| e.contains("routes[0].match.path_regex: not a valid regular expression")),
+        "{e:?}"
+    );
+    let e = errors(&format!(
+        "{BASE}routes:\n  - match: {{path_regex: \"^/a\", path_prefix: /a}}\n    backend: api\n"
+    ));
+    assert!(
+        e.iter().any(|e| e.contains("routes[0].match: set one of")),
+        "{e:?}"
+    );
+    let long = "a".repeat(2000);
+    let e = errors(&format!(
+        "{BASE}routes:\n  - match: {{path_regex: \"{long}\"}}\n    backend: api\n"
+    ));
+    assert!(e.iter().any(|e| e.contains("longer than 1024")), "{e:?}");
+    // A pattern whose compiled form is too large is refused, not built.
+    let e = errors(&format!(
+        "{BASE}routes:\n  - match: {{path_regex: \"(\\\\w{{50}}){{50}}\"}}\n    backend: api\n"
+    ));
+    assert!(
+        e.iter()
+            .any(|e| e.contains("path_regex: not a valid regular expression")),
+        "{e:?}"
+    );
+    let e = errors(&format!(
+        "{BASE}routes:\n  - match: {{path_regex: \"^/a\"}}\n    rewrite: {{path_prefix: /b}}\n    backend: api\n"
+    ));
+    assert!(e.iter().any(|e| e.contains("regular expression")), "{e:?}");
+}

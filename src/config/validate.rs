@@ -328,6 +328,47 @@ pub enum HostMatch {
 pub enum PathMatch {
     Prefix(String),
     Exact(String),
+    /// `match.path_regex`.
+    Regex(PathRegex),
+}
+
+/// A compiled `match.path_regex` (the `regex` crate: matching in linear time, whatever the
+/// pattern or the path), equal to another when their patterns are.
+#[derive(Debug, Clone)]
+pub struct PathRegex(pub regex::Regex);
+
+impl PartialEq for PathRegex {
+    fn eq(&self, other: &PathRegex) -> bool {
+        self.0.as_str() == other.0.as_str()
+    }
+}
+
+impl Eq for PathRegex {}
+
+/// At most this long a `path_regex`, and this large compiled (bytes): a config cannot make
+/// matching slow or memory large.
+const MAX_REGEX_LEN: usize = 1024;
+const MAX_REGEX_SIZE: usize = 1 << 20;
+
+fn parse_path_regex(errors: &mut Errors, at: &str, pattern: &str) -> PathMatch {
+    let fallback = PathMatch::Prefix("/".into());
+    if pattern.len() > MAX_REGEX_LEN {
+        errors.push(at, format!("longer than {MAX_REGEX_LEN} characters"));
+        return fallback;
+    }
+    match regex::RegexBuilder::new(pattern)
+        .size_limit(MAX_REGEX_SIZE)
+        .dfa_size_limit(MAX_REGEX_SIZE)
+        .build()
+    {
+        Ok(re) => PathMatch::Regex(PathRegex(re)),
+        Err(e) => {
+            let why = e.to_string();
+            let first = why.lines().last().unwrap_or("invalid").trim().to_string();
+            errors.push(at, format!("not a valid regular expression: {first}"));
+            fallback
+        }
+    }
 }
 
 /// What a route does with a request it matches.
@@ -1207,11 +1248,21 @@ const MAX_ROUTE_LIST: usize = 16;
 const MAX_WEIGHT: u64 = 1_000_000;
 
 fn parse_path_match(errors: &mut Errors, base: &str, m: &RawMatch) -> PathMatch {
+    if let Some(pattern) = &m.path_regex {
+        if m.path_prefix.is_some() || m.path.is_some() {
+            errors.push(
+                format!("{base}.match"),
+                "set one of path_prefix, path (exact) or path_regex",
+            );
+            return PathMatch::Prefix("/".into());
+        }
+        return parse_path_regex(errors, &format!("{base}.match.path_regex"), pattern);
+    }
     match (&m.path_prefix, &m.path) {
         (Some(_), Some(_)) => {
             errors.push(
                 format!("{base}.match"),
-                "set either path_prefix or path (exact), not both",
+                "set one of path_prefix, path (exact) or path_regex",
             );
             PathMatch::Prefix("/".into())
         }
@@ -1515,6 +1566,12 @@ fn parse_path_replace(
                 errors.push(
                     path.as_str(),
                     format!("replaces what `match.path_prefix` matched, but this route matches the exact path \"{exact}\": use `path`"),
+                );
+            }
+            if let PathMatch::Regex(re) = matched {
+                errors.push(
+                    path.as_str(),
+                    format!("replaces what `match.path_prefix` matched, but this route matches the regular expression \"{}\": use `path`", re.0.as_str()),
                 );
             }
             Some(PathReplace::Prefix(parse_target_path(errors, &path, p)))
@@ -1884,6 +1941,10 @@ fn shadows(earlier: &RouteConfig, later: &RouteConfig) -> bool {
         }
         (PathMatch::Exact(a), PathMatch::Exact(b)) => a == b,
         (PathMatch::Exact(_), PathMatch::Prefix(_)) => false,
+        // What a regular expression matches is not compared: only `/` surely covers it.
+        (PathMatch::Prefix(a), PathMatch::Regex(_)) => a == "/",
+        (PathMatch::Regex(a), PathMatch::Regex(b)) => a == b,
+        (PathMatch::Regex(_), _) | (PathMatch::Exact(_), PathMatch::Regex(_)) => false,
     };
     // A route with method, header or query conditions lets through what fails them: it
     // covers only routes whose own conditions imply its.

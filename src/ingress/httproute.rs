@@ -17,7 +17,10 @@ use std::collections::BTreeMap;
 use serde_json::{json, Map, Value};
 
 use super::nginx::Settings;
-use super::routes::{backend_entry, matched, note, route_base, route_value, BackendRef, Route};
+use super::routes::{
+    backend_entry, matched, matched_regex, note, regex_problem, route_base, route_value,
+    BackendRef, Route,
+};
 use super::{Note, Outcome};
 use crate::lint::{Inventory, Object};
 
@@ -78,7 +81,19 @@ pub(super) fn translate(
                 continue;
             };
             for (k, host) in hostnames.iter().enumerate() {
-                let (mut matcher, mut rank) = matched(*host, condition.exact, &condition.path);
+                let (mut matcher, mut rank) = if condition.regex {
+                    // `condition` checked the pattern.
+                    let written = condition
+                        .path
+                        .trim_start_matches("^(?:")
+                        .trim_end_matches(")$");
+                    let Ok(found) = matched_regex(*host, &condition.path, written) else {
+                        continue;
+                    };
+                    found
+                } else {
+                    matched(*host, condition.exact, &condition.path)
+                };
                 matcher.extend(condition.extra.clone());
                 (rank.3, rank.4, rank.5) = condition.rank;
                 // GRPCRoutes' rules are `g`: an HTTPRoute of the same name is another object.
@@ -363,6 +378,8 @@ fn targets(
 struct Condition {
     exact: bool,
     path: String,
+    /// `path` is a regular expression (`RegularExpression`, matched whole).
+    regex: bool,
     /// `method`, `headers`, `query` for the route's `match:`.
     extra: Map<String, Value>,
     /// (no method match, negative header count, negative query count): the spec's tie-breakers.
@@ -403,8 +420,20 @@ fn condition(
         let value = path.and_then(|p| text(p, "value")).unwrap_or("/");
         (kind, value.to_string())
     };
-    if kind == "RegularExpression" {
-        unsupported(notes, format!("{field}.path"), "a regular expression");
+    // Gateway API leaves the anchoring to implementations: the whole path must match, as
+    // Envoy's does.
+    let regex = kind == "RegularExpression";
+    let path = if regex { format!("^(?:{path})$") } else { path };
+    if let Some(why) = regex.then(|| regex_problem(&path)).flatten() {
+        note(
+            notes,
+            object,
+            &format!("{field}.path"),
+            Outcome::Unsupported,
+            format!(
+                "a regular expression hitless cannot match ({why}): this match is not imported"
+            ),
+        );
         return None;
     }
     let mut extra = Map::new();
@@ -436,6 +465,7 @@ fn condition(
     Some(Condition {
         exact: kind == "Exact",
         path,
+        regex,
         extra,
         rank: (u8::from(method.is_none()), -headers, -query),
     })

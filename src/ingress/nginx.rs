@@ -51,6 +51,9 @@ pub(super) enum PathPlan {
     /// ingress-nginx's documented idiom, path `/prefix(/|$)(.*)` with `rewrite-target:
     /// /target/$2`: match `prefix` (segment-wise) and replace it with `target`.
     Prefix { prefix: String, rewrite: Value },
+    /// `use-regex`: the path is a regular expression, matched as nginx's `location ~*`:
+    /// case-insensitive, from the start of the path (this pattern, for `match.path_regex`).
+    Pattern(String),
     /// A regular expression hitless cannot match: the path is left out, for this reason.
     Regex(String),
 }
@@ -66,9 +69,7 @@ fn regex_like(path: &str) -> bool {
 pub(super) fn path_plan(settings: &Settings, path: &str) -> PathPlan {
     let Some(target) = &settings.rewrite_target else {
         if settings.use_regex && regex_like(path) {
-            return PathPlan::Regex(format!(
-                "{path:?} is a regular expression (use-regex): hitless matches paths as prefixes or exactly"
-            ));
+            return PathPlan::Pattern(format!("(?i)^{path}"));
         }
         return PathPlan::Literal { rewrite: None };
     };
@@ -288,8 +289,9 @@ fn one(name: &str, text: &str, s: &mut Settings) -> (Outcome, String) {
             s.use_regex = text == "true";
             (
                 Differs,
-                "paths that are regular expressions are reported per path and left out (hitless \
-                 matches prefixes and exact paths)"
+                "paths that are regular expressions match as `path_regex`, case-insensitive from \
+                 the start of the path as nginx's `~*` locations; one hitless cannot match \
+                 (look-around, back-references) is reported per path and left out"
                     .into(),
             )
         }

@@ -69,6 +69,35 @@ pub(super) fn matched(host: Option<&str>, exact: bool, path: &str) -> (Map<Strin
     (matcher, rank(host, exact, path))
 }
 
+/// A route's `match:` for a path given as a regular expression (`pattern`, as hitless will
+/// match it), ranked like a prefix as long as `written` (ingress-nginx orders its
+/// regular-expression locations by length); `Err`: hitless cannot match it (the `regex` crate
+/// has no look-around and no back-references), and why.
+pub(super) fn matched_regex(
+    host: Option<&str>,
+    pattern: &str,
+    written: &str,
+) -> Result<(Map<String, Value>, Rank), String> {
+    if let Some(why) = regex_problem(pattern) {
+        return Err(why);
+    }
+    let mut matcher = Map::new();
+    if let Some(h) = host {
+        matcher.insert("host".into(), json!(h));
+    }
+    matcher.insert("path_regex".into(), json!(pattern));
+    Ok((matcher, rank(host, false, written)))
+}
+
+/// Why hitless cannot match `pattern` as a `path_regex`, if it cannot.
+pub(super) fn regex_problem(pattern: &str) -> Option<String> {
+    let built = regex::RegexBuilder::new(pattern)
+        .size_limit(1 << 20)
+        .build();
+    let why = built.err()?.to_string();
+    Some(why.lines().last().unwrap_or("invalid").trim().to_string())
+}
+
 /// `namespace/name` of an object: the prefix of its routes' names (unique in a cluster).
 pub(super) fn route_base(object: &Object) -> String {
     match &object.namespace {

@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 use serde_json::{json, Map, Value};
 
 use super::nginx::{self, Settings};
-use super::routes::{backend_entry, matched, note, route_base, route_value, BackendRef, Route};
+use super::routes::{
+    backend_entry, matched, matched_regex, note, route_base, route_value, BackendRef, Route,
+};
 use super::{Note, Outcome};
 use crate::lint::{Inventory, Object};
 
@@ -136,9 +138,14 @@ fn ingress(object: &Object, inventory: &Inventory, tls: Tls, out: Out<'_>, notes
                 .get("pathType")
                 .and_then(Value::as_str)
                 .unwrap_or("ImplementationSpecific");
+            let mut pattern = None;
             let (text, rewrite, idiom) = match nginx::path_plan(&settings, written) {
                 nginx::PathPlan::Literal { rewrite } => (written.to_string(), rewrite, false),
                 nginx::PathPlan::Prefix { prefix, rewrite } => (prefix, Some(rewrite), true),
+                nginx::PathPlan::Pattern(regex) => {
+                    pattern = Some(regex);
+                    (written.to_string(), None, true)
+                }
                 nginx::PathPlan::Regex(why) => {
                     note(
                         notes,
@@ -151,7 +158,22 @@ fn ingress(object: &Object, inventory: &Inventory, tls: Tls, out: Out<'_>, notes
                 }
             };
             let exact = kind == "Exact" && !idiom;
-            let (matcher, rank) = matched(host, exact, &text);
+            let (matcher, rank) = match &pattern {
+                None => matched(host, exact, &text),
+                Some(regex) => match matched_regex(host, regex, written) {
+                    Ok(found) => found,
+                    Err(why) => {
+                        note(
+                            notes,
+                            object,
+                            &format!("{field}.path"),
+                            Outcome::Unsupported,
+                            format!("{written:?} (use-regex): a regular expression hitless cannot match ({why})"),
+                        );
+                        continue;
+                    }
+                },
+            };
             if !exact && kind != "Prefix" && !idiom {
                 note(
                     notes,

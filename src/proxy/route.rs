@@ -267,6 +267,7 @@ impl Route {
             && match &self.path {
                 PathMatch::Exact(p) => path == p,
                 PathMatch::Prefix(p) => prefix_matches(p, path),
+                PathMatch::Regex(r) => r.0.is_match(path),
             }
     }
 
@@ -299,7 +300,10 @@ impl Route {
             (PathReplace::Full(full), _) => return full.clone(),
             (PathReplace::Prefix(r), PathMatch::Prefix(p)) => (r, p),
             // Validation refuses a prefix replacement on an exact match: the whole path then.
-            (PathReplace::Prefix(r), PathMatch::Exact(_)) => return r.clone(),
+            // Refused by validation (a prefix replaces what `path_prefix` matched).
+            (PathReplace::Prefix(r), PathMatch::Exact(_) | PathMatch::Regex(_)) => {
+                return r.clone()
+            }
         };
         // Without its trailing slash the prefix leaves "" or "/..." (matching is by segment).
         let rest = path
