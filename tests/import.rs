@@ -319,3 +319,31 @@ spec:
     );
     assert!(config.routes.iter().any(|r| r.name.ends_with("-p2")));
 }
+
+#[test]
+fn an_httproute_regex_cannot_escape_its_anchors() {
+    let yaml = r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: sneaky, namespace: shop}
+spec:
+  hostnames: [a.example.com]
+  rules:
+    - matches:
+        - path: {type: RegularExpression, value: "/x)|(.*"}
+        - path: {type: RegularExpression, value: "/ok/[0-9]+"}
+      backendRefs: [{name: web, port: 80}]
+"#;
+    let import = import_str("route.yaml", yaml).unwrap();
+    // Wrapped as ^(?:...)$ it would compile and match every path: refused as written.
+    assert_eq!(
+        outcome_of(&import, "spec.rules[0].matches[0].path"),
+        [Outcome::Unsupported]
+    );
+    assert!(!import.config.contains("/x)|(.*"), "{}", import.config);
+    assert!(
+        import.config.contains("path_regex: ^(?:/ok/[0-9]+)$"),
+        "{}",
+        import.config
+    );
+}

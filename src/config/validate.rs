@@ -345,20 +345,21 @@ impl PartialEq for PathRegex {
 
 impl Eq for PathRegex {}
 
-/// At most this long a `path_regex`, and this large compiled (bytes): a config cannot make
-/// matching slow or memory large.
+/// At most this long a `path_regex` (bytes), this large compiled, and this much lazy-DFA
+/// cache per thread: a config cannot make matching slow or memory large.
 const MAX_REGEX_LEN: usize = 1024;
 const MAX_REGEX_SIZE: usize = 1 << 20;
+const MAX_REGEX_CACHE: usize = 256 << 10;
 
 fn parse_path_regex(errors: &mut Errors, at: &str, pattern: &str) -> PathMatch {
     let fallback = PathMatch::Prefix("/".into());
     if pattern.len() > MAX_REGEX_LEN {
-        errors.push(at, format!("longer than {MAX_REGEX_LEN} characters"));
+        errors.push(at, format!("longer than {MAX_REGEX_LEN} bytes"));
         return fallback;
     }
     match regex::RegexBuilder::new(pattern)
         .size_limit(MAX_REGEX_SIZE)
-        .dfa_size_limit(MAX_REGEX_SIZE)
+        .dfa_size_limit(MAX_REGEX_CACHE)
         .build()
     {
         Ok(re) => PathMatch::Regex(PathRegex(re)),

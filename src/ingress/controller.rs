@@ -138,7 +138,7 @@ impl Controller {
         tokio::spawn(election.run(leading_tx, shutdown.clone()));
         let mut writer = Writer::new(client.clone(), self.publish_address.clone());
         let mut events = futures_util::stream::select_all(self.watches(&client));
-        tracing::info!(class = %self.class, namespace = self.namespace.as_deref().unwrap_or("(all)"), "ingress controller: watching Ingresses, Gateway API routes, Services and TLS Secrets");
+        tracing::info!(class = %self.class, namespace = self.namespace.as_deref().unwrap_or("(all)"), "ingress controller: watching Ingresses, Gateway API routes, Services, TLS Secrets and Namespaces' labels");
         let mut cluster = Cluster::default();
         let mut apply_at: Option<tokio::time::Instant> = None;
         let mut first_change: Option<tokio::time::Instant> = None;

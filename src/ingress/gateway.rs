@@ -1,12 +1,13 @@
 //! Which Gateway API objects are hitless's: a GatewayClass whose `controllerName` is
 //! [`CONTROLLER`], the Gateways of such a class, and the HTTPRoutes and GRPCRoutes whose
 //! `parentRefs` name one of those Gateways and that the Gateway's listeners allow
-//! (`allowedRoutes`: the route's namespace, `Same` by default or `All`, and its kind) and whose
-//! hostnames meet the listener's `hostname` (a route then serves only the hostnames it shares
-//! with the listeners that take it: one tenant's route cannot claim another's host).
-//! `from: Selector` matches the route's namespace's labels (`matchLabels`, `matchExpressions`)
-//! when the controller can list Namespaces; until it can, such a listener allows no route
-//! from another namespace, and says why.
+//! (`allowedRoutes`: the route's namespace, `Same` by default, `All`, or `Selector` on the
+//! namespace's labels, and its kind) and whose hostnames meet the listener's `hostname` (a
+//! route then serves only the hostnames it shares with the listeners that take it: one
+//! tenant's route cannot claim another's host). A `Selector` listener takes routes only from
+//! namespaces the controller has listed and its selector selects: while Namespaces are not
+//! known (not listed yet, or no permission), or the route's namespace is not among them, it
+//! takes none, and says why. Listeners of other protocols than HTTP and HTTPS take none.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -186,11 +187,12 @@ struct From<'a> {
 }
 
 /// Whether a label selector (`matchLabels`, `matchExpressions`) selects `labels`; `Err` names
-/// what is invalid in it. An empty selector selects every namespace (Kubernetes' rule).
+/// what is invalid in it, as the API server's validation would. An empty selector (`{}`)
+/// selects every namespace; a missing one selects none (Kubernetes' rules).
 fn selects(selector: Option<&Value>, labels: Option<&Value>) -> Result<bool, String> {
     let label = |key: &str| labels.and_then(|l| l.get(key)).and_then(Value::as_str);
-    let Some(selector) = selector else {
-        return Ok(true);
+    let Some(selector) = selector.filter(|s| !s.is_null()) else {
+        return Err("from: Selector needs a selector".into());
     };
     if let Some(wanted) = selector.get("matchLabels").and_then(Value::as_object) {
         for (key, value) in wanted {
@@ -205,14 +207,28 @@ fn selects(selector: Option<&Value>, labels: Option<&Value>) -> Result<bool, Str
         .map(Vec::as_slice)
         .unwrap_or_default();
     for e in expressions {
-        let key = text(e, "/key").unwrap_or_default();
+        let Some(key) = text(e, "/key").filter(|k| !k.is_empty()) else {
+            return Err("a matchExpressions entry has no key".into());
+        };
         let values: Vec<&str> = e
             .get("values")
             .and_then(Value::as_array)
             .map(|v| v.iter().filter_map(Value::as_str).collect())
             .unwrap_or_default();
+        let operator = text(e, "/operator").unwrap_or_default();
+        let needs_values = matches!(operator, "In" | "NotIn");
+        if needs_values == values.is_empty() {
+            return Err(format!(
+                "matchExpressions {key:?}: {operator} {}",
+                if needs_values {
+                    "needs values"
+                } else {
+                    "takes no values"
+                }
+            ));
+        }
         let have = label(key);
-        let ok = match text(e, "/operator").unwrap_or_default() {
+        let ok = match operator {
             "In" => have.is_some_and(|h| values.contains(&h)),
             "NotIn" => have.is_none_or(|h| !values.contains(&h)),
             "Exists" => have.is_some(),
@@ -273,6 +289,14 @@ fn allows(
                     None => {
                         why = format!(
                             "allowedRoutes.namespaces.from: Selector, and the labels of namespace {namespace} are not known (hitless needs list and watch on namespaces)"
+                        );
+                        false
+                    }
+                    Some(None) => {
+                        // Not listed (yet): an exclusion (`NotIn`, `DoesNotExist`) must not
+                        // let it in before its labels are known.
+                        why = format!(
+                            "allowedRoutes.namespaces.from: Selector, and namespace {namespace} is not known yet"
                         );
                         false
                     }
@@ -350,6 +374,8 @@ mod tests {
         let labels = json!({"team": "shop", "env": "prod"});
         let sel = |v: Value| selects(Some(&v), Some(&labels));
         assert_eq!(sel(json!({})), Ok(true), "an empty selector selects all");
+        assert!(selects(None, Some(&labels)).is_err(), "a missing one: none");
+        assert!(selects(Some(&Value::Null), Some(&labels)).is_err());
         assert_eq!(sel(json!({"matchLabels": {"team": "shop"}})), Ok(true));
         assert_eq!(
             sel(json!({"matchLabels": {"team": "shop", "env": "dev"}})),
@@ -364,7 +390,12 @@ mod tests {
         assert_eq!(expr("NotIn", json!(["prod"])), Ok(false));
         assert_eq!(expr("Exists", json!([])), Ok(true));
         assert_eq!(expr("DoesNotExist", json!([])), Ok(false));
-        assert!(expr("Matches", json!([])).is_err());
+        assert!(expr("Matches", json!(["x"])).is_err());
+        // What the API server would refuse is refused, never read as "everything".
+        assert!(expr("NotIn", json!([])).is_err(), "NotIn without values");
+        assert!(expr("In", json!([])).is_err());
+        assert!(expr("Exists", json!(["prod"])).is_err());
+        assert!(sel(json!({"matchExpressions": [{"operator": "Exists"}]})).is_err());
         // A namespace without labels: only what needs no label selects it.
         assert_eq!(
             selects(Some(&json!({"matchLabels": {"team": "shop"}})), None),

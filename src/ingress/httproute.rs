@@ -85,8 +85,9 @@ pub(super) fn translate(
                     // `condition` checked the pattern.
                     let written = condition
                         .path
-                        .trim_start_matches("^(?:")
-                        .trim_end_matches(")$");
+                        .strip_prefix("^(?:")
+                        .and_then(|p| p.strip_suffix(")$"))
+                        .unwrap_or(&condition.path);
                     let Ok(found) = matched_regex(*host, &condition.path, written) else {
                         continue;
                     };
@@ -423,8 +424,12 @@ fn condition(
     // Gateway API leaves the anchoring to implementations: the whole path must match, as
     // Envoy's does.
     let regex = kind == "RegularExpression";
+    // The value alone must be an expression: `/x)|(.*` would escape the anchors once wrapped.
+    let problem = regex
+        .then(|| regex_problem(&path).or_else(|| regex_problem(&format!("^(?:{path})$"))))
+        .flatten();
     let path = if regex { format!("^(?:{path})$") } else { path };
-    if let Some(why) = regex.then(|| regex_problem(&path)).flatten() {
+    if let Some(why) = problem {
         note(
             notes,
             object,

@@ -89,8 +89,12 @@ pub(super) fn matched_regex(
     Ok((matcher, rank(host, false, written)))
 }
 
-/// Why hitless cannot match `pattern` as a `path_regex`, if it cannot.
+/// Why hitless cannot match `pattern` as a `path_regex`, if it cannot (the limits of
+/// `config::validate`: 1,024 bytes, 1 MiB compiled).
 pub(super) fn regex_problem(pattern: &str) -> Option<String> {
+    if pattern.len() > 1024 {
+        return Some("longer than 1024 bytes".into());
+    }
     let built = regex::RegexBuilder::new(pattern)
         .size_limit(1 << 20)
         .build();
