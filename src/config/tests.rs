@@ -74,7 +74,7 @@ routes:
         "routes[0].backend: unknown backend \"web\" (defined: api)",
         "routes[1].match.host: expected a host name",
         "routes[1].match.path_prefix: must start with \"/\"",
-        "routes[2].match: set either path_prefix or path",
+        "routes[2].match: set one of path_prefix, path (exact) or path_regex",
         "routes[3]: a route needs exactly one of `backend`",
     ];
     for prefix in expected_prefixes {
