@@ -203,6 +203,15 @@ impl Writer {
         let previous = gateway
             .pointer("/status/listeners")
             .and_then(Value::as_array);
+        // The conditions a listener shows now (their transition times are kept).
+        let old_conditions = |name: &str| {
+            previous
+                .and_then(|ls| {
+                    ls.iter()
+                        .find(|l| l.get("name").and_then(Value::as_str) == Some(name))
+                })
+                .and_then(|l| l.get("conditions"))
+        };
         let mut statuses = Vec::new();
         // What hitless's own listeners can serve: HTTP always, HTTPS with a TLS listener.
         let tls_listener = built.config.listener_tls.iter().any(Option::is_some);
@@ -218,12 +227,7 @@ impl Writer {
             if !matches!(protocol, "HTTP" | "HTTPS") {
                 // Routes never attach here (`gateway::allows` skips such listeners).
                 let message = "hitless serves HTTP and HTTPS listeners (HTTPRoute, GRPCRoute) only";
-                let old = previous
-                    .and_then(|ls| {
-                        ls.iter()
-                            .find(|l| l.get("name").and_then(Value::as_str) == Some(name))
-                    })
-                    .and_then(|l| l.get("conditions"));
+                let old = old_conditions(name);
                 statuses.push(json!({
                     "name": name,
                     "attachedRoutes": 0,
@@ -296,12 +300,7 @@ impl Writer {
                     "references resolved",
                 ),
             };
-            let old = previous
-                .and_then(|ls| {
-                    ls.iter()
-                        .find(|l| l.get("name").and_then(Value::as_str) == Some(name))
-                })
-                .and_then(|l| l.get("conditions"));
+            let old = old_conditions(name);
             statuses.push(json!({
                 "name": name,
                 "attachedRoutes": attached,
