@@ -12,10 +12,10 @@ mod validate;
 use std::path::Path;
 
 pub use validate::{
-    Action, BackendConfig, Balance, BudgetConfig, Conditions, Config, ConfigError, ConfigErrors,
-    Defaults, Downstream, FixedResponse, HeaderFilter, HealthCheckConfig, HostMatch, OutlierConfig,
-    PathMatch, PathReplace, Protocol, Redirect, RetryOn, RetryPolicy, Rewrite, RouteConfig,
-    Warning, WeightedBackend,
+    compile_path_regex, Action, BackendConfig, Balance, BudgetConfig, Conditions, Config,
+    ConfigError, ConfigErrors, Defaults, Downstream, FixedResponse, HeaderFilter,
+    HealthCheckConfig, HostMatch, OutlierConfig, PathMatch, PathRegex, PathReplace, Protocol,
+    Redirect, RetryOn, RetryPolicy, Rewrite, RouteConfig, Warning, WeightedBackend,
 };
 
 use raw::RawConfig;

@@ -351,23 +351,30 @@ const MAX_REGEX_LEN: usize = 1024;
 const MAX_REGEX_SIZE: usize = 1 << 20;
 const MAX_REGEX_CACHE: usize = 256 << 10;
 
-fn parse_path_regex(errors: &mut Errors, at: &str, pattern: &str) -> PathMatch {
-    let fallback = PathMatch::Prefix("/".into());
+/// `pattern` compiled as a `path_regex`, within the limits above; `Err`: why not (one line).
+/// The one builder: validation and the ingress translation (`ingress/routes.rs`) both use it.
+pub fn compile_path_regex(pattern: &str) -> Result<PathRegex, String> {
     if pattern.len() > MAX_REGEX_LEN {
-        errors.push(at, format!("longer than {MAX_REGEX_LEN} bytes"));
-        return fallback;
+        return Err(format!("longer than {MAX_REGEX_LEN} bytes"));
     }
-    match regex::RegexBuilder::new(pattern)
+    regex::RegexBuilder::new(pattern)
         .size_limit(MAX_REGEX_SIZE)
         .dfa_size_limit(MAX_REGEX_CACHE)
         .build()
-    {
-        Ok(re) => PathMatch::Regex(PathRegex(re)),
-        Err(e) => {
+        .map(PathRegex)
+        .map_err(|e| {
             let why = e.to_string();
-            let first = why.lines().last().unwrap_or("invalid").trim().to_string();
-            errors.push(at, format!("not a valid regular expression: {first}"));
-            fallback
+            let last = why.lines().last().unwrap_or("invalid").trim().to_string();
+            format!("not a valid regular expression: {last}")
+        })
+}
+
+fn parse_path_regex(errors: &mut Errors, at: &str, pattern: &str) -> PathMatch {
+    match compile_path_regex(pattern) {
+        Ok(re) => PathMatch::Regex(re),
+        Err(why) => {
+            errors.push(at, why);
+            PathMatch::Prefix("/".into())
         }
     }
 }

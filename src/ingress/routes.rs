@@ -89,17 +89,10 @@ pub(super) fn matched_regex(
     Ok((matcher, rank(host, false, written)))
 }
 
-/// Why hitless cannot match `pattern` as a `path_regex`, if it cannot (the limits of
-/// `config::validate`: 1,024 bytes, 1 MiB compiled).
+/// Why hitless cannot match `pattern` as a `path_regex`, if it cannot (the config's own
+/// builder and limits).
 pub(super) fn regex_problem(pattern: &str) -> Option<String> {
-    if pattern.len() > 1024 {
-        return Some("longer than 1024 bytes".into());
-    }
-    let built = regex::RegexBuilder::new(pattern)
-        .size_limit(1 << 20)
-        .build();
-    let why = built.err()?.to_string();
-    Some(why.lines().last().unwrap_or("invalid").trim().to_string())
+    crate::config::compile_path_regex(pattern).err()
 }
 
 /// `namespace/name` of an object: the prefix of its routes' names (unique in a cluster).

@@ -400,7 +400,8 @@ pub fn parse(
     })
 }
 
-fn header_line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+/// One `name: value` line of an HTTP/1.1 head (also `stream.rs`'s request heads).
+pub(super) fn header_line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.reserve(name.len() + value.len() + 4);
     out.extend_from_slice(name);
     out.extend_from_slice(b": ");
@@ -460,11 +461,8 @@ impl Transport for RawTry<'_> {
                     out.clear();
                     status_line(out, status);
                     let mut head = ByteHead::new(fields, out);
-                    // The framing this engine relays with (`relay`): a length only when the
-                    // body is delimited by one; no length on a 204 (RFC 9110 8.6).
-                    let length =
-                        matches!(framing, Framing::Length(_) | Framing::Empty) && status != 204;
-                    if !length {
+                    // The framing this engine relays with (`relay`).
+                    if !framing.keeps_length(status) {
                         head.remove("content-length");
                     }
                     headers::rewrite_response(&mut head, request_id);

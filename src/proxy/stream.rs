@@ -16,6 +16,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode};
 use http_body::Body;
 
 use super::attempt::Transport;
+use super::direct::header_line;
 use crate::error::ProxyError;
 use crate::upstream::body::RequestBody;
 use crate::upstream::endpoints::Endpoint;
@@ -72,7 +73,7 @@ impl StreamTry {
         bytes.extend_from_slice(b" HTTP/1.1\r\n");
         for (name, value) in headers {
             if name != CONTENT_LENGTH {
-                line(&mut bytes, name.as_str().as_bytes(), value.as_bytes());
+                header_line(&mut bytes, name.as_str().as_bytes(), value.as_bytes());
             }
         }
         // The length of what is sent, as hyper's client writes it: for a body, a length the
@@ -90,13 +91,6 @@ impl StreamTry {
             head_request: method == Method::HEAD,
         })
     }
-}
-
-fn line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    out.extend_from_slice(name);
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
-    out.extend_from_slice(b"\r\n");
 }
 
 impl Transport for StreamTry {
@@ -124,15 +118,11 @@ impl Transport for StreamTry {
             // `send_raw` returns a head only after `on_head` saw it; a field httparse took
             // but `http` does not is the backend's protocol error, as hyper's client says.
             _ => {
-                return Err(SendError {
-                    error: ProxyError::UpstreamProtocol {
-                        endpoint: endpoint.addr,
-                        reason: "invalid response header".to_string(),
-                    },
-                    reused: false,
-                    request: None,
-                    unread: false,
-                })
+                let error = ProxyError::UpstreamProtocol {
+                    endpoint: endpoint.addr,
+                    reason: "invalid response header".to_string(),
+                };
+                return Err(SendError::raw(error, false, exchange.reused));
             }
         };
         let body = RawBody::new(
@@ -173,8 +163,7 @@ fn response_head(
         let value = HeaderValue::from_bytes(f.value).map_err(|_| ())?;
         headers.append(name, value);
     }
-    let length = matches!(framing, Framing::Length(_) | Framing::Empty) && status != 204;
-    if !length {
+    if !framing.keeps_length(status) {
         headers.remove(CONTENT_LENGTH);
     }
     head.headers = headers;

@@ -58,6 +58,15 @@ pub enum Framing {
     Close,
 }
 
+impl Framing {
+    /// Whether a response's `Content-Length` still delimits its body on the client's side:
+    /// only when a length framed it (or it has none), never on a 204 (RFC 9110 8.6). Both raw
+    /// transports drop it otherwise and frame the body anew.
+    pub fn keeps_length(self, status: u16) -> bool {
+        matches!(self, Framing::Length(_) | Framing::Empty) && status != 204
+    }
+}
+
 /// Finds the end of a chunked body in the bytes that pass through, without changing them, and
 /// rejects what RFC 9112 7.1 does not allow (so that what is relayed is framed exactly one
 /// way): a size line of hex digits (leading zeros allowed) and optional extensions of visible

@@ -85,6 +85,16 @@ pub struct SendError {
 }
 
 impl SendError {
+    /// A failure of a raw exchange (`Backend::send_raw`): the bytes stay the caller's.
+    pub fn raw(error: ProxyError, unread: bool, reused: bool) -> SendError {
+        SendError {
+            error,
+            reused,
+            request: None,
+            unread,
+        }
+    }
+
     /// Nothing was sent: the request comes back for another try.
     pub fn unsent(error: ProxyError, request: Request<RequestBody>) -> SendError {
         SendError {
@@ -185,16 +195,8 @@ pub struct RawExchange {
     pub conn: h1::RawConn,
     pub head: h1::ResponseHead,
     pub lease: Lease,
-}
-
-/// A failure of a raw exchange, as `Backend::send` reports them (the bytes stay the caller's).
-fn raw_failure(error: ProxyError, unread: bool, reused: bool) -> SendError {
-    SendError {
-        error,
-        reused,
-        request: None,
-        unread,
-    }
+    /// The connection was pooled (it had carried an exchange before).
+    pub reused: bool,
 }
 
 /// A response head from an endpoint, with what the exchange tells the caller.
@@ -518,7 +520,7 @@ impl Backend {
         let pool = endpoint.pool.local();
         let (mut conn, reused) = match pool.checkout_raw(addr, options).await {
             Ok(found) => found,
-            Err(error) => return Err(raw_failure(error, false, false)),
+            Err(error) => return Err(SendError::raw(error, false, false)),
         };
         let sent_at = tokio::time::Instant::now();
         let failure = |reused, nothing_back, reset| Failure {
@@ -532,7 +534,7 @@ impl Backend {
             // The upstream had reset the connection before the request went out.
             let unread = proven_unread(failure(reused, true, true));
             let error = ProxyError::UpstreamReset { endpoint: addr };
-            return Err(raw_failure(error, unread, reused));
+            return Err(SendError::raw(error, unread, reused));
         }
         conn.buf.clear();
         let max_head = pool.settings().max_response_header_bytes;
@@ -554,12 +556,17 @@ impl Backend {
             match parsed {
                 Ok(Some(head)) => {
                     conn.buf.advance(head.len);
-                    return Ok(RawExchange { conn, head, lease });
+                    return Ok(RawExchange {
+                        conn,
+                        head,
+                        lease,
+                        reused,
+                    });
                 }
                 Ok(None) => {}
                 Err(h1::HeadError::TooLarge) => {
                     let error = ProxyError::UpstreamHeaderTooLarge { endpoint: addr };
-                    return Err(raw_failure(error, false, reused));
+                    return Err(SendError::raw(error, false, reused));
                 }
                 Err(h1::HeadError::Invalid(reason)) => {
                     let error = ProxyError::UpstreamProtocol {
@@ -568,7 +575,7 @@ impl Backend {
                     };
                     let first = (!reused).then_some(&conn.buf[..]);
                     let error = diagnose_bytes(error, Protocol::Http, first, !reused);
-                    return Err(raw_failure(error, false, reused));
+                    return Err(SendError::raw(error, false, reused));
                 }
             }
             if conn.buf.capacity() - conn.buf.len() < 1024 {
@@ -587,7 +594,7 @@ impl Backend {
             // Closed (or reset) before a whole head: was the request read?
             let unread = proven_unread(failure(reused, had == 0, reset));
             let error = ProxyError::UpstreamReset { endpoint: addr };
-            return Err(raw_failure(error, unread, reused));
+            return Err(SendError::raw(error, unread, reused));
         }
     }
 
