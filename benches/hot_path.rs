@@ -62,10 +62,16 @@ fn bench(c: &mut Criterion) {
     let (router, _backends) = build_router(&config, &metrics, 1);
 
     c.bench_function("route_match_6th_of_8", |b| {
-        b.iter(|| router.find(black_box("api.example.com:443"), black_box("/v1/orders/42")))
+        b.iter(|| {
+            router.find(
+                443,
+                black_box("api.example.com:443"),
+                black_box("/v1/orders/42"),
+            )
+        })
     });
     c.bench_function("route_match_fallthrough", |b| {
-        b.iter(|| router.find(black_box("unknown.example.org"), black_box("/")))
+        b.iter(|| router.find(80, black_box("unknown.example.org"), black_box("/")))
     });
 
     let template = typical_request_headers();
@@ -114,7 +120,7 @@ fn bench(c: &mut Criterion) {
         false,
         &config.downstream,
     );
-    let conn = hitless::proxy::body::ClientConn::new(([10, 1, 2, 3], 40000).into(), "http");
+    let conn = hitless::proxy::body::ClientConn::new(([10, 1, 2, 3], 40000).into(), "http", 80);
     let mut head = b"GET /v1/orders/42?page=2 HTTP/1.1\r\n".to_vec();
     for (k, v) in &template {
         head.extend_from_slice(k.as_str().as_bytes());
@@ -157,7 +163,7 @@ fn bench(c: &mut Criterion) {
         )
     });
 
-    let route = match router.find("api.example.com", "/v1/x") {
+    let route = match router.find(80, "api.example.com", "/v1/x") {
         Some(r) => r.clone(),
         None => panic!("no route"),
     };

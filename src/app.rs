@@ -21,7 +21,7 @@ use tokio_util::task::TaskTracker;
 use crate::admin::{self, AdminState};
 use crate::config::Config;
 use crate::error::ProxyError;
-use crate::inbound::listener::accept_loop;
+use crate::inbound::listener::{accept_loop, Entry};
 use crate::inbound::server::Server;
 use crate::proxy::route::{Route, Router};
 use crate::proxy::Proxy;
@@ -117,6 +117,8 @@ pub struct App {
     listener_tls: Vec<Option<crate::config::tls::ListenerTls>>,
     /// The listeners' addresses as configured at start.
     listener_binds: Vec<SocketAddr>,
+    /// Their public ports as configured at start.
+    listener_ports: Vec<u16>,
 }
 
 impl App {
@@ -181,18 +183,27 @@ impl App {
         for tls in config.listener_tls.iter().flatten() {
             watch_certificates(tls.clone(), shutdown.clone());
         }
-        // Listener i terminates TLS when `listener_tls[i]` says so (tests may bind more).
-        let acceptors: Vec<Option<TlsAcceptor>> = (0..listeners.traffic.len())
-            .map(|i| {
-                config
+        // Listener i terminates TLS when `listener_tls[i]` says so, and its clients reach it
+        // on `listener_ports[i]` (tests may bind more; port 0: the one bound).
+        let entries: Vec<Entry> = traffic_addrs
+            .iter()
+            .enumerate()
+            .map(|(i, bound)| Entry {
+                tls: config
                     .listener_tls
                     .get(i)
                     .and_then(|t| t.as_ref())
-                    .map(|t| TlsAcceptor::from(Arc::clone(&t.server)))
+                    .map(|t| TlsAcceptor::from(Arc::clone(&t.server))),
+                port: config
+                    .listener_ports
+                    .get(i)
+                    .copied()
+                    .filter(|p| *p != 0)
+                    .unwrap_or(bound.port()),
             })
             .collect();
         if workers == 0 {
-            for (listener, tls) in listeners.traffic.into_iter().zip(acceptors) {
+            for (listener, tls) in listeners.traffic.into_iter().zip(entries) {
                 tokio::spawn(accept_loop(
                     listener,
                     Arc::clone(&server),
@@ -215,7 +226,7 @@ impl App {
                     .collect::<io::Result<Vec<_>>>()?;
                 let worker = Worker {
                     index,
-                    listeners: clones.into_iter().zip(acceptors.clone()).collect(),
+                    listeners: clones.into_iter().zip(entries.clone()).collect(),
                     server: Arc::clone(&server),
                     metrics: Arc::clone(&metrics),
                     shutdown: shutdown.clone(),
@@ -269,6 +280,7 @@ impl App {
             connections,
             listener_tls: config.listener_tls.clone(),
             listener_binds: config.listeners.clone(),
+            listener_ports: config.listener_ports.clone(),
         })
     }
 
@@ -316,7 +328,11 @@ impl App {
         // Secret): new handshakes choose among the new set; the sockets stay.
         // Paired by position only while the listeners are those it started with (a changed
         // list needs a restart, as the log says).
-        let same_listeners = config.listeners == self.listener_binds;
+        let same_listeners =
+            config.listeners == self.listener_binds && config.listener_ports == self.listener_ports;
+        if !same_listeners {
+            tracing::warn!("listeners changed in the config: they take effect at the next restart (routes and backends are reloaded now)");
+        }
         let pairs = self.listener_tls.iter().zip(&config.listener_tls);
         for (running, new) in pairs.filter(|_| same_listeners) {
             if let (Some(running), Some(new)) = (running, new) {
@@ -465,7 +481,7 @@ fn start_checks(backends: &[Arc<Backend>], shutdown: &CancellationToken) {
 /// One worker thread: a single-threaded runtime serving the connections it accepts.
 struct Worker {
     index: usize,
-    listeners: Vec<(std::net::TcpListener, Option<TlsAcceptor>)>,
+    listeners: Vec<(std::net::TcpListener, Entry)>,
     server: Arc<Server>,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,

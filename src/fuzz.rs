@@ -37,7 +37,7 @@ fn proxy() -> &'static (Proxy, ClientConn) {
         let metrics = crate::runtime::metrics::Metrics::new(&crate::error::ProxyError::CAUSES);
         let (router, _backends) = crate::app::build_router(&config, &metrics, 1);
         let proxy = Proxy::new(router, Arc::new(metrics), false, &config.downstream);
-        (proxy, ClientConn::new(([10, 0, 0, 1], 1234).into(), "http"))
+        (proxy, ClientConn::new(([10, 0, 0, 1], 1234).into(), "http", 80))
     })
 }
 

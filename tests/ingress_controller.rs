@@ -8,14 +8,13 @@
 
 mod support;
 
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use hyper_util::rt::TokioIo;
-use rustls_pki_types::ServerName;
 use serde_json::{json, Value};
-use support::kube_api::{eventually, service, slice, until, Controller, KubeApi as Api};
+use support::kube_api::{
+    eventually, get_over, handshake, service, slice, tls_secret, until, until_shown, Controller,
+    KubeApi as Api,
+};
 use support::*;
 
 fn ingress(name: &str, class: &str, host: &str, paths: &[(&str, &str)]) -> Value {
@@ -157,78 +156,6 @@ async fn ingress_changes_under_load_drop_nothing() {
     assert_eq!(report.errors(), 0, "{}", report.summary());
 }
 
-/// A `kubernetes.io/tls` Secret in `shop`.
-fn tls_secret(name: &str, cert: &str, key: &str) -> Value {
-    use base64::Engine;
-    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
-    json!({"kind": "Secret", "apiVersion": "v1", "type": "kubernetes.io/tls",
-        "metadata": {"name": name, "namespace": "shop"},
-        "data": {"tls.crt": b64(cert), "tls.key": b64(key)}})
-}
-
-type TlsStream = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
-
-/// A TLS connection to `addr` naming `sni`, trusting `ca`, and the certificate it was shown;
-/// `None` when the certificate shown is not valid for `sni`.
-async fn handshake(
-    ca: &TestCa,
-    addr: SocketAddr,
-    sni: &'static str,
-) -> Option<(TlsStream, Vec<u8>)> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(ca.issuer.der().clone()).unwrap();
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let tls = connector
-        .connect(ServerName::try_from(sni).unwrap(), tcp)
-        .await
-        .ok()?;
-    let shown = tls.get_ref().1.peer_certificates().unwrap()[0].to_vec();
-    Some((tls, shown))
-}
-
-/// Handshake naming `sni` until the certificate shown is `want` (bounded: 20 s).
-async fn until_shown(ca: &TestCa, addr: SocketAddr, sni: &'static str, want: &[u8]) {
-    for _ in 0..400 {
-        if handshake(ca, addr, sni)
-            .await
-            .is_some_and(|(_, shown)| shown == want)
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("{sni}: the wanted certificate is never served");
-}
-
-/// One GET over an established TLS connection; the body.
-async fn get_over(tls: TlsStream, host: &str) -> String {
-    use http_body_util::BodyExt;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let response = sender
-        .send_request(
-            http::Request::get("/")
-                .header("host", host)
-                .body(http_body_util::Empty::<bytes::Bytes>::new())
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    String::from_utf8_lossy(&body).into_owned()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_secrets_are_served_by_sni_and_a_rotation_reaches_new_connections() {
     let web = named_upstream("web").await;
@@ -273,7 +200,7 @@ async fn tls_secrets_are_served_by_sni_and_a_rotation_reaches_new_connections() 
     ));
     until_shown(&ca, tls_proxy, "shop.example.com", second.der()).await;
     // The connection made before the rotation keeps working.
-    assert_eq!(get_over(open, "shop.example.com").await, "web");
+    assert_eq!(get_over(open, "shop.example.com", "/").await, "web");
     // Plain HTTP for a host with TLS: 308 to https (ingress-nginx's ssl-redirect default).
     let moved = get(&client(), hitless.proxy, "shop.example.com", "/cart?x=1").await;
     assert_eq!(moved.status, 308);

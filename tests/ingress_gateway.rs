@@ -14,7 +14,10 @@ mod support;
 use std::net::SocketAddr;
 
 use serde_json::{json, Value};
-use support::kube_api::{eventually, service, slice, until, Controller, KubeApi as Api};
+use support::kube_api::{
+    eventually, get_over, handshake, service, slice, tls_secret, until, until_shown, Controller,
+    KubeApi as Api,
+};
 use support::*;
 use tonic::transport::Channel;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -606,21 +609,25 @@ async fn listeners_hitless_cannot_serve_say_so_in_their_status() {
         {"name": "http", "port": 80, "protocol": "HTTP"},
         {"name": "secure", "port": 443, "protocol": "HTTPS",
             "tls": {"certificateRefs": [{"name": "missing-cert"}]}},
-        {"name": "raw", "port": 5432, "protocol": "TCP"}
+        {"name": "raw", "port": 5432, "protocol": "TCP"},
+        {"name": "alt", "port": 8081, "protocol": "HTTP"}
     ]);
     api.apply(mixed);
     api.apply(http_route("web", "mixed", "/web", "web"));
     let mut on_tcp = http_route("on-tcp", "mixed", "/tcp", "web");
     on_tcp["spec"]["parentRefs"][0]["sectionName"] = json!("raw");
     api.apply(on_tcp);
+    let mut on_alt = http_route("on-alt", "mixed", "/alt", "web");
+    on_alt["spec"]["parentRefs"][0]["sectionName"] = json!("alt");
+    api.apply(on_alt);
 
-    // No TLS listener in this controller's config.
+    // No TLS listener in this controller's config, and only public port 80.
     let hitless = Controller::start(&api, "listeners", None, &[]).await;
     let client = client();
     until(&client, hitless.proxy, "gw.example.com", "/web", "web").await;
     eventually("the listeners' statuses are written", || {
         api.get("Gateway", "mixed")
-            .is_some_and(|g| g.pointer("/status/listeners/2").is_some())
+            .is_some_and(|g| g.pointer("/status/listeners/3").is_some())
     })
     .await;
     let gateway = api.get("Gateway", "mixed").unwrap();
@@ -644,17 +651,47 @@ async fn listeners_hitless_cannot_serve_say_so_in_their_status() {
     };
     let http = listener("http");
     assert_eq!(condition(&http, "Programmed")["status"], "True");
+    // `web` (no sectionName) counts on the listener that takes it only.
+    assert_eq!(http["attachedRoutes"], 1, "{http}");
     let raw = listener("raw");
     assert_eq!(condition(&raw, "Accepted")["reason"], "UnsupportedProtocol");
     assert_eq!(condition(&raw, "Programmed")["status"], "False");
     assert_eq!(raw["attachedRoutes"], 0);
+    // HTTPS on 443, where hitless has no listener (none with TLS in this config).
     let secure = listener("secure");
-    let programmed = condition(&secure, "Programmed");
-    assert_eq!(programmed["status"], "False", "{secure}");
-    assert!(programmed["message"]
+    let accepted = condition(&secure, "Accepted");
+    assert_eq!(accepted["status"], "False", "{secure}");
+    assert_eq!(accepted["reason"], "PortUnavailable");
+    assert!(accepted["message"]
         .as_str()
         .unwrap()
-        .contains("no TLS listener"));
+        .contains("no listener on port 443"));
+    assert_eq!(secure["attachedRoutes"], 0);
+    // A port hitless does not listen on: not served, and the route on it is not either.
+    let alt = listener("alt");
+    assert_eq!(condition(&alt, "Accepted")["reason"], "PortUnavailable");
+    assert_eq!(condition(&alt, "Programmed")["status"], "False");
+    let answer = get(&client, hitless.proxy, "gw.example.com", "/alt").await;
+    assert_eq!((answer.status, answer.body.as_str()), (404, "no ingress"));
+    eventually("the unserved listener's route status", || {
+        route_condition(&api, "HTTPRoute", "on-alt", "Accepted").is_some_and(|c| {
+            c["reason"] == "NotAllowedByListeners"
+                && c["message"].as_str().unwrap().contains("port 8081")
+        })
+    })
+    .await;
+    // The Gateway is accepted (a listener can be served), and says some cannot.
+    let accepted = gateway["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Accepted")
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        (&accepted["status"], &accepted["reason"]),
+        (&json!("True"), &json!("ListenersNotValid"))
+    );
     // A route attached only to the TCP listener is not served, and says why.
     let answer = get(&client, hitless.proxy, "gw.example.com", "/tcp").await;
     assert_eq!((answer.status, answer.body.as_str()), (404, "no ingress"));
@@ -663,4 +700,69 @@ async fn listeners_hitless_cannot_serve_say_so_in_their_status() {
             .is_some_and(|c| c["reason"] == "NotAllowedByListeners")
     })
     .await;
+}
+
+/// A Gateway's listener ports pick hitless's listeners (by `public_port`: 80 plain, 443 TLS
+/// here): a route attached to the HTTPS listener is served on the TLS listener only, with the
+/// certificate that listener names; a route attached to both is served on each for the
+/// hostnames that listener takes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listener_ports_choose_where_routes_are_served() {
+    let web = named_upstream("web").await;
+    let app = named_upstream("app").await;
+    let ca = TestCa::new();
+    let api = Api::start(true).await;
+    for (name, upstream) in [("web", &web), ("app", &app)] {
+        api.apply(service(name));
+        api.apply(slice(name, upstream.addr.port()));
+    }
+    let (cert, key) = ca.leaf(&["secure.example.com"]);
+    api.apply(tls_secret("secure-tls", &cert.pem(), &key.serialize_pem()));
+    api.apply(gateway_class("hitless", "hitless.dev/gateway"));
+    let mut edge = gateway("edge", "hitless");
+    edge["spec"]["listeners"] = json!([
+        {"name": "http", "port": 80, "protocol": "HTTP"},
+        {"name": "https", "port": 443, "protocol": "HTTPS", "hostname": "secure.example.com",
+            "tls": {"certificateRefs": [{"name": "secure-tls"}]}}
+    ]);
+    api.apply(edge);
+    // On the HTTPS listener only.
+    let mut app_route = http_route("app", "edge", "/app", "app");
+    app_route["spec"]["hostnames"] = json!([]);
+    app_route["spec"]["parentRefs"][0]["sectionName"] = json!("https");
+    api.apply(app_route);
+    // On both: any host on port 80, secure.example.com only on 443.
+    let mut web_route = http_route("web", "edge", "/web", "web");
+    web_route["spec"]["hostnames"] = json!([]);
+    api.apply(web_route);
+
+    let hitless = Controller::start(&api, "ports", Some("{self_signed: true}"), &[]).await;
+    let client = client();
+    until(&client, hitless.proxy, "other.example.com", "/web", "web").await;
+    let tls_proxy = hitless.tls_proxy.unwrap();
+    // The listener's certificate, on the TLS listener (verified against the CA).
+    until_shown(&ca, tls_proxy, "secure.example.com", cert.der()).await;
+    let ca = &ca;
+    let over_tls = |path: &'static str| async move {
+        let (tls, _) = handshake(ca, tls_proxy, "secure.example.com")
+            .await
+            .unwrap();
+        get_over(tls, "secure.example.com", path).await
+    };
+    assert_eq!(over_tls("/app").await, "app");
+    assert_eq!(over_tls("/web").await, "web");
+    // Not on the plain listener: the HTTPS listener's route is not served on port 80.
+    let plain = get(&client, hitless.proxy, "secure.example.com", "/app").await;
+    assert_eq!((plain.status, plain.body.as_str()), (404, "no ingress"));
+    let plain = get(&client, hitless.proxy, "secure.example.com", "/web").await;
+    assert_eq!(plain.body, "web");
+    // Each listener counts the routes it takes.
+    let gateway = api.get("Gateway", "edge").unwrap();
+    let attached: Vec<i64> = gateway["status"]["listeners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["attachedRoutes"].as_i64().unwrap())
+        .collect();
+    assert_eq!(attached, [1, 2], "{gateway}");
 }

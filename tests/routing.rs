@@ -625,3 +625,48 @@ routes:
         }
     }
 }
+
+/// `match.listener_ports`: a route serves the listeners of those public ports only, on both
+/// engines (the direct HTTP/1.1 one and hyper's, over HTTP/2).
+#[tokio::test]
+async fn listener_ports_restrict_routes_to_their_listeners() {
+    let admin = named_upstream("admin").await;
+    let web = named_upstream("web").await;
+    let config = render(
+        r#"
+listeners:
+  - {bind: "127.0.0.1:8080", public_port: 80}
+  - {bind: "127.0.0.1:8081", public_port: 9000}
+backends:
+  admin: {endpoints: ["{admin}"]}
+  web: {endpoints: ["{web}"]}
+routes:
+  - name: internal
+    match: {path_prefix: /admin, listener_ports: [9000]}
+    backend: admin
+  - name: web
+    backend: web
+"#,
+        &[
+            ("admin", admin.addr.to_string()),
+            ("web", web.addr.to_string()),
+        ],
+    );
+    let mut config = hitless::config::Config::from_yaml(&config).unwrap();
+    config.access_log = false;
+    // The config's binds stand for these two, in order (public ports 80 and 9000).
+    let listeners = hitless::app::Listeners {
+        traffic: vec![
+            tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+            tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        ],
+        admin: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+    };
+    let app = hitless::app::App::start(&config, listeners).unwrap();
+    let (public, internal) = (app.traffic_addrs[0], app.traffic_addrs[1]);
+    for c in [client(), h2c_client()] {
+        assert_eq!(get(&c, internal, "h", "/admin/users").await.body, "admin");
+        assert_eq!(get(&c, public, "h", "/admin/users").await.body, "web");
+        assert_eq!(get(&c, internal, "h", "/shop").await.body, "web");
+    }
+}

@@ -264,6 +264,9 @@ pub fn effective_yaml(config: &Config) -> String {
                 PathMatch::Exact(p) => m.insert("path".into(), json!(p)),
                 PathMatch::Regex(r) => m.insert("path_regex".into(), json!(r.0.as_str())),
             };
+            if !r.listener_ports.is_empty() {
+                m.insert("listener_ports".into(), json!(r.listener_ports));
+            }
             conditions_json(&r.conditions, &mut m);
             let mut route = json!({
                 "name": r.name,
@@ -342,8 +345,11 @@ pub fn effective_yaml(config: &Config) -> String {
         obj.insert("client".into(), d(c));
     }
     let mut root = json!({
-        "listeners": config.listeners.iter().zip(&config.listener_tls).map(|(l, tls)| {
+        "listeners": config.listeners.iter().zip(&config.listener_tls).zip(&config.listener_ports).map(|((l, tls), port)| {
             let mut v = json!({"bind": l.to_string()});
+            if *port != l.port() {
+                v["public_port"] = json!(port);
+            }
             if let (Some(tls), Some(obj)) = (tls, v.as_object_mut()) {
                 let certs: Vec<Value> = tls.certificates.iter().map(|c| json!({
                     "cert": c.cert.display().to_string(),

@@ -61,6 +61,10 @@ pub struct RawBudget {
 #[serde(deny_unknown_fields)]
 pub struct RawListener {
     pub bind: String,
+    /// The port clients reach this listener on (a Service's `port` in front of it): what a
+    /// Gateway listener's `port` and a route's `match.listener_ports` name. Default: the
+    /// bound port.
+    pub public_port: Option<u16>,
     pub tls: Option<RawListenerTls>,
 }
 
@@ -303,6 +307,9 @@ pub struct RawMatch {
     /// Query parameters that must all be present with these exact values.
     #[serde(default)]
     pub query: Vec<RawNameValue>,
+    /// The listeners the request may arrive on, by their `public_port` (any when empty).
+    #[serde(default)]
+    pub listener_ports: Vec<u16>,
 }
 
 /// `{name: x-env, value: canary}`: one header or query parameter condition.

@@ -602,3 +602,46 @@ fn path_regex_is_compiled_bounded_and_exclusive() {
     ));
     assert!(e.iter().any(|e| e.contains("regular expression")), "{e:?}");
 }
+
+#[test]
+fn listener_ports_name_listeners_by_their_public_port() {
+    let listeners = "listeners:\n  - {bind: \"0.0.0.0:8080\", public_port: 80}\n  - {bind: \"0.0.0.0:8443\", public_port: 443, tls: {self_signed: true}}\n  - {bind: \"0.0.0.0:9000\"}\n";
+    let c = Config::from_yaml(&format!(
+        "{listeners}{BASE}routes:\n  - name: secure\n    match: {{path_prefix: /a, listener_ports: [443, 80, 443]}}\n    backend: api\n  - name: a\n    match: {{path_prefix: /a/b, listener_ports: [80]}}\n    backend: api\n  - name: internal\n    match: {{listener_ports: [9000]}}\n    backend: api\n  - name: all\n    backend: api\n"
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.listener_ports, [80, 443, 9000], "default: the bound port");
+    assert_eq!(c.routes[0].listener_ports, [80, 443], "sorted, once each");
+    // A route shadows a later one only on the later one's ports (`internal` on 9000 shadows
+    // nothing after it; `secure` shadows `a`).
+    let w: Vec<String> = c.warnings().iter().map(|w| w.to_string()).collect();
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].starts_with("warning: routes[1].match: never matches: routes[0]"),
+        "{w:?}"
+    );
+    // The effective config keeps both (and reads back the same).
+    let again = Config::from_yaml(&effective_yaml(&c)).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(again.listener_ports, c.listener_ports);
+    assert_eq!(again.routes[0].listener_ports, [80, 443]);
+
+    // A port no listener has; 0; one public port for a TLS and a plain listener.
+    let e = errors(&format!(
+        "{listeners}{BASE}routes:\n  - match: {{listener_ports: [81]}}\n    backend: api\n"
+    ));
+    assert_eq!(
+        e,
+        ["routes[0].match.listener_ports: no listener has port 81 (theirs: 80, 443, 9000; set listeners[].public_port)"]
+    );
+    let e = errors(&format!(
+        "listeners:\n  - {{bind: \"0.0.0.0:8080\", public_port: 0}}\n{BASE}routes:\n  - backend: api\n"
+    ));
+    assert_eq!(e, ["listeners[0].public_port: must be 1 to 65535"]);
+    let e = errors(&format!(
+        "listeners:\n  - {{bind: \"0.0.0.0:8080\", public_port: 443}}\n  - {{bind: \"0.0.0.0:8443\", public_port: 443, tls: {{self_signed: true}}}}\n{BASE}routes:\n  - backend: api\n"
+    ));
+    assert_eq!(
+        e,
+        ["listeners[1].public_port: port 443 is listeners[0]'s too, and only one of them has TLS"]
+    );
+}

@@ -12,8 +12,8 @@ use bytes::Bytes;
 use http::{HeaderName, HeaderValue, StatusCode};
 
 use super::raw::{
-    RawConfig, RawHeaderFilter, RawHealthCheck, RawMatch, RawOutlier, RawRedirect, RawRespond,
-    RawRetry, RawRewrite, RawRoute, RawWeightedBackend,
+    RawConfig, RawHeaderFilter, RawHealthCheck, RawListener, RawMatch, RawOutlier, RawRedirect,
+    RawRespond, RawRetry, RawRewrite, RawRoute, RawWeightedBackend,
 };
 
 /// Every default in one place.
@@ -176,6 +176,9 @@ pub struct Config {
     pub listeners: Vec<SocketAddr>,
     /// TLS termination per listener (same order as `listeners`).
     pub listener_tls: Vec<Option<super::tls::ListenerTls>>,
+    /// The port clients reach each listener on (same order; `public_port`, default the bound
+    /// port, 0 when bound to port 0 without one: the port the kernel chose).
+    pub listener_ports: Vec<u16>,
     pub admin: SocketAddr,
     pub downstream: Downstream,
     pub max_response_header_bytes: usize,
@@ -497,6 +500,9 @@ pub struct RouteConfig {
     pub name: String,
     pub host: Option<HostMatch>,
     pub path: PathMatch,
+    /// `match.listener_ports`: the listeners (by public port) the route serves, sorted; empty:
+    /// all. Checked with host and path (the direct HTTP/1.1 path takes such routes too).
+    pub listener_ports: Vec<u16>,
     /// `match.method`, `match.headers`, `match.query`.
     pub conditions: Conditions,
     pub action: Action,
@@ -834,6 +840,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
         listeners.push(SocketAddr::from(([0, 0, 0, 0], 8080)));
     }
     listener_tls.resize(listeners.len(), None);
+    let listener_ports = public_ports(&mut errors, &raw.listeners, &listeners);
     let admin = match raw.admin.as_ref().and_then(|a| a.bind.as_deref()) {
         Some(bind) => parse_bind(&mut errors, "admin.bind", bind),
         None => SocketAddr::from(([127, 0, 0, 1], 9901)),
@@ -1084,6 +1091,20 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
             routes.push(route);
         }
     }
+    for (i, r) in raw.routes.iter().enumerate() {
+        for port in &r.matcher.listener_ports {
+            if !listener_ports.contains(port) {
+                let known: Vec<String> = listener_ports.iter().map(u16::to_string).collect();
+                errors.push(
+                    format!("routes[{i}].match.listener_ports"),
+                    format!(
+                        "no listener has port {port} (theirs: {}; set listeners[].public_port)",
+                        known.join(", ")
+                    ),
+                );
+            }
+        }
+    }
     let mut seen = std::collections::HashSet::new();
     for (i, r) in routes.iter().enumerate() {
         if !seen.insert(r.name.clone()) {
@@ -1111,6 +1132,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
     }
     Ok(Config {
         listener_tls,
+        listener_ports,
         listeners,
         admin,
         downstream,
@@ -1166,6 +1188,15 @@ fn validate_route(
         .as_deref()
         .and_then(|h| parse_host(errors, &format!("{base}.match.host"), h));
     let path = parse_path_match(errors, &base, &r.matcher);
+    let mut listener_ports: Vec<u16> = bounded(
+        errors,
+        &format!("{base}.match.listener_ports"),
+        &r.matcher.listener_ports,
+    )
+    .map(|(_, p)| *p)
+    .collect();
+    listener_ports.sort_unstable();
+    listener_ports.dedup();
     let conditions = parse_conditions(errors, &base, &r.matcher);
     let action = parse_action(errors, &base, r, backends, &path)?;
     let rt = r.timeouts.as_ref();
@@ -1238,6 +1269,7 @@ fn validate_route(
         name,
         host,
         path,
+        listener_ports,
         conditions,
         action,
         request_headers,
@@ -1933,6 +1965,34 @@ fn backend_chain(r: &RouteConfig, b: &BackendConfig, warn: &mut impl FnMut(Strin
     }
 }
 
+/// Each listener's public port: `public_port`, or the bound one. Listeners sharing a public
+/// port (IPv4 and IPv6 binds, say) must agree on TLS: a port is one thing to its clients and
+/// to the Gateways that name it.
+fn public_ports(errors: &mut Errors, raw: &[RawListener], binds: &[SocketAddr]) -> Vec<u16> {
+    let mut ports = Vec::with_capacity(binds.len());
+    for (i, bind) in binds.iter().enumerate() {
+        let port = match raw.get(i).and_then(|l| l.public_port) {
+            Some(0) => {
+                errors.push(format!("listeners[{i}].public_port"), "must be 1 to 65535");
+                bind.port()
+            }
+            Some(p) => p,
+            None => bind.port(),
+        };
+        let is_tls = |k: usize| raw.get(k).is_some_and(|l| l.tls.is_some());
+        if let Some(k) = ports.iter().position(|p| *p == port && port != 0) {
+            if is_tls(k) != is_tls(i) {
+                errors.push(
+                    format!("listeners[{i}].public_port"),
+                    format!("port {port} is listeners[{k}]'s too, and only one of them has TLS"),
+                );
+            }
+        }
+        ports.push(port);
+    }
+    ports
+}
+
 /// Whether `earlier` matches every request that `later` matches.
 fn shadows(earlier: &RouteConfig, later: &RouteConfig) -> bool {
     let host_covers = match (&earlier.host, &later.host) {
@@ -1956,5 +2016,11 @@ fn shadows(earlier: &RouteConfig, later: &RouteConfig) -> bool {
     };
     // A route with method, header or query conditions lets through what fails them: it
     // covers only routes whose own conditions imply its.
-    host_covers && path_covers && earlier.conditions.implied_by(&later.conditions)
+    let ports_cover = earlier.listener_ports.is_empty()
+        || (!later.listener_ports.is_empty()
+            && later
+                .listener_ports
+                .iter()
+                .all(|p| earlier.listener_ports.contains(p)));
+    host_covers && path_covers && ports_cover && earlier.conditions.implied_by(&later.conditions)
 }

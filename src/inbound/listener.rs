@@ -25,14 +25,23 @@ use crate::runtime::metrics::Metrics;
 /// leaves the kernel's queue quickly, and a flood cannot starve the connections already open.
 const ACCEPT_BATCH: usize = 64;
 
+/// What a listener is to its clients: TLS or plain text, and the port they reach it on
+/// (`public_port`: routes may serve some listeners only).
+#[derive(Clone)]
+pub struct Entry {
+    pub tls: Option<TlsAcceptor>,
+    pub port: u16,
+}
+
 pub async fn accept_loop(
     listener: TcpListener,
     server: Arc<Server>,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
-    tls: Option<TlsAcceptor>,
+    entry: Entry,
 ) {
+    let Entry { tls, port } = entry;
     let tls = tls.map(Arc::new);
     let limit = Arc::clone(&server.limit);
     metrics
@@ -65,7 +74,8 @@ pub async fn accept_loop(
                 }
             };
             tracker.spawn(async move {
-                serve(&server, stream, client, shutdown, tls.as_deref(), open).await;
+                let at = Accepted { client, port, open };
+                serve(&server, stream, at, shutdown, tls.as_deref()).await;
             });
         }
         if let Some(e) = error {
@@ -97,26 +107,32 @@ fn accept_batch(listener: &TcpListener, cx: &mut Context<'_>, max: usize) -> Pol
     }
 }
 
+/// One accepted connection: who from, on which public port, and its place in the count.
+struct Accepted {
+    client: SocketAddr,
+    port: u16,
+    open: Open,
+}
+
 /// Serve one accepted connection until it closes, times out, or `shutdown` fires.
 async fn serve(
     server: &Server,
     stream: TcpStream,
-    client: SocketAddr,
+    at: Accepted,
     shutdown: CancellationToken,
     tls: Option<&TlsAcceptor>,
-    open: Open,
 ) {
     let Some(tls) = tls else {
         // The direct loop reads the first bytes either way (it tells HTTP/2's preface from a
         // broken one), and hands everything to hyper when `direct_path` is off.
-        let activity = Arc::new(ClientConn::new(client, "http"));
-        activity.hold(Box::new(open));
+        let activity = Arc::new(ClientConn::new(at.client, "http", at.port));
+        activity.hold(Box::new(at.open));
         return super::h1::serve(server, stream, activity, shutdown).await;
     };
     // The handshake is part of reading the first request head: same timeout.
     // Boxed: the handshake's and the TLS engines' futures are large, and inline they would be
     // in every plain-text connection's task too.
-    Box::pin(serve_tls(server, tls, stream, client, shutdown, open)).await
+    Box::pin(serve_tls(server, tls, stream, at, shutdown)).await
 }
 
 /// A TLS connection: handshake (within the header-read timeout), then the engine ALPN chose.
@@ -124,14 +140,14 @@ async fn serve_tls(
     server: &Server,
     tls: &TlsAcceptor,
     stream: TcpStream,
-    client: SocketAddr,
+    at: Accepted,
     shutdown: CancellationToken,
-    open: Open,
 ) {
+    let client = at.client;
     match tokio::time::timeout(server.header_read, tls.accept(stream)).await {
         Ok(Ok(stream)) => {
-            let activity = Arc::new(ClientConn::new(client, "https"));
-            activity.hold(Box::new(open));
+            let activity = Arc::new(ClientConn::new(client, "https", at.port));
+            activity.hold(Box::new(at.open));
             if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
                 // ALPN chose HTTP/2: hyper's HTTP/2 server only (a broken preface is an
                 // HTTP/2 error, never an HTTP/1.1 answer).

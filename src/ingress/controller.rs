@@ -31,7 +31,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::cluster::{object_id, Built, Change, Cluster, Kind};
-use super::gateway::{Hosts, Ours};
+use super::gateway::{Ours, Port};
 use super::status::Writer;
 use super::{leader, secrets, translate, Note, Outcome};
 use crate::config::discovery::KubernetesDiscovery;
@@ -121,7 +121,7 @@ impl Controller {
             return;
         };
         // Parsed once: every build starts from it. (`Config::load` validated the file.)
-        let base: Value = match serde_saphyr::from_str(&self.base) {
+        let base = match Base::parse(&self.base) {
             Ok(base) => base,
             Err(e) => {
                 tracing::error!(error = %e, "ingress controller: the base config cannot be read");
@@ -283,30 +283,28 @@ impl Controller {
 
     /// The config for the current objects: all together first (the usual case: one
     /// translation, one validation); when that fails, each alone, and the good ones together.
-    fn build(&self, base: &Value, cluster: &Cluster) -> Option<Built> {
+    fn build(&self, base: &Base, cluster: &Cluster) -> Option<Built> {
         let ours = Ours::new(
             cluster.of(Kind::GatewayClass),
             cluster.of(Kind::Gateway),
             cluster.namespace_labels(),
+            base.ports.clone(),
         );
         let mut candidates: Vec<Value> = cluster
             .of(Kind::Ingress)
             .filter(|i| self.is_ours(i))
             .cloned()
             .collect();
+        // Routes are served for the hostnames they share with the listeners that take them,
+        // on those listeners' ports.
+        let mut placements: translate::Placements = BTreeMap::new();
         for route in cluster
             .of(Kind::HttpRoute)
             .chain(cluster.of(Kind::GrpcRoute))
         {
-            match ours.attached(route) {
-                None => {}
-                Some(Hosts::AsWritten) => candidates.push(route.clone()),
-                // Served only for the hostnames it shares with the listeners that take it.
-                Some(Hosts::Only(hosts)) => {
-                    let mut route = route.clone();
-                    route["spec"]["hostnames"] = Value::from(hosts);
-                    candidates.push(route);
-                }
+            if let Some(placement) = ours.placement(route) {
+                placements.insert(object_id(route), placement);
+                candidates.push(route.clone());
             }
         }
         let gateways: Vec<Value> = ours.gateways.iter().map(|g| (*g).clone()).collect();
@@ -320,8 +318,8 @@ impl Controller {
         let mut rejected = BTreeMap::new();
         let mut notes = Vec::new();
         let mut good = candidates;
-        let mut tls = self.certificates(cluster, &good, &gateways, &mut notes);
-        let built = match self.config_for(base, objects(&good), &tls) {
+        let mut tls = self.certificates(cluster, &good, &ours, &mut notes);
+        let built = match self.config_for(base, objects(&good), &placements, &tls) {
             Ok(built) => Ok(built),
             Err(_) => {
                 // Some object breaks the config, alone or with others (two routes of the same
@@ -330,7 +328,7 @@ impl Controller {
                 let mut kept: Vec<Value> = Vec::new();
                 for value in std::mem::take(&mut good) {
                     kept.push(value);
-                    if let Err(e) = self.config_for(base, objects(&kept), &[]) {
+                    if let Err(e) = self.config_for(base, objects(&kept), &placements, &[]) {
                         if let Some(value) = kept.pop() {
                             let id = object_id(&value);
                             tracing::error!(object = %id, error = %e, "ingress controller: object rejected (the others are applied)");
@@ -340,8 +338,8 @@ impl Controller {
                 }
                 good = kept;
                 notes.clear();
-                tls = self.certificates(cluster, &good, &gateways, &mut notes);
-                self.config_for(base, objects(&good), &tls)
+                tls = self.certificates(cluster, &good, &ours, &mut notes);
+                self.config_for(base, objects(&good), &placements, &tls)
             }
         };
         let (config, text, translated) = match built {
@@ -393,16 +391,17 @@ impl Controller {
         })
     }
 
-    /// The certificates the Ingresses' `spec.tls` and our Gateways' listeners name, written as
-    /// files; a Secret that is missing or unusable is reported and left out.
+    /// The certificates the Ingresses' `spec.tls` (for every TLS listener) and our Gateways'
+    /// listeners (for the TLS listener on their port) name, written as files; a Secret that is
+    /// missing or unusable is reported and left out.
     fn certificates(
         &self,
         cluster: &Cluster,
         objects: &[Value],
-        gateways: &[Value],
+        ours: &Ours<'_>,
         notes: &mut Vec<Note>,
     ) -> Vec<Certificate> {
-        let mut wanted: Vec<(String, &str, String, Vec<String>)> = Vec::new();
+        let mut wanted: Vec<Wanted<'_>> = Vec::new();
         for object in objects.iter().filter(|o| o["kind"] == "Ingress") {
             let namespace = object
                 .pointer("/metadata/namespace")
@@ -424,16 +423,31 @@ impl Controller {
                         .map(str::to_string)
                         .collect();
                 }
-                wanted.push((object_id(object), namespace, secret.to_string(), hosts));
+                wanted.push(Wanted {
+                    object: object_id(object),
+                    namespace,
+                    name: secret.to_string(),
+                    hosts,
+                    port: None,
+                });
             }
         }
-        for gateway in gateways {
+        for gateway in ours.gateways.iter().copied() {
             let namespace = gateway
                 .pointer("/metadata/namespace")
                 .and_then(Value::as_str)
                 .unwrap_or("default");
             let listeners = gateway.pointer("/spec/listeners").and_then(Value::as_array);
-            for listener in listeners.into_iter().flatten() {
+            // A listener hitless cannot serve loads nothing (its status says why).
+            for listener in listeners
+                .into_iter()
+                .flatten()
+                .filter(|l| ours.fit(l).is_ok())
+            {
+                let port = listener
+                    .get("port")
+                    .and_then(Value::as_u64)
+                    .and_then(|p| u16::try_from(p).ok());
                 let refs = listener
                     .pointer("/tls/certificateRefs")
                     .and_then(Value::as_array);
@@ -457,18 +471,26 @@ impl Controller {
                                       not read by hitless): refused"
                                 .into(),
                         }),
-                        _ => wanted.push((
-                            object_id(gateway),
+                        _ => wanted.push(Wanted {
+                            object: object_id(gateway),
                             namespace,
-                            name.to_string(),
-                            hosts.clone(),
-                        )),
+                            name: name.to_string(),
+                            hosts: hosts.clone(),
+                            port,
+                        }),
                     }
                 }
             }
         }
         let mut out: Vec<Certificate> = Vec::new();
-        for (object, namespace, name, hosts) in wanted {
+        for Wanted {
+            object,
+            namespace,
+            name,
+            hosts,
+            port,
+        } in wanted
+        {
             let mut problem = |message: String| {
                 notes.push(Note {
                     object: object.clone(),
@@ -514,33 +536,35 @@ impl Controller {
                 problem(format!("unusable certificate: {why}"));
                 continue;
             }
-            match out.iter_mut().find(|c| c.files == files) {
+            match out.iter_mut().find(|c| c.files == files && c.port == port) {
                 Some(c) => c.hosts.extend(hosts),
-                None => out.push(Certificate { files, hosts }),
+                None => out.push(Certificate { files, hosts, port }),
             }
         }
         out
     }
 
-    /// Translate `objects` (Ingresses, routes, and the Services that resolve their ports) over
-    /// the base config, with `certificates` added to its TLS listeners; the config, its text,
-    /// and the report's notes.
+    /// Translate `objects` (Ingresses, routes served where `placements` say, and the Services
+    /// that resolve their ports) over the base config, with `certificates` added to its TLS
+    /// listeners; the config, its text, and the report's notes.
     fn config_for(
         &self,
-        base: &Value,
+        base: &Base,
         objects: Vec<crate::lint::Object>,
+        placements: &translate::Placements,
         certificates: &[Certificate],
     ) -> Result<(Config, String, Vec<Note>), String> {
-        let mut base = base.clone();
-        let Some(root) = base.as_object_mut() else {
+        let https = base.ports.iter().any(|p| p.tls);
+        let mut value = base.value.clone();
+        let Some(root) = value.as_object_mut() else {
             return Err("the base config is not a mapping".into());
         };
-        let https = root
-            .get("listeners")
-            .and_then(Value::as_array)
-            .is_some_and(|ls| ls.iter().any(|l| l.get("tls").is_some()));
         let mut notes = Vec::new();
-        let imported = translate::config(&objects, translate::Tls::Secrets(https), &mut notes);
+        let serving = translate::Serving {
+            tls: translate::Tls::Secrets(https),
+            placements,
+        };
+        let imported = translate::config(&objects, &serving, &mut notes);
         let mut backends = imported
             .get("backends")
             .and_then(Value::as_object)
@@ -578,29 +602,64 @@ impl Controller {
             routes.extend(own.iter().cloned());
         }
         root.insert("routes".into(), Value::Array(routes));
-        add_certificates(root, certificates);
-        let yaml = serde_saphyr::to_string(&base).map_err(|e| e.to_string())?;
+        add_certificates(root, &base.ports, certificates);
+        let yaml = serde_saphyr::to_string(&value).map_err(|e| e.to_string())?;
         let config = Config::from_yaml(&yaml).map_err(|e| e.to_string())?;
         Ok((config, yaml, notes))
     }
 }
 
-/// One Secret's files and the host names it serves.
+/// The base config file: as a value each build starts from, and its listeners.
+struct Base {
+    value: Value,
+    ports: Vec<Port>,
+}
+
+impl Base {
+    fn parse(text: &str) -> Result<Base, String> {
+        let value: Value = serde_saphyr::from_str(text).map_err(|e| e.to_string())?;
+        let config = Config::from_yaml(text).map_err(|e| e.to_string())?;
+        Ok(Base {
+            value,
+            ports: Port::of(&config),
+        })
+    }
+}
+
+/// A Secret a certificate is wanted from: for which object, hosts and port.
+struct Wanted<'a> {
+    object: String,
+    namespace: &'a str,
+    name: String,
+    hosts: Vec<String>,
+    /// A Gateway listener's port: for the TLS listener there only; `None`: every one.
+    port: Option<u16>,
+}
+
+/// One Secret's files and the host names it serves, on the TLS listener of public port
+/// `port` (`None`: on every TLS listener).
 pub(super) struct Certificate {
     files: secrets::Written,
     hosts: Vec<String>,
+    port: Option<u16>,
 }
 
-/// Append `certificates` to every TLS listener of the base config, after its own (the first
-/// stays the default for clients whose SNI names no host).
-fn add_certificates(root: &mut serde_json::Map<String, Value>, certificates: &[Certificate]) {
+/// Append `certificates` to the TLS listeners of the base config (`ports`: their public
+/// ports, in order), after their own (the first stays the default for clients whose SNI names
+/// no host).
+fn add_certificates(
+    root: &mut serde_json::Map<String, Value>,
+    ports: &[Port],
+    certificates: &[Certificate],
+) {
     let Some(listeners) = root.get_mut("listeners").and_then(Value::as_array_mut) else {
         return;
     };
     if !certificates.is_empty() && !listeners.iter().any(|l| l.get("tls").is_some()) {
         tracing::warn!("ingress controller: TLS Secrets are named, but the base config has no TLS listener (listeners[].tls): HTTPS is not served");
     }
-    for listener in listeners {
+    for (i, listener) in listeners.iter_mut().enumerate() {
+        let public = ports.get(i).map(|p| p.port);
         let Some(tls) = listener.get_mut("tls").and_then(Value::as_object_mut) else {
             continue;
         };
@@ -611,7 +670,10 @@ fn add_certificates(root: &mut serde_json::Map<String, Value>, certificates: &[C
         let Some(list) = list.as_array_mut() else {
             continue;
         };
-        for c in certificates {
+        for c in certificates
+            .iter()
+            .filter(|c| c.port.is_none() || c.port == public)
+        {
             list.push(serde_json::json!({
                 "cert": c.files.cert.display().to_string(),
                 "key": c.files.key.display().to_string(),

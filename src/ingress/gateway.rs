@@ -8,6 +8,12 @@
 //! namespaces the controller has listed and its selector selects: while Namespaces are not
 //! known (not listed yet, or no permission), or the route's namespace is not among them, it
 //! takes none, and says why. Listeners of other protocols than HTTP and HTTPS take none.
+//!
+//! A Gateway listener's `port` names one of hitless's listeners by its public port
+//! (`listeners[].public_port`, the Service's port in front of it): an `HTTP` listener needs a
+//! plain one there, `HTTPS` a TLS one; a listener without one takes no route (its status says
+//! `PortUnavailable`). A route is served on the ports of the listeners that take it, each
+//! hostname on the ports whose listeners take it for that hostname ([`Placement`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -38,10 +44,46 @@ pub struct Parent<'a> {
     pub reference: &'a Value,
     /// The Gateway it names, when that is one of ours.
     pub gateway: Option<&'a Value>,
-    /// The hostnames the Gateway takes the route for; `Err(reason, message)`: a Gateway of ours
-    /// that does not take this route.
-    pub allowed: Result<Hosts, (&'static str, String)>,
+    /// The listeners of the Gateway that take the route (at least one); `Err(reason,
+    /// message)`: a Gateway of ours that does not take this route.
+    pub allowed: Result<Vec<Taken<'a>>, (&'static str, String)>,
 }
+
+/// A Gateway listener that takes a route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Taken<'a> {
+    /// The listener's `name`.
+    pub listener: &'a str,
+    pub port: u16,
+    /// The hostnames it takes the route for.
+    pub hosts: Hosts,
+}
+
+/// One of hitless's listeners as Gateway listeners see it: its public port, and TLS or not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Port {
+    pub port: u16,
+    pub tls: bool,
+}
+
+impl Port {
+    /// The listeners of a config (public ports, one entry per listener).
+    pub fn of(config: &crate::config::Config) -> Vec<Port> {
+        config
+            .listener_ports
+            .iter()
+            .zip(&config.listener_tls)
+            .map(|(port, tls)| Port {
+                port: *port,
+                tls: tls.is_some(),
+            })
+            .collect()
+    }
+}
+
+/// Where a route is served: each hostname (`None`: any host) with the public ports it is
+/// served on (empty: every listener of hitless).
+pub type Placement = Vec<(Option<String>, Vec<u16>)>;
 
 /// The hostnames a route is served for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,6 +100,8 @@ pub struct Ours<'a> {
     pub gateways: Vec<&'a Value>,
     /// Each namespace's labels (`metadata.labels`) by name; `None`: not known.
     namespaces: Option<BTreeMap<&'a str, &'a Value>>,
+    /// hitless's own listeners.
+    ports: Vec<Port>,
 }
 
 impl<'a> Ours<'a> {
@@ -65,6 +109,7 @@ impl<'a> Ours<'a> {
         classes: impl IntoIterator<Item = &'a Value>,
         gateways: impl IntoIterator<Item = &'a Value>,
         namespaces: Option<BTreeMap<&'a str, &'a Value>>,
+        ports: Vec<Port>,
     ) -> Ours<'a> {
         let classes: BTreeSet<String> = classes
             .into_iter()
@@ -79,6 +124,57 @@ impl<'a> Ours<'a> {
             classes,
             gateways,
             namespaces,
+            ports,
+        }
+    }
+
+    /// Whether hitless can serve a Gateway listener: `Err((reason, message))` for the
+    /// listener's `Accepted` condition when it cannot (it then takes no route).
+    pub fn fit(&self, listener: &Value) -> Result<(), (&'static str, String)> {
+        let protocol = text(listener, "/protocol").unwrap_or_default();
+        let tls = match protocol {
+            "HTTP" => false,
+            "HTTPS" => true,
+            _ => {
+                // TCP, TLS passthrough, UDP: not hitless's.
+                return Err((
+                    "UnsupportedProtocol",
+                    "hitless serves HTTP and HTTPS listeners (HTTPRoute, GRPCRoute) only".into(),
+                ));
+            }
+        };
+        let port = listener
+            .get("port")
+            .and_then(Value::as_u64)
+            .and_then(|p| u16::try_from(p).ok());
+        let theirs = || {
+            let list: Vec<String> = self
+                .ports
+                .iter()
+                .map(|p| format!("{} ({})", p.port, if p.tls { "HTTPS" } else { "HTTP" }))
+                .collect();
+            list.join(", ")
+        };
+        let Some(port) = port else {
+            return Err(("PortUnavailable", "the listener names no valid port".into()));
+        };
+        match self.ports.iter().find(|p| p.port == port) {
+            None => Err((
+                "PortUnavailable",
+                format!(
+                    "hitless has no listener on port {port} (its ports: {}; a listener's public_port in the config names the port clients use)",
+                    theirs()
+                ),
+            )),
+            Some(p) if p.tls != tls => Err((
+                "PortUnavailable",
+                if tls {
+                    format!("port {port} is a plain-HTTP listener of hitless: HTTPS needs a listener with tls (listeners[].tls)")
+                } else {
+                    format!("port {port} is a TLS listener of hitless: HTTP is not served there")
+                },
+            )),
+            Some(_) => Ok(()),
         }
     }
 
@@ -107,9 +203,9 @@ impl<'a> Ours<'a> {
                     Some(g) => {
                         let labels = self.namespaces.as_ref().map(|n| n.get(namespace).copied());
                         let from = From { namespace, labels };
-                        allows(g, text(r, "/sectionName"), route, &from, kind)
+                        self.allows(g, text(r, "/sectionName"), route, &from, kind)
                     }
-                    None => Ok(Hosts::AsWritten),
+                    None => Ok(Vec::new()),
                 };
                 Parent {
                     reference: r,
@@ -120,25 +216,51 @@ impl<'a> Ours<'a> {
             .collect()
     }
 
-    /// The hostnames the Gateways of ours that take `route` serve it for; `None`: none takes it.
-    pub fn attached(&self, route: &'a Value) -> Option<Hosts> {
-        let mut only: Vec<String> = Vec::new();
-        let mut taken = false;
+    /// Where the Gateways of ours that take `route` serve it; `None`: none takes it.
+    pub fn placement(&self, route: &'a Value) -> Option<Placement> {
+        let written: Vec<Option<String>> =
+            match route.pointer("/spec/hostnames").and_then(Value::as_array) {
+                Some(names) if !names.is_empty() => names
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .map(|n| Some(n.to_string()))
+                    .collect(),
+                _ => vec![None],
+            };
+        let mut placement: Placement = Vec::new();
+        let mut add = |host: Option<String>, port: u16| match placement
+            .iter_mut()
+            .find(|(h, _)| *h == host)
+        {
+            Some((_, ports)) if ports.contains(&port) => {}
+            Some((_, ports)) => ports.push(port),
+            None => placement.push((host, vec![port])),
+        };
         for parent in self.parents(route) {
-            match (parent.gateway, parent.allowed) {
-                (Some(_), Ok(Hosts::AsWritten)) => return Some(Hosts::AsWritten),
-                (Some(_), Ok(Hosts::Only(hosts))) => {
-                    taken = true;
-                    for h in hosts {
-                        if !only.contains(&h) {
-                            only.push(h);
-                        }
-                    }
+            let (Some(_), Ok(taken)) = (parent.gateway, parent.allowed) else {
+                continue;
+            };
+            for t in taken {
+                match t.hosts {
+                    Hosts::AsWritten => written.iter().for_each(|h| add(h.clone(), t.port)),
+                    Hosts::Only(hosts) => hosts.into_iter().for_each(|h| add(Some(h), t.port)),
                 }
-                _ => {}
             }
         }
-        taken.then_some(Hosts::Only(only))
+        if placement.is_empty() {
+            return None;
+        }
+        // On every port hitless listens on: no port condition to write.
+        let mut all: Vec<u16> = self.ports.iter().map(|p| p.port).collect();
+        all.sort_unstable();
+        all.dedup();
+        for (_, ports) in &mut placement {
+            ports.sort_unstable();
+            if *ports == all {
+                ports.clear();
+            }
+        }
+        Some(placement)
     }
 }
 
@@ -242,126 +364,130 @@ fn selects(selector: Option<&Value>, labels: Option<&Value>) -> Result<bool, Str
     Ok(true)
 }
 
-/// Whether a listener of `gateway` (the one named `section`, or any) takes `route`, of `kind`
-/// from `from`, and for which hostnames.
-fn allows(
-    gateway: &Value,
-    section: Option<&str>,
-    route: &Value,
-    from: &From<'_>,
-    kind: &str,
-) -> Result<Hosts, (&'static str, String)> {
-    let namespace = from.namespace;
-    let listeners = gateway
-        .pointer("/spec/listeners")
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or_default();
-    let named: Vec<&Value> = listeners
-        .iter()
-        .filter(|l| section.is_none_or(|s| text(l, "/name") == Some(s)))
-        .collect();
-    if named.is_empty() {
-        return Err((
-            "NoMatchingParent",
-            format!("the Gateway has no listener {:?}", section.unwrap_or("")),
-        ));
-    }
-    let gateway_namespace = text(gateway, "/metadata/namespace").unwrap_or_default();
-    let mut why = String::new();
-    let mut hosts: Vec<String> = Vec::new();
-    let mut taken = false;
-    for listener in named {
-        if !matches!(text(listener, "/protocol"), Some("HTTP" | "HTTPS")) {
-            // TCP, TLS passthrough, UDP: not hitless's (its status says so).
-            if why.is_empty() {
-                why = "the listener's protocol is not HTTP or HTTPS".into();
-            }
-            continue;
+impl<'a> Ours<'a> {
+    /// Which listeners of `gateway` (the one named `section`, or any) take `route`, of `kind` from
+    /// `from`, and for which hostnames.
+    fn allows(
+        &self,
+        gateway: &'a Value,
+        section: Option<&str>,
+        route: &Value,
+        from: &From<'_>,
+        kind: &str,
+    ) -> Result<Vec<Taken<'a>>, (&'static str, String)> {
+        let namespace = from.namespace;
+        let listeners = gateway
+            .pointer("/spec/listeners")
+            .and_then(Value::as_array)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let named: Vec<&Value> = listeners
+            .iter()
+            .filter(|l| section.is_none_or(|s| text(l, "/name") == Some(s)))
+            .collect();
+        if named.is_empty() {
+            return Err((
+                "NoMatchingParent",
+                format!("the Gateway has no listener {:?}", section.unwrap_or("")),
+            ));
         }
-        let allowed_from = text(listener, "/allowedRoutes/namespaces/from").unwrap_or("Same");
-        let namespace_ok = match allowed_from {
-            "All" => true,
-            "Same" => namespace == gateway_namespace,
-            "Selector" => {
-                let selector = listener.pointer("/allowedRoutes/namespaces/selector");
-                match from.labels {
-                    None => {
-                        why = format!(
+        let gateway_namespace = text(gateway, "/metadata/namespace").unwrap_or_default();
+        let mut why = String::new();
+        let mut taken: Vec<Taken<'a>> = Vec::new();
+        for listener in named {
+            if let Err((_, message)) = self.fit(listener) {
+                // Its status says so.
+                if why.is_empty() {
+                    why = format!("the listener is not served: {message}");
+                }
+                continue;
+            }
+            let port = listener
+                .get("port")
+                .and_then(Value::as_u64)
+                .and_then(|p| u16::try_from(p).ok())
+                .unwrap_or_default();
+            let name = text(listener, "/name").unwrap_or_default();
+            let allowed_from = text(listener, "/allowedRoutes/namespaces/from").unwrap_or("Same");
+            let namespace_ok = match allowed_from {
+                "All" => true,
+                "Same" => namespace == gateway_namespace,
+                "Selector" => {
+                    let selector = listener.pointer("/allowedRoutes/namespaces/selector");
+                    match from.labels {
+                        None => {
+                            why = format!(
                             "allowedRoutes.namespaces.from: Selector, and the labels of namespace {namespace} are not known (hitless needs list and watch on namespaces)"
                         );
-                        false
-                    }
-                    Some(None) => {
-                        // Not listed (yet): an exclusion (`NotIn`, `DoesNotExist`) must not
-                        // let it in before its labels are known.
-                        why = format!(
+                            false
+                        }
+                        Some(None) => {
+                            // Not listed (yet): an exclusion (`NotIn`, `DoesNotExist`) must not
+                            // let it in before its labels are known.
+                            why = format!(
                             "allowedRoutes.namespaces.from: Selector, and namespace {namespace} is not known yet"
                         );
-                        false
-                    }
-                    Some(labels) => match selects(selector, labels) {
-                        Ok(true) => true,
-                        Ok(false) => {
-                            why = format!(
+                            false
+                        }
+                        Some(labels) => match selects(selector, labels) {
+                            Ok(true) => true,
+                            Ok(false) => {
+                                why = format!(
                                 "the listener's namespace selector does not select namespace {namespace}"
                             );
-                            false
-                        }
-                        Err(invalid) => {
-                            why = format!("allowedRoutes.namespaces.selector: {invalid}");
-                            false
-                        }
-                    },
+                                false
+                            }
+                            Err(invalid) => {
+                                why = format!("allowedRoutes.namespaces.selector: {invalid}");
+                                false
+                            }
+                        },
+                    }
                 }
-            }
-            other => {
-                why = format!(
+                other => {
+                    why = format!(
                     "allowedRoutes.namespaces.from: {other} is not valid (Same, All or Selector)"
                 );
-                false
-            }
-        };
-        let kinds = listener
-            .pointer("/allowedRoutes/kinds")
-            .and_then(Value::as_array)
-            .filter(|k| !k.is_empty());
-        let kind_ok = kinds.is_none_or(|k| k.iter().any(|k| text(k, "/kind") == Some(kind)));
-        if namespace_ok && kind_ok {
-            match shared_hosts(route, text(listener, "/hostname")) {
-                Hosts::AsWritten => return Ok(Hosts::AsWritten),
-                Hosts::Only(shared) if shared.is_empty() => {
-                    if why.is_empty() {
-                        why = "no hostname of the route is within the listener's hostname".into();
-                    }
-                    continue;
+                    false
                 }
-                Hosts::Only(shared) => {
-                    taken = true;
-                    for h in shared {
-                        if !hosts.contains(&h) {
-                            hosts.push(h);
+            };
+            let kinds = listener
+                .pointer("/allowedRoutes/kinds")
+                .and_then(Value::as_array)
+                .filter(|k| !k.is_empty());
+            let kind_ok = kinds.is_none_or(|k| k.iter().any(|k| text(k, "/kind") == Some(kind)));
+            if namespace_ok && kind_ok {
+                match shared_hosts(route, text(listener, "/hostname")) {
+                    Hosts::Only(shared) if shared.is_empty() => {
+                        if why.is_empty() {
+                            why =
+                                "no hostname of the route is within the listener's hostname".into();
                         }
                     }
-                    continue;
+                    hosts => taken.push(Taken {
+                        listener: name,
+                        port,
+                        hosts,
+                    }),
                 }
+                continue;
+            }
+            if why.is_empty() {
+                why = if namespace_ok {
+                    format!("the listener does not allow {kind}")
+                } else {
+                    format!("the listener allows routes from namespace {gateway_namespace} only")
+                };
             }
         }
-        if why.is_empty() {
-            why = if namespace_ok {
-                format!("the listener does not allow {kind}")
-            } else {
-                format!("the listener allows routes from namespace {gateway_namespace} only")
-            };
+        if !taken.is_empty() {
+            return Ok(taken);
         }
+        if why.starts_with("no hostname") {
+            return Err(("NoMatchingListenerHostname", why));
+        }
+        Err(("NotAllowedByListeners", why))
     }
-    if taken {
-        return Ok(Hosts::Only(hosts));
-    }
-    if why.starts_with("no hostname") {
-        return Err(("NoMatchingListenerHostname", why));
-    }
-    Err(("NotAllowedByListeners", why))
 }
 
 #[cfg(test)]

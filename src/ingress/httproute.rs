@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Map, Value};
 
+use super::gateway::Placement;
 use super::nginx::Settings;
 use super::routes::{
     backend_entry, matched, matched_regex, note, regex_problem, route_base, route_value,
@@ -36,22 +37,38 @@ fn list<'a>(value: Option<&'a Value>, key: &str) -> &'a [Value] {
         .unwrap_or_default()
 }
 
-/// Add the routes of `object` (an HTTPRoute or a GRPCRoute).
+/// Where the routes of one object go.
+pub(super) struct Out<'a> {
+    pub backends: &'a mut BTreeMap<String, Value>,
+    pub routes: &'a mut Vec<Route>,
+}
+
+/// Add the routes of `object` (an HTTPRoute or a GRPCRoute), served where `placement` says
+/// (the controller's: hostnames within its listeners', on their ports), or for its hostnames
+/// as written on every listener.
 pub(super) fn translate(
     object: &Object,
+    placement: Option<&Placement>,
     inventory: &Inventory,
-    backends: &mut BTreeMap<String, Value>,
-    routes: &mut Vec<Route>,
+    out: Out<'_>,
     notes: &mut Vec<Note>,
 ) {
+    let Out { backends, routes } = out;
     if timeouts_inverted(object, notes) {
         return;
     }
     let grpc = object.kind == "GRPCRoute";
     let spec = object.value.get("spec");
-    let hostnames: Vec<Option<&str>> = match list(spec, "hostnames") {
-        [] => vec![None],
-        h => h.iter().map(Value::as_str).collect(),
+    // Each hostname (`None`: any) with the listener ports it is served on (empty: all).
+    let hostnames: Vec<(Option<&str>, &[u16])> = match placement {
+        Some(placement) => placement
+            .iter()
+            .map(|(host, ports)| (host.as_deref(), ports.as_slice()))
+            .collect(),
+        None => match list(spec, "hostnames") {
+            [] => vec![(None, &[][..])],
+            h => h.iter().map(|h| (h.as_str(), &[][..])).collect(),
+        },
     };
     let base = route_base(object);
     for (i, rule) in list(spec, "rules").iter().enumerate() {
@@ -80,7 +97,7 @@ pub(super) fn translate(
             else {
                 continue;
             };
-            for (k, host) in hostnames.iter().enumerate() {
+            for (k, (host, ports)) in hostnames.iter().enumerate() {
                 let (mut matcher, mut rank) = if condition.regex {
                     // `condition` checked the pattern.
                     let written = condition
@@ -96,6 +113,9 @@ pub(super) fn translate(
                     matched(*host, condition.exact, &condition.path)
                 };
                 matcher.extend(condition.extra.clone());
+                if !ports.is_empty() {
+                    matcher.insert("listener_ports".into(), json!(ports));
+                }
                 (rank.3, rank.4, rank.5) = condition.rank;
                 // GRPCRoutes' rules are `g`: an HTTPRoute of the same name is another object.
                 let rule = if grpc { "g" } else { "r" };

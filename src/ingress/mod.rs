@@ -120,7 +120,7 @@ pub fn import_str(file: &str, text: &str) -> Result<Import, LintError> {
 
 fn import_objects(objects: &[crate::lint::Object]) -> Import {
     let mut notes = Vec::new();
-    let config = translate::config(objects, translate::Tls::Files, &mut notes);
+    let config = translate::config(objects, &translate::Serving::files(), &mut notes);
     let yaml = match serde_saphyr::to_string(&config) {
         Ok(text) => text,
         Err(e) => format!("# cannot print: {e}\n"),

@@ -4,10 +4,11 @@
 //! - an HTTPRoute or GRPCRoute, for each parent Gateway of ours: `Accepted` (false with
 //!   `NotAllowedByListeners`, `NoMatchingParent` or `UnsupportedValue` and the reason) and
 //!   `ResolvedRefs` (false with `BackendNotFound` when a Service is missing);
-//! - a Gateway of ours: `Accepted`, `Programmed`, its listeners' conditions (a listener of a
-//!   protocol other than HTTP and HTTPS is not accepted; HTTPS is not programmed without a TLS
-//!   listener in the config) and attached route counts, the publish address; a GatewayClass
-//!   of ours: `Accepted`;
+//! - a Gateway of ours: `Accepted` and `Programmed` (`ListenersNotValid` when a listener
+//!   cannot be served), its listeners' conditions (a protocol other than HTTP and HTTPS:
+//!   `UnsupportedProtocol`; a port where hitless has no listener of that kind:
+//!   `PortUnavailable`; `gateway::Ours::fit` decides) and the routes each listener takes, the
+//!   publish address; a GatewayClass of ours: `Accepted`;
 //! - an Event per setting that differs, is unsupported or refused, and per object rejected,
 //!   once per process (the same finding is not repeated at every change).
 //!
@@ -91,6 +92,7 @@ impl Writer {
             cluster.of(Kind::GatewayClass),
             cluster.of(Kind::Gateway),
             cluster.namespace_labels(),
+            gateway::Port::of(&built.config),
         );
         for class in cluster.of(Kind::GatewayClass) {
             let Some(name) = class.pointer("/metadata/name").and_then(Value::as_str) else {
@@ -213,61 +215,48 @@ impl Writer {
                 .and_then(|l| l.get("conditions"))
         };
         let mut statuses = Vec::new();
-        // What hitless's own listeners can serve: HTTP always, HTTPS with a TLS listener.
-        let tls_listener = built.config.listener_tls.iter().any(Option::is_some);
         for listener in listeners {
             let name = listener
                 .get("name")
                 .and_then(Value::as_str)
                 .unwrap_or_default();
-            let protocol = listener
-                .get("protocol")
-                .and_then(Value::as_str)
-                .unwrap_or_default();
-            if !matches!(protocol, "HTTP" | "HTTPS") {
-                // Routes never attach here (`gateway::allows` skips such listeners).
-                let message = "hitless serves HTTP and HTTPS listeners (HTTPRoute, GRPCRoute) only";
+            if let Err((reason, message)) = ours.fit(listener) {
+                // Routes never attach here (`Ours::allows` skips such listeners).
+                let kinds = if reason == "UnsupportedProtocol" {
+                    json!([])
+                } else {
+                    supported_kinds()
+                };
                 let old = old_conditions(name);
                 statuses.push(json!({
                     "name": name,
                     "attachedRoutes": 0,
-                    "supportedKinds": [],
+                    "supportedKinds": kinds,
                     "conditions": merge_times(old, vec![
-                        condition(gateway, "Accepted", false, "UnsupportedProtocol", message),
-                        condition(gateway, "Programmed", false, "Invalid", message),
+                        condition(gateway, "Accepted", false, reason, &message),
+                        condition(gateway, "Programmed", false, "Invalid", &message),
                         condition(gateway, "ResolvedRefs", true, "ResolvedRefs", "references resolved"),
                     ]),
                 }));
                 continue;
             }
-            let programmed = if protocol == "HTTPS" && !tls_listener {
-                condition(
-                    gateway,
-                    "Programmed",
-                    false,
-                    "Invalid",
-                    "hitless has no TLS listener in its config (listeners[].tls): its routes are served over plain HTTP only",
-                )
-            } else {
-                condition(
-                    gateway,
-                    "Programmed",
-                    true,
-                    "Programmed",
-                    "served by hitless's listeners",
-                )
-            };
+            let programmed = condition(
+                gateway,
+                "Programmed",
+                true,
+                "Programmed",
+                "served by hitless's listener on this port",
+            );
+            // Routes applied that this very listener takes.
             let attached = routes
                 .iter()
                 .filter(|r| built.applied.contains_key(&object_id(r)))
                 .filter(|r| {
                     ours.parents(r).iter().any(|p| {
                         p.gateway.is_some_and(|g| object_id(g) == id)
-                            && p.allowed.is_ok()
-                            && p.reference
-                                .get("sectionName")
-                                .and_then(Value::as_str)
-                                .is_none_or(|s| s == name)
+                            && p.allowed
+                                .as_ref()
+                                .is_ok_and(|taken| taken.iter().any(|t| t.listener == name))
                     })
                 })
                 .count();
@@ -304,10 +293,7 @@ impl Writer {
             statuses.push(json!({
                 "name": name,
                 "attachedRoutes": attached,
-                "supportedKinds": [
-                    {"group": gateway::GROUP, "kind": "HTTPRoute"},
-                    {"group": gateway::GROUP, "kind": "GRPCRoute"},
-                ],
+                "supportedKinds": supported_kinds(),
                 "conditions": merge_times(old, vec![
                     condition(gateway, "Accepted", true, "Accepted", "listener accepted"),
                     programmed,
@@ -315,11 +301,55 @@ impl Writer {
                 ]),
             }));
         }
+        // Gateway API: `ListenersNotValid` when some listener cannot be served (still
+        // accepted while one can).
+        let served = listeners.iter().filter(|l| ours.fit(l).is_ok()).count();
+        let conditions = if served == listeners.len() {
+            vec![
+                condition(
+                    gateway,
+                    "Accepted",
+                    true,
+                    "Accepted",
+                    "hitless serves this Gateway",
+                ),
+                condition(
+                    gateway,
+                    "Programmed",
+                    true,
+                    "Programmed",
+                    "routes applied to hitless's listeners",
+                ),
+            ]
+        } else {
+            let message = format!(
+                "{} of {} listeners cannot be served by hitless (see their conditions)",
+                listeners.len().saturating_sub(served),
+                listeners.len()
+            );
+            vec![
+                condition(
+                    gateway,
+                    "Accepted",
+                    served > 0,
+                    "ListenersNotValid",
+                    &message,
+                ),
+                if served > 0 {
+                    condition(
+                        gateway,
+                        "Programmed",
+                        true,
+                        "Programmed",
+                        "routes applied to hitless's listeners that can serve them",
+                    )
+                } else {
+                    condition(gateway, "Programmed", false, "Invalid", &message)
+                },
+            ]
+        };
         let mut status = json!({
-            "conditions": merge_times(gateway.pointer("/status/conditions"), vec![
-                condition(gateway, "Accepted", true, "Accepted", "hitless serves this Gateway"),
-                condition(gateway, "Programmed", true, "Programmed", "routes applied to hitless's listeners (ports come from its config)"),
-            ]),
+            "conditions": merge_times(gateway.pointer("/status/conditions"), conditions),
             "listeners": statuses,
         });
         if let Some(address) = &self.publish_address {
@@ -575,4 +605,12 @@ fn reference(object: &Value) -> ObjectReference {
         resource_version: text("/metadata/resourceVersion"),
         field_path: None,
     }
+}
+
+/// The route kinds an HTTP or HTTPS listener of hitless takes.
+fn supported_kinds() -> Value {
+    json!([
+        {"group": gateway::GROUP, "kind": "HTTPRoute"},
+        {"group": gateway::GROUP, "kind": "GRPCRoute"},
+    ])
 }

@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Map, Value};
 
+use super::cluster::object_id;
+use super::gateway::Placement;
 use super::nginx::{self, Settings};
 use super::routes::{
     backend_entry, matched, matched_regex, note, route_base, route_value, BackendRef, Route,
@@ -34,7 +36,29 @@ pub(super) enum Tls {
     Secrets(bool),
 }
 
-pub(super) fn config(objects: &[Object], tls: Tls, notes: &mut Vec<Note>) -> Value {
+/// Where each Gateway API route of the controller is served (by object id: `HTTPRoute/ns/name`).
+pub(super) type Placements = BTreeMap<String, Placement>;
+
+/// What the config being written serves: how TLS is served, and where the controller places
+/// Gateway API routes (a route without a placement: its hostnames as written, every listener).
+pub(super) struct Serving<'a> {
+    pub tls: Tls,
+    pub placements: &'a Placements,
+}
+
+impl Serving<'_> {
+    /// `hitless import`: certificate files, routes as written.
+    pub fn files() -> Serving<'static> {
+        static NONE: Placements = BTreeMap::new();
+        Serving {
+            tls: Tls::Files,
+            placements: &NONE,
+        }
+    }
+}
+
+pub(super) fn config(objects: &[Object], serving: &Serving<'_>, notes: &mut Vec<Note>) -> Value {
+    let tls = serving.tls;
     let inventory = Inventory::new(objects);
     let mut backends: BTreeMap<String, Value> = BTreeMap::new();
     let mut routes: Vec<Route> = Vec::new();
@@ -48,7 +72,12 @@ pub(super) fn config(objects: &[Object], tls: Tls, notes: &mut Vec<Note>) -> Val
             };
             ingress(object, &inventory, tls, out, notes);
         } else if object.is(&["gateway.networking.k8s.io"], &["HTTPRoute", "GRPCRoute"]) {
-            super::httproute::translate(object, &inventory, &mut backends, &mut routes, notes);
+            let placement = serving.placements.get(&object_id(&object.value));
+            let out = super::httproute::Out {
+                backends: &mut backends,
+                routes: &mut routes,
+            };
+            super::httproute::translate(object, placement, &inventory, out, notes);
         }
     }
     for (k, canary) in canaries.into_iter().enumerate() {

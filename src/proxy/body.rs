@@ -33,6 +33,8 @@ pub struct ClientConn {
     pub ip_header: HeaderValue,
     /// `http` or `https`: how the client reached hitless.
     pub scheme: &'static str,
+    /// The public port of the listener it came in on (`listeners[].public_port`).
+    pub port: u16,
     /// Requests whose response has not finished.
     pub in_flight: AtomicU32,
     /// Milliseconds since `epoch()` of the last request start or response end.
@@ -50,12 +52,13 @@ pub struct ClientConn {
 }
 
 impl ClientConn {
-    pub fn new(addr: SocketAddr, scheme: &'static str) -> ClientConn {
+    pub fn new(addr: SocketAddr, scheme: &'static str, port: u16) -> ClientConn {
         ClientConn {
             addr,
             ip_header: HeaderValue::from_str(&addr.ip().to_string())
                 .unwrap_or(HeaderValue::from_static("unknown")),
             scheme,
+            port,
             in_flight: AtomicU32::new(0),
             last_active_ms: AtomicU64::new(now_ms()),
             head_started_ms: AtomicU64::new(0),

@@ -320,7 +320,9 @@ pub fn parse(
     // filters, rewrites, redirects and faults are hyper's engine's alone (one place for
     // each), as are backends other than plain `http`: such a candidate goes there whole, and
     // hyper's engine matches the request again in full.
-    let route = router.find(host, path).map(|r| Arc::clone(r.pick()));
+    let route = router
+        .find(conn.port, host, path)
+        .map(|r| Arc::clone(r.pick()));
     let forward = match route.as_deref() {
         Some(r) if !r.direct => return Parsed::HandOff,
         Some(r) => matches!(r.action, RouteAction::Forward(_)),
@@ -840,7 +842,7 @@ mod tests {
         let metrics = crate::runtime::metrics::Metrics::new(&ProxyError::CAUSES);
         let (router, _backends) = crate::app::build_router(&config, &metrics, 1);
         let proxy = Proxy::new(router, Arc::new(metrics), false, &config.downstream);
-        let conn = ClientConn::new(([10, 0, 0, 1], 1234).into(), "http");
+        let conn = ClientConn::new(([10, 0, 0, 1], 1234).into(), "http", 80);
         let seed = b"GET /a/b?c=d HTTP/1.1\r\nHost: example.com\r\nX-Forwarded-For: 1.2.3.4\r\nX-Request-Id: abc\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n";
         let alphabet = b"\r\n :;,/?#%\t\x00\x7f\xffGETHOSTa0_";
         let mut next = crate::upstream::h1::test_rng(0x9e37_79b9_7f4a_7c15);

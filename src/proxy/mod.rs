@@ -150,7 +150,7 @@ impl Proxy {
         // A split's draw is made here, once: the request is the picked route's from now on
         // (its backend, retries, metrics and log line).
         let route = router
-            .find_request(authority_of(&parts), conn.scheme, &parts)
+            .find_request(authority_of(&parts), (conn.scheme, conn.port), &parts)
             .map(|r| Arc::clone(r.pick()));
         let mut log = RequestLog::new(start, parts.method.clone(), conn, self.access_log);
         if self.access_log {

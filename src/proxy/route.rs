@@ -104,6 +104,8 @@ pub struct Route {
     pub name: String,
     host: Option<HostMatch>,
     path: PathMatch,
+    /// `match.listener_ports`: the public ports of the listeners it serves (empty: all).
+    listener_ports: Box<[u16]>,
     /// `None` when the route has none (the common case: no pointer chased).
     conditions: Option<Box<Conditions>>,
     pub action: RouteAction,
@@ -222,6 +224,7 @@ impl Route {
             name: config.name.clone(),
             host: config.host.clone(),
             path: config.path.clone(),
+            listener_ports: config.listener_ports.clone().into_boxed_slice(),
             conditions: shared.conditions.clone(),
             action,
             request_timeout: config.request_timeout,
@@ -251,8 +254,12 @@ impl Route {
         }
     }
 
-    /// Host and path (port removed from `host` already).
-    fn matches(&self, host: &str, path: &str) -> bool {
+    /// Listener, host and path (port removed from `host` already); `port` is the public port
+    /// of the listener the request came in on.
+    fn matches(&self, port: u16, host: &str, path: &str) -> bool {
+        if !self.listener_ports.is_empty() && !self.listener_ports.contains(&port) {
+            return false;
+        }
         let host_ok = match &self.host {
             None => true,
             Some(HostMatch::Exact(h)) => host.eq_ignore_ascii_case(h),
@@ -458,25 +465,27 @@ impl Router {
         }
     }
 
-    /// The first route matching `host` (port allowed) and `path`, its other conditions not
-    /// evaluated: the direct engine's candidate, handed to hyper's engine when it has any.
-    pub fn find(&self, host: &str, path: &str) -> Option<&Arc<Route>> {
+    /// The first route matching the listener (`port`, its public port), `host` (port
+    /// allowed) and `path`, its other conditions not evaluated: the direct engine's candidate,
+    /// handed to hyper's engine when it has any.
+    pub fn find(&self, port: u16, host: &str, path: &str) -> Option<&Arc<Route>> {
         let host = normal_host(host);
-        self.routes.iter().find(|r| r.matches(host, path))
+        self.routes.iter().find(|r| r.matches(port, host, path))
     }
 
-    /// The first route matching the whole request: `host` (port allowed), then the path,
-    /// method, headers and query of `parts`, and the `scheme` the client used.
+    /// The first route matching the whole request that came in on the listener of public
+    /// port `port` over `scheme`: `host` (port allowed), then the path, method, headers and
+    /// query of `parts`.
     pub fn find_request(
         &self,
         host: &str,
-        scheme: &str,
+        (scheme, port): (&str, u16),
         parts: &http::request::Parts,
     ) -> Option<&Arc<Route>> {
         let host = normal_host(host);
         let (path, query) = (parts.uri.path(), parts.uri.query());
         self.routes.iter().find(|r| {
-            r.matches(host, path) && r.meets(scheme, &parts.method, &parts.headers, query)
+            r.matches(port, host, path) && r.meets(scheme, &parts.method, &parts.headers, query)
         })
     }
 

@@ -17,7 +17,9 @@ use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use std::time::Duration;
 
-use super::{free_port, get, spawn_hitless, wait_ready, ChildProxy, Client};
+use rustls_pki_types::ServerName;
+
+use super::{free_port, get, spawn_hitless, wait_ready, ChildProxy, Client, TestCa};
 
 type ApiBody = BoxBody<Bytes, std::io::Error>;
 
@@ -482,9 +484,12 @@ impl Controller {
             "hitless-ingress-{tag}-{}-{port}.yaml",
             std::process::id()
         ));
-        let mut listener = format!("{{bind: \"127.0.0.1:{port}\"}}");
+        // Public ports 80 and 443, as behind the shipped Service: what Gateways name.
+        let mut listener = format!("{{bind: \"127.0.0.1:{port}\", public_port: 80}}");
         if let Some(tls) = tls {
-            listener.push_str(&format!(", {{bind: \"127.0.0.1:{tls_port}\", tls: {tls}}}"));
+            listener.push_str(&format!(
+                ", {{bind: \"127.0.0.1:{tls_port}\", public_port: 443, tls: {tls}}}"
+            ));
         }
         std::fs::write(
             &base,
@@ -540,4 +545,76 @@ pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("never: {what}");
+}
+
+/// A `kubernetes.io/tls` Secret in `shop`.
+pub fn tls_secret(name: &str, cert: &str, key: &str) -> Value {
+    use base64::Engine;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    json!({"kind": "Secret", "apiVersion": "v1", "type": "kubernetes.io/tls",
+        "metadata": {"name": name, "namespace": "shop"},
+        "data": {"tls.crt": b64(cert), "tls.key": b64(key)}})
+}
+
+pub type TlsStream = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
+
+/// A TLS connection to `addr` naming `sni`, trusting `ca`, and the certificate it was shown;
+/// `None` when the certificate shown is not valid for `sni`.
+pub async fn handshake(
+    ca: &TestCa,
+    addr: SocketAddr,
+    sni: &'static str,
+) -> Option<(TlsStream, Vec<u8>)> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.issuer.der().clone()).unwrap();
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let tls = connector
+        .connect(ServerName::try_from(sni).unwrap(), tcp)
+        .await
+        .ok()?;
+    let shown = tls.get_ref().1.peer_certificates().unwrap()[0].to_vec();
+    Some((tls, shown))
+}
+
+/// Handshake naming `sni` until the certificate shown is `want` (bounded: 20 s).
+pub async fn until_shown(ca: &TestCa, addr: SocketAddr, sni: &'static str, want: &[u8]) {
+    for _ in 0..400 {
+        if handshake(ca, addr, sni)
+            .await
+            .is_some_and(|(_, shown)| shown == want)
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{sni}: the wanted certificate is never served");
+}
+
+/// One GET over an established TLS connection; the body.
+pub async fn get_over(tls: TlsStream, host: &str, path: &str) -> String {
+    use http_body_util::BodyExt;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let response = sender
+        .send_request(
+            http::Request::get(path)
+                .header("host", host)
+                .body(http_body_util::Empty::<bytes::Bytes>::new())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    String::from_utf8_lossy(&body).into_owned()
 }
