@@ -119,6 +119,8 @@ pub struct App {
     listener_binds: Vec<SocketAddr>,
     /// Their public ports as configured at start.
     listener_ports: Vec<u16>,
+    /// The public ports connections carry (a bound port where the config says 0).
+    serving_ports: Vec<u16>,
 }
 
 impl App {
@@ -202,6 +204,7 @@ impl App {
                     .unwrap_or(bound.port()),
             })
             .collect();
+        let serving_ports: Vec<u16> = entries.iter().map(|e| e.port).collect();
         if workers == 0 {
             for (listener, tls) in listeners.traffic.into_iter().zip(entries) {
                 tokio::spawn(accept_loop(
@@ -281,6 +284,7 @@ impl App {
             listener_tls: config.listener_tls.clone(),
             listener_binds: config.listeners.clone(),
             listener_ports: config.listener_ports.clone(),
+            serving_ports,
         })
     }
 
@@ -311,8 +315,20 @@ impl App {
 
     /// Apply a new (validated) config: routes, backends and TLS listeners' certificates are
     /// swapped at once; requests already routed finish on what they had. Listeners, admin,
-    /// runtime and drain settings need a restart (said in the log).
-    pub fn reload(&self, config: &Config) {
+    /// runtime and drain settings need a restart (said in the log). Refused, changing nothing,
+    /// when a route names a listener port the running listeners do not have (it could never
+    /// match before a restart).
+    pub fn reload(&self, config: &Config) -> Result<(), String> {
+        if let Some((route, port)) = config.routes.iter().find_map(|r| {
+            r.listener_ports
+                .iter()
+                .find(|p| !self.serving_ports.contains(p))
+                .map(|p| (&r.name, p))
+        }) {
+            return Err(format!(
+                "route {route:?} names listener port {port}, which the running listeners do not have (a changed public_port needs a restart)"
+            ));
+        }
         let old = self.backends.load_full();
         let backends = build_backends(config, &self.metrics, self.workers, &old);
         let fresh: Vec<Arc<Backend>> = backends
@@ -350,6 +366,7 @@ impl App {
             rebuilt_backends = fresh.len(),
             "configuration reloaded"
         );
+        Ok(())
     }
 
     /// Client connections open, and requests in flight to backends.
@@ -593,7 +610,11 @@ pub async fn run(
             }
             _ = app.drain.started() => break,
             _ = hup.recv() => reloader.reload(&app, "SIGHUP", true),
-            Some(config) = recv_config(&mut cluster) => app.reload(&config),
+            Some(config) = recv_config(&mut cluster) => {
+                if let Err(e) = app.reload(&config) {
+                    tracing::error!(error = %e, "ingress controller: config not applied: keeping the running one");
+                }
+            }
             Some(()) = recv(&mut changes) => {
                 reload_at = Some(tokio::time::Instant::now() + Duration::from_millis(100));
             }
@@ -699,11 +720,16 @@ impl Reloader {
         }
         self.last.clone_from(&bytes);
         match Config::load(path) {
-            Ok(config) => {
-                app.reload(&config);
-                app.metrics.reload(true);
-                tracing::info!(trigger, file = %path.display(), "reload applied");
-            }
+            Ok(config) => match app.reload(&config) {
+                Ok(()) => {
+                    app.metrics.reload(true);
+                    tracing::info!(trigger, file = %path.display(), "reload applied");
+                }
+                Err(e) => {
+                    app.metrics.reload(false);
+                    tracing::error!(trigger, file = %path.display(), error = %e, "reload rejected: keeping the running configuration");
+                }
+            },
             Err(errors) => {
                 app.metrics.reload(false);
                 for e in &errors.0 {

@@ -288,12 +288,14 @@ async fn a_reload_keeps_a_discovered_set_and_follows_changed_discovery_settings(
     let c = client();
     // The same settings: the backend and its discovered endpoints are kept (the config's empty
     // endpoint list must not replace them), so the very next request is served.
-    app.reload(&hitless::config::Config::from_yaml(&yaml).unwrap());
+    app.reload(&hitless::config::Config::from_yaml(&yaml).unwrap())
+        .unwrap();
     let seen = spread(&c, app.traffic_addrs[0], 10).await;
     assert_eq!(seen.keys().collect::<Vec<_>>(), ["127.0.0.1"]);
     // Another name server: a new backend with its own discovery; the old task stops asking.
     let yaml = config(&second, port, "min_ttl: 100ms, max_ttl: 200ms");
-    app.reload(&hitless::config::Config::from_yaml(&yaml).unwrap());
+    app.reload(&hitless::config::Config::from_yaml(&yaml).unwrap())
+        .unwrap();
     let mut last = Vec::new();
     for _ in 0..100 {
         let answer = get(&c, app.traffic_addrs[0], "api", "/").await;

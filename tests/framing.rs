@@ -1534,7 +1534,7 @@ async fn gauges_return_to_zero_after_a_reload_removes_a_busy_endpoint(engine: En
     old.wait_requests(2).await;
     let mut config = hitless::config::Config::from_yaml(&pool_config(engine, new.addr)).unwrap();
     config.access_log = false;
-    app.reload(&config);
+    app.reload(&config).unwrap();
     answered(&mut in_flight, "old", "in flight during the reload").await;
     let mut after = concurrent(addr, 2, "/").await;
     answered(&mut after, "new", "after the reload").await;

@@ -766,3 +766,140 @@ async fn listener_ports_choose_where_routes_are_served() {
         .collect();
     assert_eq!(attached, [1, 2], "{gateway}");
 }
+
+/// In `namespace`: `object` moved there.
+fn in_namespace(mut object: Value, namespace: &str) -> Value {
+    object["metadata"]["namespace"] = json!(namespace);
+    object
+}
+
+/// A ReferenceGrant in `namespace` letting `from_kind` objects of `shop` refer to `to_kind`
+/// objects (named `to_name`, or all).
+fn reference_grant(
+    namespace: &str,
+    from_kind: &str,
+    to_kind: &str,
+    to_name: Option<&str>,
+) -> Value {
+    let mut to = json!({"group": "", "kind": to_kind});
+    if let Some(name) = to_name {
+        to["name"] = json!(name);
+    }
+    json!({"kind": "ReferenceGrant", "apiVersion": "gateway.networking.k8s.io/v1beta1",
+        "metadata": {"name": format!("from-shop-{}", from_kind.to_lowercase()), "namespace": namespace},
+        "spec": {"from": [{"group": "gateway.networking.k8s.io", "kind": from_kind, "namespace": "shop"}],
+                 "to": [to]}})
+}
+
+/// References into another namespace hold only while a ReferenceGrant there allows them: a
+/// route's Service (the rule answers the spec's 500 without one, and its status says
+/// `RefNotPermitted`), and a Gateway listener's certificate Secret. The controller watches
+/// every namespace, as shipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reference_grants_open_other_namespaces_and_their_removal_closes_them() {
+    let catalog = named_upstream("catalog").await;
+    let users = named_upstream("users").await;
+    let ca = TestCa::new();
+    let api = Api::start(true).await;
+    for (name, upstream) in [("catalog", &catalog), ("users", &users)] {
+        api.apply(in_namespace(service(name), "data"));
+        api.apply(in_namespace(slice(name, upstream.addr.port()), "data"));
+    }
+    let (cert, key) = ca.leaf(&["gw.example.com"]);
+    api.apply(in_namespace(
+        tls_secret("edge-tls", &cert.pem(), &key.serialize_pem()),
+        "certs",
+    ));
+    api.apply(gateway_class("hitless", "hitless.dev/gateway"));
+    let mut edge = gateway("edge", "hitless");
+    edge["spec"]["listeners"] = json!([
+        {"name": "http", "port": 80, "protocol": "HTTP"},
+        {"name": "https", "port": 443, "protocol": "HTTPS",
+            "tls": {"certificateRefs": [{"name": "edge-tls", "namespace": "certs"}]}}
+    ]);
+    api.apply(edge);
+    let mut route = http_route("shop", "edge", "/catalog", "catalog");
+    route["spec"]["rules"][0]["backendRefs"][0]["namespace"] = json!("data");
+    route["spec"]["rules"].as_array_mut().unwrap().push(
+        json!({"matches": [{"path": {"type": "PathPrefix", "value": "/users"}}],
+            "backendRefs": [{"name": "users", "namespace": "data", "port": 80}]}),
+    );
+    api.apply(route);
+
+    let hitless =
+        Controller::start_in(&api, "grants", Some("{self_signed: true}"), &[], None).await;
+    let client = client();
+    let tls_proxy = hitless.tls_proxy.unwrap();
+    // No grant: refused, said in the route's and the listener's status.
+    until(
+        &client,
+        hitless.proxy,
+        "gw.example.com",
+        "/catalog",
+        "no usable backend for this route\n",
+    )
+    .await;
+    eventually("RefNotPermitted on the route", || {
+        route_condition(&api, "HTTPRoute", "shop", "ResolvedRefs")
+            .is_some_and(|c| c["reason"] == "RefNotPermitted")
+    })
+    .await;
+    let listener_refs = |api: &Api| {
+        let gateway = api.get("Gateway", "edge")?;
+        let https = gateway["status"]["listeners"]
+            .as_array()?
+            .iter()
+            .find(|l| l["name"] == "https")?
+            .clone();
+        https["conditions"]
+            .as_array()?
+            .iter()
+            .find(|c| c["type"] == "ResolvedRefs")
+            .cloned()
+    };
+    eventually("RefNotPermitted on the listener", || {
+        listener_refs(&api).is_some_and(|c| c["reason"] == "RefNotPermitted")
+    })
+    .await;
+    assert!(
+        handshake(&ca, tls_proxy, "gw.example.com").await.is_none(),
+        "the other namespace's certificate is not served"
+    );
+
+    // The grants: the route's Service (that one only) and the Gateway's Secrets.
+    api.apply(reference_grant(
+        "data",
+        "HTTPRoute",
+        "Service",
+        Some("catalog"),
+    ));
+    api.apply(reference_grant("certs", "Gateway", "Secret", None));
+    until(
+        &client,
+        hitless.proxy,
+        "gw.example.com",
+        "/catalog",
+        "catalog",
+    )
+    .await;
+    until_shown(&ca, tls_proxy, "gw.example.com", cert.der()).await;
+    let (tls, _) = handshake(&ca, tls_proxy, "gw.example.com").await.unwrap();
+    assert_eq!(get_over(tls, "gw.example.com", "/catalog").await, "catalog");
+    let not_granted = get(&client, hitless.proxy, "gw.example.com", "/users").await;
+    assert_eq!(not_granted.status, 500, "a Service the grant does not name");
+    eventually("the listener's reference resolves", || {
+        listener_refs(&api).is_some_and(|c| c["status"] == "True")
+    })
+    .await;
+
+    // Revoked: closed again.
+    api.delete_in("ReferenceGrant", "data", "from-shop-httproute");
+    until(
+        &client,
+        hitless.proxy,
+        "gw.example.com",
+        "/catalog",
+        "no usable backend for this route\n",
+    )
+    .await;
+}

@@ -427,7 +427,7 @@ async fn reload_removes_an_endpoint_without_failing_its_in_flight_request() {
     assert_eq!(get(&client(), target, "x", "/").await.body, "old");
     let in_flight = tokio::spawn(async move { get(&client(), target, "x", "/").await });
     tokio::time::sleep(Duration::from_millis(200)).await;
-    app.reload(&config(new.addr));
+    app.reload(&config(new.addr)).unwrap();
     let c = client();
     for _ in 0..20 {
         assert_eq!(

@@ -652,7 +652,8 @@ routes:
             ("web", web.addr.to_string()),
         ],
     );
-    let mut config = hitless::config::Config::from_yaml(&config).unwrap();
+    let yaml = config;
+    let mut config = hitless::config::Config::from_yaml(&yaml).unwrap();
     config.access_log = false;
     // The config's binds stand for these two, in order (public ports 80 and 9000).
     let listeners = hitless::app::Listeners {
@@ -669,4 +670,16 @@ routes:
         assert_eq!(get(&c, public, "h", "/admin/users").await.body, "web");
         assert_eq!(get(&c, internal, "h", "/shop").await.body, "web");
     }
+    // A reload that moves the internal listener to public port 9100 cannot move the running
+    // sockets: refused whole (its route would never match), the running routes stay.
+    let moved = yaml
+        .replace("public_port: 9000", "public_port: 9100")
+        .replace("listener_ports: [9000]", "listener_ports: [9100]");
+    let moved = hitless::config::Config::from_yaml(&moved).unwrap();
+    let refused = app.reload(&moved).unwrap_err();
+    assert!(refused.contains("listener port 9100"), "{refused}");
+    assert_eq!(
+        get(&client(), internal, "h", "/admin/users").await.body,
+        "admin"
+    );
 }

@@ -319,7 +319,7 @@ pub async fn black_hole(mode: Mode) -> io::Result<Run> {
     addrs.push(hole_addr);
     let config = Config::from_yaml(&proxy_config(mode, &addrs))
         .map_err(|e| io::Error::other(e.to_string()))?;
-    app.reload(&config);
+    app.reload(&config).map_err(io::Error::other)?;
     let report = running.await.unwrap_or_default();
     app.stop(Duration::from_secs(1)).await;
     drop(hole);

@@ -21,12 +21,14 @@ pub enum Kind {
     Gateway,
     HttpRoute,
     GrpcRoute,
+    /// Consent to references from other namespaces (`v1beta1`).
+    ReferenceGrant,
     /// Their labels, for listeners that allow routes from namespaces by selector.
     Namespace,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 9] = [
         Kind::Ingress,
         Kind::Service,
         Kind::Secret,
@@ -34,6 +36,7 @@ impl Kind {
         Kind::Gateway,
         Kind::HttpRoute,
         Kind::GrpcRoute,
+        Kind::ReferenceGrant,
         Kind::Namespace,
     ];
 
@@ -46,6 +49,7 @@ impl Kind {
             Kind::Gateway => "Gateway",
             Kind::HttpRoute => "HTTPRoute",
             Kind::GrpcRoute => "GRPCRoute",
+            Kind::ReferenceGrant => "ReferenceGrant",
             Kind::Namespace => "Namespace",
         }
     }
@@ -54,6 +58,7 @@ impl Kind {
         match self {
             Kind::Ingress => "networking.k8s.io/v1",
             Kind::Service | Kind::Secret | Kind::Namespace => "v1",
+            Kind::ReferenceGrant => "gateway.networking.k8s.io/v1beta1",
             _ => "gateway.networking.k8s.io/v1",
         }
     }
@@ -66,14 +71,16 @@ impl Kind {
 
     /// The Gateway API kinds, as dynamic objects (they are CRDs).
     pub(super) fn resource(self) -> Option<ApiResource> {
-        let plural = match self {
-            Kind::GatewayClass => "gatewayclasses",
-            Kind::Gateway => "gateways",
-            Kind::HttpRoute => "httproutes",
-            Kind::GrpcRoute => "grpcroutes",
+        let (plural, version) = match self {
+            Kind::GatewayClass => ("gatewayclasses", "v1"),
+            Kind::Gateway => ("gateways", "v1"),
+            Kind::HttpRoute => ("httproutes", "v1"),
+            Kind::GrpcRoute => ("grpcroutes", "v1"),
+            // Served as v1beta1 by every standard-channel release.
+            Kind::ReferenceGrant => ("referencegrants", "v1beta1"),
             _ => return None,
         };
-        let gvk = GroupVersionKind::gvk(gateway::GROUP, "v1", self.name());
+        let gvk = GroupVersionKind::gvk(gateway::GROUP, version, self.name());
         Some(ApiResource::from_gvk_with_plural(&gvk, plural))
     }
 }

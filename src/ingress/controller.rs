@@ -32,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::cluster::{object_id, Built, Change, Cluster, Kind};
 use super::gateway::{Ours, Port};
+use super::grants::{self, Grants};
 use super::status::Writer;
 use super::{leader, secrets, translate, Note, Outcome};
 use crate::config::discovery::KubernetesDiscovery;
@@ -128,6 +129,10 @@ impl Controller {
                 return;
             }
         };
+        // What a Gateway listener's `port` can name (a base config written before public
+        // ports existed has the bound ports here, and Gateways on 80/443 say PortUnavailable).
+        let ports: Vec<String> = base.ports.iter().map(Port::to_string).collect();
+        tracing::info!(ports = %ports.join(", "), "ingress controller: Gateway listeners are served on these public ports (listeners[].public_port)");
         let (leading_tx, mut leading) = watch::channel(false);
         let election = leader::Election {
             api: Api::namespaced(client.clone(), &self.lease.namespace),
@@ -254,6 +259,7 @@ impl Controller {
             Kind::Gateway,
             Kind::HttpRoute,
             Kind::GrpcRoute,
+            Kind::ReferenceGrant,
         ] {
             let Some(resource) = kind.resource() else {
                 continue;
@@ -308,8 +314,15 @@ impl Controller {
             }
         }
         let gateways: Vec<Value> = ours.gateways.iter().map(|g| (*g).clone()).collect();
-        let services: Vec<crate::lint::Object> =
-            crate::lint::objects_from_values("cluster", cluster.of(Kind::Service).cloned());
+        // What the routes' references resolve against: Services, and the ReferenceGrants that
+        // open another namespace's to them.
+        let services: Vec<crate::lint::Object> = crate::lint::objects_from_values(
+            "cluster",
+            cluster
+                .of(Kind::Service)
+                .chain(cluster.of(Kind::ReferenceGrant))
+                .cloned(),
+        );
         let objects = |values: &[Value]| {
             let mut objects = crate::lint::objects_from_values("cluster", values.iter().cloned());
             objects.extend(services.iter().cloned());
@@ -402,6 +415,7 @@ impl Controller {
         notes: &mut Vec<Note>,
     ) -> Vec<Certificate> {
         let mut wanted: Vec<Wanted<'_>> = Vec::new();
+        let grants = Grants::new(cluster.of(Kind::ReferenceGrant));
         for object in objects.iter().filter(|o| o["kind"] == "Ingress") {
             let namespace = object
                 .pointer("/metadata/namespace")
@@ -460,24 +474,37 @@ impl Controller {
                     let Some(name) = r.get("name").and_then(Value::as_str) else {
                         continue;
                     };
-                    // Same-namespace Secrets only (another namespace needs a ReferenceGrant,
-                    // which hitless does not read).
-                    match r.get("namespace").and_then(Value::as_str) {
-                        Some(ns) if ns != namespace => notes.push(Note {
+                    // Another namespace's Secret: only with a ReferenceGrant there.
+                    let ns = r
+                        .get("namespace")
+                        .and_then(Value::as_str)
+                        .unwrap_or(namespace);
+                    let from = grants::From {
+                        kind: "Gateway",
+                        namespace,
+                    };
+                    let to = grants::To {
+                        kind: "Secret",
+                        namespace: ns,
+                        name,
+                    };
+                    if grants.permit(from, to) {
+                        wanted.push(Wanted {
                             object: object_id(gateway),
-                            source: format!("Secret/{ns}/{name}"),
-                            outcome: Outcome::Unsupported,
-                            message: "a Secret in another namespace (needs a ReferenceGrant, \
-                                      not read by hitless): refused"
-                                .into(),
-                        }),
-                        _ => wanted.push(Wanted {
-                            object: object_id(gateway),
-                            namespace,
+                            namespace: ns,
                             name: name.to_string(),
                             hosts: hosts.clone(),
                             port,
-                        }),
+                        });
+                    } else {
+                        notes.push(Note {
+                            object: object_id(gateway),
+                            source: format!("Secret/{ns}/{name}"),
+                            outcome: Outcome::Unsupported,
+                            message: "a Secret in another namespace needs a ReferenceGrant \
+                                      there for this Gateway (none found): refused"
+                                .into(),
+                        });
                     }
                 }
             }

@@ -55,6 +55,8 @@ pub struct Taken<'a> {
     /// The listener's `name`.
     pub listener: &'a str,
     pub port: u16,
+    /// The listener's `hostname` (`None`: any).
+    pub hostname: Option<&'a str>,
     /// The hostnames it takes the route for.
     pub hosts: Hosts,
 }
@@ -64,6 +66,14 @@ pub struct Taken<'a> {
 pub struct Port {
     pub port: u16,
     pub tls: bool,
+}
+
+impl std::fmt::Display for Port {
+    /// `443 (HTTPS)`: what a Gateway listener on this port must say.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let protocol = if self.tls { "HTTPS" } else { "HTTP" };
+        write!(f, "{} ({protocol})", self.port)
+    }
 }
 
 impl Port {
@@ -128,12 +138,37 @@ impl<'a> Ours<'a> {
         }
     }
 
+    /// Whether a listener of ours on `port` with a more specific hostname than `hostname`
+    /// covers `host` (which it then serves instead).
+    fn narrower_listener(&self, host: &str, port: u16, hostname: Option<&str>) -> bool {
+        let rank = specificity(hostname);
+        self.gateways
+            .iter()
+            .filter_map(|g| g.pointer("/spec/listeners").and_then(Value::as_array))
+            .flatten()
+            .filter(|l| l.get("port").and_then(Value::as_u64) == Some(u64::from(port)))
+            .filter(|l| self.fit(l).is_ok())
+            .filter_map(|l| text(l, "/hostname"))
+            .any(|other| {
+                specificity(Some(other)) > rank
+                    && meet(host, other).is_some_and(|m| m.eq_ignore_ascii_case(host))
+            })
+    }
+
     /// Whether hitless can serve a Gateway listener: `Err((reason, message))` for the
     /// listener's `Accepted` condition when it cannot (it then takes no route).
     pub fn fit(&self, listener: &Value) -> Result<(), (&'static str, String)> {
         let protocol = text(listener, "/protocol").unwrap_or_default();
         let tls = match protocol {
             "HTTP" => false,
+            "HTTPS" if text(listener, "/tls/mode").is_some_and(|m| m != "Terminate") => {
+                return Err((
+                    "UnsupportedValue",
+                    "hitless terminates TLS: tls.mode Passthrough is not served (HTTPS listeners \
+                     use Terminate)"
+                        .into(),
+                ));
+            }
             "HTTPS" => true,
             _ => {
                 // TCP, TLS passthrough, UDP: not hitless's.
@@ -148,11 +183,7 @@ impl<'a> Ours<'a> {
             .and_then(Value::as_u64)
             .and_then(|p| u16::try_from(p).ok());
         let theirs = || {
-            let list: Vec<String> = self
-                .ports
-                .iter()
-                .map(|p| format!("{} ({})", p.port, if p.tls { "HTTPS" } else { "HTTP" }))
-                .collect();
+            let list: Vec<String> = self.ports.iter().map(Port::to_string).collect();
             list.join(", ")
         };
         let Some(port) = port else {
@@ -203,7 +234,7 @@ impl<'a> Ours<'a> {
                     Some(g) => {
                         let labels = self.namespaces.as_ref().map(|n| n.get(namespace).copied());
                         let from = From { namespace, labels };
-                        self.allows(g, text(r, "/sectionName"), route, &from, kind)
+                        self.allows(g, r, route, &from, kind)
                     }
                     None => Ok(Vec::new()),
                 };
@@ -223,7 +254,7 @@ impl<'a> Ours<'a> {
                 Some(names) if !names.is_empty() => names
                     .iter()
                     .filter_map(Value::as_str)
-                    .map(|n| Some(n.to_string()))
+                    .map(|n| Some(n.to_ascii_lowercase()))
                     .collect(),
                 _ => vec![None],
             };
@@ -241,9 +272,20 @@ impl<'a> Ours<'a> {
                 continue;
             };
             for t in taken {
-                match t.hosts {
-                    Hosts::AsWritten => written.iter().for_each(|h| add(h.clone(), t.port)),
-                    Hosts::Only(hosts) => hosts.into_iter().for_each(|h| add(Some(h), t.port)),
+                let hosts = match t.hosts {
+                    Hosts::AsWritten => written.clone(),
+                    Hosts::Only(hosts) => hosts.into_iter().map(Some).collect(),
+                };
+                for host in hosts {
+                    // A request goes to the most specific listener for its host on its port:
+                    // a catch-all listener's route cannot take a host a narrower one serves.
+                    if host
+                        .as_deref()
+                        .is_some_and(|h| self.narrower_listener(h, t.port, t.hostname))
+                    {
+                        continue;
+                    }
+                    add(host, t.port);
                 }
             }
         }
@@ -261,6 +303,16 @@ impl<'a> Ours<'a> {
             }
         }
         Some(placement)
+    }
+}
+
+/// How specific a listener's hostname is (Gateway API's order): none, then wildcards (longer
+/// first), then exact names.
+fn specificity(hostname: Option<&str>) -> (u8, usize) {
+    match hostname {
+        None => (0, 0),
+        Some(h) if h.starts_with("*.") => (1, h.len()),
+        Some(h) => (2, h.len()),
     }
 }
 
@@ -365,12 +417,13 @@ fn selects(selector: Option<&Value>, labels: Option<&Value>) -> Result<bool, Str
 }
 
 impl<'a> Ours<'a> {
-    /// Which listeners of `gateway` (the one named `section`, or any) take `route`, of `kind` from
-    /// `from`, and for which hostnames.
+    /// Which listeners of `gateway` take `route`, of `kind` from `from`, and for which
+    /// hostnames: those `reference` (a `parentRefs` entry) names by `sectionName` and `port`,
+    /// or all when it names neither.
     fn allows(
         &self,
         gateway: &'a Value,
-        section: Option<&str>,
+        reference: &Value,
         route: &Value,
         from: &From<'_>,
         kind: &str,
@@ -381,14 +434,24 @@ impl<'a> Ours<'a> {
             .and_then(Value::as_array)
             .map(Vec::as_slice)
             .unwrap_or_default();
+        let section = text(reference, "/sectionName");
+        let port = reference.get("port").and_then(Value::as_u64);
         let named: Vec<&Value> = listeners
             .iter()
             .filter(|l| section.is_none_or(|s| text(l, "/name") == Some(s)))
+            .filter(|l| port.is_none_or(|p| l.get("port").and_then(Value::as_u64) == Some(p)))
             .collect();
         if named.is_empty() {
+            let mut wanted = Vec::new();
+            if let Some(s) = section {
+                wanted.push(format!("named {s:?}"));
+            }
+            if let Some(p) = port {
+                wanted.push(format!("on port {p}"));
+            }
             return Err((
                 "NoMatchingParent",
-                format!("the Gateway has no listener {:?}", section.unwrap_or("")),
+                format!("the Gateway has no listener {}", wanted.join(" ")),
             ));
         }
         let gateway_namespace = text(gateway, "/metadata/namespace").unwrap_or_default();
@@ -467,6 +530,7 @@ impl<'a> Ours<'a> {
                     hosts => taken.push(Taken {
                         listener: name,
                         port,
+                        hostname: text(listener, "/hostname"),
                         hosts,
                     }),
                 }
@@ -494,6 +558,77 @@ impl<'a> Ours<'a> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    fn ours<'a>(gateways: &'a [Value], class: &'a Value) -> Ours<'a> {
+        let ports = vec![
+            Port {
+                port: 80,
+                tls: false,
+            },
+            Port {
+                port: 443,
+                tls: true,
+            },
+        ];
+        Ours::new([class], gateways, None, ports)
+    }
+
+    #[test]
+    fn routes_are_placed_on_the_ports_and_hosts_of_their_listeners() {
+        let class =
+            json!({"metadata": {"name": "hitless"}, "spec": {"controllerName": CONTROLLER}});
+        let gateway = json!({"metadata": {"name": "edge", "namespace": "shop"},
+            "spec": {"gatewayClassName": "hitless", "listeners": [
+                {"name": "http", "port": 80, "protocol": "HTTP"},
+                {"name": "https", "port": 443, "protocol": "HTTPS"},
+                {"name": "secure", "port": 80, "protocol": "HTTP", "hostname": "secure.example.com"},
+                {"name": "passthrough", "port": 443, "protocol": "HTTPS", "tls": {"mode": "Passthrough"}},
+                {"name": "alt", "port": 8080, "protocol": "HTTP"}]}});
+        let gateways = [gateway];
+        let ours = ours(&gateways, &class);
+        let route = |parent: Value, hostnames: Value| {
+            json!({"kind": "HTTPRoute", "metadata": {"name": "r", "namespace": "shop"},
+                "spec": {"parentRefs": [parent], "hostnames": hostnames}})
+        };
+        let host = |h: &str, ports: &[u16]| (Some(h.to_string()), ports.to_vec());
+        // Every port: no condition; names folded to lower case (one route per name).
+        let all = route(json!({"name": "edge"}), json!(["Shop.example.com"]));
+        assert_eq!(
+            ours.placement(&all),
+            Some(vec![host("shop.example.com", &[])])
+        );
+        // `port` in the parent reference picks the listeners on it.
+        let tls_only = route(
+            json!({"name": "edge", "port": 443}),
+            json!(["shop.example.com"]),
+        );
+        assert_eq!(
+            ours.placement(&tls_only),
+            Some(vec![host("shop.example.com", &[443])])
+        );
+        let nowhere = route(json!({"name": "edge", "port": 8443}), json!([]));
+        assert_eq!(ours.placement(&nowhere), None);
+        let why = ours.parents(&nowhere).remove(0).allowed.unwrap_err();
+        assert_eq!(why.0, "NoMatchingParent");
+        // A host a narrower listener serves on a port is that listener's there: the catch-all
+        // listener's route gets it on 443 only.
+        let claims = route(
+            json!({"name": "edge", "sectionName": "http"}),
+            json!(["secure.example.com"]),
+        );
+        assert_eq!(ours.placement(&claims), None);
+        let both = route(json!({"name": "edge"}), json!(["secure.example.com"]));
+        assert_eq!(
+            ours.placement(&both),
+            Some(vec![host("secure.example.com", &[])]),
+            "the narrower listener takes it on 80, the catch-all on 443: every port"
+        );
+        // Listeners hitless cannot serve: another port, TLS passthrough.
+        let alt = ours.fit(&gateways[0]["spec"]["listeners"][4]).unwrap_err();
+        assert_eq!(alt.0, "PortUnavailable");
+        let passthrough = ours.fit(&gateways[0]["spec"]["listeners"][3]).unwrap_err();
+        assert_eq!(passthrough.0, "UnsupportedValue");
+    }
 
     #[test]
     fn label_selectors_select_namespaces_as_kubernetes_does() {

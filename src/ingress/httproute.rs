@@ -17,6 +17,7 @@ use std::collections::BTreeMap;
 use serde_json::{json, Map, Value};
 
 use super::gateway::Placement;
+use super::grants::{self, Grants};
 use super::nginx::Settings;
 use super::routes::{
     backend_entry, matched, matched_regex, note, regex_problem, route_base, route_value,
@@ -43,17 +44,26 @@ pub(super) struct Out<'a> {
     pub routes: &'a mut Vec<Route>,
 }
 
-/// Add the routes of `object` (an HTTPRoute or a GRPCRoute), served where `placement` says
-/// (the controller's: hostnames within its listeners', on their ports), or for its hostnames
-/// as written on every listener.
+/// What a route's translation reads besides the route.
+pub(super) struct Context<'a> {
+    /// Where the controller serves it (hostnames within its listeners', on their ports);
+    /// `None`: its hostnames as written, on every listener.
+    pub placement: Option<&'a Placement>,
+    /// The Services its references resolve against.
+    pub inventory: &'a Inventory<'a>,
+    /// The ReferenceGrants that let it refer to another namespace's Services.
+    pub grants: &'a Grants<'a>,
+}
+
+/// Add the routes of `object` (an HTTPRoute or a GRPCRoute), served where `context` says.
 pub(super) fn translate(
     object: &Object,
-    placement: Option<&Placement>,
-    inventory: &Inventory,
+    context: &Context<'_>,
     out: Out<'_>,
     notes: &mut Vec<Note>,
 ) {
     let Out { backends, routes } = out;
+    let placement = context.placement;
     if timeouts_inverted(object, notes) {
         return;
     }
@@ -81,7 +91,7 @@ pub(super) fn translate(
         let changes = filters(object, rule, &field, notes);
         let action = match &changes.redirect {
             Some(redirect) => json!({ "redirect": redirect }),
-            None => match targets(object, inventory, rule, &field, &settings, backends, notes) {
+            None => match targets(object, context, rule, &field, &settings, backends, notes) {
                 Some(action) => action,
                 None => continue,
             },
@@ -309,7 +319,7 @@ fn path_change(path: Option<&Value>, into: &mut Map<String, Value>) {
 /// reference has weight 0 or none is usable, as the spec says); `None` without references.
 fn targets(
     object: &Object,
-    inventory: &Inventory,
+    context: &Context<'_>,
     rule: &Value,
     field: &str,
     settings: &Settings,
@@ -343,26 +353,49 @@ fn targets(
         let Some(service) = text(r, "name") else {
             continue;
         };
-        if text(r, "namespace").is_some_and(|ns| Some(ns) != object.namespace.as_deref()) {
-            // Gateway API: another namespace's Service needs a ReferenceGrant there, which
-            // hitless does not read; without this check any route could expose any Service.
+        let own = object.namespace.as_deref().unwrap_or("default");
+        let namespace = text(r, "namespace").unwrap_or(own);
+        let from = grants::From {
+            kind: &object.kind,
+            namespace: own,
+        };
+        let to = grants::To {
+            kind: "Service",
+            namespace,
+            name: service,
+        };
+        if !context.grants.permit(from, to) {
+            // Without this check any route could expose any Service.
             note(
                 notes,
                 object,
                 &format!("{at}.namespace"),
                 Outcome::Unsupported,
-                "a Service in another namespace (needs a ReferenceGrant, not read by hitless): \
-                 refused"
-                    .into(),
+                format!(
+                    "Service {namespace}/{service}: another namespace's Service needs a \
+                     ReferenceGrant there for this {} (none found): refused",
+                    object.kind
+                ),
             );
             continue;
         }
         let backend = BackendRef {
-            namespace: object.namespace.clone(),
+            // As written: a route without a namespace (a file for `import`) keeps none.
+            namespace: match text(r, "namespace") {
+                Some(ns) => Some(ns.to_string()),
+                None => object.namespace.clone(),
+            },
             service: service.to_string(),
             port: r.get("port").cloned().unwrap_or(Value::Null),
         };
-        let name = backend_entry(object, inventory, &backend, settings, backends, notes);
+        let name = backend_entry(
+            object,
+            context.inventory,
+            &backend,
+            settings,
+            backends,
+            notes,
+        );
         let weight = r.get("weight").and_then(Value::as_u64).unwrap_or(1);
         if !split.iter().any(|(n, _)| *n == name) {
             split.push((name, weight));

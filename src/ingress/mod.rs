@@ -9,6 +9,7 @@
 mod cluster;
 pub mod controller;
 mod gateway;
+mod grants;
 mod httproute;
 mod leader;
 mod nginx;

@@ -27,6 +27,7 @@ use serde_json::{json, Value};
 
 use super::cluster::{object_id, Built, Cluster, Kind};
 use super::gateway::{self, Ours};
+use super::grants::{self, Grants};
 use super::Outcome;
 
 /// Writes statuses and Events.
@@ -115,6 +116,7 @@ impl Writer {
             .of(Kind::HttpRoute)
             .chain(cluster.of(Kind::GrpcRoute))
             .collect();
+        let grants = Grants::new(cluster.of(Kind::ReferenceGrant));
         for route in &routes {
             let parents = ours.parents(route);
             if parents.iter().all(|p| p.gateway.is_none()) {
@@ -133,7 +135,7 @@ impl Writer {
                 continue;
             }
             let id = object_id(route);
-            let resolved = unresolved_backend(cluster, route);
+            let resolved = unresolved_backend(cluster, &grants, route);
             let mut entries: Vec<Value> = route
                 .pointer("/status/parents")
                 .and_then(Value::as_array)
@@ -184,7 +186,7 @@ impl Writer {
                 .await;
         }
         for gateway in &ours.gateways {
-            let status = self.gateway_status(gateway, &ours, &routes, built);
+            let status = self.gateway_status(gateway, &ours, &routes, &grants, built);
             self.patch(Kind::Gateway, gateway, status).await;
         }
     }
@@ -194,6 +196,7 @@ impl Writer {
         gateway: &Value,
         ours: &Ours<'_>,
         routes: &[&Value],
+        grants: &Grants<'_>,
         built: &Built,
     ) -> Value {
         let id = object_id(gateway);
@@ -261,26 +264,43 @@ impl Writer {
                 })
                 .count();
             // A certificate this listener names that could not be used (reported per Secret).
+            let own = gateway
+                .pointer("/metadata/namespace")
+                .and_then(Value::as_str)
+                .unwrap_or("default");
             let bad_certificate = listener
                 .pointer("/tls/certificateRefs")
                 .and_then(Value::as_array)
                 .into_iter()
                 .flatten()
-                .filter_map(|r| r.get("name").and_then(Value::as_str))
-                .find_map(|secret| {
-                    built
+                .find_map(|r| {
+                    let secret = r.get("name").and_then(Value::as_str)?;
+                    let ns = r.get("namespace").and_then(Value::as_str).unwrap_or(own);
+                    let from = grants::From {
+                        kind: "Gateway",
+                        namespace: own,
+                    };
+                    let to = grants::To {
+                        kind: "Secret",
+                        namespace: ns,
+                        name: secret,
+                    };
+                    let source = format!("Secret/{ns}/{secret}");
+                    let note = built
                         .notes
                         .iter()
-                        .find(|n| n.object == id && n.source.ends_with(&format!("/{secret}")))
+                        .find(|n| n.object == id && n.source == source)?;
+                    let reason = if grants.permit(from, to) {
+                        "InvalidCertificateRef"
+                    } else {
+                        "RefNotPermitted"
+                    };
+                    Some((reason, note.message.as_str()))
                 });
             let refs = match bad_certificate {
-                Some(n) => condition(
-                    gateway,
-                    "ResolvedRefs",
-                    false,
-                    "InvalidCertificateRef",
-                    &n.message,
-                ),
+                Some((reason, message)) => {
+                    condition(gateway, "ResolvedRefs", false, reason, message)
+                }
                 None => condition(
                     gateway,
                     "ResolvedRefs",
@@ -459,7 +479,11 @@ fn kind_of(route: &Value) -> Kind {
 }
 
 /// The first backendRef of `route` hitless cannot use, with the reason's code and words.
-fn unresolved_backend(cluster: &Cluster, route: &Value) -> Option<(&'static str, String)> {
+fn unresolved_backend(
+    cluster: &Cluster,
+    grants: &Grants<'_>,
+    route: &Value,
+) -> Option<(&'static str, String)> {
     let namespace = route
         .pointer("/metadata/namespace")
         .and_then(Value::as_str)
@@ -487,11 +511,19 @@ fn unresolved_backend(cluster: &Cluster, route: &Value) -> Option<(&'static str,
                     format!("{kind} {name}: hitless forwards to Services only"),
                 ));
             }
-            if ns != namespace {
-                // Another namespace needs a ReferenceGrant, which hitless does not read.
+            let from = grants::From {
+                kind: route["kind"].as_str().unwrap_or("HTTPRoute"),
+                namespace,
+            };
+            let to = grants::To {
+                kind: "Service",
+                namespace: ns,
+                name,
+            };
+            if !grants.permit(from, to) {
                 return Some((
                     "RefNotPermitted",
-                    format!("Service {ns}/{name}: references to other namespaces are refused"),
+                    format!("Service {ns}/{name}: another namespace's Service needs a ReferenceGrant there (none found)"),
                 ));
             }
             let key = format!("{ns}/{name}");

@@ -8,6 +8,7 @@ use serde_json::{json, Map, Value};
 
 use super::cluster::object_id;
 use super::gateway::Placement;
+use super::grants::Grants;
 use super::nginx::{self, Settings};
 use super::routes::{
     backend_entry, matched, matched_regex, note, route_base, route_value, BackendRef, Route,
@@ -60,6 +61,7 @@ impl Serving<'_> {
 pub(super) fn config(objects: &[Object], serving: &Serving<'_>, notes: &mut Vec<Note>) -> Value {
     let tls = serving.tls;
     let inventory = Inventory::new(objects);
+    let grants = Grants::new(objects.iter().map(|o| &o.value));
     let mut backends: BTreeMap<String, Value> = BTreeMap::new();
     let mut routes: Vec<Route> = Vec::new();
     let mut canaries: Vec<Canary> = Vec::new();
@@ -72,12 +74,16 @@ pub(super) fn config(objects: &[Object], serving: &Serving<'_>, notes: &mut Vec<
             };
             ingress(object, &inventory, tls, out, notes);
         } else if object.is(&["gateway.networking.k8s.io"], &["HTTPRoute", "GRPCRoute"]) {
-            let placement = serving.placements.get(&object_id(&object.value));
+            let context = super::httproute::Context {
+                placement: serving.placements.get(&object_id(&object.value)),
+                inventory: &inventory,
+                grants: &grants,
+            };
             let out = super::httproute::Out {
                 backends: &mut backends,
                 routes: &mut routes,
             };
-            super::httproute::translate(object, placement, &inventory, out, notes);
+            super::httproute::translate(object, &context, out, notes);
         }
     }
     for (k, canary) in canaries.into_iter().enumerate() {

@@ -26,6 +26,9 @@ type ApiBody = BoxBody<Bytes, std::io::Error>;
 /// A collection: its path, the list kind, the apiVersion.
 struct Collection {
     path: String,
+    /// The collection across namespaces (for a cluster-scoped kind: `path`).
+    all: String,
+    namespaced: bool,
     list_kind: &'static str,
     api_version: &'static str,
 }
@@ -77,6 +80,13 @@ fn collection(kind: &str, namespace: &str) -> Option<Collection> {
             "gateway.networking.k8s.io/v1",
             false,
         ),
+        "ReferenceGrant" => (
+            "/apis/gateway.networking.k8s.io/v1beta1",
+            "referencegrants",
+            "ReferenceGrantList",
+            "gateway.networking.k8s.io/v1beta1",
+            true,
+        ),
         "Namespace" => ("/api/v1", "namespaces", "NamespaceList", "v1", false),
         _ => return None,
     };
@@ -87,9 +97,65 @@ fn collection(kind: &str, namespace: &str) -> Option<Collection> {
     };
     Some(Collection {
         path,
+        all: format!("{group_path}/{plural}"),
+        namespaced,
         list_kind,
         api_version,
     })
+}
+
+/// The kind and collection a request path names (a namespace's, or all namespaces'), and the
+/// rest of the path (`/name/status`).
+fn parse(path: &str, gateway_api: bool) -> Option<(&'static str, Collection, bool, String)> {
+    for kind in KINDS {
+        if !gateway_api && kind_is_gateway_api(kind) {
+            continue;
+        }
+        let any = collection(kind, "")?;
+        if !any.namespaced {
+            let Some(rest) = path.strip_prefix(&any.all) else {
+                continue;
+            };
+            if rest.is_empty() || rest.starts_with('/') {
+                return Some((kind, any, false, rest.to_string()));
+            }
+            continue;
+        }
+        if path == any.all {
+            return Some((kind, any, true, String::new()));
+        }
+        // `{group}/namespaces/{ns}/{plural}...`
+        let (group, plural) = any.all.rsplit_once('/')?;
+        let Some(rest) = path.strip_prefix(&format!("{group}/namespaces/")) else {
+            continue;
+        };
+        let Some((namespace, rest)) = rest.split_once('/') else {
+            continue;
+        };
+        let Some(rest) = rest.strip_prefix(plural) else {
+            continue;
+        };
+        if rest.is_empty() || rest.starts_with('/') {
+            let c = collection(kind, namespace)?;
+            return Some((kind, c, false, rest.to_string()));
+        }
+    }
+    None
+}
+
+fn kind_is_gateway_api(kind: &str) -> bool {
+    matches!(
+        kind,
+        "Gateway" | "HTTPRoute" | "GRPCRoute" | "GatewayClass" | "ReferenceGrant"
+    )
+}
+
+/// The namespace an object is stored under (`shop` unless it says).
+fn namespace_of(object: &Value) -> String {
+    object["metadata"]["namespace"]
+        .as_str()
+        .unwrap_or(NAMESPACE)
+        .to_string()
 }
 
 const NAMESPACE: &str = "shop";
@@ -182,10 +248,11 @@ impl KubeApi {
         }
     }
 
-    /// Create or replace `object` (its kind says where), as `kubectl apply` would.
+    /// Create or replace `object` (its kind and namespace say where), as `kubectl apply` would.
     pub fn apply(&self, mut object: Value) {
         let kind = object["kind"].as_str().unwrap().to_string();
-        let path = collection(&kind, NAMESPACE).unwrap().path;
+        let c = collection(&kind, &namespace_of(&object)).unwrap();
+        let (path, all) = (c.path, c.all);
         assert!(self.gateway_api || !path.contains("gateway.networking"));
         let mut state = self.state.lock().unwrap();
         state.rv += 1;
@@ -210,11 +277,20 @@ impl KubeApi {
             }
         };
         objects.insert(name, object.clone());
-        broadcast(&mut state, &path, json!({"type": event, "object": object}));
+        broadcast(
+            &mut state,
+            [&path, &all],
+            json!({"type": event, "object": object}),
+        );
     }
 
     pub fn delete(&self, kind: &str, name: &str) {
-        let path = collection(kind, NAMESPACE).unwrap().path;
+        self.delete_in(kind, NAMESPACE, name);
+    }
+
+    pub fn delete_in(&self, kind: &str, namespace: &str, name: &str) {
+        let c = collection(kind, namespace).unwrap();
+        let (path, all) = (c.path, c.all);
         let mut state = self.state.lock().unwrap();
         state.rv += 1;
         let rv = state.rv.to_string();
@@ -227,14 +303,19 @@ impl KubeApi {
         object["metadata"]["resourceVersion"] = json!(rv);
         broadcast(
             &mut state,
-            &path,
+            [&path, &all],
             json!({"type": "DELETED", "object": object}),
         );
     }
 
-    /// The object as the API server holds it now.
+    /// The object (in `shop`) as the API server holds it now.
     pub fn get(&self, kind: &str, name: &str) -> Option<Value> {
-        let path = collection(kind, NAMESPACE)?.path;
+        self.get_in(kind, NAMESPACE, name)
+    }
+
+    /// The object in `namespace` as the API server holds it now.
+    pub fn get_in(&self, kind: &str, namespace: &str, name: &str) -> Option<Value> {
+        let path = collection(kind, namespace)?.path;
         let state = self.state.lock().unwrap();
         state.objects.get(&path)?.get(name).cloned()
     }
@@ -258,19 +339,21 @@ impl KubeApi {
     }
 }
 
-fn broadcast(state: &mut State, path: &str, event: Value) {
+/// Send `event` to the watchers of its collection, `paths` (the namespace's and all
+/// namespaces').
+fn broadcast(state: &mut State, paths: [&str; 2], event: Value) {
     let wanted = label(&event["object"]);
     let line = Bytes::from(format!("{event}\n"));
     state.watchers.retain(|(c, selector, tx)| {
-        if c != path || (selector.is_some() && *selector != wanted) {
+        if !paths.contains(&c.as_str()) || (selector.is_some() && *selector != wanted) {
             return true;
         }
         tx.send(line.clone()).is_ok()
     });
 }
 
-// Namespace last: its path is a prefix of every namespaced one (status patches match by prefix).
-const KINDS: [&str; 9] = [
+// Namespace last: its path is a prefix of every namespaced one (`parse` tries kinds in order).
+const KINDS: [&str; 10] = [
     "Ingress",
     "Service",
     "Secret",
@@ -279,6 +362,7 @@ const KINDS: [&str; 9] = [
     "HTTPRoute",
     "GRPCRoute",
     "GatewayClass",
+    "ReferenceGrant",
     "Namespace",
 ];
 
@@ -304,19 +388,12 @@ async fn answer(
         // A series update (PATCH) of an Event already created.
         return json_response(200, serde_json::from_slice(&body).unwrap_or(json!({})));
     }
-    let collections: Vec<(&str, Collection)> = KINDS
-        .iter()
-        .filter(|k| {
-            gateway_api || !matches!(**k, "Gateway" | "HTTPRoute" | "GRPCRoute" | "GatewayClass")
-        })
-        .map(|k| (*k, collection(k, NAMESPACE).unwrap()))
-        .collect();
+    let Some((kind, c, across, rest)) = parse(&path, gateway_api) else {
+        return failure(404, "NotFound", &path);
+    };
     // The status subresource: a merge patch of `status`.
     if method == http::Method::PATCH {
-        let Some((kind, c)) = collections.iter().find(|(_, c)| path.starts_with(&c.path)) else {
-            return failure(404, "NotFound", &path);
-        };
-        let name = path[c.path.len()..]
+        let name = rest
             .trim_start_matches('/')
             .trim_end_matches("/status")
             .to_string();
@@ -339,14 +416,14 @@ async fn answer(
         state.status_patches.push((kind.to_string(), name, patch));
         broadcast(
             &mut state,
-            &c.path,
+            [&c.path, &c.all],
             json!({"type": "MODIFIED", "object": object.clone()}),
         );
         return json_response(200, object);
     }
-    let Some((_, c)) = collections.iter().find(|(_, c)| c.path == path) else {
+    if !rest.is_empty() {
         return failure(404, "NotFound", &path);
-    };
+    }
     let selector = query
         .split('&')
         .find_map(|p| p.strip_prefix("labelSelector=kubernetes.io%2Fservice-name%3D"))
@@ -354,7 +431,12 @@ async fn answer(
     let mut state = state.lock().unwrap();
     if query.contains("watch=true") {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
-        state.watchers.push((c.path.clone(), selector, tx));
+        let watched = if across {
+            c.all.clone()
+        } else {
+            c.path.clone()
+        };
+        state.watchers.push((watched, selector, tx));
         let lines = futures_util::stream::unfold(rx, |mut rx| async move {
             let line = rx.recv().await?;
             Some((Ok::<_, std::io::Error>(Frame::data(line)), rx))
@@ -364,16 +446,24 @@ async fn answer(
             .body(BodyExt::boxed(StreamBody::new(lines)))
             .unwrap();
     }
+    // One namespace's collection, or every namespace's of this kind.
+    let (group, plural) = c.all.rsplit_once('/').unwrap();
+    let prefix = format!("{group}/namespaces/");
+    let suffix = format!("/{plural}");
     let items: Vec<Value> = state
         .objects
-        .get(&c.path)
-        .map(|m| {
-            m.values()
-                .filter(|o| selector.is_none() || label(o) == selector)
-                .cloned()
-                .collect()
+        .iter()
+        .filter(|(p, _)| {
+            **p == c.path
+                || (across
+                    && p.starts_with(&prefix)
+                    && p.ends_with(&suffix)
+                    && p[prefix.len()..p.len() - suffix.len()].find('/').is_none())
         })
-        .unwrap_or_default();
+        .flat_map(|(_, m)| m.values())
+        .filter(|o| selector.is_none() || label(o) == selector)
+        .cloned()
+        .collect();
     json_response(
         200,
         json!({"kind": c.list_kind, "apiVersion": c.api_version, "metadata": {"resourceVersion": state.rv.to_string()}, "items": items}),
@@ -479,6 +569,17 @@ impl Controller {
     /// Start one on `api` (namespace `shop`), with a plain listener and, given `tls` (the TLS
     /// listener's `tls:` mapping, YAML), a TLS one. Returns once it is ready.
     pub async fn start(api: &KubeApi, tag: &str, tls: Option<&str>, extra: &[&str]) -> Controller {
+        Controller::start_in(api, tag, tls, extra, Some(NAMESPACE)).await
+    }
+
+    /// As `start`, watching `namespace` (`None`: every namespace, as shipped).
+    pub async fn start_in(
+        api: &KubeApi,
+        tag: &str,
+        tls: Option<&str>,
+        extra: &[&str],
+        namespace: Option<&str>,
+    ) -> Controller {
         let (port, tls_port, admin_port) = (free_port(), free_port(), free_port());
         let base = std::env::temp_dir().join(format!(
             "hitless-ingress-{tag}-{}-{port}.yaml",
@@ -503,11 +604,14 @@ impl Controller {
             "ingress",
             "--config",
             base.to_str().unwrap(),
-            "--namespace",
-            "shop",
             "--kubeconfig",
             kubeconfig.to_str().unwrap(),
         ];
+        match namespace {
+            Some(namespace) => args.extend(["--namespace", namespace]),
+            // The Lease stays where this server keeps Leases (the pod's namespace).
+            None => args.extend(["--lease-namespace", NAMESPACE]),
+        }
         args.extend_from_slice(extra);
         let child = spawn_hitless(&args);
         let admin: SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
