@@ -1,7 +1,8 @@
 //! Controller mode (`hitless ingress`): the routes come from the cluster. Watched (kube-runtime's
 //! watcher: list, then watch, relist after `410 Gone`, backoff after errors): Ingresses of
 //! hitless's IngressClass; Gateway API GatewayClasses, Gateways, HTTPRoutes and GRPCRoutes
-//! (`gateway.rs` says which are ours); the Services they name; and `kubernetes.io/tls` Secrets.
+//! (`gateway.rs` says which are ours), and the ReferenceGrants that let them refer to other
+//! namespaces (`grants.rs`); the Services they name; and `kubernetes.io/tls` Secrets.
 //! After each change (and once the first lists are complete) the objects are translated as
 //! `hitless import` does, merged with the base config file (listeners, admin, defaults, routes
 //! of its own as a fallback), the Secrets they name added to the TLS listeners (`secrets.rs`),
