@@ -23,6 +23,7 @@ use crate::config::Config;
 use crate::error::ProxyError;
 use crate::inbound::listener::{accept_loop, Entry};
 use crate::inbound::server::Server;
+use crate::proxy::mirror::Mirror;
 use crate::proxy::route::{Route, Router};
 use crate::proxy::Proxy;
 use crate::runtime::drain::{Control, Drain};
@@ -436,7 +437,13 @@ fn build_routes(config: &Config, backends: &[Arc<Backend>], metrics: &Metrics) -
             // Series per (route, backend): a split's requests count under the backend each
             // one went to.
             let handles = |backend: &str| metrics.route(&r.name, backend);
-            Route::new(r, backends, &handles)
+            let mirror = r.mirror.and_then(|m| {
+                let backend = backends.get(m.backend)?;
+                let counters = metrics.mirror(&r.name, &backend.name);
+                let timeout = r.backend_request_timeout;
+                Some(Mirror::new(Arc::clone(backend), m.share, timeout, counters))
+            });
+            Route::new(r, backends, &handles, mirror)
         })
         .collect();
     Router::new(routes)

@@ -347,3 +347,35 @@ spec:
         import.config
     );
 }
+
+#[test]
+fn a_request_mirror_becomes_the_routes_mirror() {
+    let yaml = r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: shop, namespace: shop}
+spec:
+  hostnames: [shop.example.com]
+  rules:
+    - backendRefs: [{name: web, port: 80}]
+      filters:
+        - type: RequestMirror
+          requestMirror:
+            backendRef: {name: web-next, port: 80}
+            fraction: {numerator: 1, denominator: 4}
+        - type: RequestMirror
+          requestMirror:
+            backendRef: {name: web-other, port: 80}
+"#;
+    let import = import_str("mirror.yaml", yaml).unwrap();
+    let config =
+        Config::from_yaml(&import.config).unwrap_or_else(|e| panic!("{e}\n{}", import.config));
+    let mirror = config.routes[0].mirror.unwrap();
+    assert_eq!(config.backends[mirror.backend].name, "shop-web-next-80");
+    assert_eq!(mirror.share.0, 250_000, "1/4 of the requests");
+    // hitless copies to one backend: the second mirror is reported.
+    assert_eq!(
+        outcome_of(&import, "spec.rules[0].filters[1]"),
+        [Outcome::Unsupported]
+    );
+}

@@ -93,7 +93,7 @@ pub(super) fn parse(errors: &mut Errors, base: &str, raw: &RawFault) -> FaultCon
     }
 }
 
-fn share(errors: &mut Errors, path: &str, percent: Option<f64>) -> Option<Share> {
+pub(super) fn share(errors: &mut Errors, path: &str, percent: Option<f64>) -> Option<Share> {
     match percent {
         Some(p) if (0.0..=100.0).contains(&p) => {
             // In range: the product is at most 1e6, exact enough for a share.

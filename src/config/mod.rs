@@ -282,8 +282,15 @@ pub fn effective_yaml(config: &Config) -> String {
                     "max_replay_bytes": r.retry.max_replay_bytes,
                 },
             });
+            let percent = |s: fault::Share| f64::from(s.0) / 10_000.0;
+            if let (Some(obj), Some(m)) = (route.as_object_mut(), &r.mirror) {
+                let backend = config.backends.get(m.backend).map(|b| b.name.as_str());
+                obj.insert(
+                    "mirror".into(),
+                    json!({"backend": backend, "percent": percent(m.share)}),
+                );
+            }
             if let (Some(obj), Some(f)) = (route.as_object_mut(), &r.fault) {
-                let percent = |s: fault::Share| f64::from(s.0) / 10_000.0;
                 let mut fault = Map::new();
                 if let Some((status, share)) = f.abort {
                     fault.insert(

@@ -254,6 +254,17 @@ pub struct RawRoute {
     pub timeouts: Option<RawRouteTimeouts>,
     pub retry: Option<RawRetry>,
     pub fault: Option<RawFault>,
+    /// A copy of each request (or of this share) to another backend; its answers are dropped.
+    pub mirror: Option<RawMirror>,
+}
+
+/// `routes[].mirror`: `{backend: shadow, percent: 10}` (Gateway API's `RequestMirror`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMirror {
+    pub backend: String,
+    /// Share of the requests copied (default 100).
+    pub percent: Option<f64>,
 }
 
 /// `routes[].fault`: failures injected on purpose (see `config/fault.rs`).

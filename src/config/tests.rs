@@ -645,3 +645,32 @@ fn listener_ports_name_listeners_by_their_public_port() {
         ["listeners[1].public_port: port 443 is listeners[0]'s too, and only one of them has TLS"]
     );
 }
+
+#[test]
+fn mirror_names_a_backend_and_a_share_on_forwarding_routes() {
+    let c = Config::from_yaml(&format!(
+        "{TWO}routes:\n  - backend: v1\n    mirror: {{backend: v2, percent: 12.5}}\n  - backend: v1\n    mirror: {{backend: v2}}\n"
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
+    let m = c.routes[0].mirror.unwrap();
+    assert_eq!(
+        (c.backends[m.backend].name.as_str(), m.share.0),
+        ("v2", 125_000)
+    );
+    assert_eq!(
+        c.routes[1].mirror.unwrap().share.0,
+        1_000_000,
+        "default: every request"
+    );
+    let again = Config::from_yaml(&effective_yaml(&c)).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(again.routes[0].mirror, c.routes[0].mirror);
+    let e = errors(&format!(
+        "{TWO}routes:\n  - backend: v1\n    mirror: {{backend: v3, percent: 150}}\n  - respond: {{status: 200}}\n    mirror: {{backend: v2}}\n"
+    ));
+    assert_eq!(e.len(), 2, "{e:?}");
+    assert!(e[0].starts_with("routes[0].mirror.backend: "), "{e:?}");
+    assert!(
+        e[1].starts_with("routes[1].mirror: requests are mirrored on routes with a `backend`"),
+        "{e:?}"
+    );
+}

@@ -514,6 +514,17 @@ pub struct RouteConfig {
     pub retry: RetryPolicy,
     /// Failures injected on purpose (`fault:`); `None`: never.
     pub fault: Option<super::fault::FaultConfig>,
+    /// `mirror:`: copies of requests to another backend; `None`: none.
+    pub mirror: Option<MirrorConfig>,
+}
+
+/// `routes[].mirror`: a copy of each request (of `share` of them) goes to `backend` too,
+/// its answer dropped; the client's exchange never waits for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MirrorConfig {
+    /// Index into `Config::backends`.
+    pub backend: usize,
+    pub share: super::fault::Share,
 }
 
 impl RouteConfig {
@@ -1227,6 +1238,20 @@ fn validate_route(
             "faults are injected on routes with a `backend`; this route answers by itself",
         );
     }
+    let mirror = r.mirror.as_ref().and_then(|m| {
+        let at = format!("{base}.mirror");
+        if answers {
+            errors.push(
+                at.as_str(),
+                "requests are mirrored on routes with a `backend`; this route answers by itself",
+            );
+            return None;
+        }
+        let backend = find_backend(errors, &format!("{at}.backend"), &m.backend, backends)?;
+        let percent = Some(m.percent.unwrap_or(100.0));
+        let share = super::fault::share(errors, &format!("{at}.percent"), percent)?;
+        Some(MirrorConfig { backend, share })
+    });
     let request_headers = r
         .request_headers
         .as_ref()
@@ -1279,6 +1304,7 @@ fn validate_route(
         backend_request_timeout,
         retry,
         fault,
+        mirror,
     })
 }
 

@@ -91,6 +91,16 @@ where
 fn decode<K: Resource + serde::Serialize>(kind: Kind, event: Event<K>) -> Change {
     let value = |k: &K| {
         let mut value = serde_json::to_value(k).unwrap_or(Value::Null);
+        if kind == Kind::Namespace {
+            // Only the labels matter (Selector listeners): kept alone, an update that changes
+            // something else (a resourceVersion, an annotation) is no change, and no rebuild.
+            let metadata = &value["metadata"];
+            return serde_json::json!({
+                "kind": "Namespace",
+                "apiVersion": "v1",
+                "metadata": {"name": metadata["name"], "labels": metadata["labels"]},
+            });
+        }
         // Items of a list carry no kind (dynamic objects keep none): the watch says which.
         if let Some(map) = value.as_object_mut() {
             map.entry("kind").or_insert_with(|| kind.name().into());

@@ -6,9 +6,10 @@
 //!   references all have weight 0 answers 500, as the spec says;
 //! - filters `RequestHeaderModifier`, `ResponseHeaderModifier`, `RequestRedirect`, `URLRewrite`;
 //! - `timeouts.request` and `timeouts.backendRequest` (a route whose `backendRequest` exceeds
-//!   its `request` is rejected whole: `Outcome::Rejected`).
+//!   its `request` is rejected whole: `Outcome::Rejected`);
+//! - `RequestMirror` (one per rule) as `mirror:` (a copy of each request, or of a share).
 //!
-//! Regular expressions, `RequestMirror`, `ExtensionRef`, `CORS` and per-backend filters are
+//! Header and query regular expressions, `ExtensionRef`, `CORS` and per-backend filters are
 //! reported, and a match that needs what hitless cannot check is left out (imported without
 //! its condition it would take traffic that is not its own).
 
@@ -89,10 +90,13 @@ pub(super) fn translate(
         }
         timeouts(object, rule, &field, &mut settings, notes);
         let changes = filters(object, rule, &field, notes);
-        let action = match &changes.redirect {
-            Some(redirect) => json!({ "redirect": redirect }),
+        let (action, mirror) = match &changes.redirect {
+            Some(redirect) => (json!({ "redirect": redirect }), None),
             None => match targets(object, context, rule, &field, &settings, backends, notes) {
-                Some(action) => action,
+                Some(action) => {
+                    let mirror = mirror(object, context, rule, &field, &settings, backends, notes);
+                    (action, mirror)
+                }
                 None => continue,
             },
         };
@@ -137,6 +141,9 @@ pub(super) fn translate(
                         route.extend(action.clone());
                     }
                     route.extend(changes.route.clone());
+                    if let Some(mirror) = &mirror {
+                        route.insert("mirror".into(), mirror.clone());
+                    }
                     if changes.redirect.is_some() {
                         // A redirect answers by itself: no timeouts or retries to set.
                         route.remove("timeouts");
@@ -252,6 +259,8 @@ fn filters(object: &Object, rule: &Value, field: &str, notes: &mut Vec<Note>) ->
                 path_change(r.get("path"), &mut redirect);
                 changes.redirect = Some(Value::Object(redirect));
             }
+            // Needs a backend: `mirror` reads it.
+            "RequestMirror" => {}
             "URLRewrite" => {
                 let r = filter.get("urlRewrite").unwrap_or(&Value::Null);
                 let mut rewrite = Map::new();
@@ -315,6 +324,125 @@ fn path_change(path: Option<&Value>, into: &mut Map<String, Value>) {
     }
 }
 
+/// A rule's `RequestMirror` filter as `mirror: {backend, percent}` (`percent`, or `fraction`,
+/// or all); hitless copies to one backend per route, and reports a second mirror.
+fn mirror(
+    object: &Object,
+    context: &Context<'_>,
+    rule: &Value,
+    field: &str,
+    settings: &Settings,
+    backends: &mut BTreeMap<String, Value>,
+    notes: &mut Vec<Note>,
+) -> Option<Value> {
+    let mut found = None;
+    for (k, filter) in list(Some(rule), "filters").iter().enumerate() {
+        if text(filter, "type") != Some("RequestMirror") {
+            continue;
+        }
+        let at = format!("{field}.filters[{k}]");
+        if found.is_some() {
+            let message =
+                "a second RequestMirror: hitless copies a route's requests to one backend";
+            note(notes, object, &at, Outcome::Unsupported, message.into());
+            continue;
+        }
+        let m = filter.get("requestMirror").unwrap_or(&Value::Null);
+        let Some(r) = m.get("backendRef") else {
+            continue;
+        };
+        let number = |v: Option<&Value>| v.and_then(Value::as_f64);
+        let percent = match (number(m.get("percent")), m.get("fraction")) {
+            (Some(p), _) => p.clamp(0.0, 100.0),
+            (None, Some(f)) => {
+                let numerator = number(f.get("numerator")).unwrap_or(0.0);
+                let denominator = number(f.get("denominator")).unwrap_or(100.0);
+                if denominator > 0.0 {
+                    (numerator / denominator * 100.0).clamp(0.0, 100.0)
+                } else {
+                    0.0
+                }
+            }
+            (None, None) => 100.0,
+        };
+        let at = format!("{at}.requestMirror.backendRef");
+        let Some(name) = service_backend(object, context, r, &at, settings, backends, notes) else {
+            continue;
+        };
+        found = Some(json!({"backend": name, "percent": percent}));
+    }
+    found
+}
+
+/// The hitless backend for `r`, a reference to a Service (as `backendRefs` and
+/// `RequestMirror` write them), added to `backends`; `None`, reported, when it cannot be used.
+fn service_backend(
+    object: &Object,
+    context: &Context<'_>,
+    r: &Value,
+    at: &str,
+    settings: &Settings,
+    backends: &mut BTreeMap<String, Value>,
+    notes: &mut Vec<Note>,
+) -> Option<String> {
+    let kind = text(r, "kind").unwrap_or("Service");
+    let group = text(r, "group").unwrap_or("");
+    if kind != "Service" || !group.is_empty() {
+        note(
+            notes,
+            object,
+            at,
+            Outcome::Unsupported,
+            format!("{kind} backends: hitless forwards to Services only"),
+        );
+        return None;
+    }
+    let service = text(r, "name")?;
+    let own = object.namespace.as_deref().unwrap_or("default");
+    let namespace = text(r, "namespace").unwrap_or(own);
+    let from = grants::From {
+        kind: &object.kind,
+        namespace: own,
+    };
+    let to = grants::To {
+        kind: "Service",
+        namespace,
+        name: service,
+    };
+    if !context.grants.permit(from, to) {
+        // Without this check any route could expose any Service.
+        note(
+            notes,
+            object,
+            &format!("{at}.namespace"),
+            Outcome::Unsupported,
+            format!(
+                "Service {namespace}/{service}: another namespace's Service needs a \
+                 ReferenceGrant there for this {} (none found): refused",
+                object.kind
+            ),
+        );
+        return None;
+    }
+    let backend = BackendRef {
+        // As written: a route without a namespace (a file for `import`) keeps none.
+        namespace: match text(r, "namespace") {
+            Some(ns) => Some(ns.to_string()),
+            None => object.namespace.clone(),
+        },
+        service: service.to_string(),
+        port: r.get("port").cloned().unwrap_or(Value::Null),
+    };
+    Some(backend_entry(
+        object,
+        context.inventory,
+        &backend,
+        settings,
+        backends,
+        notes,
+    ))
+}
+
 /// Where a rule forwards: `{backend}` or `{backends: [...]}` (or `{respond: 500}` when every
 /// reference has weight 0 or none is usable, as the spec says); `None` without references.
 fn targets(
@@ -329,18 +457,6 @@ fn targets(
     let mut split: Vec<(String, u64)> = Vec::new();
     for (k, r) in list(Some(rule), "backendRefs").iter().enumerate() {
         let at = format!("{field}.backendRefs[{k}]");
-        let kind = text(r, "kind").unwrap_or("Service");
-        let group = text(r, "group").unwrap_or("");
-        if kind != "Service" || !group.is_empty() {
-            note(
-                notes,
-                object,
-                &at,
-                Outcome::Unsupported,
-                format!("{kind} backends: hitless forwards to Services only"),
-            );
-            continue;
-        }
         if !list(Some(r), "filters").is_empty() {
             note(
                 notes,
@@ -350,52 +466,9 @@ fn targets(
                 "filters on one backend: not applied (rule filters are)".into(),
             );
         }
-        let Some(service) = text(r, "name") else {
+        let Some(name) = service_backend(object, context, r, &at, settings, backends, notes) else {
             continue;
         };
-        let own = object.namespace.as_deref().unwrap_or("default");
-        let namespace = text(r, "namespace").unwrap_or(own);
-        let from = grants::From {
-            kind: &object.kind,
-            namespace: own,
-        };
-        let to = grants::To {
-            kind: "Service",
-            namespace,
-            name: service,
-        };
-        if !context.grants.permit(from, to) {
-            // Without this check any route could expose any Service.
-            note(
-                notes,
-                object,
-                &format!("{at}.namespace"),
-                Outcome::Unsupported,
-                format!(
-                    "Service {namespace}/{service}: another namespace's Service needs a \
-                     ReferenceGrant there for this {} (none found): refused",
-                    object.kind
-                ),
-            );
-            continue;
-        }
-        let backend = BackendRef {
-            // As written: a route without a namespace (a file for `import`) keeps none.
-            namespace: match text(r, "namespace") {
-                Some(ns) => Some(ns.to_string()),
-                None => object.namespace.clone(),
-            },
-            service: service.to_string(),
-            port: r.get("port").cloned().unwrap_or(Value::Null),
-        };
-        let name = backend_entry(
-            object,
-            context.inventory,
-            &backend,
-            settings,
-            backends,
-            notes,
-        );
         let weight = r.get("weight").and_then(Value::as_u64).unwrap_or(1);
         if !split.iter().any(|(n, _)| *n == name) {
             split.push((name, weight));

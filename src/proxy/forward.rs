@@ -36,7 +36,9 @@ impl HyperTry {
         deadline: Instant,
     ) -> Result<HyperTry, ProxyError> {
         let max = route.retry.max_replay_bytes;
-        let request = if route.retry.attempts > 1 && body_to_hold(&request, max) {
+        // Held for another try, or for a mirror's copy.
+        let wanted = route.retry.attempts > 1 || route.mirror.is_some();
+        let request = if wanted && body_to_hold(&request, max) {
             // Boxed: rarely needed, and inline it would make every request's future (moved,
             // memcpy, at each await) larger.
             Box::pin(hold_body(request, max, deadline)).await?
@@ -55,6 +57,14 @@ impl HyperTry {
     /// The request the next try would send.
     pub fn request(&self) -> Option<&Request<RequestBody>> {
         self.request.as_ref()
+    }
+
+    /// A copy of the request to send elsewhere (a mirror), when its body is held or empty.
+    pub fn copy(&self) -> Option<Request<RequestBody>> {
+        self.request
+            .as_ref()
+            .filter(|_| self.resendable)
+            .map(copy_of)
     }
 }
 

@@ -14,6 +14,7 @@ pub mod direct;
 pub mod fault;
 pub mod forward;
 pub mod headers;
+pub mod mirror;
 pub mod route;
 pub mod stream;
 pub mod tunnel;
@@ -285,6 +286,13 @@ impl Proxy {
                 Ok(t) => t,
                 Err(error) => return self.error(error, grpc, request_id, log),
             };
+        let mirrored = route.mirror.as_ref().filter(|_| upgrade.is_none());
+        if let Some(mirror) = mirrored.filter(|m| m.draw()) {
+            // The copy as the backend gets it (forwarding headers, filters, rewrite), sent
+            // before the first try: the client never waits for it. Upgrades are not copied
+            // (a second WebSocket would be a second session).
+            mirror.send(transport.copy());
+        }
         let raw = self.raw_streams
             && upgrade.is_none()
             && backend.config.protocol == crate::config::Protocol::Http;

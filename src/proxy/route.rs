@@ -21,6 +21,7 @@ use std::time::Duration;
 use http::{HeaderMap, Method};
 
 use super::fault::Faults;
+use super::mirror::Mirror;
 use crate::config::{
     Action, Conditions, FixedResponse, HeaderFilter, HostMatch, PathMatch, PathReplace, Protocol,
     Redirect, RetryPolicy, Rewrite, RouteConfig,
@@ -116,6 +117,8 @@ pub struct Route {
     /// `fault:`: requests to delay, abort or reset on purpose (shared by a split's routes: one
     /// sequence of draws).
     pub fault: Option<Arc<Faults>>,
+    /// `mirror:`: copies of requests to another backend (shared by a split's routes).
+    pub mirror: Option<Arc<Mirror>>,
     /// `request_headers:`, `response_headers:`, `rewrite:`.
     pub filters: Option<Arc<Filters>>,
     /// The direct engine may serve the route: no conditions, filters, redirect or faults, and
@@ -183,16 +186,19 @@ impl Route {
         config: &RouteConfig,
         backends: &[Arc<Backend>],
         metrics: &dyn Fn(&str) -> RouteMetrics,
+        mirror: Option<Mirror>,
     ) -> Route {
         let target = Target::of(config, backends);
         let shared = Shared {
             fault: config.fault.clone().map(|f| Arc::new(Faults::new(f))),
+            mirror: mirror.map(Arc::new),
             filters: Filters::of(config).map(Arc::new),
             conditions: (!config.conditions.is_empty())
                 .then(|| Box::new(config.conditions.clone())),
         };
         let direct = target.direct()
             && shared.fault.is_none()
+            && shared.mirror.is_none()
             && shared.filters.is_none()
             && shared.conditions.is_none();
         let (action, metrics) = match target {
@@ -232,6 +238,7 @@ impl Route {
             retry: config.retry,
             metrics,
             fault: shared.fault.clone(),
+            mirror: shared.mirror.clone(),
             filters: shared.filters.clone(),
             direct,
         }
@@ -378,6 +385,7 @@ impl Route {
 /// The settings every route made from one config entry shares (a split's routes too).
 struct Shared {
     fault: Option<Arc<Faults>>,
+    mirror: Option<Arc<Mirror>>,
     filters: Option<Arc<Filters>>,
     conditions: Option<Box<Conditions>>,
 }

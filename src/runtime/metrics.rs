@@ -32,6 +32,24 @@ pub struct FaultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MirrorLabels {
+    pub route: String,
+    /// The mirror backend.
+    pub backend: String,
+    /// `answered`, `failed`, `dropped` (too many in flight) or `skipped` (a body not held).
+    pub result: String,
+}
+
+/// A route's mirror counters, one per result (made when the route is built).
+#[derive(Debug, Clone)]
+pub struct MirrorCounters {
+    pub answered: Counter,
+    pub failed: Counter,
+    pub dropped: Counter,
+    pub skipped: Counter,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabels {
     pub route: String,
     pub backend: String,
@@ -152,6 +170,7 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     durations: Family<RouteLabels, AtomicHistogram>,
     faults: Family<FaultLabels, Counter>,
+    mirrors: Family<MirrorLabels, Counter>,
     errors: Vec<Counter>,
     conns_open: Family<BackendLabels, Gauge>,
     conns_idle: Family<BackendLabels, Gauge>,
@@ -337,6 +356,12 @@ impl Metrics {
             "Faults injected on purpose (routes[].fault, x-hitless-fault), by route and kind",
             faults.clone(),
         );
+        let mirrors = Family::<MirrorLabels, Counter>::default();
+        registry.register(
+            "mirrored_requests",
+            "Copies of requests sent to a route's mirror backend (routes[].mirror), by route, mirror backend and result (answered, failed, dropped, skipped)",
+            mirrors.clone(),
+        );
         let durations = Family::<RouteLabels, AtomicHistogram>::default();
         registry.register(
             "request_duration_seconds",
@@ -464,6 +489,7 @@ impl Metrics {
             requests,
             durations,
             faults,
+            mirrors,
             errors,
             conns_open,
             conns_idle,
@@ -473,6 +499,25 @@ impl Metrics {
             connection_limit_reached,
             max_connections,
             listen_overflows,
+        }
+    }
+
+    /// The mirror counters of `route` copying to `backend`.
+    pub fn mirror(&self, route: &str, backend: &str) -> MirrorCounters {
+        let counter = |result: &str| {
+            self.mirrors
+                .get_or_create(&MirrorLabels {
+                    route: route.to_string(),
+                    backend: backend.to_string(),
+                    result: result.to_string(),
+                })
+                .clone()
+        };
+        MirrorCounters {
+            answered: counter("answered"),
+            failed: counter("failed"),
+            dropped: counter("dropped"),
+            skipped: counter("skipped"),
         }
     }
 
