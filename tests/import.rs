@@ -379,3 +379,36 @@ spec:
         [Outcome::Unsupported]
     );
 }
+
+#[test]
+fn header_and_query_regular_expressions_become_anchored_patterns() {
+    let yaml = r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: shop, namespace: shop}
+spec:
+  rules:
+    - matches:
+        - headers: [{type: RegularExpression, name: x-version, value: "v[0-9]+"}]
+          queryParams: [{type: RegularExpression, name: tag, value: "sale|promo"}]
+        - headers: [{type: RegularExpression, name: x-escape, value: "a)|(.*"}]
+      backendRefs: [{name: web, port: 80}]
+"#;
+    let import = import_str("regex.yaml", yaml).unwrap();
+    let config =
+        Config::from_yaml(&import.config).unwrap_or_else(|e| panic!("{e}\n{}", import.config));
+    assert_eq!(config.routes.len(), 1, "{}", import.config);
+    let cond = &config.routes[0].conditions;
+    use hitless::config::ValueMatch;
+    assert!(
+        matches!(&cond.headers[0].1, ValueMatch::Pattern(p) if p.0.as_str() == "^(?:v[0-9]+)$")
+    );
+    assert!(
+        matches!(&cond.query[0].1, ValueMatch::Pattern(p) if p.0.as_str() == "^(?:sale|promo)$")
+    );
+    // A value that would escape the anchors is refused, with its match.
+    assert_eq!(
+        outcome_of(&import, "spec.rules[0].matches[1].headers[0]"),
+        [Outcome::Unsupported]
+    );
+}

@@ -683,3 +683,51 @@ routes:
         "admin"
     );
 }
+
+/// Header and query `pattern`s (regular expressions) route on both engines; the query value is
+/// matched decoded, as the application reads it.
+#[tokio::test]
+async fn header_and_query_patterns_route_on_both_engines() {
+    let beta = named_upstream("beta").await;
+    let web = named_upstream("web").await;
+    let config = render(
+        r#"
+backends:
+  beta: {endpoints: ["{beta}"]}
+  web: {endpoints: ["{web}"]}
+routes:
+  - name: beta-clients
+    match: {headers: [{name: user-agent, pattern: "^shop-app/2\\.[0-9]+"}]}
+    backend: beta
+  - name: beta-tags
+    match: {query: [{name: tag, pattern: "^spring sale$"}]}
+    backend: beta
+  - name: web
+    backend: web
+"#,
+        &[
+            ("beta", beta.addr.to_string()),
+            ("web", web.addr.to_string()),
+        ],
+    );
+    let app = start_proxy(&config).await;
+    let addr = app.traffic_addrs[0];
+    for c in [client(), h2c_client()] {
+        for (agent, path, expected) in [
+            ("shop-app/2.14 (ios)", "/", "beta"),
+            ("shop-app/3.0", "/", "web"),
+            ("curl/8", "/?tag=spring+sale", "beta"),
+            ("curl/8", "/?tag=spring%20sale", "beta"),
+            ("curl/8", "/?tag=spring+sales", "web"),
+            ("curl/8", "/?other=1&tag=spring", "web"),
+        ] {
+            let request = Request::get(format!("http://{addr}{path}"))
+                .header("host", "shop.example.com")
+                .header("user-agent", agent)
+                .body(full(""))
+                .unwrap();
+            let answer = send(&c, request).await;
+            assert_eq!(answer.body, expected, "{agent} {path}");
+        }
+    }
+}

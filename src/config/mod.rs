@@ -15,7 +15,7 @@ pub use validate::{
     compile_path_regex, Action, BackendConfig, Balance, BudgetConfig, Conditions, Config,
     ConfigError, ConfigErrors, Defaults, Downstream, FixedResponse, HeaderFilter,
     HealthCheckConfig, HostMatch, OutlierConfig, PathMatch, PathRegex, PathReplace, Protocol,
-    Redirect, RetryOn, RetryPolicy, Rewrite, RouteConfig, Warning, WeightedBackend,
+    Redirect, RetryOn, RetryPolicy, Rewrite, RouteConfig, ValueMatch, Warning, WeightedBackend,
 };
 
 use raw::RawConfig;
@@ -404,11 +404,18 @@ fn conditions_json(c: &Conditions, m: &mut serde_json::Map<String, serde_json::V
         m.insert("method".into(), json!(method.as_str()));
     }
     let text = |v: &http::HeaderValue| String::from_utf8_lossy(v.as_bytes()).into_owned();
+    let condition = |name: &str, value: Result<String, &PathRegex>| match value {
+        Ok(v) => json!({"name": name, "value": v}),
+        Err(p) => json!({"name": name, "pattern": p.0.as_str()}),
+    };
     if !c.headers.is_empty() {
         let headers: Vec<_> = c
             .headers
             .iter()
-            .map(|(n, v)| json!({"name": n.as_str(), "value": text(v)}))
+            .map(|(n, v)| match v {
+                ValueMatch::Exact(v) => condition(n.as_str(), Ok(text(v))),
+                ValueMatch::Pattern(p) => condition(n.as_str(), Err(p)),
+            })
             .collect();
         m.insert("headers".into(), json!(headers));
     }
@@ -416,7 +423,10 @@ fn conditions_json(c: &Conditions, m: &mut serde_json::Map<String, serde_json::V
         let query: Vec<_> = c
             .query
             .iter()
-            .map(|(n, v)| json!({"name": n, "value": v}))
+            .map(|(n, v)| match v {
+                ValueMatch::Exact(v) => condition(n, Ok(v.clone())),
+                ValueMatch::Pattern(p) => condition(n, Err(p)),
+            })
             .collect();
         m.insert("query".into(), json!(query));
     }

@@ -323,12 +323,14 @@ pub struct RawMatch {
     pub listener_ports: Vec<u16>,
 }
 
-/// `{name: x-env, value: canary}`: one header or query parameter condition.
+/// `{name: x-env, value: canary}` or `{name: x-env, pattern: "^canary-"}`: one header or
+/// query parameter condition, an exact value or a regular expression.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawNameValue {
     pub name: String,
-    pub value: String,
+    pub value: Option<String>,
+    pub pattern: Option<String>,
 }
 
 /// `{name: web-v2, weight: 10}`: one backend of a weighted split.

@@ -501,7 +501,10 @@ fn match_conditions_and_rewrites_are_validated() {
     let cond = &c.routes[0].conditions;
     assert_eq!(cond.method, Some(http::Method::GET));
     assert_eq!(cond.headers[0].0, "x-env", "names are case-insensitive");
-    assert_eq!(cond.query, vec![("debug".to_string(), "1".to_string())]);
+    assert_eq!(
+        cond.query,
+        vec![("debug".to_string(), ValueMatch::Exact("1".to_string()))]
+    );
 }
 
 #[test]
@@ -672,5 +675,29 @@ fn mirror_names_a_backend_and_a_share_on_forwarding_routes() {
     assert!(
         e[1].starts_with("routes[1].mirror: requests are mirrored on routes with a `backend`"),
         "{e:?}"
+    );
+}
+
+#[test]
+fn header_and_query_conditions_take_a_value_or_a_pattern() {
+    let c = Config::from_yaml(&format!(
+        "{BASE}routes:\n  - match: {{headers: [{{name: x-version, pattern: \"^v[0-9]+$\"}}], query: [{{name: tag, pattern: \"^a\"}}]}}\n    backend: api\n"
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
+    let cond = &c.routes[0].conditions;
+    assert!(matches!(&cond.headers[0].1, ValueMatch::Pattern(p) if p.0.is_match("v12")));
+    assert!(matches!(&cond.query[0].1, ValueMatch::Pattern(p) if p.0.as_str() == "^a"));
+    let again = Config::from_yaml(&effective_yaml(&c)).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(again.routes[0].conditions, *cond);
+    let e = errors(&format!(
+        "{BASE}routes:\n  - match: {{headers: [{{name: x-a, value: a, pattern: a}}, {{name: x-b}}], query: [{{name: q, pattern: \"(\"}}]}}\n    backend: api\n"
+    ));
+    assert_eq!(
+        e,
+        [
+            "routes[0].match.headers[0]: set one of value (exact) or pattern (a regular expression)",
+            "routes[0].match.headers[1]: set one of value (exact) or pattern (a regular expression)",
+            "routes[0].match.query[0].pattern: not a valid regular expression: error: unclosed group",
+        ]
     );
 }

@@ -12,8 +12,8 @@ use bytes::Bytes;
 use http::{HeaderName, HeaderValue, StatusCode};
 
 use super::raw::{
-    RawConfig, RawHeaderFilter, RawHealthCheck, RawListener, RawMatch, RawOutlier, RawRedirect,
-    RawRespond, RawRetry, RawRewrite, RawRoute, RawWeightedBackend,
+    RawConfig, RawHeaderFilter, RawHealthCheck, RawListener, RawMatch, RawNameValue, RawOutlier,
+    RawRedirect, RawRespond, RawRetry, RawRewrite, RawRoute, RawWeightedBackend,
 };
 
 /// Every default in one place.
@@ -354,8 +354,9 @@ const MAX_REGEX_LEN: usize = 1024;
 const MAX_REGEX_SIZE: usize = 1 << 20;
 const MAX_REGEX_CACHE: usize = 256 << 10;
 
-/// `pattern` compiled as a `path_regex`, within the limits above; `Err`: why not (one line).
-/// The one builder: validation and the ingress translation (`ingress/routes.rs`) both use it.
+/// `pattern` compiled as a `path_regex` (or a header or query `pattern`), within the limits
+/// above; `Err`: why not (one line). The one builder: validation and the ingress translation
+/// (`ingress/routes.rs`) both use it.
 pub fn compile_path_regex(pattern: &str) -> Result<PathRegex, String> {
     if pattern.len() > MAX_REGEX_LEN {
         return Err(format!("longer than {MAX_REGEX_LEN} bytes"));
@@ -408,11 +409,21 @@ pub struct Conditions {
     /// `http` or `https`: how the client reached hitless (plain or TLS listener).
     pub scheme: Option<&'static str>,
     pub method: Option<http::Method>,
-    /// A field of this name (any case) must carry exactly this value.
-    pub headers: Vec<(HeaderName, HeaderValue)>,
-    /// The first parameter of this name must have this value, both compared percent-decoded
-    /// (`+` read as a space, as form parsers do): what the application will see.
-    pub query: Vec<(String, String)>,
+    /// A field of this name (any case) must carry exactly this value, or one the pattern
+    /// matches.
+    pub headers: Vec<(HeaderName, ValueMatch<HeaderValue>)>,
+    /// The first parameter of this name must have this value (or one the pattern matches),
+    /// both compared percent-decoded (`+` read as a space, as form parsers do): what the
+    /// application will see.
+    pub query: Vec<(String, ValueMatch<String>)>,
+}
+
+/// A header or query value condition: `value` (exact) or `pattern` (a regular expression,
+/// with `path_regex`'s syntax, limits and anchoring).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ValueMatch<T> {
+    Exact(T),
+    Pattern(PathRegex),
 }
 
 impl Conditions {
@@ -1372,7 +1383,25 @@ fn parse_conditions(errors: &mut Errors, base: &str, m: &RawMatch) -> Conditions
     let mut headers = Vec::new();
     for (j, h) in bounded(errors, &format!("{base}.match.headers"), &m.headers) {
         let path = format!("{base}.match.headers[{j}]");
-        let Some((name, value)) = header_pair(errors, &path, &h.name, &h.value) else {
+        let Some(wanted) = value_match(errors, &path, h) else {
+            continue;
+        };
+        let value = match wanted {
+            ValueMatch::Exact(v) => {
+                header_pair(errors, &path, &h.name, &v).map(|(n, v)| (n, ValueMatch::Exact(v)))
+            }
+            ValueMatch::Pattern(p) => match HeaderName::try_from(h.name.as_str()) {
+                Ok(n) => Some((n, ValueMatch::Pattern(p))),
+                Err(_) => {
+                    errors.push(
+                        path.as_str(),
+                        format!("\"{}\" is not a valid header name", h.name),
+                    );
+                    None
+                }
+            },
+        };
+        let Some((name, value)) = value else {
             continue;
         };
         if name == http::header::HOST {
@@ -1390,7 +1419,9 @@ fn parse_conditions(errors: &mut Errors, base: &str, m: &RawMatch) -> Conditions
             errors.push(format!("{base}.match.query[{j}].name"), "must not be empty");
             continue;
         }
-        query.push((q.name.clone(), q.value.clone()));
+        if let Some(wanted) = value_match(errors, &format!("{base}.match.query[{j}]"), q) {
+            query.push((q.name.clone(), wanted));
+        }
     }
     Conditions {
         scheme,
@@ -1414,6 +1445,27 @@ fn bounded<'a, T>(
         );
     }
     items.iter().take(MAX_ROUTE_LIST).enumerate()
+}
+
+/// `value` or `pattern` (compiled) of a header or query condition at `path`.
+fn value_match(errors: &mut Errors, path: &str, nv: &RawNameValue) -> Option<ValueMatch<String>> {
+    match (&nv.value, &nv.pattern) {
+        (Some(value), None) => Some(ValueMatch::Exact(value.clone())),
+        (None, Some(pattern)) => match compile_path_regex(pattern) {
+            Ok(regex) => Some(ValueMatch::Pattern(regex)),
+            Err(why) => {
+                errors.push(format!("{path}.pattern"), why);
+                None
+            }
+        },
+        _ => {
+            errors.push(
+                path,
+                "set one of value (exact) or pattern (a regular expression)",
+            );
+            None
+        }
+    }
 }
 
 /// A header name and value, or an error at `path` naming which is invalid.

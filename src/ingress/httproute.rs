@@ -1,7 +1,9 @@
 //! Gateway API HTTPRoutes and GRPCRoutes as hitless routes. Each rule's matches become routes
 //! (one per hostname), with what the spec says of them:
-//! - path `Exact` / `PathPrefix`, `method`, `headers` and `queryParams` of type `Exact`
-//!   (GRPCRoute: a `method` match by service and method, as the path `/service/method`);
+//! - path `Exact` / `PathPrefix` / `RegularExpression`, `method`, `headers` and `queryParams`
+//!   of type `Exact` or `RegularExpression` (the whole value must match: `^(?:...)$`, as
+//!   Envoy's; GRPCRoute: a `method` match by service and method, as the path
+//!   `/service/method`);
 //! - `backendRefs` with weights: one backend, or a weighted split (`backends:`); a rule whose
 //!   references all have weight 0 answers 500, as the spec says;
 //! - filters `RequestHeaderModifier`, `ResponseHeaderModifier`, `RequestRedirect`, `URLRewrite`;
@@ -9,7 +11,7 @@
 //!   its `request` is rejected whole: `Outcome::Rejected`);
 //! - `RequestMirror` (one per rule) as `mirror:` (a copy of each request, or of a share).
 //!
-//! Header and query regular expressions, `ExtensionRef`, `CORS` and per-backend filters are
+//! GRPCRoute method regular expressions, `ExtensionRef`, `CORS` and per-backend filters are
 //! reported, and a match that needs what hitless cannot check is left out (imported without
 //! its condition it would take traffic that is not its own).
 
@@ -526,7 +528,7 @@ fn condition(
             object,
             &at,
             Outcome::Unsupported,
-            format!("{what}: hitless matches exact values only; this match is not imported (without its condition it would take traffic that is not its own)"),
+            format!("{what}: this match is not imported (without its condition it would take traffic that is not its own)"),
         )
     };
     let (kind, path) = if grpc {
@@ -547,35 +549,44 @@ fn condition(
         let value = path.and_then(|p| text(p, "value")).unwrap_or("/");
         (kind, value.to_string())
     };
-    // Gateway API leaves the anchoring to implementations: the whole path must match, as
-    // Envoy's does.
     let regex = kind == "RegularExpression";
-    // The value alone must be an expression: `/x)|(.*` would escape the anchors once wrapped.
-    let problem = regex
-        .then(|| regex_problem(&path).or_else(|| regex_problem(&format!("^(?:{path})$"))))
-        .flatten();
-    let path = if regex { format!("^(?:{path})$") } else { path };
-    if let Some(why) = problem {
-        note(
-            notes,
-            object,
-            &format!("{field}.path"),
-            Outcome::Unsupported,
-            format!(
-                "a regular expression hitless cannot match ({why}): this match is not imported"
-            ),
-        );
-        return None;
-    }
+    let path = if regex { anchored(&path) } else { Ok(path) };
+    let path = match path {
+        Ok(path) => path,
+        Err(why) => {
+            note(
+                notes,
+                object,
+                &format!("{field}.path"),
+                Outcome::Unsupported,
+                format!(
+                    "a regular expression hitless cannot match ({why}): this match is not imported"
+                ),
+            );
+            return None;
+        }
+    };
     let mut extra = Map::new();
     let mut exacts = |key: &str, into: &str, notes: &mut Vec<Note>| -> Option<isize> {
         let mut pairs = Vec::new();
         for (k, h) in list(Some(m), key).iter().enumerate() {
-            if text(h, "type").unwrap_or("Exact") != "Exact" {
-                unsupported(notes, format!("{field}.{key}[{k}]"), "a regular expression");
-                return None;
+            let (name, value) = (text(h, "name")?, text(h, "value")?);
+            match text(h, "type").unwrap_or("Exact") {
+                "Exact" => pairs.push(json!({"name": name, "value": value})),
+                "RegularExpression" => match anchored(value) {
+                    Ok(pattern) => pairs.push(json!({"name": name, "pattern": pattern})),
+                    Err(why) => {
+                        let what = format!("a regular expression hitless cannot match ({why})");
+                        unsupported(notes, format!("{field}.{key}[{k}]"), &what);
+                        return None;
+                    }
+                },
+                other => {
+                    let what = format!("match type {other}");
+                    unsupported(notes, format!("{field}.{key}[{k}]"), &what);
+                    return None;
+                }
             }
-            pairs.push(json!({"name": text(h, "name")?, "value": text(h, "value")?}));
         }
         let count = isize::try_from(pairs.len()).unwrap_or(isize::MAX);
         if !pairs.is_empty() {
@@ -600,6 +611,17 @@ fn condition(
         extra,
         rank: (u8::from(method.is_none()), -headers, -query),
     })
+}
+
+/// A Gateway API `RegularExpression` value as a hitless pattern: Gateway API leaves the
+/// anchoring to implementations, and the whole value must match, as Envoy's does. The value
+/// alone must be an expression: `/x)|(.*` would escape the anchors once wrapped.
+fn anchored(value: &str) -> Result<String, String> {
+    let wrapped = format!("^(?:{value})$");
+    match regex_problem(value).or_else(|| regex_problem(&wrapped)) {
+        Some(why) => Err(why),
+        None => Ok(wrapped),
+    }
 }
 
 /// A GRPCRoute method match as a path match: `/service/method` exactly, or the `/service`

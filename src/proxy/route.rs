@@ -24,7 +24,7 @@ use super::fault::Faults;
 use super::mirror::Mirror;
 use crate::config::{
     Action, Conditions, FixedResponse, HeaderFilter, HostMatch, PathMatch, PathReplace, Protocol,
-    Redirect, RetryPolicy, Rewrite, RouteConfig,
+    Redirect, RetryPolicy, Rewrite, RouteConfig, ValueMatch,
 };
 use crate::runtime::metrics::RouteMetrics;
 use crate::runtime::random::random_below;
@@ -298,12 +298,15 @@ impl Route {
         };
         c.scheme.is_none_or(|s| s == scheme)
             && c.method.as_ref().is_none_or(|m| m == method)
-            && c.headers
-                .iter()
-                .all(|(name, value)| headers.get_all(name).iter().any(|v| v == value))
+            && c.headers.iter().all(|(name, wanted)| {
+                headers.get_all(name).iter().any(|v| match wanted {
+                    ValueMatch::Exact(value) => v == value,
+                    ValueMatch::Pattern(p) => v.to_str().is_ok_and(|v| p.0.is_match(v)),
+                })
+            })
             && c.query
                 .iter()
-                .all(|(name, value)| query_value_is(query.unwrap_or(""), name, value))
+                .all(|(name, wanted)| query_matches(query.unwrap_or(""), name, wanted))
     }
 
     /// `path` with `replace` applied (Gateway API's `ReplaceFullPath`, `ReplacePrefixMatch`):
@@ -402,6 +405,36 @@ fn prefix_matches(prefix: &str, path: &str) -> bool {
 
 /// Whether the first parameter called `name` in `query` has the value `value`, both read
 /// percent-decoded with `+` as a space (a parameter without `=` has the value "").
+fn query_matches(query: &str, name: &str, wanted: &ValueMatch<String>) -> bool {
+    match wanted {
+        ValueMatch::Exact(value) => query_value_is(query, name, value),
+        ValueMatch::Pattern(p) => first_value(query, name).is_some_and(|v| p.0.is_match(&v)),
+    }
+}
+
+/// The first value of parameter `name`, percent-decoded (`+` as a space; invalid UTF-8 as
+/// U+FFFD).
+fn first_value(query: &str, name: &str) -> Option<String> {
+    let pair = query.split('&').find(|pair| {
+        let (n, _) = pair.split_once('=').unwrap_or((pair, ""));
+        decoded_eq(n.as_bytes(), name.as_bytes())
+    })?;
+    let mut raw = pair.split_once('=').map_or("", |(_, v)| v).as_bytes();
+    let mut out = Vec::with_capacity(raw.len());
+    loop {
+        let (byte, rest) = match raw {
+            [] => return Some(String::from_utf8_lossy(&out).into_owned()),
+            [b'%', hi, lo, rest @ ..] if hi.is_ascii_hexdigit() && lo.is_ascii_hexdigit() => {
+                ((hex(*hi) << 4) | hex(*lo), rest)
+            }
+            [b'+', rest @ ..] => (b' ', rest),
+            [b, rest @ ..] => (*b, rest),
+        };
+        out.push(byte);
+        raw = rest;
+    }
+}
+
 fn query_value_is(query: &str, name: &str, value: &str) -> bool {
     for pair in query.split('&') {
         let (n, v) = pair.split_once('=').unwrap_or((pair, ""));
