@@ -44,6 +44,16 @@ async fn shadow(gate: Arc<Semaphore>) -> (Server, Seen) {
     (server, seen)
 }
 
+/// The primary backend: reads each request's body to the end, as an application does, then
+/// answers "primary" (one that answers before reading resets a 200 KiB upload mid-way).
+async fn reading_primary() -> Server {
+    upstream(|req: Request<hyper::body::Incoming>| async move {
+        let _ = req.into_body().collect().await;
+        http::Response::new(full("primary"))
+    })
+    .await
+}
+
 fn config(primary: std::net::SocketAddr, mirror: std::net::SocketAddr) -> String {
     format!(
         "backends:\n  primary: {{endpoints: [\"{primary}\"]}}\n  shadow: {{endpoints: [\"{mirror}\"]}}\nroutes:\n  - name: app\n    backend: primary\n    timeouts: {{backend_request: 30s, request: 30s}}\n    mirror: {{backend: shadow}}\n"
@@ -60,7 +70,7 @@ async fn post(client: &Client, addr: std::net::SocketAddr, path: &str, body: Byt
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_request_is_copied_with_its_body_and_the_client_never_waits() {
-    let primary = named_upstream("primary").await;
+    let primary = reading_primary().await;
     let gate = Arc::new(Semaphore::new(0));
     let (mirror, seen) = shadow(Arc::clone(&gate)).await;
     let app = start_proxy(&config(primary.addr, mirror.addr)).await;
