@@ -8,6 +8,7 @@ pub mod balance;
 pub mod body;
 pub mod budget;
 pub mod checks;
+pub mod early;
 pub mod endpoints;
 pub mod h1;
 pub mod health;
@@ -530,12 +531,18 @@ impl Backend {
             since_send: sent_at.elapsed(),
             one_write: Some(bytes.len()),
         };
-        if conn.stream.write_all(bytes).await.is_err() {
-            // The upstream had reset the connection before the request went out.
-            let unread = proven_unread(failure(reused, true, true));
-            let error = ProxyError::UpstreamReset { endpoint: addr };
-            return Err(SendError::raw(error, unread, reused));
-        }
+        // A reset under the write: the upstream closed before the request went out, or it
+        // answered early and closed with our body unread (`early.rs`); its answer, if any, is
+        // there to read, and it is the answer.
+        let write_reset = match conn.stream.write_all(bytes).await {
+            Ok(()) => false,
+            Err(e) if early::is_reset(&e) => true,
+            Err(_) => {
+                let unread = proven_unread(failure(reused, true, true));
+                let error = ProxyError::UpstreamReset { endpoint: addr };
+                return Err(SendError::raw(error, unread, reused));
+            }
+        };
         conn.buf.clear();
         let max_head = pool.settings().max_response_header_bytes;
         let keepalive = &endpoint.pool.keepalive;
@@ -554,8 +561,10 @@ impl Backend {
                 },
             );
             match parsed {
-                Ok(Some(head)) => {
+                Ok(Some(mut head)) => {
                     conn.buf.advance(head.len);
+                    // The connection is gone, whatever the answer said.
+                    head.keep_alive &= !write_reset;
                     return Ok(RawExchange {
                         conn,
                         head,
@@ -592,7 +601,7 @@ impl Backend {
                 ),
             };
             // Closed (or reset) before a whole head: was the request read?
-            let unread = proven_unread(failure(reused, had == 0, reset));
+            let unread = proven_unread(failure(reused, had == 0, reset || write_reset));
             let error = ProxyError::UpstreamReset { endpoint: addr };
             return Err(SendError::raw(error, unread, reused));
         }

@@ -33,6 +33,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::body::RequestBody;
+use super::early::EarlyAnswer;
 use super::h1::{Counted, RawConn, READ_BUF};
 use super::idle::{IdleQueue, Pooled};
 use super::keepalive::KeepAlive;
@@ -269,7 +270,7 @@ impl Pool {
         let (stream, first) = Sniffed::new(io);
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
             .max_header_list_size(self.settings.max_response_header_bytes as u32)
-            .handshake::<_, RequestBody>(TokioIo::new(stream))
+            .handshake::<_, RequestBody>(TokioIo::new(EarlyAnswer::new(stream)))
             .await
             .map_err(|e| handshake_failed(addr, e))?;
         self.metrics.conns_open.inc();
@@ -476,7 +477,7 @@ impl Pool {
         let (sender, conn) = http1::Builder::new()
             .max_buf_size(self.settings.max_response_header_bytes.max(8192) + 8192)
             .max_header_size(self.settings.max_response_header_bytes)
-            .handshake::<_, RequestBody>(TokioIo::new(stream))
+            .handshake::<_, RequestBody>(TokioIo::new(EarlyAnswer::new(stream)))
             .await
             .map_err(|e| handshake_failed(addr, e))?;
         if !adopted {

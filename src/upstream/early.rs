@@ -1,0 +1,167 @@
+//! An answer that came before the request was written is the answer, not a 502.
+//!
+//! An application that rejects an upload early (a 413 for its body limit, a 401 for an expired
+//! token) writes its answer after reading the head only, and closes: its kernel resets the
+//! connection, since the body was left unread. The proxy's next write of the body then fails
+//! with a reset, and hyper's client gives up on that write error, while the answer is there to
+//! read (Linux keeps what was received before a reset readable). The client would see a 502
+//! in place of the application's 413: a 502 hitless would have made up.
+//!
+//! So on an upstream connection a write that fails with a reset is taken as written (the
+//! bytes are dropped, and so are all later ones), and the read side tells what happened: the
+//! answer the application wrote, if any, then the end of the connection, which is reported
+//! as the write's reset so that what a failure proves (`proven_unread`) does not change. The
+//! read side reports the reset at once, so no body is pumped into the void for long.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// Whether `e` says the peer reset or closed the connection under a write.
+pub fn is_reset(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
+    )
+}
+
+/// An upstream stream whose writes survive a reset until the reads have told it.
+pub struct EarlyAnswer<T> {
+    inner: T,
+    /// The kind of the write error taken as written, once one was.
+    reset: Option<io::ErrorKind>,
+}
+
+impl<T> EarlyAnswer<T> {
+    pub fn new(inner: T) -> EarlyAnswer<T> {
+        EarlyAnswer { inner, reset: None }
+    }
+
+    /// A write's outcome: a reset becomes "all written", remembered.
+    fn written(&mut self, polled: Poll<io::Result<usize>>, len: usize) -> Poll<io::Result<usize>> {
+        match polled {
+            Poll::Ready(Err(e)) if is_reset(&e) => {
+                self.reset = Some(e.kind());
+                Poll::Ready(Ok(len))
+            }
+            other => other,
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for EarlyAnswer<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        match (polled, self.reset) {
+            // The end after a reset a write met (an end of stream, or TLS's error for one):
+            // that reset is what the reader is told.
+            (Poll::Ready(Ok(())), Some(kind)) if buf.filled().len() == before => {
+                Poll::Ready(Err(kind.into()))
+            }
+            (Poll::Ready(Err(_)), Some(kind)) => Poll::Ready(Err(kind.into())),
+            (polled, _) => polled,
+        }
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for EarlyAnswer<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if self.reset.is_some() {
+            return Poll::Ready(Ok(buf.len()));
+        }
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.written(polled, buf.len())
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let len = bufs
+            .iter()
+            .map(|b| b.len())
+            .fold(0usize, usize::saturating_add);
+        if self.reset.is_some() {
+            return Poll::Ready(Ok(len));
+        }
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.written(polled, len)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.reset.is_some() {
+            return Poll::Ready(Ok(()));
+        }
+        match Pin::new(&mut self.inner).poll_flush(cx) {
+            Poll::Ready(Err(e)) if is_reset(&e) => {
+                self.reset = Some(e.kind());
+                Poll::Ready(Ok(()))
+            }
+            other => other,
+        }
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.reset.is_some() {
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    #[tokio::test]
+    async fn an_answer_before_a_reset_is_read_and_the_end_is_the_reset() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut head = [0u8; 16];
+            s.read_exact(&mut head).await.unwrap();
+            s.write_all(b"HTTP/1.1 413 Too Large\r\n\r\n")
+                .await
+                .unwrap();
+            // Closed with the body unread: the kernel resets the connection.
+        });
+        let mut up = EarlyAnswer::new(TcpStream::connect(addr).await.unwrap());
+        up.write_all(b"POST / HTTP/1.1\r").await.unwrap();
+        server.await.unwrap();
+        // Writes go on "succeeding" once the reset arrived; without this wrapper one fails.
+        for _ in 0..64 {
+            up.write_all(&[b'x'; 65536]).await.unwrap();
+        }
+        assert!(up.reset.is_some());
+        let mut answer = Vec::new();
+        let end = up.read_to_end(&mut answer).await;
+        assert_eq!(answer, b"HTTP/1.1 413 Too Large\r\n\r\n");
+        let end = end.unwrap_err().kind();
+        assert!(
+            matches!(
+                end,
+                io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
+            ),
+            "{end:?}"
+        );
+    }
+}

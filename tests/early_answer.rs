@@ -1,0 +1,100 @@
+//! An application that answers an upload before reading it (a 413 for its body limit, a 401
+//! for an expired token) and closes resets the connection under the proxy's write of the
+//! body: its answer is what the client gets, not a 502, whatever the body's size (each size
+//! takes another transport: the direct engine's, the raw one for HTTP/2 streams, hyper's for
+//! streamed bodies), over HTTP/1.1 and HTTP/2. An application that closes without answering
+//! is still a prompt 502 `upstream_reset`, and the upload is not sent again.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests: failing is the point
+
+mod support;
+
+use std::time::Duration;
+
+use http::Request;
+use support::*;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+/// Reads the request head only, answers 401 (or nothing) and closes with the body unread:
+/// the kernel resets the connection.
+async fn rejecting_backend(answer: bool) -> Server {
+    raw_server(move |mut stream: TcpStream| async move {
+        read_head(&mut stream).await;
+        if answer {
+            let _ = stream
+                .write_all(b"HTTP/1.1 401 Unauthorized\r\ncontent-length: 13\r\nconnection: close\r\n\r\ntoken expired")
+                .await;
+        }
+    })
+    .await
+}
+
+fn config(backend: std::net::SocketAddr) -> String {
+    format!(
+        "timeouts: {{backend_request: 30s, request: 30s}}\nbackends:\n  app: {{endpoints: [\"{backend}\"]}}\nroutes:\n  - backend: app\n"
+    )
+}
+
+/// Bodies that take each transport: in the direct engine's buffer (and, from HTTP/2, the raw
+/// transport's 16 KiB), held for replay (64 KiB), streamed.
+const SIZES: [usize; 4] = [1024, 12 * 1024, 60 * 1024, 8 << 20];
+
+async fn upload(h2: bool, proxy: std::net::SocketAddr, size: usize) -> Answer {
+    let c = if h2 { h2c_client() } else { client() };
+    let post = Request::post(format!("http://{proxy}/upload"))
+        .body(full(vec![b'x'; size]))
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), send(&c, post))
+        .await
+        .expect("answered without waiting for a timeout")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_written_before_the_body_was_read_is_the_answer() {
+    let backend = rejecting_backend(true).await;
+    let app = start_proxy(&config(backend.addr)).await;
+    let proxy = app.traffic_addrs[0];
+    let mut seen = Vec::new();
+    for h2 in [false, true] {
+        for size in SIZES {
+            for _ in 0..5 {
+                let answer = upload(h2, proxy, size).await;
+                seen.push((h2, size, answer.status, answer.body));
+            }
+        }
+    }
+    let wrong: Vec<_> = seen
+        .iter()
+        .filter(|(_, _, status, body)| (*status, body.as_str()) != (401, "token expired"))
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "{} of {}: {wrong:?}",
+        wrong.len(),
+        seen.len()
+    );
+    // One connection per upload: nothing was sent twice.
+    assert_eq!(backend.connections(), seen.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_close_without_an_answer_is_still_a_prompt_502() {
+    let backend = rejecting_backend(false).await;
+    let app = start_proxy(&config(backend.addr)).await;
+    let proxy = app.traffic_addrs[0];
+    let mut uploads = 0;
+    for h2 in [false, true] {
+        for size in [60 * 1024, 8 << 20] {
+            let answer = upload(h2, proxy, size).await;
+            assert_eq!(answer.status, 502, "h2 {h2}, {size} bytes: {}", answer.body);
+            assert!(
+                answer.body.contains("upstream_reset"),
+                "h2 {h2}, {size} bytes: {}",
+                answer.body
+            );
+            uploads += 1;
+        }
+    }
+    // A POST the application may have read is not sent again.
+    assert_eq!(backend.connections(), uploads);
+}
