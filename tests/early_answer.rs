@@ -3,7 +3,9 @@
 //! body: its answer is what the client gets, not a 502, whatever the body's size (each size
 //! takes another transport: the direct engine's, the raw one for HTTP/2 streams, hyper's for
 //! streamed bodies), over HTTP/1.1 and HTTP/2. An application that closes without answering
-//! is still a prompt 502 `upstream_reset`, and the upload is not sent again.
+//! is still a prompt 502 `upstream_reset`, and the upload is not sent again. A reset after
+//! the backend's end is no early answer: a tunnel whose backend closed ends at the client's
+//! next bytes.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests: failing is the point
 
 mod support;
@@ -12,7 +14,7 @@ use std::time::Duration;
 
 use http::Request;
 use support::*;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// Reads the request head only, answers 401 (or nothing) and closes with the body unread:
@@ -97,4 +99,60 @@ async fn a_close_without_an_answer_is_still_a_prompt_502() {
     }
     // A POST the application may have read is not sent again.
     assert_eq!(backend.connections(), uploads);
+}
+
+/// A tunnel (an Upgrade) whose backend closed: the client's next bytes meet the backend's
+/// reset, and the tunnel ends; they are not written into the void for as long as the client
+/// sends (which kept the tunnel open, busy, with `tunnel_idle` never reached).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tunnel_whose_backend_closed_ends_at_the_clients_next_bytes() {
+    let backend = raw_server(|mut stream: TcpStream| async move {
+        read_head(&mut stream).await;
+        let _ = stream
+            .write_all(b"HTTP/1.1 101 Switching Protocols\r\nupgrade: x-test\r\nconnection: upgrade\r\n\r\n")
+            .await;
+        // Closed: the tunnel's backend side ends here.
+    })
+    .await;
+    let app = start_proxy(&config(backend.addr)).await;
+    let mut client = TcpStream::connect(app.traffic_addrs[0]).await.unwrap();
+    client
+        .write_all(
+            b"GET /tunnel HTTP/1.1\r\nhost: app\r\nupgrade: x-test\r\nconnection: upgrade\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        assert_eq!(client.read(&mut byte).await.unwrap(), 1, "{head:?}");
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{:?}",
+        String::from_utf8_lossy(&head)
+    );
+    // The backend's end is passed on as the tunnel's half-close.
+    let mut rest = Vec::new();
+    let eof = tokio::time::timeout(Duration::from_secs(10), client.read_to_end(&mut rest)).await;
+    assert!(matches!(eof, Ok(Ok(0))), "{eof:?} {rest:?}");
+    // 64 MiB at most: the tunnel must have ended (the client's writes fail) well before.
+    let chunk = vec![b'x'; 16 * 1024];
+    let mut written = 0usize;
+    let ended = tokio::time::timeout(Duration::from_secs(20), async {
+        while written < 64 << 20 {
+            if client.write_all(&chunk).await.is_err() {
+                return true;
+            }
+            written += chunk.len();
+        }
+        false
+    })
+    .await;
+    assert_eq!(
+        ended,
+        Ok(true),
+        "the client wrote {written} bytes into a tunnel whose backend had closed"
+    );
 }

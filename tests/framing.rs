@@ -105,6 +105,8 @@ struct Answer {
     delay: Duration,
     /// Close the connection after answering.
     close: bool,
+    /// Reset the connection after answering (SO_LINGER 0: a crash as the proxy sees it).
+    reset: bool,
 }
 
 fn answer(bytes: impl Into<Vec<u8>>) -> Answer {
@@ -112,6 +114,7 @@ fn answer(bytes: impl Into<Vec<u8>>) -> Answer {
         bytes: bytes.into(),
         delay: Duration::ZERO,
         close: false,
+        reset: false,
     }
 }
 
@@ -278,6 +281,10 @@ async fn upstream_conn(
             }
         }
         if stream.write_all(&answer.bytes).await.is_err() {
+            return;
+        }
+        if answer.reset {
+            let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
             return;
         }
         if answer.close {
@@ -1000,6 +1007,48 @@ async fn http10_response_with_transfer_encoding_is_not_reused(engine: Engine) {
     }
 }
 on_both_engines!(http10_response_with_transfer_encoding_is_not_reused);
+
+/// A body the upstream's close delimits (no length, not chunked) reaches an HTTP/1.1 client
+/// framed: whole, and its connection serves the next request.
+async fn close_delimited_body_arrives_whole_and_framed(engine: Engine) {
+    let upstream = Upstream::start(|_, _| Answer {
+        close: true,
+        ..answer(&b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nhello world"[..])
+    })
+    .await;
+    let app = start_proxy(&engine.simple(upstream.addr)).await;
+    let mut client = Client::connect(app.traffic_addrs[0]).await;
+    for n in 1..=2 {
+        assert!(client.send(GET).await, "request {n}: the connection closed");
+        let reply = client.response("GET").await.reply(&format!("request {n}"));
+        assert_eq!(
+            (reply.status, reply.body()),
+            (200, "hello world".to_string()),
+            "request {n}: {}",
+            reply.head
+        );
+    }
+}
+on_both_engines!(close_delimited_body_arrives_whole_and_framed);
+
+/// A body the upstream's close delimits, cut by a reset (the application crashed part way):
+/// the client sees a cut body, never a whole response ending where the reset struck.
+async fn close_delimited_body_cut_by_a_reset_is_seen_cut(engine: Engine) {
+    let upstream = Upstream::start(|_, _| Answer {
+        reset: true,
+        ..answer(&b"HTTP/1.1 200 OK\r\n\r\npart of the"[..])
+    })
+    .await;
+    let app = start_proxy(&engine.simple(upstream.addr)).await;
+    for n in 1..=5 {
+        match exchange(app.traffic_addrs[0], GET).await {
+            Outcome::Closed(_) => {}
+            Outcome::Response(reply) if reply.status == 502 => {}
+            other => panic!("request {n}: a cut body passed as whole: {other:?}"),
+        }
+    }
+}
+on_both_engines!(close_delimited_body_cut_by_a_reset_is_seen_cut);
 
 /// Issue #13, defect 8: a 204 carries no `Content-Length` to the client; a 304 is followed
 /// by no body bytes and the connection stays usable.

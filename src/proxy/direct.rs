@@ -472,10 +472,11 @@ impl Transport for RawTry<'_> {
                 },
             )
             .await?;
-        if exchange.head.framing == Framing::Chunked {
+        // A body the upstream's close delimits goes to the client chunked (`relay_until_close`).
+        if matches!(exchange.head.framing, Framing::Chunked | Framing::Close) {
             header_line(out, b"transfer-encoding", b"chunked");
         }
-        if self.close || exchange.head.framing == Framing::Close {
+        if self.close {
             out.extend_from_slice(b"connection: close\r\n");
         }
         out.extend_from_slice(b"\r\n");
@@ -613,7 +614,7 @@ impl Proxy {
                 if head.keep_alive {
                     lease.endpoint().pool.local().checkin_raw(up);
                 }
-                if close || head.framing == Framing::Close {
+                if close {
                     Step::Close
                 } else {
                     Step::Next
@@ -738,6 +739,9 @@ async fn relay<S>(
 where
     S: AsyncWrite + Unpin,
 {
+    if framing == Framing::Close {
+        return relay_until_close(client, out, up).await;
+    }
     let mut chunked = ChunkedEnd::default();
     let mut left = match framing {
         Framing::Empty => 0,
@@ -815,7 +819,47 @@ where
         up.buf.clear();
         up.buf.reserve(RELAY);
         match up.stream.read_buf(&mut up.buf).await {
-            Ok(0) if framing == Framing::Close => return Ok(sent),
+            Ok(0) | Err(_) => return Err(sent),
+            Ok(_) => {}
+        }
+    }
+}
+
+/// A body the upstream's close delimits, relayed in chunks: the client tells its end (the
+/// last chunk, sent at a clean close) from a cut (a reset, a crash mid-body), which its own
+/// connection's close could not say, and its connection stays open for the next request.
+async fn relay_until_close<S>(
+    client: &mut S,
+    out: &mut Vec<u8>,
+    up: &mut RawConn,
+) -> Result<u64, u64>
+where
+    S: AsyncWrite + Unpin,
+{
+    let mut sent = 0u64;
+    loop {
+        if !up.buf.is_empty() {
+            out.extend_from_slice(format!("{:x}\r\n", up.buf.len()).as_bytes());
+            out.extend_from_slice(&up.buf);
+            out.extend_from_slice(b"\r\n");
+            sent = sent.saturating_add(up.buf.len() as u64);
+            up.buf.clear();
+        }
+        if !out.is_empty() {
+            if client.write_all(out).await.is_err() {
+                return Err(sent);
+            }
+            out.clear();
+        }
+        up.buf.reserve(RELAY);
+        match up.stream.read_buf(&mut up.buf).await {
+            // After a reset under the request's write, the end is that reset (`send_raw`).
+            Ok(0) if !up.reset => {
+                return match client.write_all(b"0\r\n\r\n").await {
+                    Ok(()) => Ok(sent),
+                    Err(_) => Err(sent),
+                };
+            }
             Ok(0) | Err(_) => return Err(sent),
             Ok(_) => {}
         }

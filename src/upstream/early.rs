@@ -12,9 +12,17 @@
 //! answer the application wrote, if any, then the end of the connection, which is reported
 //! as the write's reset so that what a failure proves (`proven_unread`) does not change. The
 //! read side reports the reset at once, so no body is pumped into the void for long.
+//!
+//! Only until the reads have ended: once they reported the end of the connection (or an
+//! error), a write's reset is the error it is. A tunnel whose backend closed (an upgrade:
+//! the read side saw its end first) must end when the client's next bytes meet the reset,
+//! not write them into the void for as long as the client sends. And a write that was taken
+//! as written marks the connection (`met_reset`), so it is never pooled again.
 
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -32,18 +40,44 @@ pub struct EarlyAnswer<T> {
     inner: T,
     /// The kind of the write error taken as written, once one was.
     reset: Option<io::ErrorKind>,
+    /// The reads reported the end of the connection or an error: writes fail as they come.
+    read_ended: bool,
+    /// Set when a write was taken as written: shared with the pool, which must not hand the
+    /// connection out again (`pool.rs`).
+    met: Arc<AtomicBool>,
 }
 
 impl<T> EarlyAnswer<T> {
     pub fn new(inner: T) -> EarlyAnswer<T> {
-        EarlyAnswer { inner, reset: None }
+        EarlyAnswer {
+            inner,
+            reset: None,
+            read_ended: false,
+            met: Arc::new(AtomicBool::new(false)),
+        }
     }
 
-    /// A write's outcome: a reset becomes "all written", remembered.
+    /// A flag that turns true when a write met a reset (the connection is done).
+    pub fn met_reset(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.met)
+    }
+
+    /// What a write does once one met a reset: nothing, until the reads have told it.
+    fn after_reset(&self, len: usize) -> Option<Poll<io::Result<usize>>> {
+        let kind = self.reset?;
+        Some(Poll::Ready(if self.read_ended {
+            Err(kind.into())
+        } else {
+            Ok(len)
+        }))
+    }
+
+    /// A write's outcome: a reset before the reads ended becomes "all written", remembered.
     fn written(&mut self, polled: Poll<io::Result<usize>>, len: usize) -> Poll<io::Result<usize>> {
         match polled {
-            Poll::Ready(Err(e)) if is_reset(&e) => {
+            Poll::Ready(Err(e)) if is_reset(&e) && !self.read_ended => {
                 self.reset = Some(e.kind());
+                self.met.store(true, Ordering::Relaxed);
                 Poll::Ready(Ok(len))
             }
             other => other,
@@ -58,15 +92,22 @@ impl<T: AsyncRead + Unpin> AsyncRead for EarlyAnswer<T> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
+        let room = buf.remaining() > 0;
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        match (polled, self.reset) {
+        let end = match &polled {
+            Poll::Ready(Ok(())) => room && buf.filled().len() == before,
+            Poll::Ready(Err(_)) => true,
+            Poll::Pending => false,
+        };
+        if !end {
+            return polled;
+        }
+        self.read_ended = true;
+        match self.reset {
             // The end after a reset a write met (an end of stream, or TLS's error for one):
             // that reset is what the reader is told.
-            (Poll::Ready(Ok(())), Some(kind)) if buf.filled().len() == before => {
-                Poll::Ready(Err(kind.into()))
-            }
-            (Poll::Ready(Err(_)), Some(kind)) => Poll::Ready(Err(kind.into())),
-            (polled, _) => polled,
+            Some(kind) => Poll::Ready(Err(kind.into())),
+            None => polled,
         }
     }
 }
@@ -77,8 +118,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for EarlyAnswer<T> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        if self.reset.is_some() {
-            return Poll::Ready(Ok(buf.len()));
+        if let Some(done) = self.after_reset(buf.len()) {
+            return done;
         }
         let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
         self.written(polled, buf.len())
@@ -93,8 +134,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for EarlyAnswer<T> {
             .iter()
             .map(|b| b.len())
             .fold(0usize, usize::saturating_add);
-        if self.reset.is_some() {
-            return Poll::Ready(Ok(len));
+        if let Some(done) = self.after_reset(len) {
+            return done;
         }
         let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
         self.written(polled, len)
@@ -105,16 +146,11 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for EarlyAnswer<T> {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if self.reset.is_some() {
-            return Poll::Ready(Ok(()));
+        if let Some(done) = self.after_reset(0) {
+            return done.map_ok(|_| ());
         }
-        match Pin::new(&mut self.inner).poll_flush(cx) {
-            Poll::Ready(Err(e)) if is_reset(&e) => {
-                self.reset = Some(e.kind());
-                Poll::Ready(Ok(()))
-            }
-            other => other,
-        }
+        let polled = Pin::new(&mut self.inner).poll_flush(cx).map_ok(|()| 0);
+        self.written(polled, 0).map_ok(|_| ())
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -142,7 +178,7 @@ mod tests {
             s.write_all(b"HTTP/1.1 413 Too Large\r\n\r\n")
                 .await
                 .unwrap();
-            // Closed with the body unread: the kernel resets the connection.
+            // Closed: our next bytes meet a reset.
         });
         let mut up = EarlyAnswer::new(TcpStream::connect(addr).await.unwrap());
         up.write_all(b"POST / HTTP/1.1\r").await.unwrap();
@@ -163,5 +199,32 @@ mod tests {
             ),
             "{end:?}"
         );
+        assert!(up.met_reset().load(Ordering::Relaxed));
+        // The reads told it: writes fail from now on.
+        assert!(up.write_all(b"more").await.is_err());
+    }
+
+    /// A tunnel whose backend closed: the reads saw the end first, so the client's next bytes
+    /// end the tunnel with the reset instead of vanishing.
+    #[tokio::test]
+    async fn after_the_reads_ended_a_reset_is_an_error() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let _ = listener.accept().await.unwrap();
+        });
+        let mut up = EarlyAnswer::new(TcpStream::connect(addr).await.unwrap());
+        server.await.unwrap();
+        let mut rest = Vec::new();
+        assert_eq!(up.read_to_end(&mut rest).await.unwrap(), 0);
+        let mut failed = false;
+        for _ in 0..64 {
+            if up.write_all(&[b'x'; 65536]).await.is_err() {
+                failed = true;
+                break;
+            }
+        }
+        assert!(failed, "writes after the end went into the void");
+        assert!(!up.met_reset().load(Ordering::Relaxed));
     }
 }

@@ -30,6 +30,9 @@ pub struct RawConn {
     /// Bytes read and not consumed yet.
     pub buf: BytesMut,
     pub counted: Counted,
+    /// A reset met the request's write (`send_raw`): the end the reads find is that reset
+    /// (Linux reports it once, to the write), not the end of a body delimited by the close.
+    pub reset: bool,
 }
 
 /// A connection counted open: dropping it counts the close, and why (`reason`).

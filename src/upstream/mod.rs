@@ -565,6 +565,7 @@ impl Backend {
                     conn.buf.advance(head.len);
                     // The connection is gone, whatever the answer said.
                     head.keep_alive &= !write_reset;
+                    conn.reset = write_reset;
                     return Ok(RawExchange {
                         conn,
                         head,

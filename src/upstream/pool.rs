@@ -85,6 +85,8 @@ pub struct Conn {
     peek: Option<socket2::Socket>,
     /// What the endpoint sent first (`sniff.rs`: protocol mismatch diagnosis).
     pub first: FirstBytes,
+    /// A write met a reset (`early.rs`): the connection is done, whatever hyper thinks.
+    met_reset: Arc<AtomicBool>,
 }
 
 impl Conn {
@@ -286,7 +288,7 @@ impl Pool {
 
     /// Give a connection back after its response ended.
     pub fn checkin(&self, conn: Conn) {
-        if conn.sender.is_closed() {
+        if conn.sender.is_closed() || conn.met_reset.load(Ordering::Relaxed) {
             return;
         }
         if self.retired.load(Ordering::Relaxed) {
@@ -474,10 +476,12 @@ impl Pool {
             UpstreamIo::Tls(_) => None,
         };
         let (stream, first) = Sniffed::new(stream);
+        let stream = EarlyAnswer::new(stream);
+        let met_reset = stream.met_reset();
         let (sender, conn) = http1::Builder::new()
             .max_buf_size(self.settings.max_response_header_bytes.max(8192) + 8192)
             .max_header_size(self.settings.max_response_header_bytes)
-            .handshake::<_, RequestBody>(TokioIo::new(EarlyAnswer::new(stream)))
+            .handshake::<_, RequestBody>(TokioIo::new(stream))
             .await
             .map_err(|e| handshake_failed(addr, e))?;
         if !adopted {
@@ -509,6 +513,7 @@ impl Pool {
             idle_mark,
             peek,
             first,
+            met_reset,
         })
     }
 }
@@ -539,6 +544,7 @@ impl Pool {
                 reason: CloseReason::Exchange,
                 metrics: Some(self.metrics.clone()),
             },
+            reset: false,
         };
         Ok((conn, false))
     }
@@ -593,7 +599,9 @@ impl Pooled for RawConn {
 
 impl Pooled for Conn {
     fn closed(&self, careful: bool) -> bool {
-        self.sender.is_closed() || (careful && self.peer_closed())
+        self.sender.is_closed()
+            || self.met_reset.load(Ordering::Relaxed)
+            || (careful && self.peer_closed())
     }
 
     fn close(self, reason: CloseReason, metrics: &BackendMetrics) {

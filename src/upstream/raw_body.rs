@@ -261,6 +261,9 @@ impl Body for RawBody {
                 &mut conn.buf
             ));
             match read {
+                Ok(0) if conn.reset => {
+                    return this.fail("upstream reset the connection during the body")
+                }
                 Ok(0) if this.framing == Framing::Close => {
                     this.finish(true);
                     return Poll::Ready(None);
