@@ -260,3 +260,94 @@ async fn post_is_not_retried_after_a_503() {
     assert_eq!(answer.status, 503);
     assert_eq!(good.connections(), 0, "never sent to the other endpoint");
 }
+
+/// An upstream that keeps its connections and answers each GET whole; to a POST, once read
+/// whole (counted), it writes the start of an answer and resets the connection (it crashed
+/// while answering).
+async fn crashing_mid_answer() -> (Server, Arc<AtomicUsize>) {
+    let posts = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&posts);
+    let server = raw_server(move |mut stream| {
+        let counter = Arc::clone(&counter);
+        async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut got = Vec::new();
+            let mut buf = vec![0u8; 16 * 1024];
+            loop {
+                // One request: its head and its Content-Length body.
+                let (end, length) = loop {
+                    let text = String::from_utf8_lossy(&got).to_ascii_lowercase();
+                    if let Some(end) = text.find("\r\n\r\n") {
+                        let length: usize = text[..end]
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .and_then(|v| v.trim().parse().ok())
+                            .unwrap_or(0);
+                        if got.len() >= end + 4 + length {
+                            break (end, length);
+                        }
+                    }
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                };
+                let post = got.starts_with(b"POST");
+                got.drain(..end + 4 + length);
+                if post {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-len").await;
+                    let _ =
+                        socket2::SockRef::from(&stream).set_linger(Some(std::time::Duration::ZERO));
+                    return;
+                }
+                if stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        }
+    })
+    .await;
+    (server, posts)
+}
+
+/// A POST whose answer had begun when the connection was reset was read by the application:
+/// it is not sent again, on a reused connection too (where a reset with nothing back proves
+/// the opposite), by both engines.
+#[tokio::test]
+async fn a_post_whose_answer_had_begun_is_not_sent_again() {
+    for engine in ["", "runtime: {direct_path: false}\n"] {
+        let (a, posts_a) = crashing_mid_answer().await;
+        let (b, posts_b) = crashing_mid_answer().await;
+        let app = start_proxy(&format!("{engine}{}", two_endpoints(a.addr, b.addr, ""))).await;
+        let c = client();
+        // One GET to each endpoint: each keeps a pooled connection.
+        for _ in 0..2 {
+            let answer = get(&c, app.traffic_addrs[0], "x", "/").await;
+            assert_eq!(
+                (answer.status, answer.body.as_str()),
+                (200, "ok"),
+                "{engine}"
+            );
+        }
+        let post = Request::post(format!("http://{}/orders", app.traffic_addrs[0]))
+            .body(full("{\"item\": 1}"))
+            .unwrap();
+        let answer = send(&c, post).await;
+        assert_eq!(answer.status, 502, "{engine}: {}", answer.body);
+        let sent = posts_a.load(Ordering::SeqCst) + posts_b.load(Ordering::SeqCst);
+        assert_eq!(
+            sent, 1,
+            "{engine}: the POST reached the applications {sent} times"
+        );
+        assert_eq!(
+            a.connections() + b.connections(),
+            2,
+            "{engine}: pooled connections"
+        );
+    }
+}

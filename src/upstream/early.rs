@@ -17,11 +17,11 @@
 //! error), a write's reset is the error it is. A tunnel whose backend closed (an upgrade:
 //! the read side saw its end first) must end when the client's next bytes meet the reset,
 //! not write them into the void for as long as the client sends. And a write that was taken
-//! as written marks the connection (`met_reset`), so it is never pooled again.
+//! as written marks the connection (`Seen::met_reset`), so it is never pooled again.
 
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -35,6 +35,27 @@ pub fn is_reset(e: &io::Error) -> bool {
     )
 }
 
+/// What a connection's reads and writes tell those who hold it while hyper drives it.
+#[derive(Debug, Default)]
+pub struct Seen {
+    /// A write met a reset and was taken as written: the connection is done, and the pool
+    /// must not hand it out again (`pool.rs`).
+    met_reset: AtomicBool,
+    /// Bytes read so far: whether anything of an answer came back before a failure
+    /// (`proven_unread`'s `nothing_back`).
+    bytes_read: AtomicU64,
+}
+
+impl Seen {
+    pub fn met_reset(&self) -> bool {
+        self.met_reset.load(Ordering::Relaxed)
+    }
+
+    pub fn bytes_read(&self) -> u64 {
+        self.bytes_read.load(Ordering::Relaxed)
+    }
+}
+
 /// An upstream stream whose writes survive a reset until the reads have told it.
 pub struct EarlyAnswer<T> {
     inner: T,
@@ -42,9 +63,7 @@ pub struct EarlyAnswer<T> {
     reset: Option<io::ErrorKind>,
     /// The reads reported the end of the connection or an error: writes fail as they come.
     read_ended: bool,
-    /// Set when a write was taken as written: shared with the pool, which must not hand the
-    /// connection out again (`pool.rs`).
-    met: Arc<AtomicBool>,
+    seen: Arc<Seen>,
 }
 
 impl<T> EarlyAnswer<T> {
@@ -53,13 +72,13 @@ impl<T> EarlyAnswer<T> {
             inner,
             reset: None,
             read_ended: false,
-            met: Arc::new(AtomicBool::new(false)),
+            seen: Arc::default(),
         }
     }
 
-    /// A flag that turns true when a write met a reset (the connection is done).
-    pub fn met_reset(&self) -> Arc<AtomicBool> {
-        Arc::clone(&self.met)
+    /// What this connection's reads and writes tell, shared.
+    pub fn seen(&self) -> Arc<Seen> {
+        Arc::clone(&self.seen)
     }
 
     /// What a write does once one met a reset: nothing, until the reads have told it.
@@ -77,7 +96,7 @@ impl<T> EarlyAnswer<T> {
         match polled {
             Poll::Ready(Err(e)) if is_reset(&e) && !self.read_ended => {
                 self.reset = Some(e.kind());
-                self.met.store(true, Ordering::Relaxed);
+                self.seen.met_reset.store(true, Ordering::Relaxed);
                 Poll::Ready(Ok(len))
             }
             other => other,
@@ -94,8 +113,14 @@ impl<T: AsyncRead + Unpin> AsyncRead for EarlyAnswer<T> {
         let before = buf.filled().len();
         let room = buf.remaining() > 0;
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let read = buf.filled().len().saturating_sub(before);
+        if read > 0 {
+            self.seen
+                .bytes_read
+                .fetch_add(read as u64, Ordering::Relaxed);
+        }
         let end = match &polled {
-            Poll::Ready(Ok(())) => room && buf.filled().len() == before,
+            Poll::Ready(Ok(())) => room && read == 0,
             Poll::Ready(Err(_)) => true,
             Poll::Pending => false,
         };
@@ -199,7 +224,8 @@ mod tests {
             ),
             "{end:?}"
         );
-        assert!(up.met_reset().load(Ordering::Relaxed));
+        assert!(up.seen().met_reset());
+        assert_eq!(up.seen().bytes_read(), answer.len() as u64);
         // The reads told it: writes fail from now on.
         assert!(up.write_all(b"more").await.is_err());
     }
@@ -225,6 +251,6 @@ mod tests {
             }
         }
         assert!(failed, "writes after the end went into the void");
-        assert!(!up.met_reset().load(Ordering::Relaxed));
+        assert!(!up.seen().met_reset());
     }
 }

@@ -154,8 +154,9 @@ pub fn proven_unread(f: Failure) -> bool {
 }
 
 /// `proven_unread` for a failure hyper reported. hyper may write a request in several
-/// writes, so on a new connection only the reused-connection rules apply.
-fn hyper_unread(e: &hyper::Error, reused: bool, since_send: Duration) -> bool {
+/// writes, so on a new connection only the reused-connection rules apply. `nothing_back`:
+/// not a byte was read on the connection since the request went out (`early::Seen`).
+fn hyper_unread(e: &hyper::Error, reused: bool, nothing_back: bool, since_send: Duration) -> bool {
     let io_kind = e
         .source()
         .and_then(|s| s.downcast_ref::<std::io::Error>())
@@ -171,7 +172,7 @@ fn hyper_unread(e: &hyper::Error, reused: bool, since_send: Duration) -> bool {
     closed
         && proven_unread(Failure {
             reused,
-            nothing_back: true,
+            nothing_back,
             reset,
             since_send,
             one_write: None,
@@ -451,6 +452,7 @@ impl Backend {
             };
             let reused = conn.reused;
             let sent_at = tokio::time::Instant::now();
+            let read_before = conn.conn.bytes_read();
             match conn.conn.sender.try_send_request(request).await {
                 Ok(response) => {
                     if let Some(v) = response.headers().get("keep-alive") {
@@ -475,7 +477,10 @@ impl Backend {
                 Err(mut e) => match e.take_message() {
                     Some(unsent) if reused => request = unsent,
                     unsent => {
-                        let unread = hyper_unread(e.error(), reused, sent_at.elapsed());
+                        // Part of an answer came back: the request was read.
+                        let nothing_back = conn.conn.bytes_read() == read_before;
+                        let unread =
+                            hyper_unread(e.error(), reused, nothing_back, sent_at.elapsed());
                         let error = diagnose(
                             classify(e.error(), addr),
                             self.config.protocol,

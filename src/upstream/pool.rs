@@ -33,7 +33,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::body::RequestBody;
-use super::early::EarlyAnswer;
+use super::early::{EarlyAnswer, Seen};
 use super::h1::{Counted, RawConn, READ_BUF};
 use super::idle::{IdleQueue, Pooled};
 use super::keepalive::KeepAlive;
@@ -85,11 +85,17 @@ pub struct Conn {
     peek: Option<socket2::Socket>,
     /// What the endpoint sent first (`sniff.rs`: protocol mismatch diagnosis).
     pub first: FirstBytes,
-    /// A write met a reset (`early.rs`): the connection is done, whatever hyper thinks.
-    met_reset: Arc<AtomicBool>,
+    /// What its reads and writes tell (`early.rs`): a write met a reset (the connection is
+    /// done, whatever hyper thinks), bytes read.
+    seen: Arc<Seen>,
 }
 
 impl Conn {
+    /// Bytes read from the upstream on this connection so far.
+    pub fn bytes_read(&self) -> u64 {
+        self.seen.bytes_read()
+    }
+
     /// Whether the upstream already closed (or reset) the connection, or sent bytes nobody
     /// asked for. One non-blocking `recv(MSG_PEEK)`.
     fn peer_closed(&self) -> bool {
@@ -288,7 +294,7 @@ impl Pool {
 
     /// Give a connection back after its response ended.
     pub fn checkin(&self, conn: Conn) {
-        if conn.sender.is_closed() || conn.met_reset.load(Ordering::Relaxed) {
+        if conn.sender.is_closed() || conn.seen.met_reset() {
             return;
         }
         if self.retired.load(Ordering::Relaxed) {
@@ -477,7 +483,7 @@ impl Pool {
         };
         let (stream, first) = Sniffed::new(stream);
         let stream = EarlyAnswer::new(stream);
-        let met_reset = stream.met_reset();
+        let seen = stream.seen();
         let (sender, conn) = http1::Builder::new()
             .max_buf_size(self.settings.max_response_header_bytes.max(8192) + 8192)
             .max_header_size(self.settings.max_response_header_bytes)
@@ -513,7 +519,7 @@ impl Pool {
             idle_mark,
             peek,
             first,
-            met_reset,
+            seen,
         })
     }
 }
@@ -599,9 +605,7 @@ impl Pooled for RawConn {
 
 impl Pooled for Conn {
     fn closed(&self, careful: bool) -> bool {
-        self.sender.is_closed()
-            || self.met_reset.load(Ordering::Relaxed)
-            || (careful && self.peer_closed())
+        self.sender.is_closed() || self.seen.met_reset() || (careful && self.peer_closed())
     }
 
     fn close(self, reason: CloseReason, metrics: &BackendMetrics) {
