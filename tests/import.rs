@@ -380,6 +380,58 @@ spec:
     );
 }
 
+/// A mirror hitless would not apply is reported, and the rest of the object still loads: on
+/// a rule that answers 500 itself (a route with both would be refused, and the controller
+/// would drop the whole HTTPRoute), on a GRPCRoute (gRPC bodies are never held, so never
+/// copied), without a backendRef.
+#[test]
+fn request_mirrors_hitless_cannot_apply_are_reported_and_the_route_loads() {
+    let yaml = r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: shop, namespace: shop}
+spec:
+  hostnames: [shop.example.com]
+  rules:
+    - matches: [{path: {type: PathPrefix, value: /gone}}]
+      backendRefs: [{name: web, port: 80, weight: 0}]
+      filters:
+        - {type: RequestMirror, requestMirror: {backendRef: {name: web-next, port: 80}}}
+    - matches: [{path: {type: PathPrefix, value: /nowhere}}]
+      backendRefs: [{name: web, port: 80}]
+      filters:
+        - {type: RequestMirror, requestMirror: {}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {name: rpc, namespace: shop}
+spec:
+  hostnames: [rpc.example.com]
+  rules:
+    - backendRefs: [{name: grpc, port: 50051}]
+      filters:
+        - {type: RequestMirror, requestMirror: {backendRef: {name: grpc-next, port: 50051}}}
+"#;
+    let import = import_str("mirrors.yaml", yaml).unwrap();
+    let config =
+        Config::from_yaml(&import.config).unwrap_or_else(|e| panic!("{e}\n{}", import.config));
+    assert_eq!(config.routes.len(), 3, "{}", import.config);
+    assert!(config.routes.iter().all(|r| r.mirror.is_none()));
+    for (object, field) in [
+        ("shop", "spec.rules[0].filters[0]"),
+        ("shop", "spec.rules[1].filters[0]"),
+        ("rpc", "spec.rules[0].filters[0]"),
+    ] {
+        let notes: Vec<_> = import
+            .notes
+            .iter()
+            .filter(|n| n.object.ends_with(&format!("/{object}")) && n.source == field)
+            .map(|n| n.outcome)
+            .collect();
+        assert_eq!(notes, [Outcome::Unsupported], "{object} {field}");
+    }
+}
+
 #[test]
 fn header_and_query_regular_expressions_become_anchored_patterns() {
     let yaml = r#"

@@ -720,10 +720,15 @@ routes:
             ("curl/8", "/?tag=spring%20sale", "beta"),
             ("curl/8", "/?tag=spring+sales", "web"),
             ("curl/8", "/?other=1&tag=spring", "web"),
+            // A value sent as raw UTF-8 (not visible ASCII) is read as text too.
+            ("shop-app/2.1 (Jos\u{e9})", "/", "beta"),
         ] {
             let request = Request::get(format!("http://{addr}{path}"))
                 .header("host", "shop.example.com")
-                .header("user-agent", agent)
+                .header(
+                    "user-agent",
+                    http::HeaderValue::from_bytes(agent.as_bytes()).unwrap(),
+                )
                 .body(full(""))
                 .unwrap();
             let answer = send(&c, request).await;

@@ -96,7 +96,25 @@ pub(super) fn translate(
             Some(redirect) => (json!({ "redirect": redirect }), None),
             None => match targets(object, context, rule, &field, &settings, backends, notes) {
                 Some(action) => {
-                    let mirror = mirror(object, context, rule, &field, &settings, backends, notes);
+                    // Reported, not translated: a route with both would not load.
+                    let refused = if grpc {
+                        Some("RequestMirror on a GRPCRoute: gRPC request bodies come without a length, and hitless copies only requests whose body it holds (retry.max_replay_bytes); no request would be copied")
+                    } else if action.get("respond").is_some() {
+                        Some("the rule answers 500 itself (no usable backendRef): no request to copy")
+                    } else {
+                        None
+                    };
+                    let mirror = match (refused, first_mirror(rule)) {
+                        (_, None) => None,
+                        (Some(why), Some(k)) => {
+                            let at = format!("{field}.filters[{k}]");
+                            note(notes, object, &at, Outcome::Unsupported, why.into());
+                            None
+                        }
+                        (None, Some(_)) => {
+                            mirror(object, context, rule, &field, &settings, backends, notes)
+                        }
+                    };
                     (action, mirror)
                 }
                 None => continue,
@@ -326,6 +344,13 @@ fn path_change(path: Option<&Value>, into: &mut Map<String, Value>) {
     }
 }
 
+/// Where the rule's first `RequestMirror` filter is.
+fn first_mirror(rule: &Value) -> Option<usize> {
+    list(Some(rule), "filters")
+        .iter()
+        .position(|f| text(f, "type") == Some("RequestMirror"))
+}
+
 /// A rule's `RequestMirror` filter as `mirror: {backend, percent}` (`percent`, or `fraction`,
 /// or all); hitless copies to one backend per route, and reports a second mirror.
 fn mirror(
@@ -351,6 +376,8 @@ fn mirror(
         }
         let m = filter.get("requestMirror").unwrap_or(&Value::Null);
         let Some(r) = m.get("backendRef") else {
+            let message = "a RequestMirror without a backendRef: nothing to copy to";
+            note(notes, object, &at, Outcome::Unsupported, message.into());
             continue;
         };
         let number = |v: Option<&Value>| v.and_then(Value::as_f64);

@@ -769,6 +769,7 @@ where
                     return Err(sent);
                 }
             },
+            // `relay_until_close`'s.
             Framing::Close => (up.buf.len(), false),
         };
         if framing != Framing::Chunked {
@@ -836,10 +837,12 @@ async fn relay_until_close<S>(
 where
     S: AsyncWrite + Unpin,
 {
+    use std::io::Write;
     let mut sent = 0u64;
     loop {
         if !up.buf.is_empty() {
-            out.extend_from_slice(format!("{:x}\r\n", up.buf.len()).as_bytes());
+            // Writing to a Vec cannot fail.
+            let _ = write!(out, "{:x}\r\n", up.buf.len());
             out.extend_from_slice(&up.buf);
             out.extend_from_slice(b"\r\n");
             sent = sent.saturating_add(up.buf.len() as u64);

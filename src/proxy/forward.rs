@@ -29,15 +29,17 @@ pub struct HyperTry {
 }
 
 impl HyperTry {
-    /// Ready to try `request`; a body to replay is read first (bounded by `deadline`).
+    /// Ready to try `request`; a body to replay (or to copy: `copied`, a mirror's) is read
+    /// first (bounded by `deadline`).
     pub async fn new(
         request: Request<RequestBody>,
         route: &Route,
         deadline: Instant,
+        copied: bool,
     ) -> Result<HyperTry, ProxyError> {
         let max = route.retry.max_replay_bytes;
         // Held for another try, or for a mirror's copy.
-        let wanted = route.retry.attempts > 1 || route.mirror.is_some();
+        let wanted = route.retry.attempts > 1 || copied;
         let request = if wanted && body_to_hold(&request, max) {
             // Boxed: rarely needed, and inline it would make every request's future (moved,
             // memcpy, at each await) larger.

@@ -1,8 +1,11 @@
 //! `routes[].mirror` (Gateway API's `RequestMirror`): a copy of a request goes to another
 //! backend as well, for shadow traffic (a new version tried on real requests, a load test fed
 //! by production). The copy is fire and forget: the client's exchange never waits for it, its
-//! answer is read and dropped, and a slow or broken mirror costs the client nothing. A bounded
-//! number of copies are in flight per route; beyond it copies are dropped, and counted.
+//! answer is read and dropped as it comes (never held: a mirror serving large files costs a
+//! buffer, not the files), and a slow or broken mirror costs the client nothing. A bounded
+//! number of copies are in flight to a mirror backend, whatever the number of routes that
+//! mirror to it (a Gateway API rule becomes a route per match and hostname); beyond it copies
+//! are dropped, and counted.
 //! A request whose body is not held in memory (longer than `retry.max_replay_bytes`, or
 //! streamed) is not copied (`skipped`): copying it would mean holding it, or slowing the
 //! client to the mirror's pace.
@@ -20,7 +23,7 @@ use crate::runtime::random::random_below;
 use crate::upstream::body::RequestBody;
 use crate::upstream::{Backend, SendOptions};
 
-/// Copies in flight per route at most.
+/// Copies in flight to one mirror backend at most.
 const IN_FLIGHT: usize = 64;
 
 pub struct Mirror {
@@ -40,11 +43,15 @@ impl Mirror {
         counters: MirrorCounters,
     ) -> Mirror {
         Mirror {
-            backend,
             share,
             timeout,
-            slots: Arc::new(Semaphore::new(IN_FLIGHT)),
+            slots: Arc::clone(
+                backend
+                    .copies
+                    .get_or_init(|| Arc::new(Semaphore::new(IN_FLIGHT))),
+            ),
             counters,
+            backend,
         }
     }
 
@@ -73,8 +80,13 @@ impl Mirror {
                     .send(&endpoint, copy, SendOptions::default())
                     .await
                     .ok()?;
-                // Read to the end, so that the connection goes back to the pool.
-                exchange.response.into_body().collect().await.ok()
+                // Read to the end, so that the connection goes back to the pool; each frame
+                // dropped as it comes.
+                let mut body = exchange.response.into_body();
+                while let Some(frame) = body.frame().await {
+                    frame.ok()?;
+                }
+                Some(())
             };
             match tokio::time::timeout(timeout, exchange).await {
                 Ok(Some(_)) => counters.answered.inc(),

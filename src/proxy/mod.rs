@@ -281,16 +281,23 @@ impl Proxy {
         };
         let plan = attempt::Plan::new(&route, backend, plan_start, client_deadline, idempotent);
         let upstream_request = Request::from_parts(parts, body);
+        // Drawn before the body is read: only a request that is copied waits for its body
+        // (held to be copied) when no retry would need it. Upgrades are not copied (a second
+        // WebSocket would be a second session).
+        let copied = route
+            .mirror
+            .as_ref()
+            .filter(|m| upgrade.is_none() && m.draw());
         let mut transport =
-            match forward::HyperTry::new(upstream_request, &route, plan.deadline).await {
+            match forward::HyperTry::new(upstream_request, &route, plan.deadline, copied.is_some())
+                .await
+            {
                 Ok(t) => t,
                 Err(error) => return self.error(error, grpc, request_id, log),
             };
-        let mirrored = route.mirror.as_ref().filter(|_| upgrade.is_none());
-        if let Some(mirror) = mirrored.filter(|m| m.draw()) {
+        if let Some(mirror) = copied {
             // The copy as the backend gets it (forwarding headers, filters, rewrite), sent
-            // before the first try: the client never waits for it. Upgrades are not copied
-            // (a second WebSocket would be a second session).
+            // before the first try: the client never waits for it.
             mirror.send(transport.copy());
         }
         let raw = self.raw_streams

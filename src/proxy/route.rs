@@ -301,7 +301,9 @@ impl Route {
             && c.headers.iter().all(|(name, wanted)| {
                 headers.get_all(name).iter().any(|v| match wanted {
                     ValueMatch::Exact(value) => v == value,
-                    ValueMatch::Pattern(p) => v.to_str().is_ok_and(|v| p.0.is_match(v)),
+                    // Bytes beyond ASCII (obs-text, UTF-8 sent raw) read as UTF-8, as an
+                    // application would, invalid sequences as U+FFFD.
+                    ValueMatch::Pattern(p) => p.0.is_match(&String::from_utf8_lossy(v.as_bytes())),
                 })
             })
             && c.query
@@ -403,8 +405,8 @@ fn prefix_matches(prefix: &str, path: &str) -> bool {
     rest.is_empty() || prefix.ends_with('/') || rest.starts_with('/')
 }
 
-/// Whether the first parameter called `name` in `query` has the value `value`, both read
-/// percent-decoded with `+` as a space (a parameter without `=` has the value "").
+/// Whether the first parameter called `name` in `query` has the value `wanted`, or one it
+/// matches.
 fn query_matches(query: &str, name: &str, wanted: &ValueMatch<String>) -> bool {
     match wanted {
         ValueMatch::Exact(value) => query_value_is(query, name, value),
@@ -435,6 +437,8 @@ fn first_value(query: &str, name: &str) -> Option<String> {
     }
 }
 
+/// Whether the first parameter called `name` in `query` has the value `value`, both read
+/// percent-decoded with `+` as a space (a parameter without `=` has the value "").
 fn query_value_is(query: &str, name: &str, value: &str) -> bool {
     for pair in query.split('&') {
         let (n, v) = pair.split_once('=').unwrap_or((pair, ""));

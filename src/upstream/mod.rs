@@ -55,6 +55,10 @@ pub struct Backend {
     /// Cancelled when the backend is dropped (a reload replaced it): its discovery task, which
     /// may be parked on a watch for minutes, ends at once instead of at its next event.
     pub tasks: tokio_util::sync::CancellationToken,
+    /// Places for copies of other routes' requests in flight to this backend (mirrors;
+    /// `proxy/mirror.rs` sets how many): one bound for every route that mirrors here, kept
+    /// across reloads with the backend.
+    pub copies: std::sync::OnceLock<Arc<tokio::sync::Semaphore>>,
 }
 
 impl Drop for Backend {
@@ -249,6 +253,7 @@ impl Backend {
             metrics,
             synced: std::sync::atomic::AtomicBool::new(config.discovery.is_none()),
             tasks: tokio_util::sync::CancellationToken::new(),
+            copies: std::sync::OnceLock::new(),
         }
     }
 
