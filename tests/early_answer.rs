@@ -156,3 +156,57 @@ async fn a_tunnel_whose_backend_closed_ends_at_the_clients_next_bytes() {
         "the client wrote {written} bytes into a tunnel whose backend had closed"
     );
 }
+
+/// The client side of an early answer: hitless passes the application's 401 on and closes the
+/// client's connection with the upload unfinished; it goes on reading (and dropping) what the
+/// client still sends until the client closes (a lingering close, as nginx's), so the client's
+/// writes never meet a reset and its connection ends cleanly. Without it, a client still
+/// writing the body got a reset and could fail before reading the answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_still_uploading_after_the_answer_meets_no_reset() {
+    let backend = rejecting_backend(true).await;
+    let app = start_proxy(&config(backend.addr)).await;
+    let mut client = TcpStream::connect(app.traffic_addrs[0]).await.unwrap();
+    let chunk = vec![b'x'; 64 * 1024];
+    client
+        .write_all(b"POST /upload HTTP/1.1\r\nhost: app\r\ncontent-length: 8388608\r\n\r\n")
+        .await
+        .unwrap();
+    client.write_all(&chunk).await.unwrap();
+    // The whole answer, before the body is.
+    let mut answer = Vec::new();
+    while !answer.ends_with(b"token expired") {
+        let mut buf = [0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(10), client.read(&mut buf))
+            .await
+            .expect("the answer came while the body was unfinished")
+            .unwrap();
+        assert!(
+            n > 0,
+            "closed before the answer: {:?}",
+            String::from_utf8_lossy(&answer)
+        );
+        answer.extend_from_slice(&buf[..n]);
+    }
+    assert!(
+        answer.starts_with(b"HTTP/1.1 401"),
+        "{:?}",
+        String::from_utf8_lossy(&answer)
+    );
+    // The rest of the upload: 1 MiB more, then the client's end.
+    for i in 0..16 {
+        client
+            .write_all(&chunk)
+            .await
+            .unwrap_or_else(|e| panic!("write {i} after the answer: {e}"));
+    }
+    client.shutdown().await.unwrap();
+    let mut rest = Vec::new();
+    let end = tokio::time::timeout(Duration::from_secs(10), client.read_to_end(&mut rest))
+        .await
+        .expect("hitless closed once the client did");
+    assert!(
+        end.is_ok(),
+        "the connection ended with {end:?}, not a clean close"
+    );
+}

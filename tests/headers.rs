@@ -109,3 +109,28 @@ async fn h2c_client_reaches_http1_backend() {
         "{seen}"
     );
 }
+
+/// Only hitless's mirrored copies carry `x-hitless-mirror` (an application may skip side
+/// effects on them): a client's is removed, on both engines and over HTTP/2.
+#[tokio::test]
+async fn a_clients_mirror_mark_is_removed() {
+    let echo = echo_upstream().await;
+    for engine in ["", "runtime: {direct_path: false}\n"] {
+        let app = start_proxy(&format!("{engine}{}", simple_config(echo.addr))).await;
+        for c in [client(), h2c_client()] {
+            let request = Request::get(format!("http://{}/", app.traffic_addrs[0]))
+                .header("host", "shop.example.com")
+                .header("x-hitless-mirror", "1")
+                .header("X-Hitless-Mirror", "yes")
+                .body(full(""))
+                .unwrap();
+            let answer = send(&c, request).await;
+            assert_eq!(answer.status, 200);
+            let seen = answer.body.as_str();
+            assert!(
+                header_of(seen, "x-hitless-mirror").is_empty(),
+                "{engine}: {seen}"
+            );
+        }
+    }
+}

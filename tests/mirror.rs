@@ -15,8 +15,8 @@ use http_body_util::BodyExt;
 use support::*;
 use tokio::sync::Semaphore;
 
-/// What the mirror received: (method, path, body).
-type Seen = Arc<Mutex<Vec<(String, String, String)>>>;
+/// What the mirror received: (method, path, body, its `x-hitless-mirror` mark).
+type Seen = Arc<Mutex<Vec<(String, String, String, String)>>>;
 
 /// A mirror backend that records each request; requests under `/stuck` wait for a permit of
 /// `gate` (none until the test adds them).
@@ -30,10 +30,16 @@ async fn shadow(gate: Arc<Semaphore>) -> (Server, Seen) {
             let (parts, body) = req.into_parts();
             let body = body.collect().await.unwrap().to_bytes();
             let path = parts.uri.path().to_string();
+            let mark = parts
+                .headers
+                .get("x-hitless-mirror")
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                .unwrap_or_default();
             record.lock().unwrap().push((
                 parts.method.to_string(),
                 path.clone(),
                 String::from_utf8_lossy(&body).into_owned(),
+                mark,
             ));
             if path.starts_with("/stuck") {
                 let _permit = gate.acquire().await.unwrap();
@@ -114,17 +120,25 @@ async fn every_request_is_copied_with_its_body_and_the_client_never_waits() {
     wait_metric(app.admin_addr, &series("answered"), 200.0).await;
     let mut copies = seen.lock().unwrap().clone();
     copies.sort();
-    let mut expected: Vec<(String, String, String)> = (0..200)
+    let mut expected: Vec<(String, String, String, String)> = (0..200)
         .map(|n| {
             if n % 2 == 0 {
-                ("GET".into(), format!("/get/{n}"), String::new())
+                ("GET".into(), format!("/get/{n}"), String::new(), "1".into())
             } else {
-                ("POST".into(), format!("/post/{n}"), format!("body {n}"))
+                (
+                    "POST".into(),
+                    format!("/post/{n}"),
+                    format!("body {n}"),
+                    "1".into(),
+                )
             }
         })
         .collect();
     expected.sort();
-    assert_eq!(copies, expected, "each request copied once, with its body");
+    assert_eq!(
+        copies, expected,
+        "each request copied once, with its body, marked"
+    );
 
     // A mirror that does not answer: the client's answers come anyway; 64 copies wait, the
     // other 36 are dropped.
@@ -141,7 +155,7 @@ async fn every_request_is_copied_with_its_body_and_the_client_never_waits() {
     let answer = post(&client(), addr, "/big", big).await;
     assert_eq!(answer.body, "primary");
     assert_eq!(metric_at(app.admin_addr, &series("skipped")).await, 1.0);
-    assert!(!seen.lock().unwrap().iter().any(|(_, p, _)| p == "/big"));
+    assert!(!seen.lock().unwrap().iter().any(|(_, p, _, _)| p == "/big"));
 }
 
 #[tokio::test]

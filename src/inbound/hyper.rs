@@ -4,6 +4,7 @@
 //! (hyper reads the socket itself; `WatchedIo` notes when a request head starts) and the drain:
 //! HTTP/2 GOAWAY at once, HTTP/1.1 `Connection: close` on the next answer.
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
@@ -66,6 +67,7 @@ impl Server {
             inner: stream,
             prefix,
             activity: Arc::clone(&activity),
+            linger: None,
         });
         let proxy = Arc::clone(&self.proxy);
         let service_activity = Arc::clone(&activity);
@@ -163,6 +165,8 @@ struct WatchedIo<T> {
     inner: T,
     prefix: Bytes,
     activity: Arc<ClientConn>,
+    /// Closing: until when the client's last bytes are read and dropped (`poll_shutdown`).
+    linger: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for WatchedIo<T> {
@@ -197,7 +201,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for WatchedIo<T> {
     }
 }
 
-impl<T: AsyncWrite + Unpin> AsyncWrite for WatchedIo<T> {
+impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for WatchedIo<T> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -222,7 +226,45 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for WatchedIo<T> {
         Pin::new(&mut self.inner).poll_flush(cx)
     }
 
+    /// hyper closes an HTTP/1.1 connection: the answer is complete once the write side is shut
+    /// down; then what the client still sends is read and dropped, until it closes or for
+    /// `LINGER` at most (nginx's lingering close). A client still uploading a body the answer
+    /// did not need (an application's early 413 or 401, passed on) would otherwise meet a
+    /// reset under its write and fail before it reads the answer: the 401 became a client
+    /// error. HTTP/2 closes with GOAWAY, after which clients stop sending.
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+        if self.activity.h2.load(Ordering::Relaxed) {
+            return Pin::new(&mut self.inner).poll_shutdown(cx);
+        }
+        let this = &mut *self;
+        let deadline = match &mut this.linger {
+            Some(deadline) => deadline,
+            None => {
+                std::task::ready!(Pin::new(&mut this.inner).poll_shutdown(cx))?;
+                this.linger.insert(Box::pin(tokio::time::sleep(LINGER)))
+            }
+        };
+        if deadline.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Ok(()));
+        }
+        // A bounded number of reads per wake-up: a fast sender must not hold the worker.
+        for _ in 0..LINGER_READS {
+            let mut scratch = [0u8; 4096];
+            let mut buf = ReadBuf::new(&mut scratch);
+            match Pin::new(&mut this.inner).poll_read(cx, &mut buf) {
+                Poll::Ready(Ok(())) if !buf.filled().is_empty() => {}
+                // The client closed (or reset): nothing left to wait for.
+                Poll::Ready(_) => return Poll::Ready(Ok(())),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
     }
 }
+
+/// How long a closing HTTP/1.1 connection reads and drops what the client still sends.
+const LINGER: Duration = Duration::from_secs(5);
+
+/// Reads of up to 4 KiB per wake-up while lingering.
+const LINGER_READS: usize = 16;

@@ -109,10 +109,13 @@ pub enum Kind {
     XForwardedHost,
     XRequestId,
     Date,
+    /// `x-hitless-mirror`: hitless marks the copies it mirrors with it (`mirror.rs`); a
+    /// client's is removed, so that an application can trust it.
+    XHitlessMirror,
 }
 
 /// The lowercase name of each kind (`Other` has none).
-const NAMES: [&str; 14] = [
+const NAMES: [&str; 15] = [
     "",
     "connection",
     "keep-alive",
@@ -127,7 +130,11 @@ const NAMES: [&str; 14] = [
     "x-forwarded-host",
     "x-request-id",
     "date",
+    "x-hitless-mirror",
 ];
+
+/// The field that marks a mirrored copy (`mirror.rs`).
+pub const MIRROR_MARK: &str = NAMES[Kind::XHitlessMirror as usize];
 
 const HOP_KINDS: [Kind; 6] = [
     Kind::Connection,
@@ -148,7 +155,11 @@ pub fn kind(name: &str) -> Kind {
         12 => &[Kind::XRequestId],
         14 => &[Kind::ContentLength],
         15 => &[Kind::XForwardedFor],
-        16 => &[Kind::ProxyConnection, Kind::XForwardedHost],
+        16 => &[
+            Kind::ProxyConnection,
+            Kind::XForwardedHost,
+            Kind::XHitlessMirror,
+        ],
         17 => &[Kind::TransferEncoding, Kind::XForwardedProto],
         _ => return Kind::Other,
     };
@@ -289,7 +300,8 @@ pub struct RequestId {
 }
 
 /// Rewrite a request's head for the backend (the one rule, for both engines): hop-by-hop
-/// fields out, names with `_` out (unless kept), `X-Forwarded-For` appended,
+/// fields out, names with `_` out (unless kept), a client's `x-hitless-mirror` out (only
+/// hitless's copies carry it), `X-Forwarded-For` appended,
 /// `X-Forwarded-Proto` and `X-Forwarded-Host` set, `Host` from the target's authority when it
 /// has one, and an `x-request-id` (the client's, or `new_id`'s). Returns the id.
 pub fn rewrite_request<H: Head>(
@@ -318,6 +330,7 @@ pub fn rewrite_request<H: Head>(
             Kind::XForwardedProto,
             Kind::XForwardedHost,
             Kind::XRequestId,
+            Kind::XHitlessMirror,
         ],
     );
     if fwd.authority.is_some() {

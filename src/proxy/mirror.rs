@@ -62,10 +62,17 @@ impl Mirror {
 
     /// Send `copy` (`None`: the body is not held, nothing to send) in the background.
     pub fn send(&self, copy: Option<Request<RequestBody>>) {
-        let Some(copy) = copy else {
+        let Some(mut copy) = copy else {
             self.counters.skipped.inc();
             return;
         };
+        // Marked, so that the application it reaches can tell a copy from the request (and
+        // skip side effects: a second charge, a second email). Envoy renames the Host
+        // instead, which breaks an application that routes on it.
+        copy.headers_mut().insert(
+            http::HeaderName::from_static(super::headers::MIRROR_MARK),
+            http::HeaderValue::from_static("1"),
+        );
         let Ok(slot) = Arc::clone(&self.slots).try_acquire_owned() else {
             self.counters.dropped.inc();
             return;
