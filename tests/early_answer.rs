@@ -166,20 +166,32 @@ async fn a_tunnel_whose_backend_closed_ends_at_the_clients_next_bytes() {
 async fn the_client_still_uploading_after_the_answer_meets_no_reset() {
     let backend = rejecting_backend(true).await;
     let app = start_proxy(&config(backend.addr)).await;
-    let mut client = TcpStream::connect(app.traffic_addrs[0]).await.unwrap();
-    let chunk = vec![b'x'; 64 * 1024];
-    client
-        .write_all(b"POST /upload HTTP/1.1\r\nhost: app\r\ncontent-length: 8388608\r\n\r\n")
-        .await
-        .unwrap();
-    client.write_all(&chunk).await.unwrap();
-    // The whole answer, before the body is.
+    let client = TcpStream::connect(app.traffic_addrs[0]).await.unwrap();
+    let (mut reader, mut writer) = client.into_split();
+    // The upload goes on, whatever comes back, as a client's does: 8 MiB, then its end.
+    let upload = tokio::spawn(async move {
+        writer
+            .write_all(b"POST /upload HTTP/1.1\r\nhost: app\r\ncontent-length: 8388608\r\n\r\n")
+            .await
+            .map_err(|e| format!("head: {e}"))?;
+        let chunk = vec![b'x'; 64 * 1024];
+        for i in 0..128 {
+            writer
+                .write_all(&chunk)
+                .await
+                .map_err(|e| format!("write {i} of 128: {e}"))?;
+        }
+        writer
+            .shutdown()
+            .await
+            .map_err(|e| format!("shutdown: {e}"))
+    });
     let mut answer = Vec::new();
     while !answer.ends_with(b"token expired") {
         let mut buf = [0u8; 4096];
-        let n = tokio::time::timeout(Duration::from_secs(10), client.read(&mut buf))
+        let n = tokio::time::timeout(Duration::from_secs(10), reader.read(&mut buf))
             .await
-            .expect("the answer came while the body was unfinished")
+            .expect("the answer came")
             .unwrap();
         assert!(
             n > 0,
@@ -193,20 +205,99 @@ async fn the_client_still_uploading_after_the_answer_meets_no_reset() {
         "{:?}",
         String::from_utf8_lossy(&answer)
     );
-    // The rest of the upload: 1 MiB more, then the client's end.
-    for i in 0..16 {
-        client
-            .write_all(&chunk)
-            .await
-            .unwrap_or_else(|e| panic!("write {i} after the answer: {e}"));
-    }
-    client.shutdown().await.unwrap();
+    let uploaded = tokio::time::timeout(Duration::from_secs(20), upload)
+        .await
+        .expect("the upload ended")
+        .unwrap();
+    assert_eq!(uploaded, Ok(()), "the client's upload met a reset");
     let mut rest = Vec::new();
-    let end = tokio::time::timeout(Duration::from_secs(10), client.read_to_end(&mut rest))
+    let end = tokio::time::timeout(Duration::from_secs(10), reader.read_to_end(&mut rest))
         .await
         .expect("hitless closed once the client did");
     assert!(
         end.is_ok(),
         "the connection ended with {end:?}, not a clean close"
+    );
+}
+
+/// A tunnel's half-close is passed on as is, never taken for a close to linger on: a backend
+/// that stops writing mid-upload (its half of an Upgrade) still gets every byte the client
+/// sends after, until the client's own end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tunnels_half_close_drops_none_of_the_clients_bytes() {
+    const TOTAL: usize = 4 << 20;
+    let (count_tx, count_rx) = tokio::sync::oneshot::channel::<usize>();
+    let count_tx = std::sync::Mutex::new(Some(count_tx));
+    let counted = std::sync::Arc::new(count_tx);
+    let backend = raw_server(move |mut stream: TcpStream| {
+        let counted = std::sync::Arc::clone(&counted);
+        async move {
+            read_head(&mut stream).await;
+            let _ = stream
+                .write_all(b"HTTP/1.1 101 Switching Protocols\r\nupgrade: x-test\r\nconnection: upgrade\r\n\r\n")
+                .await;
+            let mut got = 0usize;
+            let mut buf = vec![0u8; 64 * 1024];
+            let mut half_closed = false;
+            loop {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got += n,
+                }
+                if !half_closed && got >= 256 * 1024 {
+                    // Done writing, still reading: the half-close, mid-upload.
+                    let _ = stream.shutdown().await;
+                    half_closed = true;
+                }
+            }
+            if let Some(tx) = counted.lock().unwrap().take() {
+                let _ = tx.send(got);
+            }
+        }
+    })
+    .await;
+    let app = start_proxy(&config(backend.addr)).await;
+    let mut client = TcpStream::connect(app.traffic_addrs[0]).await.unwrap();
+    client
+        .write_all(
+            b"GET /tunnel HTTP/1.1\r\nhost: app\r\nupgrade: x-test\r\nconnection: upgrade\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        assert_eq!(client.read(&mut byte).await.unwrap(), 1, "{head:?}");
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{:?}",
+        String::from_utf8_lossy(&head)
+    );
+    let (mut reader, mut writer) = client.into_split();
+    let upload = tokio::spawn(async move {
+        let chunk = vec![b't'; 64 * 1024];
+        for _ in 0..TOTAL / chunk.len() {
+            writer.write_all(&chunk).await?;
+        }
+        writer.shutdown().await
+    });
+    // The backend's half-close reaches the client as its end of the tunnel.
+    let mut rest = Vec::new();
+    let eof = tokio::time::timeout(Duration::from_secs(10), reader.read_to_end(&mut rest)).await;
+    assert!(matches!(eof, Ok(Ok(0))), "{eof:?}");
+    tokio::time::timeout(Duration::from_secs(20), upload)
+        .await
+        .expect("the upload ended")
+        .unwrap()
+        .expect("the client's writes went through");
+    let got = tokio::time::timeout(Duration::from_secs(20), count_rx)
+        .await
+        .expect("the backend saw the client's end")
+        .unwrap();
+    assert_eq!(
+        got, TOTAL,
+        "bytes the backend received of the client's {TOTAL}"
     );
 }

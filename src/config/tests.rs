@@ -397,7 +397,7 @@ fn header_filters_refuse_bad_names_and_framing() {
     request_headers:
       set: {"bad header": x, content-length: "5", host: internal}
       add: {transfer-encoding: chunked, x-ok: "a\u0001b", host: two}
-      remove: [connection, x-request-id, host, "x y"]
+      remove: [connection, x-request-id, host, "x y", x-hitless-mirror]
     response_headers:
       set: {host: fine, te: trailers}
       add: {x-a: "1"}
@@ -413,6 +413,7 @@ fn header_filters_refuse_bad_names_and_framing() {
             "routes[0].request_headers.remove[1]: \"x-request-id\" cannot be changed",
             "routes[0].request_headers.remove[2]: \"host\" cannot be changed: may only be `set`",
             "routes[0].request_headers.remove[3]: \"x y\" is not a valid header name",
+            "routes[0].request_headers.remove[4]: \"x-hitless-mirror\" cannot be changed: marks hitless's mirrored copies",
             "routes[0].response_headers.set.te: \"te\" cannot be changed: hop-by-hop",
             "routes[0].response_headers.remove[0]: \"x-a\" is named twice",
         ],

@@ -1806,6 +1806,9 @@ fn untouchable(name: &HeaderName, request: bool, set: bool) -> Option<&'static s
         "x-request-id" => {
             Some("the request id hitless logs and returns: changing it would break the link")
         }
+        "x-hitless-mirror" if request => {
+            Some("marks hitless's mirrored copies: applications trust it to skip side effects")
+        }
         "expect" if request => Some("governs how the body is sent: hitless has sent it already"),
         // Gateway API may set the Host (as `rewrite.host` does); without one, or with two,
         // an HTTP/1.1 request is invalid.

@@ -227,20 +227,30 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for WatchedIo<T> {
     }
 
     /// hyper closes an HTTP/1.1 connection: the answer is complete once the write side is shut
-    /// down; then what the client still sends is read and dropped, until it closes or for
-    /// `LINGER` at most (nginx's lingering close). A client still uploading a body the answer
-    /// did not need (an application's early 413 or 401, passed on) would otherwise meet a
-    /// reset under its write and fail before it reads the answer: the 401 became a client
-    /// error. HTTP/2 closes with GOAWAY, after which clients stop sending.
+    /// down. A client still sending then (an upload the answer did not need: an application's
+    /// early 413 or 401, passed on) has bytes waiting unread, and a close would reset the
+    /// connection under its next write: many clients then fail before they read the answer.
+    /// So while bytes wait, they are read and dropped until the client closes, for `LINGER`
+    /// at most (nginx's lingering close). With nothing unread (an idle connection closed, a
+    /// client that sent `Connection: close`) the close is at once. Not for HTTP/2 (GOAWAY
+    /// says it) nor a tunnel (an upgrade's half-close is passed on as is).
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if self.activity.h2.load(Ordering::Relaxed) {
+        let a = &self.activity;
+        if a.h2.load(Ordering::Relaxed) || a.upgraded.load(Ordering::Relaxed) {
             return Pin::new(&mut self.inner).poll_shutdown(cx);
         }
         let this = &mut *self;
+        let mut scratch = [0u8; 4096];
         let deadline = match &mut this.linger {
             Some(deadline) => deadline,
             None => {
                 std::task::ready!(Pin::new(&mut this.inner).poll_shutdown(cx))?;
+                let mut buf = ReadBuf::new(&mut scratch);
+                match Pin::new(&mut this.inner).poll_read(cx, &mut buf) {
+                    Poll::Ready(Ok(())) if !buf.filled().is_empty() => {}
+                    // Nothing unread, or the client is gone: close.
+                    _ => return Poll::Ready(Ok(())),
+                }
                 this.linger.insert(Box::pin(tokio::time::sleep(LINGER)))
             }
         };
@@ -249,7 +259,6 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for WatchedIo<T> {
         }
         // A bounded number of reads per wake-up: a fast sender must not hold the worker.
         for _ in 0..LINGER_READS {
-            let mut scratch = [0u8; 4096];
             let mut buf = ReadBuf::new(&mut scratch);
             match Pin::new(&mut this.inner).poll_read(cx, &mut buf) {
                 Poll::Ready(Ok(())) if !buf.filled().is_empty() => {}

@@ -46,6 +46,9 @@ pub struct ClientConn {
     pub h2: AtomicBool,
     /// hitless is draining: the connection ends after its current exchange.
     pub closing: AtomicBool,
+    /// A request on it was upgraded: the connection is a tunnel's now (its close is the
+    /// tunnel's, passed on as is: no lingering close, `inbound/hyper.rs`).
+    pub upgraded: AtomicBool,
     /// What counts the connection as open (`inbound`'s place under `limits.max_connections`):
     /// held as long as the connection, an upgraded one's tunnel included.
     held: std::sync::OnceLock<Box<dyn std::any::Any + Send + Sync>>,
@@ -64,6 +67,7 @@ impl ClientConn {
             head_started_ms: AtomicU64::new(0),
             h2: AtomicBool::new(false),
             closing: AtomicBool::new(false),
+            upgraded: AtomicBool::new(false),
             held: std::sync::OnceLock::new(),
         }
     }

@@ -366,6 +366,8 @@ impl Proxy {
                         // The tunnel is the client connection now: it keeps the connection's
                         // place under limits.max_connections until it ends.
                         let conn = Arc::clone(&log.conn);
+                        conn.upgraded
+                            .store(true, std::sync::atomic::Ordering::Relaxed);
                         self.tunnels.spawn(async move {
                             splice.await;
                             drop(conn);
