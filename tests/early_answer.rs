@@ -108,31 +108,12 @@ async fn a_close_without_an_answer_is_still_a_prompt_502() {
 async fn a_tunnel_whose_backend_closed_ends_at_the_clients_next_bytes() {
     let backend = raw_server(|mut stream: TcpStream| async move {
         read_head(&mut stream).await;
-        let _ = stream
-            .write_all(b"HTTP/1.1 101 Switching Protocols\r\nupgrade: x-test\r\nconnection: upgrade\r\n\r\n")
-            .await;
+        let _ = stream.write_all(SWITCHING).await;
         // Closed: the tunnel's backend side ends here.
     })
     .await;
     let app = start_proxy(&config(backend.addr)).await;
-    let mut client = TcpStream::connect(app.traffic_addrs[0]).await.unwrap();
-    client
-        .write_all(
-            b"GET /tunnel HTTP/1.1\r\nhost: app\r\nupgrade: x-test\r\nconnection: upgrade\r\n\r\n",
-        )
-        .await
-        .unwrap();
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let mut byte = [0u8; 1];
-        assert_eq!(client.read(&mut byte).await.unwrap(), 1, "{head:?}");
-        head.push(byte[0]);
-    }
-    assert!(
-        head.starts_with(b"HTTP/1.1 101"),
-        "{:?}",
-        String::from_utf8_lossy(&head)
-    );
+    let mut client = open_tunnel(app.traffic_addrs[0]).await;
     // The backend's end is passed on as the tunnel's half-close.
     let mut rest = Vec::new();
     let eof = tokio::time::timeout(Duration::from_secs(10), client.read_to_end(&mut rest)).await;
@@ -233,9 +214,7 @@ async fn a_tunnels_half_close_drops_none_of_the_clients_bytes() {
         let counted = std::sync::Arc::clone(&counted);
         async move {
             read_head(&mut stream).await;
-            let _ = stream
-                .write_all(b"HTTP/1.1 101 Switching Protocols\r\nupgrade: x-test\r\nconnection: upgrade\r\n\r\n")
-                .await;
+            let _ = stream.write_all(SWITCHING).await;
             let mut got = 0usize;
             let mut buf = vec![0u8; 64 * 1024];
             let mut half_closed = false;
@@ -257,24 +236,7 @@ async fn a_tunnels_half_close_drops_none_of_the_clients_bytes() {
     })
     .await;
     let app = start_proxy(&config(backend.addr)).await;
-    let mut client = TcpStream::connect(app.traffic_addrs[0]).await.unwrap();
-    client
-        .write_all(
-            b"GET /tunnel HTTP/1.1\r\nhost: app\r\nupgrade: x-test\r\nconnection: upgrade\r\n\r\n",
-        )
-        .await
-        .unwrap();
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let mut byte = [0u8; 1];
-        assert_eq!(client.read(&mut byte).await.unwrap(), 1, "{head:?}");
-        head.push(byte[0]);
-    }
-    assert!(
-        head.starts_with(b"HTTP/1.1 101"),
-        "{:?}",
-        String::from_utf8_lossy(&head)
-    );
+    let client = open_tunnel(app.traffic_addrs[0]).await;
     let (mut reader, mut writer) = client.into_split();
     let upload = tokio::spawn(async move {
         let chunk = vec![b't'; 64 * 1024];
@@ -300,4 +262,31 @@ async fn a_tunnels_half_close_drops_none_of_the_clients_bytes() {
         got, TOTAL,
         "bytes the backend received of the client's {TOTAL}"
     );
+}
+
+/// The backend's answer to an Upgrade to `x-test`.
+const SWITCHING: &[u8] =
+    b"HTTP/1.1 101 Switching Protocols\r\nupgrade: x-test\r\nconnection: upgrade\r\n\r\n";
+
+/// A client connection through `proxy` upgraded to `x-test` (the 101 read).
+async fn open_tunnel(proxy: std::net::SocketAddr) -> TcpStream {
+    let mut client = TcpStream::connect(proxy).await.unwrap();
+    client
+        .write_all(
+            b"GET /tunnel HTTP/1.1\r\nhost: app\r\nupgrade: x-test\r\nconnection: upgrade\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        assert_eq!(client.read(&mut byte).await.unwrap(), 1, "{head:?}");
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{:?}",
+        String::from_utf8_lossy(&head)
+    );
+    client
 }
