@@ -77,6 +77,9 @@ impl Server {
             let h2 = request.version() == http::Version::HTTP_2;
             if h2 {
                 activity.h2.store(true, Ordering::Relaxed);
+            } else {
+                let body = !hyper::body::Body::is_end_stream(request.body());
+                activity.request_body.store(body, Ordering::Relaxed);
             }
             // Boxed: hyper moves each HTTP/2 stream's future into a task of its own, and a
             // pointer moves for less than the whole request's state.
@@ -227,13 +230,14 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for WatchedIo<T> {
     }
 
     /// hyper closes an HTTP/1.1 connection: the answer is complete once the write side is shut
-    /// down. A client still sending then (an upload the answer did not need: an application's
-    /// early 413 or 401, passed on) has bytes waiting unread, and a close would reset the
-    /// connection under its next write: many clients then fail before they read the answer.
-    /// So while bytes wait, they are read and dropped until the client closes, for `LINGER`
-    /// at most (nginx's lingering close). With nothing unread (an idle connection closed, a
-    /// client that sent `Connection: close`) the close is at once. Not for HTTP/2 (GOAWAY
-    /// says it) nor a tunnel (an upgrade's half-close is passed on as is).
+    /// down. A client may still be sending then (an upload the answer did not need: an
+    /// application's early 413 or 401, passed on), and a close would reset the connection
+    /// under its next write: many clients then fail before they read the answer. So when
+    /// the close follows an answer to a request with a body (`LINGER_AFTER`), or bytes wait
+    /// unread, what the client sends is read and dropped until it closes, for `LINGER` at
+    /// most (nginx's lingering close). Otherwise (an idle connection closed, a bodiless
+    /// request's `Connection: close`) the close is at once. Not for HTTP/2 (GOAWAY says it)
+    /// nor a tunnel (an upgrade's half-close is passed on as is).
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let a = &self.activity;
         if a.h2.load(Ordering::Relaxed) || a.upgraded.load(Ordering::Relaxed) {
@@ -245,11 +249,16 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for WatchedIo<T> {
             Some(deadline) => deadline,
             None => {
                 std::task::ready!(Pin::new(&mut this.inner).poll_shutdown(cx))?;
-                let mut buf = ReadBuf::new(&mut scratch);
-                match Pin::new(&mut this.inner).poll_read(cx, &mut buf) {
-                    Poll::Ready(Ok(())) if !buf.filled().is_empty() => {}
-                    // Nothing unread, or the client is gone: close.
-                    _ => return Poll::Ready(Ok(())),
+                let a = &this.activity;
+                let since = now_ms().saturating_sub(a.last_active_ms.load(Ordering::Relaxed));
+                let after_body = a.request_body.load(Ordering::Relaxed) && since < LINGER_AFTER;
+                if !after_body {
+                    let mut buf = ReadBuf::new(&mut scratch);
+                    match Pin::new(&mut this.inner).poll_read(cx, &mut buf) {
+                        Poll::Ready(Ok(())) if !buf.filled().is_empty() => {}
+                        // Nothing unread, or the client is gone: close.
+                        _ => return Poll::Ready(Ok(())),
+                    }
                 }
                 this.linger.insert(Box::pin(tokio::time::sleep(LINGER)))
             }
@@ -274,6 +283,10 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for WatchedIo<T> {
 
 /// How long a closing HTTP/1.1 connection reads and drops what the client still sends.
 const LINGER: Duration = Duration::from_secs(5);
+
+/// A close this soon (ms) after the answer to a request with a body lingers: hyper closes
+/// right after such an answer when the body was not read to its end.
+const LINGER_AFTER: u64 = 1000;
 
 /// Reads of up to 4 KiB per wake-up while lingering.
 const LINGER_READS: usize = 16;

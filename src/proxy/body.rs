@@ -49,6 +49,9 @@ pub struct ClientConn {
     /// A request on it was upgraded: the connection is a tunnel's now (its close is the
     /// tunnel's, passed on as is: no lingering close, `inbound/hyper.rs`).
     pub upgraded: AtomicBool,
+    /// The last request on it came with a body (`inbound/hyper.rs`: a close right after its
+    /// answer may leave the client still sending it, and lingers).
+    pub request_body: AtomicBool,
     /// What counts the connection as open (`inbound`'s place under `limits.max_connections`):
     /// held as long as the connection, an upgraded one's tunnel included.
     held: std::sync::OnceLock<Box<dyn std::any::Any + Send + Sync>>,
@@ -68,6 +71,7 @@ impl ClientConn {
             h2: AtomicBool::new(false),
             closing: AtomicBool::new(false),
             upgraded: AtomicBool::new(false),
+            request_body: AtomicBool::new(false),
             held: std::sync::OnceLock::new(),
         }
     }
