@@ -200,17 +200,20 @@ async fn a_mirror_serving_large_answers_costs_no_memory() {
     })
     .await;
     let primary = reading_primary().await;
-    let (traffic, admin) = (free_port(), free_port());
-    let yaml = format!(
-        "listeners:\n  - bind: \"127.0.0.1:{traffic}\"\nadmin: {{bind: \"127.0.0.1:{admin}\"}}\naccess_log: false\n{}",
-        config(primary.addr, large.addr)
-    );
-    let path = std::env::temp_dir().join(format!("hitless-mirror-{traffic}.yaml"));
-    std::fs::write(&path, yaml).unwrap();
-    let proxy = spawn_hitless(&["run", "--config", path.to_str().unwrap()]);
-    let admin: std::net::SocketAddr = format!("127.0.0.1:{admin}").parse().unwrap();
-    wait_ready(admin).await;
-    let traffic: std::net::SocketAddr = format!("127.0.0.1:{traffic}").parse().unwrap();
+    let (proxy, admin, (traffic, path)) = spawn_ready(|attempt| {
+        let (traffic, admin) = (free_port(), free_port());
+        let yaml = format!(
+            "listeners:\n  - bind: \"127.0.0.1:{traffic}\"\nadmin: {{bind: \"127.0.0.1:{admin}\"}}\naccess_log: false\n{}",
+            config(primary.addr, large.addr)
+        );
+        let path = std::env::temp_dir().join(format!("hitless-mirror-{traffic}-{attempt}.yaml"));
+        std::fs::write(&path, yaml).unwrap();
+        let args = vec!["run".into(), "--config".into(), path.to_string_lossy().into_owned()];
+        let admin: std::net::SocketAddr = format!("127.0.0.1:{admin}").parse().unwrap();
+        let traffic: std::net::SocketAddr = format!("127.0.0.1:{traffic}").parse().unwrap();
+        (args, admin, (traffic, path))
+    })
+    .await;
     let c = client();
     assert_eq!(get(&c, traffic, "x", "/warm").await.body, "primary");
     let (_, baseline) = memory_kib(proxy.child.id());

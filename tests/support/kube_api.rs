@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use rustls_pki_types::ServerName;
 
-use super::{free_port, get, spawn_hitless, wait_ready, ChildProxy, Client, TestCa};
+use super::{free_port, get, spawn_ready, ChildProxy, Client, TestCa};
 
 type ApiBody = BoxBody<Bytes, std::io::Error>;
 
@@ -580,42 +580,44 @@ impl Controller {
         extra: &[&str],
         namespace: Option<&str>,
     ) -> Controller {
-        let (port, tls_port, admin_port) = (free_port(), free_port(), free_port());
-        let base = std::env::temp_dir().join(format!(
-            "hitless-ingress-{tag}-{}-{port}.yaml",
-            std::process::id()
-        ));
-        // Public ports 80 and 443, as behind the shipped Service: what Gateways name.
-        let mut listener = format!("{{bind: \"127.0.0.1:{port}\", public_port: 80}}");
-        if let Some(tls) = tls {
-            listener.push_str(&format!(
-                ", {{bind: \"127.0.0.1:{tls_port}\", public_port: 443, tls: {tls}}}"
-            ));
-        }
-        std::fs::write(
-            &base,
-            format!(
-                "listeners: [{listener}]\nadmin: {{bind: \"127.0.0.1:{admin_port}\"}}\naccess_log: false\nroutes:\n  - name: fallback\n    respond: {{status: 404, body: \"no ingress\"}}\n"
-            ),
-        )
-        .unwrap();
         let kubeconfig = api.kubeconfig();
-        let mut args = vec![
-            "ingress",
-            "--config",
-            base.to_str().unwrap(),
-            "--kubeconfig",
-            kubeconfig.to_str().unwrap(),
-        ];
-        match namespace {
-            Some(namespace) => args.extend(["--namespace", namespace]),
-            // The Lease stays where this server keeps Leases (the pod's namespace).
-            None => args.extend(["--lease-namespace", NAMESPACE]),
-        }
-        args.extend_from_slice(extra);
-        let child = spawn_hitless(&args);
-        let admin: SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
-        wait_ready(admin).await;
+        let (child, admin, (port, tls_port, base)) = spawn_ready(|attempt| {
+            let (port, tls_port, admin_port) = (free_port(), free_port(), free_port());
+            let base = std::env::temp_dir().join(format!(
+                "hitless-ingress-{tag}-{}-{port}-{attempt}.yaml",
+                std::process::id()
+            ));
+            // Public ports 80 and 443, as behind the shipped Service: what Gateways name.
+            let mut listener = format!("{{bind: \"127.0.0.1:{port}\", public_port: 80}}");
+            if let Some(tls) = tls {
+                listener.push_str(&format!(
+                    ", {{bind: \"127.0.0.1:{tls_port}\", public_port: 443, tls: {tls}}}"
+                ));
+            }
+            std::fs::write(
+                &base,
+                format!(
+                    "listeners: [{listener}]\nadmin: {{bind: \"127.0.0.1:{admin_port}\"}}\naccess_log: false\nroutes:\n  - name: fallback\n    respond: {{status: 404, body: \"no ingress\"}}\n"
+                ),
+            )
+            .unwrap();
+            let mut args: Vec<String> = vec![
+                "ingress".into(),
+                "--config".into(),
+                base.to_string_lossy().into_owned(),
+                "--kubeconfig".into(),
+                kubeconfig.to_string_lossy().into_owned(),
+            ];
+            match namespace {
+                Some(namespace) => args.extend(["--namespace".into(), namespace.to_string()]),
+                // The Lease stays where this server keeps Leases (the pod's namespace).
+                None => args.extend(["--lease-namespace".into(), NAMESPACE.to_string()]),
+            }
+            args.extend(extra.iter().map(|a| a.to_string()));
+            let admin: SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
+            (args, admin, (port, tls_port, base))
+        })
+        .await;
         Controller {
             proxy: format!("127.0.0.1:{port}").parse().unwrap(),
             tls_proxy: tls.map(|_| format!("127.0.0.1:{tls_port}").parse().unwrap()),

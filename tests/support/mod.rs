@@ -383,21 +383,69 @@ pub fn free_port() -> u16 {
 /// Poll `/readyz` until it answers 200 (bounded: 20 s).
 pub async fn wait_ready(admin: SocketAddr) {
     for _ in 0..400 {
-        if let Ok(Ok(mut s)) =
-            tokio::time::timeout(Duration::from_millis(200), TcpStream::connect(admin)).await
-        {
-            let _ = s
-                .write_all(b"GET /readyz HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n")
-                .await;
-            let mut out = Vec::new();
-            let _ = tokio::time::timeout(Duration::from_secs(2), s.read_to_end(&mut out)).await;
-            if out.starts_with(b"HTTP/1.1 200") {
-                return;
-            }
+        if is_ready(admin).await {
+            return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("hitless did not become ready on {admin}");
+}
+
+/// Whether `/readyz` on `admin` answers 200 (one probe).
+pub async fn is_ready(admin: SocketAddr) -> bool {
+    let Ok(Ok(mut s)) =
+        tokio::time::timeout(Duration::from_millis(200), TcpStream::connect(admin)).await
+    else {
+        return false;
+    };
+    let _ = s
+        .write_all(b"GET /readyz HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n")
+        .await;
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(2), s.read_to_end(&mut out)).await;
+    out.starts_with(b"HTTP/1.1 200")
+}
+
+/// A `hitless` child ready on its admin port. `start(attempt)` writes its config on fresh
+/// ports and returns the arguments and the admin address. A child that exits before it is
+/// ready (a port `free_port` gave was taken by a parallel test before the child bound it) is
+/// started again on other ports, three times at most; one still not ready after 60 s (CI's 2
+/// busy cores) fails the test with what it printed.
+pub async fn spawn_ready<T>(
+    mut start: impl FnMut(u32) -> (Vec<String>, SocketAddr, T),
+) -> (ChildProxy, SocketAddr, T) {
+    let mut printed = String::new();
+    for attempt in 0..3 {
+        let (args, admin, extra) = start(attempt);
+        let log = std::env::temp_dir().join(format!(
+            "hitless-child-{}-{}.log",
+            std::process::id(),
+            admin.port()
+        ));
+        let child = hitless_bin()
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("spawn hitless");
+        let mut proxy = ChildProxy { child };
+        for _ in 0..1200 {
+            if is_ready(admin).await {
+                let _ = std::fs::remove_file(&log);
+                return (proxy, admin, extra);
+            }
+            if proxy.child.try_wait().ok().flatten().is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        printed = std::fs::read_to_string(&log).unwrap_or_default();
+        let _ = std::fs::remove_file(&log);
+        if proxy.child.try_wait().ok().flatten().is_none() {
+            panic!("hitless did not become ready on {admin} within 60 s; it printed:\n{printed}");
+        }
+    }
+    panic!("hitless exited before it was ready, three times; it printed:\n{printed}");
 }
 
 /// Peak and current resident memory of a process, in KiB (Linux `/proc`).
